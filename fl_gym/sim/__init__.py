@@ -1,0 +1,59 @@
+"""The simulator: federated learning over a wireless cell, usable without any RL library.
+
+Layers below the environments only: nothing in ``fl_gym.sim`` imports gymnasium, pettingzoo or
+stable-baselines3.
+"""
+
+from fl_gym.sim.aggregation import (
+    AGGREGATORS,
+    AggregationResult,
+    coordinate_median,
+    fedavg,
+    geometric_median,
+    get_aggregator,
+    trimmed_mean,
+)
+from fl_gym.sim.compression import COMPRESSORS, CompressionResult, Compressor, parse_compressor
+from fl_gym.sim.data import (
+    Dataset,
+    FederatedDataset,
+    federate,
+    from_arrays,
+    load_digits_dataset,
+    make_federated_dataset,
+    synthetic_fedprox,
+)
+from fl_gym.sim.federation import Federation, FederationConfig, PendingUpdates
+from fl_gym.sim.models import BatchedMLP, make_model
+from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.training import ClientTensors, local_sgd
+
+__all__ = [
+    "AGGREGATORS",
+    "COMPRESSORS",
+    "AggregationResult",
+    "BatchedMLP",
+    "ClientTensors",
+    "CompressionResult",
+    "Compressor",
+    "Dataset",
+    "FederatedDataset",
+    "Federation",
+    "FederationConfig",
+    "PendingUpdates",
+    "RoundPlan",
+    "RoundReport",
+    "coordinate_median",
+    "fedavg",
+    "federate",
+    "from_arrays",
+    "geometric_median",
+    "get_aggregator",
+    "load_digits_dataset",
+    "local_sgd",
+    "make_federated_dataset",
+    "make_model",
+    "parse_compressor",
+    "synthetic_fedprox",
+    "trimmed_mean",
+]

@@ -1,0 +1,472 @@
+"""The federation: global model, clients' data and per-client optimiser state, round by round.
+
+A :class:`Federation` runs federated learning with no RL anywhere near it::
+
+    rng = np.random.default_rng(0)
+    data = make_federated_dataset("digits", num_clients=10, rng=rng)
+    fed = Federation(data, FederationConfig(), rng=rng)
+    for _ in range(30):
+        report = fed.run_round(fed.plan(selected="all", local_steps=5), rng)
+        print(report.round_index, report.accuracy)
+
+One round: every selected client starts from the global model and runs its local SGD steps (all
+clients in one batched computation), its update (local - global) goes through the compression
+operator of its level (error-feedback residual and momentum rows are the federation's state), the
+server aggregates the finite updates it received and moves the global model, and the new model is
+evaluated on the test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from fl_gym.sim.aggregation import AggregationResult, get_aggregator
+from fl_gym.sim.compression import Compressor, parse_compressor
+from fl_gym.sim.config import check_choice, check_positive
+from fl_gym.sim.data import FederatedDataset
+from fl_gym.sim.models import MODEL_NAMES, BatchedMLP, make_model
+from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.training import ClientTensors, local_sgd
+from fl_gym.sim.wireless import UplinkReport, WirelessCell, WirelessConfig
+
+__all__ = ["Federation", "FederationConfig"]
+
+_SEED_HIGH = 2**63 - 1
+AGGREGATOR_NAMES = ("fedavg", "median", "trimmed_mean", "geometric_median")
+WEIGHTINGS = ("samples", "uniform")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The learning side of a federation.
+
+    Attributes:
+        model: ``"mlp"`` or ``"logreg"``.
+        hidden_units: Hidden layer widths of the MLP.
+        learning_rate: Clients' local SGD step size.
+        batch_size: Minibatch size of a local step.
+        weight_decay: L2 coefficient of the local objective.
+        server_learning_rate: Scale of the aggregated update applied to the global model.
+        aggregator: ``"fedavg"``, ``"median"``, ``"trimmed_mean"`` or ``"geometric_median"``.
+        trim_ratio: Fraction trimmed at each end by ``"trimmed_mean"``.
+        weighting: Aggregation weights: ``"samples"`` (client dataset sizes, as in FedAvg) or
+            ``"uniform"``.
+        compression_levels: Operator specs a plan's per-client ``compression`` indexes into
+            (see :func:`fl_gym.sim.compression.parse_compressor`).
+    """
+
+    model: str = "mlp"
+    hidden_units: tuple[int, ...] = (64,)
+    learning_rate: float = 0.1
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    server_learning_rate: float = 1.0
+    aggregator: str = "fedavg"
+    trim_ratio: float = 0.1
+    weighting: str = "samples"
+    compression_levels: tuple[str, ...] = ("none", "topk:0.1", "qsgd:16", "sign")
+
+    def __post_init__(self) -> None:
+        check_choice("model", self.model, MODEL_NAMES)
+        object.__setattr__(self, "hidden_units", tuple(int(h) for h in self.hidden_units))
+        check_positive("learning_rate", self.learning_rate)
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("server_learning_rate", self.server_learning_rate)
+        check_choice("aggregator", self.aggregator, AGGREGATOR_NAMES)
+        if not 0.0 <= self.trim_ratio < 0.5:
+            raise ValueError(f"trim_ratio must be in [0, 0.5), got {self.trim_ratio!r}")
+        check_choice("weighting", self.weighting, WEIGHTINGS)
+        levels = tuple(self.compression_levels)
+        if not levels:
+            raise ValueError("compression_levels must name at least one operator, e.g. ('none',)")
+        for spec in levels:
+            parse_compressor(spec)  # raises a clear error for an unknown or malformed spec
+        object.__setattr__(self, "compression_levels", levels)
+
+
+class Federation:
+    """Global model, clients and their state; runs rounds.
+
+    Args:
+        data: The clients' training data and the global test set.
+        config: Learning configuration.
+        wireless: The cell the clients upload through, or ``None`` for an ideal channel on
+            which every update arrives at no cost.
+        rng: Draws the initial model (through a torch generator seeded from it) and, with a
+            wireless model, the devices' placement, channels, CPUs and batteries.
+        device: Torch device of all tensors (``"cpu"`` or ``"cuda"``).
+    """
+
+    def __init__(
+        self,
+        data: FederatedDataset,
+        config: FederationConfig | None = None,
+        *,
+        wireless: WirelessConfig | None = None,
+        rng: np.random.Generator,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.config = config if config is not None else FederationConfig()
+        self.cell = WirelessCell(wireless, data.num_clients) if wireless is not None else None
+        self.data = data
+        self.device = torch.device(device)
+        self.model: BatchedMLP = make_model(
+            self.config.model,
+            data.num_features,
+            data.num_classes,
+            hidden_units=self.config.hidden_units,
+        )
+        self.clients = ClientTensors.from_arrays(
+            data.x_train, data.y_train, data.client_indices, device=self.device
+        )
+        self.x_test = torch.as_tensor(data.x_test, dtype=torch.float32, device=self.device)
+        self.y_test = torch.as_tensor(data.y_test, dtype=torch.int64, device=self.device)
+        self.compressors: tuple[Compressor, ...] = tuple(
+            parse_compressor(spec) for spec in self.config.compression_levels
+        )
+        kwargs: dict[str, Any] = {}
+        if self.config.aggregator == "trimmed_mean":
+            kwargs["trim_ratio"] = self.config.trim_ratio
+        self._aggregate = get_aggregator(self.config.aggregator, **kwargs)
+        sizes = torch.as_tensor(data.client_sizes, dtype=torch.float32, device=self.device)
+        self.client_weights = (
+            sizes if self.config.weighting == "samples" else torch.ones_like(sizes)
+        )
+        self.reset(rng)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def num_clients(self) -> int:
+        return self.clients.num_clients
+
+    @property
+    def num_params(self) -> int:
+        return self.model.num_params
+
+    @property
+    def compression_levels(self) -> tuple[str, ...]:
+        return self.config.compression_levels
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Draw a fresh global model, clear every client's state and reset the cell."""
+        generator = self._torch_generator(rng)
+        if self.cell is not None:
+            self.cell.reset(rng)
+        self.params = self.model.init_params(generator, device=self.device)
+        k, p = self.num_clients, self.num_params
+        needs_residual = any(c.uses_residual for c in self.compressors)
+        needs_momentum = any(c.uses_momentum for c in self.compressors)
+        self.residual = torch.zeros(k, p, device=self.device) if needs_residual else None
+        self.momentum = torch.zeros(k, p, device=self.device) if needs_momentum else None
+        self.round_index = 0
+        self.participation_count = np.zeros(k, dtype=np.int64)
+        self.last_delivered_round = np.full(k, -1, dtype=np.int64)
+        loss, accuracy = self.evaluate()
+        self.accuracy, self.loss = accuracy, loss
+
+    def rounds_since_delivery(self) -> np.ndarray:
+        """Per client, rounds since its last aggregated update (``round_index + 1`` if never)."""
+        return self.round_index - self.last_delivered_round
+
+    def evaluate(self, params: torch.Tensor | None = None) -> tuple[float, float]:
+        """Test loss and accuracy of ``params`` (the global model by default)."""
+        p = self.params if params is None else params
+        loss, accuracy = self.model.evaluate(p, self.x_test, self.y_test)
+        return float(loss), float(accuracy)
+
+    # -- plans -----------------------------------------------------------------------------------
+
+    def plan(
+        self,
+        *,
+        selected: Any = "all",
+        local_steps: Any = 1,
+        compression: Any = 0,
+        power_w: Any = None,
+    ) -> RoundPlan:
+        """Build a validated :class:`RoundPlan` from convenient inputs.
+
+        Args:
+            selected: ``"all"``, a bool mask ``(K,)`` or a sequence of client indices.
+            local_steps: One int or ``(K,)`` ints.
+            compression: A level index, a spec string that is one of ``compression_levels``,
+                or ``(K,)`` level indices.
+            power_w: Transmit powers, passed through.
+
+        Returns:
+            The plan.
+        """
+        k = self.num_clients
+        if isinstance(selected, str):
+            if selected != "all":
+                raise ValueError(f"selected must be 'all', a mask or indices, got {selected!r}")
+            mask = np.ones(k, dtype=bool)
+        else:
+            arr = np.asarray(selected)
+            if arr.dtype == np.bool_:
+                mask = arr
+            else:
+                if arr.size and not np.issubdtype(arr.dtype, np.integer):
+                    raise TypeError(f"client indices must be integers, got {selected!r}")
+                idx = arr.astype(np.int64).reshape(-1)
+                bad = idx[(idx < 0) | (idx >= k)]
+                if bad.size:
+                    raise ValueError(
+                        f"client indices {bad.tolist()} out of range; allowed 0..{k - 1}"
+                    )
+                if np.unique(idx).size != idx.size:
+                    raise ValueError(f"client indices must be distinct, got {idx.tolist()}")
+                mask = np.zeros(k, dtype=bool)
+                mask[idx] = True
+        if isinstance(compression, str):
+            if compression not in self.compression_levels:
+                raise ValueError(
+                    f"compression {compression!r} is not one of this federation's levels "
+                    f"{list(self.compression_levels)}"
+                )
+            compression = self.compression_levels.index(compression)
+        return RoundPlan(mask, local_steps, compression, power_w)
+
+    def _check_plan(self, plan: RoundPlan, allow_empty: bool) -> None:
+        if not isinstance(plan, RoundPlan):
+            raise TypeError(f"plan must be a RoundPlan, got {type(plan).__name__}")
+        if plan.num_clients != self.num_clients:
+            raise ValueError(
+                f"plan is for {plan.num_clients} clients, this federation has {self.num_clients}"
+            )
+        if not allow_empty and not plan.selected.any():
+            raise ValueError(
+                "plan selects no client; select at least one of the "
+                f"{self.num_clients} clients (or pass allow_empty=True for an idle round)"
+            )
+        if self.cell is not None:
+            self.cell.check_selection(plan.selected)
+        top = int(plan.compression.max())
+        if top >= len(self.compressors):
+            raise ValueError(
+                f"compression level {top} out of range; allowed 0..{len(self.compressors) - 1} "
+                f"({list(self.compression_levels)})"
+            )
+
+    # -- one round -------------------------------------------------------------------------------
+
+    def train_and_compress(
+        self, plan: RoundPlan, rng: np.random.Generator, *, allow_empty: bool = False
+    ) -> PendingUpdates:
+        """First half of a round: local training and compression of the selected clients.
+
+        The wireless layer decides between this and :meth:`apply`, from ``bits``, which of the
+        updates arrive. Clients' residual and momentum rows are updated here: a client that
+        transmitted has spent its residual whether or not the packet gets through.
+        """
+        self._check_plan(plan, allow_empty)
+        generator = self._torch_generator(rng)
+        ids_np = plan.selected_ids
+        ids = torch.as_tensor(ids_np, dtype=torch.int64, device=self.device)
+        steps = torch.as_tensor(plan.local_steps[ids_np], dtype=torch.int64, device=self.device)
+        trained = local_sgd(
+            self.model,
+            self.params,
+            self.clients,
+            ids,
+            steps,
+            batch_size=self.config.batch_size,
+            learning_rate=self.config.learning_rate,
+            generator=generator,
+            weight_decay=self.config.weight_decay,
+        )
+        updates = trained.params - self.params
+        finite = torch.isfinite(updates).all(dim=1)
+        if not bool(finite.all()):
+            # A diverged client sends nothing usable; zero its row so that neither the
+            # compressor nor its error-feedback state ever sees a NaN.
+            updates = torch.where(finite.unsqueeze(1), updates, torch.zeros_like(updates))
+        reconstructed = torch.zeros_like(updates)
+        bits = torch.zeros(ids.shape[0], dtype=torch.int64, device=self.device)
+        levels = plan.compression[ids_np]
+        for level in np.unique(levels):
+            rows_np = np.flatnonzero((levels == level) & finite.cpu().numpy())
+            if rows_np.size == 0:
+                continue
+            rows = torch.as_tensor(rows_np, device=self.device)
+            client_rows = ids[rows]
+            op = self.compressors[int(level)]
+            out = op.compress(
+                updates[rows],
+                residual=self.residual[client_rows] if op.uses_residual else None,
+                momentum=self.momentum[client_rows] if op.uses_momentum else None,
+                generator=generator,
+                round_index=self.round_index,
+            )
+            reconstructed[rows] = out.reconstructed
+            bits[rows] = out.bits
+            if out.residual is not None and self.residual is not None:
+                self.residual[client_rows] = out.residual
+            if out.momentum is not None and self.momentum is not None:
+                self.momentum[client_rows] = out.momentum
+        train_loss = torch.where(finite, trained.train_loss, torch.zeros_like(trained.train_loss))
+        return PendingUpdates(
+            plan=plan,
+            client_ids=ids_np,
+            updates=reconstructed,
+            finite=finite.cpu().numpy(),
+            bits=bits.cpu().numpy(),
+            train_loss=train_loss.cpu().numpy().astype(np.float64),
+        )
+
+    def apply(self, pending: PendingUpdates, uplink: UplinkReport | None = None) -> RoundReport:
+        """Second half of a round: aggregate the updates that arrived and evaluate.
+
+        Args:
+            pending: The output of :meth:`train_and_compress` for this round.
+            uplink: What the wireless cell reported for this round; ``None`` means an ideal
+                channel on which every pending update arrives.
+
+        Returns:
+            The round's report.
+        """
+        num = pending.client_ids.shape[0]
+        k = self.num_clients
+        if uplink is None:
+            arrived_np = np.ones(num, dtype=bool)
+            zeros = np.zeros(k)
+            energy_compute = energy_transmit = latency = packet_error = zeros
+            straggler = packet_lost = np.zeros(k, dtype=bool)
+            round_time_s = channel_uses = 0.0
+        else:
+            arrived_np = uplink.delivered[pending.client_ids]
+            energy_compute, energy_transmit = uplink.compute_energy_j, uplink.transmit_energy_j
+            latency, packet_error = uplink.latency_s, uplink.packet_error_prob
+            straggler, packet_lost = uplink.straggler, uplink.packet_lost
+            round_time_s = uplink.round_time_s
+            channel_uses = float(
+                uplink.transmit_time_s.sum() * self.cell.config.subchannel_bandwidth_hz
+            )
+        use = arrived_np & pending.finite
+        num_rejected = int((arrived_np & ~pending.finite).sum())
+        update_norm = 0.0
+        accepted = np.zeros(num, dtype=bool)
+        if use.any():
+            rows = torch.as_tensor(np.flatnonzero(use), device=self.device)
+            ids = torch.as_tensor(pending.client_ids[use], device=self.device)
+            result: AggregationResult = self._aggregate(
+                pending.updates[rows], self.client_weights[ids]
+            )
+            step = result.aggregate * self.config.server_learning_rate
+            self.params = self.params + step
+            update_norm = float(torch.linalg.vector_norm(step))
+            accepted[np.flatnonzero(use)] = result.accepted.cpu().numpy()
+            num_rejected += int(result.num_rejected)
+        delivered = np.zeros(k, dtype=bool)
+        delivered[pending.client_ids[accepted]] = True
+        self.participation_count[pending.client_ids] += 1
+        self.last_delivered_round[delivered] = self.round_index
+        loss, accuracy = self.evaluate()
+        self.loss, self.accuracy = loss, accuracy
+        bits_up = np.zeros(k, dtype=np.int64)
+        bits_up[pending.client_ids] = pending.bits
+        train_loss = np.zeros(k, dtype=np.float64)
+        train_loss[pending.client_ids] = pending.train_loss
+        report = RoundReport(
+            round_index=self.round_index,
+            selected=pending.plan.selected,
+            delivered=delivered,
+            local_steps=pending.plan.local_steps,
+            compression=pending.plan.compression,
+            bits_up=bits_up,
+            train_loss=train_loss,
+            num_rejected=num_rejected,
+            accuracy=accuracy,
+            loss=loss,
+            update_norm=update_norm,
+            energy_compute_j=energy_compute,
+            energy_transmit_j=energy_transmit,
+            latency_s=latency,
+            packet_error=packet_error,
+            straggler=straggler,
+            packet_lost=packet_lost,
+            round_time_s=round_time_s,
+            channel_uses=channel_uses,
+        )
+        self.round_index += 1
+        return report
+
+    def run_round(
+        self, plan: RoundPlan, rng: np.random.Generator, *, allow_empty: bool = False
+    ) -> RoundReport:
+        """Train, compress, upload, aggregate and evaluate one round.
+
+        With a wireless model, the selected devices train and upload on their sub-channels at
+        ``plan.power_w`` (``p_max`` where it is ``None``); stragglers, lost packets and devices
+        whose battery ran out contribute nothing; energy leaves the batteries; then the channel
+        moves on to the next round. A selected device whose power is below the cell's
+        ``power_floor_w`` neither trains nor transmits.
+
+        Args:
+            plan: What each client does (see :meth:`plan`).
+            rng: Source of this round's randomness (minibatches, stochastic compression, packet
+                losses, channel evolution).
+            allow_empty: Accept a plan that selects nobody (the model then stays unchanged).
+
+        Returns:
+            The round's report.
+        """
+        if self.cell is None:
+            return self.apply(self.train_and_compress(plan, rng, allow_empty=allow_empty))
+        self._check_plan(plan, allow_empty)
+        cell_config = self.cell.config
+        power = (
+            np.full(self.num_clients, cell_config.p_max_w) if plan.power_w is None else plan.power_w
+        )
+        silent = plan.selected & (power < cell_config.power_floor_w)
+        if silent.any():
+            plan = RoundPlan(plan.selected & ~silent, plan.local_steps, plan.compression, power)
+        pending = self.train_and_compress(plan, rng, allow_empty=True)
+        bits = np.zeros(self.num_clients)
+        bits[pending.client_ids] = pending.bits
+        uplink = self.cell.uplink(
+            plan.selected | silent,
+            np.where(plan.selected, power, 0.0),
+            bits,
+            plan.local_steps,
+            self.config.batch_size,
+            rng,
+        )
+        report = self.apply(pending, uplink)
+        self.cell.advance(rng)
+        return report
+
+    def _torch_generator(self, rng: np.random.Generator) -> torch.Generator:
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(rng.integers(0, _SEED_HIGH)))
+        return generator
+
+
+@dataclass(frozen=True, eq=False)
+class PendingUpdates:
+    """Compressed updates of one round, between training and aggregation.
+
+    Attributes:
+        plan: The round's plan.
+        client_ids: ``(S,)`` the selected clients, ascending.
+        updates: ``(S, P)`` what the server would decode from each client.
+        finite: ``(S,)`` False where local training diverged (the update is rejected).
+        bits: ``(S,)`` exact bits each client uploads.
+        train_loss: ``(S,)`` each client's mean local training loss.
+    """
+
+    plan: RoundPlan
+    client_ids: np.ndarray
+    updates: torch.Tensor
+    finite: np.ndarray
+    bits: np.ndarray
+    train_loss: np.ndarray
