@@ -291,8 +291,9 @@ class Federation:
         reconstructed = torch.zeros_like(updates)
         bits = torch.zeros(ids.shape[0], dtype=torch.int64, device=self.device)
         levels = plan.compression[ids_np]
+        finite_np = finite.cpu().numpy()
         for level in np.unique(levels):
-            rows_np = np.flatnonzero((levels == level) & finite.cpu().numpy())
+            rows_np = np.flatnonzero((levels == level) & finite_np)
             if rows_np.size == 0:
                 continue
             rows = torch.as_tensor(rows_np, device=self.device)
@@ -316,7 +317,7 @@ class Federation:
             plan=plan,
             client_ids=ids_np,
             updates=reconstructed,
-            finite=finite.cpu().numpy(),
+            finite=finite_np,
             bits=bits.cpu().numpy(),
             train_loss=train_loss.cpu().numpy().astype(np.float64),
         )

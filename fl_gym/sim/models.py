@@ -186,9 +186,7 @@ class BatchedMLP:
             if i < num_layers - 1:
                 h = h.relu_()
                 activations.append(h)
-        # log_softmax by hand: torch's kernel is several times slower on a last dim of ~10.
-        shifted = h - h.amax(dim=2, keepdim=True)
-        log_probs = shifted - shifted.exp().sum(dim=2, keepdim=True).log_()
+        log_probs = _log_softmax(h)
         batch = x.shape[1]
         y_index = y.unsqueeze(2)
         loss = -log_probs.gather(2, y_index).squeeze(2).mean(dim=1)
@@ -230,7 +228,7 @@ class BatchedMLP:
             )
         with torch.no_grad():
             logits = self.logits(p, x.unsqueeze(0).expand(p.shape[0], -1, -1))
-            log_probs = torch.log_softmax(logits, dim=2)
+            log_probs = _log_softmax(logits)
             y_index = y.view(1, -1, 1).expand(p.shape[0], -1, 1)
             loss = -log_probs.gather(2, y_index).squeeze(2).mean(dim=1)
             accuracy = (logits.argmax(dim=2) == y.unsqueeze(0)).to(params.dtype).mean(dim=1)
@@ -270,6 +268,13 @@ class BatchedMLP:
             parts.append(linear.weight.detach().T.reshape(-1))
             parts.append(linear.bias.detach().reshape(-1))
         return torch.cat(parts)
+
+
+def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the last dim, by hand: torch's kernel is several times slower on a last
+    dim of ~10 classes."""
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    return shifted - shifted.exp().sum(dim=-1, keepdim=True).log_()
 
 
 def make_model(

@@ -1,0 +1,17 @@
+"""Gymnasium and PettingZoo adapters over :mod:`fl_gym.sim`."""
+
+from fl_gym.envs.config import PRESETS, WirelessFLConfig, make_config
+from fl_gym.envs.registration import ENV_IDS, register_envs
+from fl_gym.envs.wireless_fl import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES, WirelessFLEnv
+
+__all__ = [
+    "CONTROLS",
+    "DEVICE_FEATURES",
+    "ENV_IDS",
+    "PRESETS",
+    "SERVER_FEATURES",
+    "WirelessFLConfig",
+    "WirelessFLEnv",
+    "make_config",
+    "register_envs",
+]

@@ -1,0 +1,229 @@
+"""Configuration of the wireless FL environments: one frozen dataclass and named presets.
+
+A :class:`WirelessFLConfig` holds the scenario (data, partition, number of devices), the episode
+and reward settings, and two nested configurations: ``learning`` (a
+:class:`~fl_gym.sim.federation.FederationConfig`) and ``wireless`` (a
+:class:`~fl_gym.sim.wireless.WirelessConfig`). :func:`make_config` builds one from a preset and
+overrides given as a dict; a key may name a field of the top level, of ``learning`` or of
+``wireless`` (``{"deadline_s": 0.5}``, or ``{"wireless.deadline_s": 0.5}`` to be explicit, or
+``{"wireless": {"deadline_s": 0.5}}``). An unknown key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fl_gym.sim.config import check_choice, check_positive, with_overrides
+from fl_gym.sim.data import FederatedDataset, make_federated_dataset
+from fl_gym.sim.federation import FederationConfig
+from fl_gym.sim.wireless import WirelessConfig
+
+__all__ = ["PRESETS", "WirelessFLConfig", "apply_overrides", "build_dataset", "make_config"]
+
+DATASETS = ("digits", "synthetic")
+PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+
+
+@dataclass(frozen=True)
+class WirelessFLConfig:
+    """Everything a wireless FL environment is built from.
+
+    Attributes:
+        dataset: ``"digits"`` (scikit-learn's bundled 8x8 digits) or ``"synthetic"`` (FedProx
+            Synthetic(alpha, beta), one user per device).
+        num_devices: Number of devices K.
+        partition: How digits are split over devices: ``"iid"``, ``"dirichlet"``, ``"shards"``
+            or ``"quantity"`` (ignored by ``"synthetic"``, whose users come with their data).
+        dirichlet_alpha: Concentration of the Dirichlet label skew.
+        synthetic_alpha: FedProx alpha (model heterogeneity, a standard deviation).
+        synthetic_beta: FedProx beta (data heterogeneity, a standard deviation).
+        synthetic_iid: Use FedProx's IID synthetic generator instead.
+        target_accuracy: The episode terminates once test accuracy reaches it.
+        max_rounds: Episode length used by the registered environments (``max_episode_steps``)
+            and to normalise the round counter in the observation.
+        local_step_choices: The local-step counts an aggregation-frequency action picks from.
+        default_local_steps: Local steps where the environment does not control them.
+        default_compression: Compression level where the environment does not control it.
+        power_min_dbm: Transmit power of the action -1 (the action +1 is ``p_max_dbm``);
+            the action maps linearly in dBm in between.
+        accuracy_weight: Reward per unit of test-accuracy gain.
+        energy_weight_per_j: Reward cost per joule spent by all devices in a round.
+        time_weight_per_s: Reward cost per second of round duration.
+        learning: Learning configuration (model, optimiser, aggregation, compression levels).
+        wireless: Cell configuration (geometry, channel, compute, deadline, batteries).
+    """
+
+    dataset: str = "digits"
+    num_devices: int = 10
+    partition: str = "iid"
+    dirichlet_alpha: float = 0.5
+    synthetic_alpha: float = 1.0
+    synthetic_beta: float = 1.0
+    synthetic_iid: bool = False
+    target_accuracy: float = 0.95
+    max_rounds: int = 100
+    local_step_choices: tuple[int, ...] = (1, 2, 5, 10, 20)
+    default_local_steps: int = 5
+    default_compression: int = 0
+    power_min_dbm: float = 0.0
+    accuracy_weight: float = 100.0
+    energy_weight_per_j: float = 20.0
+    time_weight_per_s: float = 1.0
+    learning: FederationConfig = field(default_factory=FederationConfig)
+    wireless: WirelessConfig = field(default_factory=WirelessConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        _check_int("num_devices", self.num_devices, 1)
+        check_choice("partition", self.partition, PARTITIONS)
+        check_positive("dirichlet_alpha", self.dirichlet_alpha)
+        check_positive("synthetic_alpha", self.synthetic_alpha, allow_zero=True)
+        check_positive("synthetic_beta", self.synthetic_beta, allow_zero=True)
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
+        _check_int("max_rounds", self.max_rounds, 1)
+        choices = tuple(int(c) for c in self.local_step_choices)
+        if not choices or min(choices) < 1 or len(set(choices)) != len(choices):
+            raise ValueError(
+                "local_step_choices must be distinct integers >= 1, "
+                f"got {self.local_step_choices!r}"
+            )
+        object.__setattr__(self, "local_step_choices", choices)
+        _check_int("default_local_steps", self.default_local_steps, 1)
+        if not isinstance(self.learning, FederationConfig):
+            raise TypeError(f"learning must be a FederationConfig, got {self.learning!r}")
+        if not isinstance(self.wireless, WirelessConfig):
+            raise TypeError(f"wireless must be a WirelessConfig, got {self.wireless!r}")
+        levels = len(self.learning.compression_levels)
+        if not 0 <= int(self.default_compression) < levels:
+            raise ValueError(
+                f"default_compression must be a level in 0..{levels - 1} of "
+                f"{list(self.learning.compression_levels)}, got {self.default_compression!r}"
+            )
+        if not self.power_min_dbm < self.wireless.p_max_dbm:
+            raise ValueError(
+                f"power_min_dbm ({self.power_min_dbm}) must be below p_max_dbm "
+                f"({self.wireless.p_max_dbm})"
+            )
+        for name in ("accuracy_weight", "energy_weight_per_j", "time_weight_per_s"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+
+    @property
+    def num_compression_levels(self) -> int:
+        return len(self.learning.compression_levels)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "iid-digits": {},
+    "noniid-digits": {"partition": "dirichlet", "dirichlet_alpha": 0.1},
+    "synthetic-1-1": {
+        "dataset": "synthetic",
+        "num_devices": 30,
+        "synthetic_alpha": 1.0,
+        "synthetic_beta": 1.0,
+        "learning.model": "logreg",
+        "target_accuracy": 0.75,
+    },
+    "cell-edge": {"wireless.edge_fraction": 0.6},
+    "large-k": {"num_devices": 100},
+}
+"""Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax."""
+
+
+def make_config(
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | WirelessFLConfig | None = None,
+) -> WirelessFLConfig:
+    """Build a configuration from a preset and overrides.
+
+    Args:
+        preset: A name in :data:`PRESETS`, or ``None`` for the defaults.
+        overrides: A :class:`WirelessFLConfig` (used as is) or a dict of overrides applied after
+            the preset's. Keys are top-level field names, ``learning.NAME`` / ``wireless.NAME``,
+            or bare names of a ``learning`` / ``wireless`` field; ``learning`` and ``wireless``
+            may also be given as dicts or config objects.
+
+    Returns:
+        The validated configuration.
+    """
+    if isinstance(overrides, WirelessFLConfig):
+        return overrides
+    config = WirelessFLConfig()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; allowed: {sorted(PRESETS)}")
+        config = apply_overrides(config, PRESETS[preset])
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise TypeError(
+                f"config must be a WirelessFLConfig or a dict, got {type(overrides).__name__}"
+            )
+        config = apply_overrides(config, overrides)
+    return config
+
+
+def apply_overrides(config: WirelessFLConfig, overrides: Mapping[str, Any]) -> WirelessFLConfig:
+    """``config`` with the overrides applied (key syntax of :func:`make_config`)."""
+    if not isinstance(overrides, Mapping):
+        raise TypeError(f"config overrides must be a dict, got {type(overrides).__name__}")
+    top_names = {f.name for f in dataclasses.fields(WirelessFLConfig)}
+    nested = {
+        "learning": {f.name for f in dataclasses.fields(FederationConfig)},
+        "wireless": {f.name for f in dataclasses.fields(WirelessConfig)},
+    }
+    top: dict[str, Any] = {}
+    sub: dict[str, dict[str, Any]] = {"learning": {}, "wireless": {}}
+    unknown = []
+    for key, value in overrides.items():
+        if not isinstance(key, str):
+            raise TypeError(f"config keys must be strings, got {key!r}")
+        if key in nested and isinstance(value, Mapping):
+            sub[key].update(value)
+        elif key in top_names:
+            top[key] = value
+        elif "." in key and key.split(".", 1)[0] in nested:
+            group, name = key.split(".", 1)
+            if name not in nested[group]:
+                unknown.append(key)
+            sub[group][name] = value
+        else:
+            owners = [group for group, names in nested.items() if key in names]
+            if owners:
+                sub[owners[0]][key] = value
+            else:
+                unknown.append(key)
+    if unknown:
+        allowed = sorted(top_names) + [f"{g}.{n}" for g in nested for n in sorted(nested[g])]
+        raise ValueError(f"unknown config key(s) {unknown}; allowed: {allowed}")
+    learning = with_overrides(top.pop("learning", config.learning), sub["learning"] or None)
+    wireless = with_overrides(top.pop("wireless", config.wireless), sub["wireless"] or None)
+    return dataclasses.replace(config, learning=learning, wireless=wireless, **top)
+
+
+def build_dataset(config: WirelessFLConfig, rng: np.random.Generator) -> FederatedDataset:
+    """Draw the scenario's federated dataset (partition and, for synthetic data, the data)."""
+    if config.dataset == "synthetic":
+        return make_federated_dataset(
+            "synthetic",
+            config.num_devices,
+            rng=rng,
+            alpha=config.synthetic_alpha,
+            beta=config.synthetic_beta,
+            iid=config.synthetic_iid,
+        )
+    kwargs: dict[str, Any] = {}
+    if config.partition == "dirichlet":
+        kwargs["alpha"] = config.dirichlet_alpha
+    return make_federated_dataset(
+        "digits", config.num_devices, partition=config.partition, rng=rng, **kwargs
+    )

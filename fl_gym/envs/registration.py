@@ -1,0 +1,39 @@
+"""Registration of every fl_gym environment with Gymnasium, in one place.
+
+``import fl_gym`` calls :func:`register_envs`; a second call (or a second import) registers
+nothing again. Gymnasium >= 1.0 ignores plugin entry points, so none are relied on.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+__all__ = ["ENV_IDS", "register_envs"]
+
+_WIRELESS_FL_ENTRY = "fl_gym.envs.wireless_fl:WirelessFLEnv"
+
+_WIRELESS_FL_VARIANTS = {
+    "fl_gym/ClientSelection-v0": ("selection",),
+    "fl_gym/PowerControl-v0": ("power",),
+    "fl_gym/GradientCompression-v0": ("compression",),
+    "fl_gym/AggregationFrequency-v0": ("frequency",),
+    "fl_gym/WirelessFL-v0": ("selection", "power", "compression", "frequency"),
+}
+
+ENV_IDS: tuple[str, ...] = tuple(_WIRELESS_FL_VARIANTS)
+"""Every Gymnasium environment id this package registers."""
+
+MAX_EPISODE_STEPS = 100
+
+
+def register_envs() -> None:
+    """Register every fl_gym environment (idempotent)."""
+    for env_id, controls in _WIRELESS_FL_VARIANTS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point=_WIRELESS_FL_ENTRY,
+            max_episode_steps=MAX_EPISODE_STEPS,
+            kwargs={"controls": controls},
+        )

@@ -1,0 +1,520 @@
+"""The wireless federated-learning control environments (one class, five registered variants)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from fl_gym.envs.config import WirelessFLConfig, apply_overrides, build_dataset, make_config
+from fl_gym.sim.federation import Federation
+from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.wireless import dbm_to_w, w_to_dbm
+
+__all__ = ["CONTROLS", "DEVICE_FEATURES", "SERVER_FEATURES", "WirelessFLEnv"]
+
+CONTROLS = ("selection", "power", "compression", "frequency")
+"""The knobs an environment may control, in the order of the joint action layout."""
+
+DEVICE_FEATURES = (
+    "snr_db",
+    "distance",
+    "battery",
+    "cpu",
+    "staleness",
+    "train_loss",
+    "available",
+    "selected",
+    "delivered",
+    "data_share",
+)
+"""Columns of ``obs["devices"]``; see the class docstring for units and scaling."""
+
+SERVER_FEATURES = (
+    "round",
+    "accuracy",
+    "loss",
+    "energy_spent",
+    "round_time",
+    "available_share",
+    "accuracy_gain",
+)
+"""Entries of ``obs["server"]``; see the class docstring for units and scaling."""
+
+_OBS_BOUND = 5.0
+_STALENESS_CAP = 50
+_LOSS_SCALE = 5.0
+
+
+class WirelessFLEnv(gym.Env):
+    r"""Federated learning over a wireless cell, one environment step per FL round.
+
+    ## Description
+
+    K devices hold private shards of a dataset and share one base station with M orthogonal
+    uplink sub-channels. Every step is one FL round: the controller's action is decoded into a
+    :class:`~fl_gym.sim.plan.RoundPlan` (which devices take part, their transmit power, their
+    compression level, the local SGD steps), the selected devices really train the model from the
+    current global weights (all of them in one batched computation), compress their updates and
+    upload them through Rayleigh block fading; updates that miss the deadline, are lost to packet
+    errors or run out of battery are dropped; the base station aggregates what arrived and the
+    global model is tested.
+
+    Each registered variant controls some knobs and leaves the others at documented defaults:
+
+    | id | controls | action space |
+    | --- | --- | --- |
+    | `fl_gym/ClientSelection-v0` | selection | `Box(-1, 1, (K,))` scores |
+    | `fl_gym/PowerControl-v0` | power | `Box(-1, 1, (K,))` |
+    | `fl_gym/GradientCompression-v0` | compression | `MultiDiscrete([L] * K)` |
+    | `fl_gym/AggregationFrequency-v0` | frequency | `Discrete(len(local_step_choices))` |
+    | `fl_gym/WirelessFL-v0` | all four | `Box(-1, 1, (3K + 1,))` |
+
+    ## Action Space
+
+    * **selection**: a score per device; the devices with a score > 0 that are available (battery
+      not empty) are selected, the M highest scores if more than M qualify (ties go to the lower
+      index). Default when not controlled: round-robin, the M available devices that have gone
+      longest without being selected.
+    * **power**: ``a in [-1, 1]`` per device maps linearly in dBm to
+      ``[power_min_dbm, p_max_dbm]`` (0 to 23 dBm by default). Default: ``p_max``.
+    * **compression**: a level per device, an index into ``learning.compression_levels``
+      (default ``("none", "topk:0.1", "qsgd:16", "sign")``). Default: ``default_compression``.
+    * **frequency**: an index into ``local_step_choices`` (default ``(1, 2, 5, 10, 20)``), the
+      local SGD steps of every selected device before the next aggregation. Default:
+      ``default_local_steps`` (5).
+    * The joint layout of ``WirelessFL-v0`` (and of any other combination of knobs) is the
+      concatenation, in this order, of K selection scores, K power values, K compression values
+      and 1 frequency value, all in ``[-1, 1]``; compression and frequency values are binned
+      uniformly into their levels (``level = floor((a + 1) / 2 * L)``, capped at ``L - 1``).
+
+    Box actions outside ``[-1, 1]`` are clipped (``info["action_clipped"]`` says so); NaN,
+    infinite, wrongly shaped or wrongly typed actions raise ``ValueError`` / ``TypeError`` and
+    leave the environment unchanged. Selecting an exhausted device through scores is not an
+    error: it is dropped and listed in ``info["dropped_unavailable"]``.
+
+    ## Observation Space
+
+    ``Dict(devices=Box(-5, 5, (K, 10)), server=Box(-5, 5, (7,)))``, float32:
+
+    | devices column | meaning | scaling |
+    | --- | --- | --- |
+    | `snr_db` | SNR at ``p_max`` on the current channel, dB | / 30, clipped to [-5, 5] |
+    | `distance` | distance to the base station | / cell radius |
+    | `battery` | energy left | / capacity |
+    | `cpu` | CPU frequency | / ``cpu_max_hz`` |
+    | `staleness` | rounds since the device's update was last aggregated | / 50, capped at 1 |
+    | `train_loss` | its last local training loss (0 before it trains) | / 5, capped at 1 |
+    | `available` | battery not empty | 0 or 1 |
+    | `selected` | selected in the last round | 0 or 1 |
+    | `delivered` | its update was aggregated in the last round | 0 or 1 |
+    | `data_share` | its number of samples | / the largest client's |
+
+    | server entry | meaning | scaling |
+    | --- | --- | --- |
+    | `round` | rounds played | / ``max_rounds`` |
+    | `accuracy` | global test accuracy | as is |
+    | `loss` | global test loss | / 5, capped at 1 |
+    | `energy_spent` | energy spent by all devices so far | / total battery capacity |
+    | `round_time` | duration of the last round | / deadline |
+    | `available_share` | fraction of devices with energy left | as is |
+    | `accuracy_gain` | accuracy change in the last round | x 10, clipped to [-5, 5] |
+
+    ## Rewards
+
+    ``accuracy_weight * (accuracy - previous accuracy) - energy_weight_per_j * (energy of all
+    devices, J) - time_weight_per_s * (round duration, s)``, with defaults 100, 20 and 1. Each
+    term is in ``info["reward_terms"]``.
+
+    ## Episode End
+
+    Terminates when the test accuracy reaches ``target_accuracy`` or when no device has energy
+    left. The registered environments truncate after ``max_rounds`` (100) rounds through
+    ``max_episode_steps``; the raw environment never truncates.
+
+    ## Arguments
+
+    ``gym.make(id, config=None, preset=None, render_mode=None, device="cpu")``: ``config`` is a
+    :class:`~fl_gym.envs.config.WirelessFLConfig` or a dict of overrides (unknown keys are an
+    error naming them), applied on top of the named ``preset`` (see
+    :data:`~fl_gym.envs.config.PRESETS`). ``reset(options={"config": ...})`` replaces the
+    configuration for the coming episodes (same K and action layout required).
+    ``render_mode="rgb_array"`` draws the cell and the accuracy curve (needs matplotlib: install
+    ``fl-gym[plot]``).
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        controls: tuple[str, ...] | list[str] = CONTROLS,
+        config: WirelessFLConfig | dict[str, Any] | None = None,
+        preset: str | None = None,
+        render_mode: str | None = None,
+        device: str = "cpu",
+    ) -> None:
+        controls = tuple(controls)
+        unknown = [c for c in controls if c not in CONTROLS]
+        if unknown or not controls or len(set(controls)) != len(controls):
+            raise ValueError(
+                f"controls must be distinct names from {list(CONTROLS)}, got {list(controls)}"
+            )
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, "
+                f"got {render_mode!r}"
+            )
+        self.controls = tuple(c for c in CONTROLS if c in controls)
+        self.config = make_config(preset, config)
+        self.render_mode = render_mode
+        self.device = device
+        self._build_spaces()
+        self.federation: Federation | None = None
+        self._renderer: Any = None
+
+    # -- spaces ------------------------------------------------------------------------------------
+
+    def _build_spaces(self) -> None:
+        cfg = self.config
+        k = cfg.num_devices
+        self.num_devices = k
+        if self.controls == ("compression",):
+            self.action_space = spaces.MultiDiscrete(
+                np.full(k, cfg.num_compression_levels, dtype=np.int64)
+            )
+        elif self.controls == ("frequency",):
+            self.action_space = spaces.Discrete(len(cfg.local_step_choices))
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (self._box_size(),), dtype=np.float32)
+        self.observation_space = spaces.Dict(
+            {
+                "devices": spaces.Box(
+                    -_OBS_BOUND, _OBS_BOUND, (k, len(DEVICE_FEATURES)), dtype=np.float32
+                ),
+                "server": spaces.Box(
+                    -_OBS_BOUND, _OBS_BOUND, (len(SERVER_FEATURES),), dtype=np.float32
+                ),
+            }
+        )
+
+    def _box_size(self) -> int:
+        k = self.config.num_devices
+        sizes = {"selection": k, "power": k, "compression": k, "frequency": 1}
+        return sum(sizes[c] for c in self.controls)
+
+    def _slices(self) -> dict[str, slice]:
+        k = self.config.num_devices
+        sizes = {"selection": k, "power": k, "compression": k, "frequency": 1}
+        out, start = {}, 0
+        for c in self.controls:
+            out[c] = slice(start, start + sizes[c])
+            start += sizes[c]
+        return out
+
+    # -- gymnasium API -----------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        unknown_options = set(options or {}) - {"config"}
+        if unknown_options:
+            raise ValueError(
+                f"unknown reset option(s) {sorted(unknown_options)}; allowed: ['config']"
+            )
+        if options and "config" in options:
+            new = options["config"]
+            if not isinstance(new, WirelessFLConfig):
+                new = apply_overrides(self.config, new)
+            if self._layout(new) != self._layout(self.config):
+                raise ValueError(
+                    "reset(options={'config': ...}) must keep num_devices, the number of "
+                    "compression levels and local_step_choices (they shape the spaces); "
+                    "make a new environment to change them"
+                )
+            self.config = new
+        rng = self.np_random
+        data = build_dataset(self.config, rng)
+        self.federation = Federation(
+            data,
+            self.config.learning,
+            wireless=self.config.wireless,
+            rng=rng,
+            device=self.device,
+        )
+        k = self.num_devices
+        self._last_selected_round = np.full(k, -1, dtype=np.int64)
+        self._last_report: RoundReport | None = None
+        self._previous_accuracy = self.federation.accuracy
+        self._energy_spent_j = 0.0
+        self._accuracy_history = [self.federation.accuracy]
+        self._data_share = data.client_sizes / data.client_sizes.max()
+        return self._observe(), self._info(None, {}, {})
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self.federation is None:
+            raise RuntimeError("call reset() before step()")
+        plan, decode_info = self.decode_action(action)
+        report = self.federation.run_round(plan, self.np_random, allow_empty=True)
+        self._last_selected_round[report.selected] = report.round_index
+        self._last_report = report
+        self._energy_spent_j += float(report.energy_j.sum())
+        self._accuracy_history.append(report.accuracy)
+        reward, terms = self._reward(report)
+        self._previous_accuracy = report.accuracy
+        cell = self.federation.cell
+        assert cell is not None
+        terminated = report.accuracy >= self.config.target_accuracy or not cell.available.any()
+        obs = self._observe()
+        return obs, reward, bool(terminated), False, self._info(report, terms, decode_info)
+
+    # -- action <-> plan ---------------------------------------------------------------------------
+
+    def decode_action(self, action: Any) -> tuple[RoundPlan, dict[str, Any]]:
+        """Turn an action of this environment's space into a validated :class:`RoundPlan`.
+
+        Returns:
+            The plan and what decoding changed: ``action_clipped`` (a Box action had entries
+            outside [-1, 1]) and ``dropped_unavailable`` (devices scored > 0 whose battery is
+            empty).
+        """
+        if self.federation is None:
+            raise RuntimeError("call reset() before decoding actions")
+        cfg = self.config
+        k = self.num_devices
+        info: dict[str, Any] = {"action_clipped": False, "dropped_unavailable": []}
+        values: dict[str, np.ndarray] = {}
+        if isinstance(self.action_space, spaces.MultiDiscrete):
+            values["compression"] = self._check_discrete(action, (k,), cfg.num_compression_levels)
+        elif isinstance(self.action_space, spaces.Discrete):
+            index = self._check_discrete(action, (), len(cfg.local_step_choices))
+            values["frequency"] = np.array([index])
+        else:
+            box = self._check_box(action)
+            info["action_clipped"] = bool(np.any((box < -1.0) | (box > 1.0)))
+            box = np.clip(box, -1.0, 1.0)
+            for name, sl in self._slices().items():
+                values[name] = box[sl]
+                if name == "compression":
+                    values[name] = _bin(box[sl], cfg.num_compression_levels)
+                elif name == "frequency":
+                    values[name] = _bin(box[sl], len(cfg.local_step_choices))
+
+        cell = self.federation.cell
+        assert cell is not None
+        available = cell.available
+        m = cfg.wireless.num_subchannels
+        if "selection" in values:
+            scores = values["selection"]
+            wanted = scores > 0
+            info["dropped_unavailable"] = np.flatnonzero(wanted & ~available).tolist()
+            selected = _top(scores, wanted & available, m)
+        else:
+            # Round-robin: the longest-unselected available devices, lower index first on ties.
+            order = np.lexsort((np.arange(k), self._last_selected_round))
+            selected = np.zeros(k, dtype=bool)
+            selected[[i for i in order if available[i]][:m]] = True
+        if "power" in values:
+            span = cfg.wireless.p_max_dbm - cfg.power_min_dbm
+            power_dbm = cfg.power_min_dbm + (values["power"] + 1.0) / 2.0 * span
+            power_w = np.minimum(dbm_to_w(power_dbm), cfg.wireless.p_max_w)
+        else:
+            power_w = np.full(k, cfg.wireless.p_max_w)
+        compression = values.get("compression", np.full(k, cfg.default_compression))
+        if "frequency" in values:
+            local_steps = cfg.local_step_choices[int(values["frequency"][0])]
+        else:
+            local_steps = cfg.default_local_steps
+        plan = RoundPlan(selected, local_steps, compression.astype(np.int64), power_w)
+        return plan, info
+
+    def encode_plan(self, plan: RoundPlan) -> np.ndarray | int:
+        """The action of this environment's space that decodes to (as nearly as possible) ``plan``.
+
+        Knobs the environment does not control are ignored. Local steps that are not one of
+        ``local_step_choices`` map to the nearest choice (of the selected devices' largest
+        count); powers outside ``[power_min_dbm, p_max_dbm]`` map to the nearest end.
+        """
+        cfg = self.config
+        k = self.num_devices
+        if not isinstance(plan, RoundPlan) or plan.num_clients != k:
+            raise ValueError(f"plan must be a RoundPlan for {k} devices, got {plan!r}")
+        parts: dict[str, np.ndarray] = {}
+        parts["selection"] = np.where(plan.selected, 1.0, -1.0)
+        if plan.power_w is None:
+            parts["power"] = np.ones(k)
+        else:
+            with np.errstate(divide="ignore"):
+                power_dbm = w_to_dbm(np.maximum(plan.power_w, 0.0))
+            span = cfg.wireless.p_max_dbm - cfg.power_min_dbm
+            parts["power"] = np.clip(2.0 * (power_dbm - cfg.power_min_dbm) / span - 1.0, -1, 1)
+        levels = np.minimum(plan.compression, cfg.num_compression_levels - 1)
+        parts["compression"] = _unbin(levels, cfg.num_compression_levels)
+        steps = int(plan.local_steps.max()) if plan.selected.any() else cfg.default_local_steps
+        choice = int(np.argmin(np.abs(np.asarray(cfg.local_step_choices) - steps)))
+        parts["frequency"] = _unbin(np.array([choice]), len(cfg.local_step_choices))
+        if isinstance(self.action_space, spaces.MultiDiscrete):
+            return levels.astype(np.int64)
+        if isinstance(self.action_space, spaces.Discrete):
+            return choice
+        return np.concatenate([parts[c] for c in self.controls]).astype(np.float32)
+
+    # -- observation, reward, info -----------------------------------------------------------------
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        fed = self.federation
+        assert fed is not None and fed.cell is not None
+        cell, cfg = fed.cell, self.config
+        wcfg = cfg.wireless
+        report = self._last_report
+        k = self.num_devices
+        snr = wcfg.p_max_w * cell.channel_gain / wcfg.noise_power_w
+        with np.errstate(divide="ignore"):
+            snr_db = 10.0 * np.log10(snr)
+        devices = np.zeros((k, len(DEVICE_FEATURES)), dtype=np.float64)
+        devices[:, 0] = np.clip(snr_db / 30.0, -_OBS_BOUND, _OBS_BOUND)
+        devices[:, 1] = cell.distance_m / wcfg.cell_radius_m
+        devices[:, 2] = cell.battery_j / cell.battery_capacity_j
+        devices[:, 3] = cell.cpu_hz / wcfg.cpu_max_hz
+        devices[:, 4] = np.minimum(fed.rounds_since_delivery(), _STALENESS_CAP) / _STALENESS_CAP
+        devices[:, 6] = cell.available
+        devices[:, 9] = self._data_share
+        if report is not None:
+            self._train_loss = np.where(report.selected, report.train_loss, self._train_loss)
+            devices[:, 7] = report.selected
+            devices[:, 8] = report.delivered
+        else:
+            self._train_loss = np.zeros(k)
+        devices[:, 5] = np.minimum(self._train_loss / _LOSS_SCALE, 1.0)
+        capacity = float(cell.battery_capacity_j.sum())
+        gain = 0.0 if report is None else report.accuracy - self._accuracy_history[-2]
+        server = np.array(
+            [
+                fed.round_index / cfg.max_rounds,
+                fed.accuracy,
+                min(fed.loss / _LOSS_SCALE, 1.0),
+                self._energy_spent_j / capacity,
+                0.0 if report is None else report.round_time_s / wcfg.deadline_s,
+                float(cell.available.mean()),
+                np.clip(10.0 * gain, -_OBS_BOUND, _OBS_BOUND),
+            ]
+        )
+        devices = np.nan_to_num(devices, nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
+        server = np.nan_to_num(server, nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
+        return {
+            "devices": np.clip(devices, -_OBS_BOUND, _OBS_BOUND).astype(np.float32),
+            "server": np.clip(server, -_OBS_BOUND, _OBS_BOUND).astype(np.float32),
+        }
+
+    def _reward(self, report: RoundReport) -> tuple[float, dict[str, float]]:
+        cfg = self.config
+        terms = {
+            "accuracy": cfg.accuracy_weight * (report.accuracy - self._previous_accuracy),
+            "energy": -cfg.energy_weight_per_j * float(report.energy_j.sum()),
+            "time": -cfg.time_weight_per_s * report.round_time_s,
+        }
+        return float(sum(terms.values())), terms
+
+    def _info(
+        self,
+        report: RoundReport | None,
+        terms: dict[str, float],
+        decode_info: dict[str, Any],
+    ) -> dict[str, Any]:
+        fed = self.federation
+        assert fed is not None
+        info: dict[str, Any] = {
+            "accuracy": fed.accuracy,
+            "loss": fed.loss,
+            "round": fed.round_index,
+            "energy_spent_j": self._energy_spent_j,
+        }
+        if report is not None:
+            info.update({f.name: getattr(report, f.name) for f in fields(report)})
+            info["energy_j"] = float(report.energy_j.sum())
+            info["reward_terms"] = terms
+            info.update(decode_info)
+        return info
+
+    # -- rendering ---------------------------------------------------------------------------------
+
+    @property
+    def accuracy_history(self) -> tuple[float, ...]:
+        """Test accuracy after ``reset()`` and after every round of the current episode."""
+        return tuple(getattr(self, "_accuracy_history", ()))
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+            return None
+        if self.federation is None:
+            raise RuntimeError("call reset() before render()")
+        from fl_gym.envs.rendering import render_cell
+
+        return render_cell(self)
+
+    def close(self) -> None:
+        self._renderer = None
+
+    # -- validation helpers ------------------------------------------------------------------------
+
+    def _check_box(self, action: Any) -> np.ndarray:
+        try:
+            arr = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"action must be an array of floats of shape {self.action_space.shape}, "
+                f"got {action!r}"
+            ) from exc
+        if arr.shape != self.action_space.shape:
+            raise ValueError(
+                f"action must have shape {self.action_space.shape}, got shape {arr.shape}"
+            )
+        if not np.all(np.isfinite(arr)):
+            bad = np.flatnonzero(~np.isfinite(arr)).tolist()
+            raise ValueError(f"action has non-finite entries at {bad}; allowed: [-1, 1]")
+        return arr
+
+    @staticmethod
+    def _check_discrete(action: Any, shape: tuple[int, ...], n: int) -> np.ndarray:
+        arr = np.asarray(action)
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise TypeError(f"action must be integer(s) of shape {shape}, got {action!r}")
+        if arr.shape != shape:
+            raise ValueError(f"action must have shape {shape}, got shape {arr.shape}")
+        if np.issubdtype(arr.dtype, np.floating) and (
+            not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
+        ):
+            raise ValueError(f"action must hold whole numbers, got {action!r}")
+        arr = arr.astype(np.int64)
+        if np.any((arr < 0) | (arr >= n)):
+            raise ValueError(f"action entries must be in 0..{n - 1}, got {arr.tolist()}")
+        return arr
+
+    @staticmethod
+    def _layout(config: WirelessFLConfig) -> tuple[Any, ...]:
+        return config.num_devices, config.num_compression_levels, config.local_step_choices
+
+
+def _bin(values: np.ndarray, n: int) -> np.ndarray:
+    return np.minimum(np.floor((values + 1.0) / 2.0 * n), n - 1).astype(np.int64)
+
+
+def _unbin(levels: np.ndarray, n: int) -> np.ndarray:
+    return 2.0 * (levels + 0.5) / n - 1.0
+
+
+def _top(scores: np.ndarray, eligible: np.ndarray, m: int) -> np.ndarray:
+    """The ``m`` highest-scoring eligible entries (lower index first on ties)."""
+    order = np.lexsort((np.arange(scores.shape[0]), -scores))
+    chosen = order[eligible[order]][:m]
+    mask = np.zeros(scores.shape[0], dtype=bool)
+    mask[chosen] = True
+    return mask
