@@ -25,7 +25,6 @@ disjoint and together hold every sample. Example::
 from __future__ import annotations
 
 import functools
-
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass

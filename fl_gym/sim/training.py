@@ -117,15 +117,20 @@ def _draw(
     batch_size: int,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    u = torch.rand(
-        (counts.shape[0], batch_size),
-        generator=generator,
-        device=data.x.device,
-        dtype=torch.float64,
-    )
-    # float64 keeps floor(u * n) < n for any realistic n; the clamp guards the last ulp.
-    idx = torch.minimum((u * counts).long(), counts - 1).add_(offsets)
+    idx = _draw_indices(offsets, counts, (counts.shape[0], batch_size), generator)
     return data.x[idx], data.y[idx]
+
+
+def _draw_indices(
+    offsets: torch.Tensor,
+    counts: torch.Tensor,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Uniform sample indices of shape ``shape`` whose last two axes are (clients, batch)."""
+    u = torch.rand(shape, generator=generator, device=counts.device, dtype=torch.float64)
+    # float64 keeps floor(u * n) < n for any realistic n; the clamp guards the last ulp.
+    return torch.minimum((u * counts).long(), counts - 1).add_(offsets)
 
 
 def local_sgd(
@@ -202,8 +207,12 @@ def _sgd_loop(
     tensors = model.split_repeated(global_params, num)
     offsets = data.offsets[client_ids].unsqueeze(1)
     counts = data.counts[client_ids].unsqueeze(1)
+    # One draw for every step of the round: the generator fills the (T, S, B) tensor with the
+    # same stream as T successive (S, B) draws, in fewer calls.
+    all_idx = _draw_indices(offsets, counts, (max_steps, num, batch_size), generator)
     for t in range(max_steps):
-        xb, yb = _draw(data, offsets, counts, batch_size, generator)
+        idx = all_idx[t]
+        xb, yb = data.x[idx], data.y[idx]
         loss, grads = model.layer_loss_and_grad(tensors, xb, yb)
         if uniform:
             step_scale = None

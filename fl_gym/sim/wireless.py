@@ -42,6 +42,7 @@ at full power cannot last an episode.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 
@@ -375,27 +376,27 @@ class WirelessConfig:
                 f"got {self.power_floor_w!r}"
             )
 
-    @property
+    @functools.cached_property
     def subchannel_bandwidth_hz(self) -> float:
         """Bandwidth of one sub-channel, ``B / M``."""
         return self.bandwidth_hz / self.num_subchannels
 
-    @property
+    @functools.cached_property
     def noise_psd_w_per_hz(self) -> float:
         """Noise spectral density including the noise figure, in W/Hz."""
         return float(dbm_to_w(self.noise_psd_dbm_per_hz + self.noise_figure_db))
 
-    @property
+    @functools.cached_property
     def noise_power_w(self) -> float:
         """Noise power in one sub-channel, ``B_m N0``."""
         return self.noise_psd_w_per_hz * self.subchannel_bandwidth_hz
 
-    @property
+    @functools.cached_property
     def p_max_w(self) -> float:
         """Highest transmit power in watts."""
         return float(dbm_to_w(self.p_max_dbm))
 
-    @property
+    @functools.cached_property
     def fading_correlation(self) -> float:
         """Gauss-Markov coefficient ``rho = J0(2 pi f_d T)`` between consecutive rounds."""
         return jakes_correlation(self.doppler_hz, self.round_interval_s)

@@ -1,0 +1,201 @@
+"""Decoding of a wireless FL observation back into physical units.
+
+:class:`~fl_gym.envs.wireless_fl.WirelessFLEnv` scales every feature into ``[-5, 5]`` (its class
+docstring has the table). The baselines need the quantities themselves (an SNR in dB, a staleness
+in rounds), so the inverse scalings live here, in one place, keyed by the column names of
+:data:`~fl_gym.envs.wireless_fl.DEVICE_FEATURES` and
+:data:`~fl_gym.envs.wireless_fl.SERVER_FEATURES` rather than by hard-coded positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fl_gym.envs.wireless_fl import DEVICE_FEATURES, SERVER_FEATURES
+
+__all__ = [
+    "LOSS_SCALE",
+    "SNR_SCALE_DB",
+    "STALENESS_SCALE_ROUNDS",
+    "ObservationFeatures",
+    "read_observation",
+    "split_batch",
+]
+
+SNR_SCALE_DB = 30.0
+"""``snr_db`` column = SNR in dB / this."""
+
+STALENESS_SCALE_ROUNDS = 50
+"""``staleness`` column = rounds since the last aggregated update / this (capped at 1)."""
+
+LOSS_SCALE = 5.0
+"""``train_loss`` column and ``loss`` entry = loss / this (capped at 1)."""
+
+_ACCURACY_GAIN_SCALE = 10.0
+
+_DEVICE_COLUMN = {name: i for i, name in enumerate(DEVICE_FEATURES)}
+_SERVER_ENTRY = {name: i for i, name in enumerate(SERVER_FEATURES)}
+_LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class ObservationFeatures:
+    """One (unbatched) observation in physical units.
+
+    Per-device arrays have shape ``(K,)``. Quantities the environment caps stay capped: a
+    staleness of 50 rounds means "50 or more", a loss of 5 means "5 or more".
+
+    Attributes:
+        snr_db: SNR each device would have at ``p_max`` on the current channel, dB.
+        distance_fraction: Distance to the base station / cell radius.
+        battery_fraction: Energy left / battery capacity.
+        cpu_fraction: CPU frequency / ``cpu_max_hz``.
+        staleness_rounds: Rounds since the device's update was last aggregated (integers).
+        train_loss: The device's last local training loss (0 before it trains).
+        available: The battery is not empty (the device may be selected).
+        selected: The device was selected in the last round.
+        delivered: The device's update was aggregated in the last round.
+        data_share: The device's number of samples / the largest client's.
+        round_fraction: Rounds played / ``max_rounds``.
+        accuracy: Global test accuracy.
+        test_loss: Global test loss.
+        energy_spent_fraction: Energy spent by all devices so far / total battery capacity.
+        round_time_fraction: Duration of the last round / deadline.
+        available_share: Fraction of devices with energy left.
+        accuracy_gain: Accuracy change in the last round.
+    """
+
+    snr_db: np.ndarray
+    distance_fraction: np.ndarray
+    battery_fraction: np.ndarray
+    cpu_fraction: np.ndarray
+    staleness_rounds: np.ndarray
+    train_loss: np.ndarray
+    available: np.ndarray
+    selected: np.ndarray
+    delivered: np.ndarray
+    data_share: np.ndarray
+    round_fraction: float
+    accuracy: float
+    test_loss: float
+    energy_spent_fraction: float
+    round_time_fraction: float
+    available_share: float
+    accuracy_gain: float
+
+    @property
+    def num_devices(self) -> int:
+        return int(self.snr_db.shape[0])
+
+    @property
+    def is_first_round(self) -> bool:
+        """Whether this is the observation of a fresh episode (no round played yet)."""
+        return self.round_fraction == 0.0
+
+    @property
+    def spectral_efficiency(self) -> np.ndarray:
+        """``(K,)`` Shannon spectral efficiency ``log2(1 + snr)`` at ``p_max``, bit/s/Hz.
+
+        The rate on a sub-channel is this times the sub-channel bandwidth, which is the same for
+        every device, so rankings by rate and by spectral efficiency agree.
+        """
+        # log1p keeps cell-edge devices (SNR far below 1) distinguishable instead of 0.
+        return np.log1p(np.power(10.0, self.snr_db / 10.0)) / _LN2
+
+
+def split_batch(observation: Any) -> list[dict[str, np.ndarray]] | None:
+    """The observations of a batch (as stacked by a vector env), or ``None`` for a single one.
+
+    Args:
+        observation: A mapping with ``"devices"`` of shape ``(K, F)`` (one observation) or
+            ``(n, K, F)`` (a batch) and ``"server"`` of shape ``(G,)`` or ``(n, G)``.
+
+    Returns:
+        ``None`` if ``observation`` is a single observation, else the ``n`` observations.
+    """
+    devices, server = _arrays(observation)
+    if devices.ndim == 2:
+        return None
+    if devices.ndim != 3 or server.ndim != 2 or server.shape[0] != devices.shape[0]:
+        raise ValueError(
+            "observation must hold 'devices' of shape (K, F) and 'server' of shape (G,), or a "
+            f"batch of shapes (n, K, F) and (n, G); got {devices.shape} and {server.shape}"
+        )
+    return [{"devices": devices[i], "server": server[i]} for i in range(devices.shape[0])]
+
+
+def read_observation(observation: Any, num_devices: int | None = None) -> ObservationFeatures:
+    """Decode one observation of a wireless FL environment into physical units.
+
+    Args:
+        observation: A mapping with ``"devices"`` ``(K, len(DEVICE_FEATURES))`` and ``"server"``
+            ``(len(SERVER_FEATURES),)``, as the environment returns it.
+        num_devices: The K the observation must have, or ``None`` to accept any.
+
+    Returns:
+        The decoded features.
+    """
+    devices, server = _arrays(observation)
+    expected_devices = (
+        num_devices if num_devices is not None else devices.shape[0],
+        len(DEVICE_FEATURES),
+    )
+    if devices.ndim != 2 or devices.shape != expected_devices:
+        raise ValueError(
+            f"observation['devices'] must have shape {expected_devices} (one observation; "
+            f"columns {list(DEVICE_FEATURES)}), got shape {devices.shape}"
+        )
+    if server.shape != (len(SERVER_FEATURES),):
+        raise ValueError(
+            f"observation['server'] must have shape ({len(SERVER_FEATURES)},) (entries "
+            f"{list(SERVER_FEATURES)}), got shape {server.shape}"
+        )
+
+    def column(name: str) -> np.ndarray:
+        return devices[:, _DEVICE_COLUMN[name]]
+
+    def entry(name: str) -> float:
+        return float(server[_SERVER_ENTRY[name]])
+
+    # Flags are stored as 0.0 / 1.0; > 0.5 reads them back whatever the float rounding.
+    return ObservationFeatures(
+        snr_db=column("snr_db") * SNR_SCALE_DB,
+        distance_fraction=column("distance"),
+        battery_fraction=column("battery"),
+        cpu_fraction=column("cpu"),
+        # Whole rounds: rint undoes the float32 rounding of k / 50, so equal ages compare equal.
+        staleness_rounds=np.rint(column("staleness") * STALENESS_SCALE_ROUNDS).astype(np.int64),
+        train_loss=column("train_loss") * LOSS_SCALE,
+        available=column("available") > 0.5,
+        selected=column("selected") > 0.5,
+        delivered=column("delivered") > 0.5,
+        data_share=column("data_share"),
+        round_fraction=entry("round"),
+        accuracy=entry("accuracy"),
+        test_loss=entry("loss") * LOSS_SCALE,
+        energy_spent_fraction=entry("energy_spent"),
+        round_time_fraction=entry("round_time"),
+        available_share=entry("available_share"),
+        accuracy_gain=entry("accuracy_gain") / _ACCURACY_GAIN_SCALE,
+    )
+
+
+def _arrays(observation: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(observation, Mapping) or not {"devices", "server"} <= set(observation):
+        raise TypeError(
+            "observation must be a dict with keys 'devices' and 'server' (the observation of a "
+            f"wireless FL environment), got {type(observation).__name__}"
+        )
+    try:
+        devices = np.asarray(observation["devices"], dtype=np.float64)
+        server = np.asarray(observation["server"], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"observation entries must be numeric arrays, got {observation!r}") from exc
+    if not (np.all(np.isfinite(devices)) and np.all(np.isfinite(server))):
+        raise ValueError("observation holds NaN or infinite entries; allowed: finite numbers")
+    return devices, server
