@@ -166,23 +166,19 @@ def _summary_table(results: dict[str, list[Any]], title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("policy", "final accuracy", "rounds", "energy (J)", "time (s)", "return"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
-
-    def fmt(values: list[float], digits: int) -> str:
-        mean = float(np.mean(values))
-        if len(values) == 1:
-            return f"{mean:.{digits}f}"
-        return f"{mean:.{digits}f} ± {float(np.std(values)):.{digits}f}"
-
+    columns = ("policy", "final acc.", "rounds", "energy J", "time s", "return", "± std")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
     for name, episodes in results.items():
+        returns = [e.episode_return for e in episodes]
         table.add_row(
             name,
-            fmt([e.final_accuracy for e in episodes], 3),
-            fmt([e.rounds for e in episodes], 1),
-            fmt([e.total_energy_j for e in episodes], 3),
-            fmt([e.total_time_s for e in episodes], 2),
-            fmt([e.episode_return for e in episodes], 2),
+            f"{np.mean([e.final_accuracy for e in episodes]):.3f}",
+            f"{np.mean([e.rounds for e in episodes]):.1f}",
+            f"{np.mean([e.total_energy_j for e in episodes]):.3f}",
+            f"{np.mean([e.total_time_s for e in episodes]):.2f}",
+            f"{np.mean(returns):.2f}",
+            f"{np.std(returns):.2f}",
         )
     return table
 
@@ -194,7 +190,7 @@ def _run_episodes(args: argparse.Namespace, env_id: str, policies: Sequence[str]
     results = _play(env_id, policies, args)
     n = args.episodes
     console.print(
-        _summary_table(results, f"{env_id}: {n} episode(s) from seed {args.seed} (mean ± std)")
+        _summary_table(results, f"{env_id}: means over {n} episode(s) from seed {args.seed}")
     )
     if args.save_plot:
         from fl_gym.envs.plotting import plot_episodes

@@ -164,3 +164,23 @@ def test_bad_model_arguments() -> None:
         model.logits(torch.zeros(2, 10), torch.zeros(2, 3, 5))
     with pytest.raises(ValueError, match="no training samples"):
         ClientTensors.from_arrays(np.zeros((3, 2)), np.zeros(3), [np.array([0, 1]), np.array([])])
+
+
+def test_training_one_client_leaves_the_global_model_alone() -> None:
+    x, y, indices = _random_clients(3, 4, 2)
+    data = ClientTensors.from_arrays(x, y, indices)
+    model = make_model("mlp", 4, 2, hidden_units=(5,))
+    global_params = model.init_params(torch.Generator().manual_seed(0))
+    before = global_params.clone()
+    out = local_sgd(
+        model,
+        global_params,
+        data,
+        torch.tensor([1]),
+        torch.tensor([3]),
+        batch_size=4,
+        learning_rate=0.5,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert torch.equal(global_params, before)
+    assert not torch.equal(out.params[0], before)

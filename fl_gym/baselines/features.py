@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from fl_gym.envs.wireless_fl import DEVICE_FEATURES, SERVER_FEATURES
+from fl_gym.envs.wireless_fl import (
+    ACCURACY_GAIN_SCALE,
+    DEVICE_FEATURES,
+    LOSS_SCALE,
+    SERVER_FEATURES,
+    SNR_SCALE_DB,
+    STALENESS_SCALE_ROUNDS,
+)
 
 __all__ = [
     "LOSS_SCALE",
@@ -26,17 +33,6 @@ __all__ = [
     "read_observation",
     "split_batch",
 ]
-
-SNR_SCALE_DB = 30.0
-"""``snr_db`` column = SNR in dB / this."""
-
-STALENESS_SCALE_ROUNDS = 50
-"""``staleness`` column = rounds since the last aggregated update / this (capped at 1)."""
-
-LOSS_SCALE = 5.0
-"""``train_loss`` column and ``loss`` entry = loss / this (capped at 1)."""
-
-_ACCURACY_GAIN_SCALE = 10.0
 
 _DEVICE_COLUMN = {name: i for i, name in enumerate(DEVICE_FEATURES)}
 _SERVER_ENTRY = {name: i for i, name in enumerate(SERVER_FEATURES)}
@@ -181,7 +177,7 @@ def read_observation(observation: Any, num_devices: int | None = None) -> Observ
         energy_spent_fraction=entry("energy_spent"),
         round_time_fraction=entry("round_time"),
         available_share=entry("available_share"),
-        accuracy_gain=entry("accuracy_gain") / _ACCURACY_GAIN_SCALE,
+        accuracy_gain=entry("accuracy_gain") / ACCURACY_GAIN_SCALE,
     )
 
 

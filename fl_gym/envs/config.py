@@ -23,10 +23,25 @@ from fl_gym.sim.data import FederatedDataset, make_federated_dataset
 from fl_gym.sim.federation import FederationConfig
 from fl_gym.sim.wireless import WirelessConfig
 
-__all__ = ["PRESETS", "WirelessFLConfig", "apply_overrides", "build_dataset", "make_config"]
+__all__ = [
+    "DEFAULT_WIRELESS",
+    "PRESETS",
+    "WirelessFLConfig",
+    "apply_overrides",
+    "build_dataset",
+    "make_config",
+]
 
 DATASETS = ("digits", "synthetic")
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+
+
+DEFAULT_WIRELESS = WirelessConfig(
+    num_subchannels=5, bandwidth_hz=5e6, battery_min_j=0.1, battery_max_j=0.2
+)
+"""The environments' cell: the physical defaults of :class:`WirelessConfig` except M = 5
+sub-channels of 1 MHz for K = 10 devices (so that selection matters) and batteries of 0.1-0.2 J
+(so that uploading everything at full power empties them within an episode)."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +59,9 @@ class WirelessFLConfig:
         synthetic_beta: FedProx beta (data heterogeneity, a standard deviation).
         synthetic_iid: Use FedProx's IID synthetic generator instead.
         target_accuracy: The episode terminates once test accuracy reaches it.
-        max_rounds: Episode length used by the registered environments (``max_episode_steps``)
-            and to normalise the round counter in the observation.
+        max_rounds: The horizon the round counter of the observation is normalised by. The
+            registered environments truncate at 100 rounds (``max_episode_steps``); pass
+            ``gym.make(id, max_episode_steps=N)`` together with ``max_rounds=N`` to change both.
         local_step_choices: The local-step counts an aggregation-frequency action picks from.
         default_local_steps: Local steps where the environment does not control them.
         default_compression: Compression level where the environment does not control it.
@@ -55,7 +71,8 @@ class WirelessFLConfig:
         energy_weight_per_j: Reward cost per joule spent by all devices in a round.
         time_weight_per_s: Reward cost per second of round duration.
         learning: Learning configuration (model, optimiser, aggregation, compression levels).
-        wireless: Cell configuration (geometry, channel, compute, deadline, batteries).
+        wireless: Cell configuration (geometry, channel, compute, deadline, batteries);
+            :data:`DEFAULT_WIRELESS` by default.
     """
 
     dataset: str = "digits"
@@ -75,7 +92,7 @@ class WirelessFLConfig:
     energy_weight_per_j: float = 20.0
     time_weight_per_s: float = 1.0
     learning: FederationConfig = field(default_factory=FederationConfig)
-    wireless: WirelessConfig = field(default_factory=WirelessConfig)
+    wireless: WirelessConfig = field(default_factory=lambda: DEFAULT_WIRELESS)
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -84,11 +101,17 @@ class WirelessFLConfig:
         check_positive("dirichlet_alpha", self.dirichlet_alpha)
         check_positive("synthetic_alpha", self.synthetic_alpha, allow_zero=True)
         check_positive("synthetic_beta", self.synthetic_beta, allow_zero=True)
-        if not 0.0 < self.target_accuracy <= 1.0:
+        if not isinstance(self.synthetic_iid, (bool, np.bool_)):
+            raise ValueError(f"synthetic_iid must be True or False, got {self.synthetic_iid!r}")
+        if not _is_real(self.target_accuracy) or not 0.0 < self.target_accuracy <= 1.0:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
         _check_int("max_rounds", self.max_rounds, 1)
-        choices = tuple(int(c) for c in self.local_step_choices)
-        if not choices or min(choices) < 1 or len(set(choices)) != len(choices):
+        raw = self.local_step_choices
+        # Only a sequence of whole numbers: int() would silently truncate 1.5 or parse "12".
+        items = tuple(raw) if isinstance(raw, (tuple, list, np.ndarray)) else ()
+        valid = all(_is_int(c) and c >= 1 for c in items)
+        choices = tuple(int(c) for c in items) if valid else ()
+        if not choices or len(set(choices)) != len(choices):
             raise ValueError(
                 "local_step_choices must be distinct integers >= 1, "
                 f"got {self.local_step_choices!r}"
@@ -100,15 +123,16 @@ class WirelessFLConfig:
         if not isinstance(self.wireless, WirelessConfig):
             raise TypeError(f"wireless must be a WirelessConfig, got {self.wireless!r}")
         levels = len(self.learning.compression_levels)
-        if not 0 <= int(self.default_compression) < levels:
+        if not _is_int(self.default_compression) or not 0 <= self.default_compression < levels:
             raise ValueError(
                 f"default_compression must be a level in 0..{levels - 1} of "
                 f"{list(self.learning.compression_levels)}, got {self.default_compression!r}"
             )
-        if not self.power_min_dbm < self.wireless.p_max_dbm:
+        finite = _is_real(self.power_min_dbm) and np.isfinite(self.power_min_dbm)
+        if not finite or not self.power_min_dbm < self.wireless.p_max_dbm:
             raise ValueError(
-                f"power_min_dbm ({self.power_min_dbm}) must be below p_max_dbm "
-                f"({self.wireless.p_max_dbm})"
+                f"power_min_dbm must be a finite number below p_max_dbm "
+                f"({self.wireless.p_max_dbm}), got {self.power_min_dbm!r}"
             )
         for name in ("accuracy_weight", "energy_weight_per_j", "time_weight_per_s"):
             check_positive(name, getattr(self, name), allow_zero=True)
@@ -116,6 +140,16 @@ class WirelessFLConfig:
     @property
     def num_compression_levels(self) -> int:
         return len(self.learning.compression_levels)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -135,7 +169,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target_accuracy": 0.75,
     },
     "cell-edge": {"wireless.edge_fraction": 0.6},
-    "large-k": {"num_devices": 100},
+    "large-k": {"num_devices": 100, "wireless.num_subchannels": 20, "wireless.bandwidth_hz": 20e6},
 }
 """Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax."""
 

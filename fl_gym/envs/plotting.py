@@ -65,7 +65,7 @@ def plot_episodes(
     ax_energy.set(
         xlabel="cumulative energy of all devices (J)",
         ylabel="test accuracy",
-        title="accuracy per joule",
+        title="accuracy against energy spent",
     )
     for ax in (ax_round, ax_energy):
         ax.grid(alpha=0.3)

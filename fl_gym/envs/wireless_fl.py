@@ -45,8 +45,14 @@ SERVER_FEATURES = (
 """Entries of ``obs["server"]``; see the class docstring for units and scaling."""
 
 _OBS_BOUND = 5.0
-_STALENESS_CAP = 50
-_LOSS_SCALE = 5.0
+SNR_SCALE_DB = 30.0
+"""``snr_db`` column = SNR in dB / this."""
+STALENESS_SCALE_ROUNDS = 50
+"""``staleness`` column = rounds since the last aggregated update / this, capped at 1."""
+LOSS_SCALE = 5.0
+"""``train_loss`` column and ``loss`` entry = loss / this, capped at 1."""
+ACCURACY_GAIN_SCALE = 10.0
+"""``accuracy_gain`` entry = accuracy change x this."""
 
 
 class WirelessFLEnv(gym.Env):
@@ -223,7 +229,6 @@ class WirelessFLEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        super().reset(seed=seed)
         unknown_options = set(options or {}) - {"config"}
         if unknown_options:
             raise ValueError(
@@ -240,6 +245,8 @@ class WirelessFLEnv(gym.Env):
                     "make a new environment to change them"
                 )
             self.config = new
+        # Only now, once the options are valid: a failed reset must not reseed np_random.
+        super().reset(seed=seed)
         rng = self.np_random
         data = build_dataset(self.config, rng)
         self.federation = Federation(
@@ -320,7 +327,7 @@ class WirelessFLEnv(gym.Env):
             # Round-robin: the longest-unselected available devices, lower index first on ties.
             order = np.lexsort((np.arange(k), self._last_selected_round))
             selected = np.zeros(k, dtype=bool)
-            selected[[i for i in order if available[i]][:m]] = True
+            selected[order[available[order]][:m]] = True
         if "power" in values:
             span = cfg.wireless.p_max_dbm - cfg.power_min_dbm
             power_dbm = cfg.power_min_dbm + (values["power"] + 1.0) / 2.0 * span
@@ -379,11 +386,13 @@ class WirelessFLEnv(gym.Env):
         with np.errstate(divide="ignore"):
             snr_db = 10.0 * np.log10(snr)
         devices = np.zeros((k, len(DEVICE_FEATURES)), dtype=np.float64)
-        devices[:, 0] = np.clip(snr_db / 30.0, -_OBS_BOUND, _OBS_BOUND)
+        devices[:, 0] = np.clip(snr_db / SNR_SCALE_DB, -_OBS_BOUND, _OBS_BOUND)
         devices[:, 1] = cell.distance_m / wcfg.cell_radius_m
         devices[:, 2] = cell.battery_j / cell.battery_capacity_j
         devices[:, 3] = cell.cpu_hz / wcfg.cpu_max_hz
-        devices[:, 4] = np.minimum(fed.rounds_since_delivery(), _STALENESS_CAP) / _STALENESS_CAP
+        devices[:, 4] = (
+            np.minimum(fed.rounds_since_delivery(), STALENESS_SCALE_ROUNDS) / STALENESS_SCALE_ROUNDS
+        )
         devices[:, 6] = cell.available
         devices[:, 9] = self._data_share
         if report is not None:
@@ -392,18 +401,18 @@ class WirelessFLEnv(gym.Env):
             devices[:, 8] = report.delivered
         else:
             self._train_loss = np.zeros(k)
-        devices[:, 5] = np.minimum(self._train_loss / _LOSS_SCALE, 1.0)
+        devices[:, 5] = np.minimum(self._train_loss / LOSS_SCALE, 1.0)
         capacity = float(cell.battery_capacity_j.sum())
         gain = 0.0 if report is None else report.accuracy - self._accuracy_history[-2]
         server = np.array(
             [
                 fed.round_index / cfg.max_rounds,
                 fed.accuracy,
-                min(fed.loss / _LOSS_SCALE, 1.0),
+                min(fed.loss / LOSS_SCALE, 1.0),
                 self._energy_spent_j / capacity,
                 0.0 if report is None else report.round_time_s / wcfg.deadline_s,
                 float(cell.available.mean()),
-                np.clip(10.0 * gain, -_OBS_BOUND, _OBS_BOUND),
+                np.clip(ACCURACY_GAIN_SCALE * gain, -_OBS_BOUND, _OBS_BOUND),
             ]
         )
         devices = np.nan_to_num(devices, nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
@@ -466,13 +475,15 @@ class WirelessFLEnv(gym.Env):
     # -- validation helpers ------------------------------------------------------------------------
 
     def _check_box(self, action: Any) -> np.ndarray:
+        expected = f"action must be an array of floats of shape {self.action_space.shape}"
         try:
-            arr = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"action must be an array of floats of shape {self.action_space.shape}, "
-                f"got {action!r}"
-            ) from exc
+            arr = np.asarray(action)
+        except (TypeError, ValueError) as exc:  # ragged sequences, objects numpy cannot read
+            raise TypeError(f"{expected}, got {action!r}") from exc
+        # Casting first would parse strings, turn None into NaN and drop imaginary parts.
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{expected}, got {action!r} (dtype {arr.dtype})")
+        arr = arr.astype(np.float64)
         if arr.shape != self.action_space.shape:
             raise ValueError(
                 f"action must have shape {self.action_space.shape}, got shape {arr.shape}"
@@ -484,7 +495,10 @@ class WirelessFLEnv(gym.Env):
 
     @staticmethod
     def _check_discrete(action: Any, shape: tuple[int, ...], n: int) -> np.ndarray:
-        arr = np.asarray(action)
+        try:
+            arr = np.asarray(action)
+        except (TypeError, ValueError) as exc:  # ragged sequences, objects numpy cannot read
+            raise TypeError(f"action must be integer(s) of shape {shape}, got {action!r}") from exc
         if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
             raise TypeError(f"action must be integer(s) of shape {shape}, got {action!r}")
         if arr.shape != shape:

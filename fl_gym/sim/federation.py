@@ -72,7 +72,15 @@ class FederationConfig:
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODEL_NAMES)
-        object.__setattr__(self, "hidden_units", tuple(int(h) for h in self.hidden_units))
+        hidden = self.hidden_units
+        if isinstance(hidden, (str, bytes)) or not all(
+            isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1
+            for h in (hidden if isinstance(hidden, (tuple, list)) else [None])
+        ):
+            raise ValueError(
+                f"hidden_units must be a tuple of integers >= 1, e.g. (64,), got {hidden!r}"
+            )
+        object.__setattr__(self, "hidden_units", tuple(int(h) for h in hidden))
         check_positive("learning_rate", self.learning_rate)
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")

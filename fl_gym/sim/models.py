@@ -148,8 +148,10 @@ class BatchedMLP:
         for layer in self._layers:
             w = params[layer.weight_offset : layer.bias_offset].view(1, layer.fan_in, layer.fan_out)
             b = params[layer.bias_offset : layer.end].view(1, layer.fan_out)
-            out.append(w.expand(num, -1, -1).contiguous())
-            out.append(b.expand(num, -1).contiguous())
+            # clone, not contiguous(): for num == 1 the expanded view is already contiguous and
+            # contiguous() would hand back the global parameters themselves.
+            out.append(w.expand(num, -1, -1).clone(memory_format=torch.contiguous_format))
+            out.append(b.expand(num, -1).clone(memory_format=torch.contiguous_format))
         return out
 
     def merge(self, tensors: list[torch.Tensor]) -> torch.Tensor:
