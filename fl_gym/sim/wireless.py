@@ -411,6 +411,8 @@ class WirelessConfig:
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
+    if isinstance(a, np.ndarray) and not a.flags.writeable and a.base is None:
+        return a  # already a read-only array that owns its data: nothing can change it
     a = np.array(a, copy=True)
     a.setflags(write=False)
     return a
@@ -546,6 +548,8 @@ class WirelessCell:
         self.config = config
         self.num_devices = int(num_devices)
         self._state: CellState | None = None
+        # (fading, positions, shadowing, gain): the gain of the last channel state asked for.
+        self._gain_cache: tuple[np.ndarray, ...] | None = None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -594,8 +598,21 @@ class WirelessCell:
     @property
     def channel_gain(self) -> np.ndarray:
         """``(K,)`` effective power gain ``10^(-(PL + shadowing) / 10) ||h||^2`` (MRC)."""
-        h = self._require_state().fading
-        return self.large_scale_gain * np.sum(h.real**2 + h.imag**2, axis=1)
+        state = self._require_state()
+        cached = self._gain_cache
+        # The state's arrays are immutable and replaced, never written: identity is a safe key.
+        if (
+            cached is not None
+            and cached[0] is state.fading
+            and cached[1] is state.positions_m
+            and cached[2] is state.shadowing_db
+        ):
+            return cached[3]
+        h = state.fading
+        gain = self.large_scale_gain * np.sum(h.real**2 + h.imag**2, axis=1)
+        gain.setflags(write=False)
+        self._gain_cache = (state.fading, state.positions_m, state.shadowing_db, gain)
+        return gain
 
     @property
     def cpu_hz(self) -> np.ndarray:

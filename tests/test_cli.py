@@ -1,0 +1,71 @@
+"""The fl-gym command line, end to end on small runs."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import fl_gym
+from fl_gym.baselines import make_baseline
+from fl_gym.cli import main
+from fl_gym.envs.rollout import rollout
+
+
+def test_list_names_every_env_preset_and_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for env_id in fl_gym.ENV_IDS:
+        assert env_id in out
+    for name in ("iid-digits", "noniid-digits", "synthetic-1-1", "cell-edge", "large-k"):
+        assert name in out
+    assert "proportional-fair" in out and "channel-inversion" in out
+
+
+def test_run_reports_the_rollout_numbers(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    plot = tmp_path / "run.png"
+    args = ["run", "fl_gym/ClientSelection-v0", "--policy", "best-channel", "--seed", "3"]
+    args += ["--config", "deadline_s=0.5", "--save-plot", str(plot)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    env = gym.make("fl_gym/ClientSelection-v0", config={"deadline_s": 0.5})
+    expected = rollout(env, make_baseline("best-channel", env), seed=3)
+    assert f"{expected.episode_return:.2f}" in out
+    assert f"{expected.final_accuracy:.3f}" in out
+    assert plot.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "fl_gym/Nope-v0", "--policy", "random"], "Nope"),
+        (["run", "fl_gym/ClientSelection-v0", "--policy", "nope"], "nope"),
+        (
+            ["run", "fl_gym/ClientSelection-v0", "--policy", "random", "--config", "bogus=1"],
+            "bogus",
+        ),
+        (
+            ["run", "fl_gym/ClientSelection-v0", "--policy", "random", "--config", "oops"],
+            "KEY=VALUE",
+        ),
+        (["run", "fl_gym/ClientSelection-v0", "--policy", "max-power"], "max-power"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_fedavg_prints_round_by_round_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fedavg", "--rounds", "3", "--clients", "4"]) == 0
+    out = capsys.readouterr().out
+    accuracies = [
+        float(line.split("accuracy ")[1].split()[0])
+        for line in out.splitlines()
+        if line.startswith("round ")
+    ]
+    assert len(accuracies) == 4  # the initial model and 3 rounds
+    assert accuracies[-1] > accuracies[0] + 0.2
+    assert np.isfinite(accuracies).all()
