@@ -221,13 +221,13 @@ def _sgd_loop(
             active = (steps > t).to(dtype)
             step_scale = active * learning_rate
             loss_sum.add_(loss * active)
-        for tensor, grad in zip(tensors, grads, strict=True):
-            if weight_decay:
-                grad.add_(tensor, alpha=weight_decay)
-            if step_scale is None:
-                tensor.sub_(grad, alpha=learning_rate)
-            else:
-                # A client whose steps are spent has scale 0: masked, not looped over.
+        if weight_decay:
+            torch._foreach_add_(grads, tensors, alpha=weight_decay)
+        if step_scale is None:
+            torch._foreach_sub_(tensors, grads, alpha=learning_rate)
+        else:
+            # A client whose steps are spent has scale 0: masked, not looped over.
+            for tensor, grad in zip(tensors, grads, strict=True):
                 shape = (num,) + (1,) * (grad.ndim - 1)
                 tensor.sub_(grad.mul_(step_scale.view(shape)))
     return LocalTrainingResult(model.merge(tensors), loss_sum / steps.to(dtype))

@@ -180,7 +180,12 @@ def shannon_rate_bps(
         Rate in bit/s, the broadcast shape of the arguments.
     """
     received_w, noise_w, b = _snr(bandwidth_hz, power_w, gain, noise_psd_w_per_hz)
-    snr = np.divide(received_w, noise_w, out=np.zeros(received_w.shape), where=noise_w > 0)
+    return _rate(received_w, noise_w, b)
+
+
+def _rate(received_w: np.ndarray, noise_w: np.ndarray, b: ArrayLike) -> np.ndarray:
+    """Shannon rate on validated, broadcast inputs."""
+    snr = np.divide(received_w, noise_w, out=np.zeros(np.shape(received_w)), where=noise_w > 0)
     # log1p keeps the low-SNR regime (cell edge, deep fades) accurate.
     return b * np.log1p(snr) / _LN2
 
@@ -206,8 +211,16 @@ def packet_error_probability(
     """
     check_positive("waterfall", waterfall)
     received_w, noise_w, _ = _snr(bandwidth_hz, power_w, gain, noise_psd_w_per_hz)
+    return _packet_error(received_w, noise_w, waterfall)
+
+
+def _packet_error(received_w: np.ndarray, noise_w: ArrayLike, waterfall: float) -> np.ndarray:
+    """Packet error probability on validated inputs."""
     inverse_snr = np.divide(
-        waterfall * noise_w, received_w, out=np.full(received_w.shape, np.inf), where=received_w > 0
+        waterfall * noise_w,
+        received_w,
+        out=np.full(np.shape(received_w), np.inf),
+        where=received_w > 0,
     )
     # -expm1(-x) is 1 - exp(-x) without cancellation at high SNR; exp(-inf) = 0 gives q = 1.
     return -np.expm1(-inverse_snr)
@@ -889,12 +902,10 @@ class WirelessCell:
         p = np.where(transmitted, power, 0.0)
         gain = np.where(sel, self.channel_gain, 0.0)
         b_m, n0 = cfg.subchannel_bandwidth_hz, cfg.noise_psd_w_per_hz
-        rate = np.where(transmitted, shannon_rate_bps(b_m, p, gain, n0), 0.0)
-        q = np.where(
-            transmitted,
-            packet_error_probability(p, gain, b_m, n0, cfg.waterfall_threshold),
-            0.0,
-        )
+        # p and gain are checked above and by the cell's state, B and N0 by the config.
+        received_w, noise_w = p * gain, b_m * n0
+        rate = np.where(transmitted, _rate(received_w, noise_w, b_m), 0.0)
+        q = np.where(transmitted, _packet_error(received_w, noise_w, cfg.waterfall_threshold), 0.0)
 
         # Time and energy the whole job needs; an upload at rate 0 never finishes.
         cycles = np.where(transmitted, cfg.cycles_per_sample * batch_size * steps, 0.0)
