@@ -20,6 +20,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 demo: $(VENV)/.installed-demo
+	$(BIN)/fl-gym fedavg --rounds 30
 	$(BIN)/fl-gym demo
 
 test: $(VENV)/.installed-dev
