@@ -21,6 +21,7 @@ from fl_gym.sim.compression import (
     NoCompression,
     RandomK,
     SignSGD,
+    SparseQSGD,
     TernGrad,
     Threshold,
     TopK,
@@ -44,6 +45,8 @@ EXAMPLES: list[Compressor] = [
     TernGrad(),
     QSGD(4),
     QSGD(1),
+    SparseQSGD(0.05),
+    SparseQSGD(0.3, levels=2, error_feedback=False),
     DeepGradientCompression(0.001),
     DeepGradientCompression(0.01, momentum=0.5, clip_norm=2.5, warmup_rounds=0),
 ]
@@ -627,3 +630,23 @@ def test_bad_inputs_raise_clear_errors(
 ) -> None:
     with pytest.raises(error, match=match):
         call()
+
+
+def test_sparse_qsgd_bits_conservation_and_unbiasedness() -> None:
+    op = parse_compressor("topk_qsgd:0.1,levels=4")
+    assert op == SparseQSGD(0.1, 4) and parse_compressor(op.spec) == op
+    gen = torch.Generator().manual_seed(0)
+    update = torch.randn(3, 100, generator=gen, dtype=torch.float64)
+    residual = torch.randn(3, 100, generator=gen, dtype=torch.float64) * 0.1
+    out = op.compress(update, residual=residual, generator=gen)
+    # k = 10 kept values: 32-bit norm, 1 sign + 3 level bits each, 10 indices of 7 bits
+    assert out.bits.tolist() == [32 + 10 * 4 + 70] * 3
+    torch.testing.assert_close(out.reconstructed + out.residual, update + residual)
+    assert ((out.reconstructed != 0).sum(dim=1) <= 10).all()
+    # Given the kept set, the quantisation is unbiased: the mean over draws is the top-k output.
+    x = update + residual
+    topk = parse_compressor("topk:0.1,error_feedback=false").compress(x).reconstructed
+    mean = torch.stack(
+        [op.compress(update, residual=residual, generator=gen).reconstructed for _ in range(4000)]
+    ).mean(dim=0)
+    torch.testing.assert_close(mean, topk, atol=0.05, rtol=0.0)

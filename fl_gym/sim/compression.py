@@ -60,6 +60,7 @@ __all__ = [
     "NoCompression",
     "RandomK",
     "SignSGD",
+    "SparseQSGD",
     "TernGrad",
     "Threshold",
     "TopK",
@@ -842,6 +843,75 @@ class DeepGradientCompression(Compressor):
         return CompressionResult(reconstructed, bits, new_v, new_u)
 
 
+@dataclass(frozen=True)
+class SparseQSGD(Compressor):
+    """Top-k sparsification followed by QSGD quantisation of the kept values.
+
+    The combined sparsification + quantisation scheme the survey's Section III discusses
+    (e.g. Sattler et al., "Robust and Communication-Efficient Federated Learning From Non-i.i.d.
+    Data", IEEE TNNLS 2020, quantise what top-k keeps). Per row: the ``k = max(1, ceil(ratio *
+    d))`` largest-magnitude entries of ``x = update + residual`` are kept and quantised by QSGD
+    with ``levels`` levels relative to the norm of the kept vector (unbiased given the kept set);
+    with error feedback the new residual is ``x - reconstructed`` (sparsification and
+    quantisation error both carried over).
+
+    Encoding: the 32-bit norm, per kept entry one sign bit and ``ceil(log2(levels + 1))`` level
+    bits, and the indices as for top-k: ``bits = 32 + k (1 + ceil(log2(levels + 1))) + min(k
+    ceil(log2 d), d)``.
+
+    Args:
+        ratio: Fraction of coordinates kept, in ``(0, 1]``.
+        levels: QSGD levels ``s >= 1``.
+        error_feedback: Whether the unsent part is carried to the next round.
+
+    Spec: ``"topk_qsgd:0.01,levels=4"``.
+    """
+
+    ratio: float
+    levels: int = 4
+    error_feedback: bool = True
+
+    name: ClassVar[str] = "topk_qsgd"
+    stochastic: ClassVar[bool] = True
+    _positional: ClassVar[str | None] = "ratio"
+    _option_parsers: ClassVar[dict[str, Callable[[str], Any]]] = {
+        "ratio": _parse_float,
+        "levels": _parse_int,
+        "error_feedback": _parse_bool,
+    }
+    _example: ClassVar[str] = "topk_qsgd:0.01,levels=4"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ratio", _check_fraction("ratio", self.ratio))
+        object.__setattr__(self, "levels", _check_int("levels", self.levels, 1))
+        object.__setattr__(
+            self, "error_feedback", _check_bool("error_feedback", self.error_feedback)
+        )
+
+    @property
+    def uses_residual(self) -> bool:
+        return self.error_feedback
+
+    def _compress(
+        self,
+        update: torch.Tensor,
+        residual: torch.Tensor | None,
+        momentum_state: torch.Tensor | None,
+        generator: torch.Generator | None,
+        round_index: int,
+    ) -> CompressionResult:
+        assert generator is not None  # checked in compress()
+        d, s = update.shape[1], self.levels
+        x = _add_residual(update, residual)
+        k = num_kept(self.ratio, d)
+        sparse, _ = _keep_top_k(x, k)
+        quantised = QSGD(s)._compress(sparse, None, None, generator, round_index).reconstructed
+        per_value = 1 + _ceil_log2(s + 1)
+        bits = _full_bits(update, FLOAT_BITS + k * per_value + min(k * _ceil_log2(d), d))
+        new_residual = x - quantised if self.error_feedback else None
+        return CompressionResult(quantised, bits, new_residual)
+
+
 COMPRESSORS: dict[str, type[Compressor]] = {
     cls.name: cls
     for cls in (
@@ -852,6 +922,7 @@ COMPRESSORS: dict[str, type[Compressor]] = {
         SignSGD,
         TernGrad,
         QSGD,
+        SparseQSGD,
         DeepGradientCompression,
     )
 }
