@@ -641,11 +641,12 @@ def test_sparse_qsgd_bits_conservation_and_unbiasedness() -> None:
     out = op.compress(update, residual=residual, generator=gen)
     # k = 10 kept values: 32-bit norm, 1 sign + 3 level bits each, 10 indices of 7 bits
     assert out.bits.tolist() == [32 + 10 * 4 + 70] * 3
-    torch.testing.assert_close(out.reconstructed + out.residual, update + residual)
     assert ((out.reconstructed != 0).sum(dim=1) <= 10).all()
-    # Given the kept set, the quantisation is unbiased: the mean over draws is the top-k output.
+    # Error feedback carries the sparsification error only: residual = x - top_k(x).
     x = update + residual
     topk = parse_compressor("topk:0.1,error_feedback=false").compress(x).reconstructed
+    torch.testing.assert_close(out.residual, x - topk)
+    # Given the kept set, the quantisation is unbiased: the mean over draws is the top-k output.
     mean = torch.stack(
         [op.compress(update, residual=residual, generator=gen).reconstructed for _ in range(4000)]
     ).mean(dim=0)

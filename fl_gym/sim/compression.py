@@ -851,9 +851,11 @@ class SparseQSGD(Compressor):
     (e.g. Sattler et al., "Robust and Communication-Efficient Federated Learning From Non-i.i.d.
     Data", IEEE TNNLS 2020, quantise what top-k keeps). Per row: the ``k = max(1, ceil(ratio *
     d))`` largest-magnitude entries of ``x = update + residual`` are kept and quantised by QSGD
-    with ``levels`` levels relative to the norm of the kept vector (unbiased given the kept set);
-    with error feedback the new residual is ``x - reconstructed`` (sparsification and
-    quantisation error both carried over).
+    with ``levels`` levels relative to the norm of the kept vector (unbiased given the kept set).
+    With error feedback the new residual is ``x - top_k(x)``: only the sparsification error is
+    carried over. Feeding back the quantisation error too diverges, because QSGD with few levels
+    is not a contraction (its variance exceeds ``||x||^2`` once ``k > levels^2``), which error
+    feedback needs; its zero-mean noise is left to average out instead.
 
     Encoding: the 32-bit norm, per kept entry one sign bit and ``ceil(log2(levels + 1))`` level
     bits, and the indices as for top-k: ``bits = 32 + k (1 + ceil(log2(levels + 1))) + min(k
@@ -908,7 +910,7 @@ class SparseQSGD(Compressor):
         quantised = QSGD(s)._compress(sparse, None, None, generator, round_index).reconstructed
         per_value = 1 + _ceil_log2(s + 1)
         bits = _full_bits(update, FLOAT_BITS + k * per_value + min(k * _ceil_log2(d), d))
-        new_residual = x - quantised if self.error_feedback else None
+        new_residual = x - sparse if self.error_feedback else None
         return CompressionResult(quantised, bits, new_residual)
 
 
