@@ -29,11 +29,13 @@ batch, so heuristics and trained agents are evaluated by the same code::
 | `channel-inversion` | power | received SNR = target, clipped (option `target_snr_db`) |
 | `fixed-compression` | compression | one level for all (option `level`) |
 | `fixed-steps` | frequency | one local-step count (option `steps`) |
+| `adaptive-frequency` | frequency | bound-optimal period within a budget (Wang et al. 2019) |
 
 Knobs a baseline does not decide take the environment's defaults (round-robin selection,
 ``p_max``, ``default_compression``, ``default_local_steps``).
 """
 
+from fl_gym.baselines.adaptive_frequency import AdaptiveFrequency
 from fl_gym.baselines.base import BaselinePolicy, EpisodeMemory
 from fl_gym.baselines.features import ObservationFeatures, read_observation
 from fl_gym.baselines.fixed import FixedCompression, FixedLocalSteps
@@ -51,6 +53,7 @@ from fl_gym.baselines.selection import (
 
 __all__ = [
     "BASELINES",
+    "AdaptiveFrequency",
     "AgeBasedSelection",
     "BaselinePolicy",
     "BestChannelSelection",

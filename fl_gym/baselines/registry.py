@@ -7,6 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from fl_gym.baselines.adaptive_frequency import AdaptiveFrequency
 from fl_gym.baselines.base import BaselinePolicy
 from fl_gym.baselines.fixed import FixedCompression, FixedLocalSteps
 from fl_gym.baselines.power import ChannelInversionPower, MaxPower, MinPower
@@ -38,6 +39,7 @@ BASELINES: dict[str, type[BaselinePolicy]] = {
         ChannelInversionPower,
         FixedCompression,
         FixedLocalSteps,
+        AdaptiveFrequency,
     )
 }
 """Every baseline policy class by registry name: selection, then power, compression, frequency."""
