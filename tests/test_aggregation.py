@@ -112,9 +112,20 @@ def test_fedavg_equals_numpy_average(data: st.DataObject, x: np.ndarray):
 def test_huge_weights_do_not_overflow(name: str):
     updates, weights = random_case(6, dtype=torch.float32)
     huge = weights / weights.max() * 3e38  # their float32 sum would overflow
-    torch.testing.assert_close(
-        RULES[name](updates, huge).aggregate, RULES[name](updates, weights).aggregate
-    )
+    with_huge = RULES[name](updates, huge).aggregate
+    with_plain = RULES[name](updates, weights).aggregate
+    assert bool(torch.isfinite(with_huge).all())
+    if name != "geometric_median":
+        torch.testing.assert_close(with_huge, with_plain)
+        return
+    # Weiszfeld stops once the objective stalls; in float32 the two runs (whose normalised weights
+    # differ by an ulp) may stop an iteration apart, so compare what the method guarantees: the
+    # objective to about its tolerance, the point to about sqrt(tol) times the spread.
+    points, alpha = updates.double().numpy(), (weights / weights.sum()).double().numpy()
+    objective_huge = weiszfeld_objective(with_huge.double().numpy(), points, alpha)
+    objective_plain = weiszfeld_objective(with_plain.double().numpy(), points, alpha)
+    assert objective_huge == pytest.approx(objective_plain, rel=1e-6)
+    torch.testing.assert_close(with_huge, with_plain, atol=1e-3, rtol=0)
 
 
 def test_zero_weight_row_is_accepted_but_has_no_influence():
