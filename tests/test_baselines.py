@@ -19,6 +19,7 @@ from fl_gym.baselines import (
     read_observation,
 )
 from fl_gym.baselines.features import STALENESS_SCALE_ROUNDS
+from fl_gym.envs import OverTheAirFLEnv
 from fl_gym.envs.rollout import rollout
 from fl_gym.envs.wireless_fl import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES
 
@@ -32,16 +33,18 @@ SMALL_BATTERIES = {
 }
 
 
-def _controls(env_id: str) -> tuple[str, ...]:
-    return tuple(gym.spec(env_id).kwargs["controls"])
+def _applicable(env_id: str) -> list[str]:
+    env = gym.make(env_id)
+    names = baselines_for(env)
+    env.close()
+    return names
 
 
-APPLICABLE = [
-    (env_id, name)
-    for env_id in fl_gym.ENV_IDS
-    for name, cls in BASELINES.items()
-    if cls.knobs & set(_controls(env_id))
-]
+# The digital-upload environments (M sub-channels); the over-the-air environment and its
+# policies are tested in tests/test_over_the_air_env.py.
+DIGITAL_IDS = [i for i in fl_gym.ENV_IDS if not isinstance(gym.make(i).unwrapped, OverTheAirFLEnv)]
+DIGITAL_BASELINES = [name for name, cls in BASELINES.items() if not cls.over_the_air]
+APPLICABLE = [(env_id, name) for env_id in DIGITAL_IDS for name in _applicable(env_id)]
 
 
 def _make(env_id: str, overrides: dict | None = None) -> gym.Env:
@@ -102,10 +105,14 @@ def test_registry_names_knobs_and_filter() -> None:
         assert cls.__doc__ and len(cls.__doc__) > 100
     for env_id in fl_gym.ENV_IDS:
         env = _make(env_id)
-        expected = [n for n, cls in BASELINES.items() if cls.knobs & set(_controls(env_id))]
+        controls = set(env.unwrapped.controls)
+        ota = isinstance(env.unwrapped, OverTheAirFLEnv)
+        expected = [
+            n for n, cls in BASELINES.items() if cls.knobs & controls and cls.over_the_air == ota
+        ]
         assert baselines_for(env) == expected
         assert baselines_for(env.unwrapped) == expected
-    selection = [n for n, c in BASELINES.items() if c.knobs == {"selection"}]
+    selection = [n for n, c in BASELINES.items() if c.knobs == {"selection"} and not c.over_the_air]
     assert set(selection) == {
         "random",
         "round-robin",
@@ -120,7 +127,7 @@ def test_registry_names_knobs_and_filter() -> None:
         "min-power",
         "channel-inversion",
     ]
-    assert baselines_for(_make("fl_gym/WirelessFL-v0")) == list(BASELINES)
+    assert baselines_for(_make("fl_gym/WirelessFL-v0")) == DIGITAL_BASELINES
 
 
 def test_make_baseline_errors() -> None:
@@ -439,7 +446,7 @@ def test_random_is_seeded_and_never_picks_exhausted_devices() -> None:
 # -- the SB3 calling convention --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(BASELINES))
+@pytest.mark.parametrize("name", DIGITAL_BASELINES)
 def test_predict_on_a_batch_equals_single_calls(name: str) -> None:
     envs = [_make("fl_gym/WirelessFL-v0", FEW_SUBCHANNELS) for _ in range(2)]
     observations = [env.reset(seed=seed)[0] for seed, env in enumerate(envs)]

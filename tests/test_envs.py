@@ -34,7 +34,14 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import fl_gym
 import fl_gym.envs
-from fl_gym.envs import DEVICE_FEATURES, PRESETS, SERVER_FEATURES, WirelessFLEnv, make_config
+from fl_gym.envs import (
+    DEVICE_FEATURES,
+    PRESETS,
+    SERVER_FEATURES,
+    OverTheAirFLEnv,
+    WirelessFLEnv,
+    make_config,
+)
 from fl_gym.sim.plan import RoundPlan
 from fl_gym.sim.wireless import dbm_to_w
 
@@ -56,6 +63,9 @@ WIRELESS_FL_IDS = [spec.id for spec in FL_GYM_SPECS if _is_wireless_fl(spec)]
 # Spaces and controls are set in __init__, so building (not resetting) an env is cheap.
 _RAW_ENVS = {env_id: gym.make(env_id).unwrapped for env_id in WIRELESS_FL_IDS}
 SELECTION_IDS = [env_id for env_id, raw in _RAW_ENVS.items() if "selection" in raw.controls]
+# Digital uploads on M sub-channels, per-device power and compression (over the air is tested in
+# tests/test_over_the_air_env.py for what differs).
+DIGITAL_IDS = [i for i, raw in _RAW_ENVS.items() if not isinstance(raw, OverTheAirFLEnv)]
 BOX_WIRELESS_FL_IDS = [
     env_id for env_id, raw in _RAW_ENVS.items() if isinstance(raw.action_space, spaces.Box)
 ]
@@ -142,7 +152,8 @@ def _check_step(env: gym.Env, before: dict[str, Any], previous_accuracy: float, 
 
     # Who may take part: available devices only, at most one per sub-channel.
     assert not np.any(selected & ~before["available"]), "an exhausted device was selected"
-    assert selected.sum() <= cfg.wireless.num_subchannels
+    if not isinstance(raw, OverTheAirFLEnv):  # over the air, everyone shares the band
+        assert selected.sum() <= cfg.wireless.num_subchannels
     assert set(info["dropped_unavailable"]) <= set(np.flatnonzero(~before["available"]).tolist())
     assert not np.any(delivered & ~selected) and not np.any(info["straggler"] & ~selected)
     assert not np.any(delivered & info["straggler"]) and not np.any(delivered & info["packet_lost"])
@@ -649,7 +660,8 @@ def test_reset_options_config(env_id: str) -> None:
         np.testing.assert_array_equal(info["straggler"], info["selected"])
     # It is the same as building the env with that configuration, as a dict or a dataclass.
     expected = _rollout(env, SEED, 3, action_seed=1)
-    for config in ({"deadline_s": 1e-3}, make_config(None, {"deadline_s": 1e-3})):
+    base = _unwrapped(env).default_config()
+    for config in ({"deadline_s": 1e-3}, make_config(None, {"deadline_s": 1e-3}, base=base)):
         fresh = gym.make(env_id, config=config)
         assert data_equivalence(_rollout(fresh, SEED, 3, action_seed=1), expected, exact=True)
     env.reset(seed=SEED, options={"config": make_config()})
@@ -708,7 +720,7 @@ def _assert_plans_equal(actual: RoundPlan, expected: RoundPlan) -> None:
     np.testing.assert_allclose(actual.power_w, expected.power_w, rtol=1e-5)
 
 
-@pytest.mark.parametrize("env_id", WIRELESS_FL_IDS)
+@pytest.mark.parametrize("env_id", DIGITAL_IDS)
 def test_encode_decode_round_trip(env_id: str) -> None:
     env = gym.make(env_id)
     env.reset(seed=SEED)
@@ -747,7 +759,7 @@ def _first(mask: np.ndarray, m: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("env_id", WIRELESS_FL_IDS)
+@pytest.mark.parametrize("env_id", DIGITAL_IDS)
 def test_encode_maps_to_nearest_representable_plan(env_id: str) -> None:
     env = gym.make(env_id)
     env.reset(seed=SEED)

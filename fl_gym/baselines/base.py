@@ -25,7 +25,13 @@ from fl_gym.baselines.features import ObservationFeatures, read_observation, spl
 from fl_gym.envs.wireless_fl import WirelessFLEnv
 from fl_gym.sim.plan import RoundPlan
 
-__all__ = ["BaselinePolicy", "EpisodeMemory", "rank_select", "round_robin_selection"]
+__all__ = [
+    "BaselinePolicy",
+    "EpisodeMemory",
+    "applies_to_uplink",
+    "rank_select",
+    "round_robin_selection",
+]
 
 
 @dataclass
@@ -81,6 +87,13 @@ def round_robin_selection(memory: EpisodeMemory, available: np.ndarray, m: int) 
     return rank_select((-memory.last_selected_round,), available, m)
 
 
+def applies_to_uplink(cls: type[BaselinePolicy], env: WirelessFLEnv) -> bool:
+    """Whether a policy class's kind of uplink (digital or over-the-air) is ``env``'s."""
+    from fl_gym.envs.over_the_air import OverTheAirFLEnv
+
+    return cls.over_the_air == isinstance(env, OverTheAirFLEnv)
+
+
 class BaselinePolicy(abc.ABC):
     """A heuristic controller of a wireless FL environment, used like an SB3 model.
 
@@ -105,12 +118,23 @@ class BaselinePolicy(abc.ABC):
     """The knobs the policy decides, a subset of ``{"selection", "power", "compression",
     "frequency"}``."""
 
+    over_the_air: ClassVar[bool] = False
+    """Whether the policy is for over-the-air environments (analog aggregation, no sub-channel
+    limit) rather than for digital uploads on M sub-channels; each kind applies to its own."""
+
     def __init__(self, env: gym.Env) -> None:
         unwrapped = getattr(env, "unwrapped", None)
         if not isinstance(unwrapped, WirelessFLEnv):
             raise TypeError(
                 f"baseline {self.name!r} needs a wireless FL environment (an fl_gym "
                 f"WirelessFLEnv, e.g. gym.make('fl_gym/WirelessFL-v0')), got {env!r}"
+            )
+        if applies_to_uplink(type(self), unwrapped) is False:
+            kind = "over-the-air" if self.over_the_air else "digital (sub-channel)"
+            raise ValueError(
+                f"baseline {self.name!r} is a {kind} policy and does not apply to "
+                f"{type(unwrapped).__name__}; fl_gym.baselines.baselines_for(env) lists the "
+                "baselines that do"
             )
         if not self.knobs & set(unwrapped.controls):
             raise ValueError(

@@ -8,8 +8,9 @@ from typing import Any
 import gymnasium as gym
 
 from fl_gym.baselines.adaptive_frequency import AdaptiveFrequency
-from fl_gym.baselines.base import BaselinePolicy
+from fl_gym.baselines.base import BaselinePolicy, applies_to_uplink
 from fl_gym.baselines.fixed import FixedCompression, FixedLocalSteps
+from fl_gym.baselines.over_the_air import OTAAllDevices, OTAGreedyChannel, OTASparseSelection
 from fl_gym.baselines.power import ChannelInversionPower, MaxPower, MinPower
 from fl_gym.baselines.selection import (
     AgeBasedSelection,
@@ -40,6 +41,9 @@ BASELINES: dict[str, type[BaselinePolicy]] = {
         FixedCompression,
         FixedLocalSteps,
         AdaptiveFrequency,
+        OTAAllDevices,
+        OTAGreedyChannel,
+        OTASparseSelection,
     )
 }
 """Every baseline policy class by registry name: selection, then power, compression, frequency."""
@@ -93,7 +97,11 @@ def baselines_for(env: gym.Env) -> list[str]:
     if not isinstance(unwrapped, WirelessFLEnv):
         raise TypeError(f"env must be a wireless FL environment (WirelessFLEnv), got {env!r}")
     controls = set(unwrapped.controls)
-    return [name for name, cls in BASELINES.items() if cls.knobs & controls]
+    return [
+        name
+        for name, cls in BASELINES.items()
+        if cls.knobs & controls and applies_to_uplink(cls, unwrapped)
+    ]
 
 
 def _lookup(name: str) -> type[BaselinePolicy]:

@@ -1,6 +1,7 @@
 """Gymnasium and PettingZoo adapters over :mod:`fl_gym.sim`."""
 
 from fl_gym.envs.config import PRESETS, WirelessFLConfig, make_config
+from fl_gym.envs.over_the_air import OverTheAirFLEnv
 from fl_gym.envs.registration import ENV_IDS, register_envs
 from fl_gym.envs.wireless_fl import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES, WirelessFLEnv
 
@@ -10,6 +11,7 @@ __all__ = [
     "ENV_IDS",
     "PRESETS",
     "SERVER_FEATURES",
+    "OverTheAirFLEnv",
     "WirelessFLConfig",
     "WirelessFLEnv",
     "make_config",

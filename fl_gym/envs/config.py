@@ -177,6 +177,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 def make_config(
     preset: str | None = None,
     overrides: Mapping[str, Any] | WirelessFLConfig | None = None,
+    *,
+    base: WirelessFLConfig | None = None,
 ) -> WirelessFLConfig:
     """Build a configuration from a preset and overrides.
 
@@ -186,13 +188,14 @@ def make_config(
             the preset's. Keys are top-level field names, ``learning.NAME`` / ``wireless.NAME``,
             or bare names of a ``learning`` / ``wireless`` field; ``learning`` and ``wireless``
             may also be given as dicts or config objects.
+        base: The configuration the preset and overrides apply to (the defaults if ``None``).
 
     Returns:
         The validated configuration.
     """
     if isinstance(overrides, WirelessFLConfig):
         return overrides
-    config = WirelessFLConfig()
+    config = WirelessFLConfig() if base is None else base
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; allowed: {sorted(PRESETS)}")

@@ -20,7 +20,11 @@ _WIRELESS_FL_VARIANTS = {
     "fl_gym/WirelessFL-v0": ("selection", "power", "compression", "frequency"),
 }
 
-ENV_IDS: tuple[str, ...] = tuple(_WIRELESS_FL_VARIANTS)
+_OTHER_ENVS = {
+    "fl_gym/OverTheAirFL-v0": "fl_gym.envs.over_the_air:OverTheAirFLEnv",
+}
+
+ENV_IDS: tuple[str, ...] = (*_WIRELESS_FL_VARIANTS, *_OTHER_ENVS)
 """Every Gymnasium environment id this package registers."""
 
 MAX_EPISODE_STEPS = 100
@@ -37,3 +41,7 @@ def register_envs() -> None:
             max_episode_steps=MAX_EPISODE_STEPS,
             kwargs={"controls": controls},
         )
+    for env_id, entry_point in _OTHER_ENVS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(id=env_id, entry_point=entry_point, max_episode_steps=MAX_EPISODE_STEPS)

@@ -180,7 +180,7 @@ class WirelessFLEnv(gym.Env):
                 f"got {render_mode!r}"
             )
         self.controls = tuple(c for c in CONTROLS if c in controls)
-        self.config = make_config(preset, config)
+        self.config = make_config(preset, config, base=self.default_config())
         self.render_mode = render_mode
         self.device = device
         self._build_spaces()
@@ -271,7 +271,7 @@ class WirelessFLEnv(gym.Env):
         if self.federation is None:
             raise RuntimeError("call reset() before step()")
         plan, decode_info = self.decode_action(action)
-        report = self.federation.run_round(plan, self.np_random, allow_empty=True)
+        report = self._play_round(plan)
         self._last_selected_round[report.selected] = report.round_index
         self._last_report = report
         self._energy_spent_j += float(report.energy_j.sum())
@@ -283,6 +283,15 @@ class WirelessFLEnv(gym.Env):
         terminated = report.accuracy >= self.config.target_accuracy or not cell.available.any()
         obs = self._observe()
         return obs, reward, bool(terminated), False, self._info(report, terms, decode_info)
+
+    def default_config(self) -> WirelessFLConfig:
+        """This environment's defaults, which presets and ``config`` overrides apply to."""
+        return WirelessFLConfig()
+
+    def _play_round(self, plan: RoundPlan) -> RoundReport:
+        """Carry the plan out in the simulator (digital uploads on orthogonal sub-channels)."""
+        assert self.federation is not None
+        return self.federation.run_round(plan, self.np_random, allow_empty=True)
 
     # -- action <-> plan ---------------------------------------------------------------------------
 

@@ -144,7 +144,10 @@ class RoundReport:
         round_time_s: Duration of the round (the slowest transmitting device, at most the
             deadline).
         channel_uses: Uplink channel uses of the round: the sum over transmitting devices of
-            sub-channel bandwidth times airtime (complex symbols at the Nyquist rate).
+            sub-channel bandwidth times airtime (complex symbols at the Nyquist rate) for digital
+            uploads; one use per parameter, shared by all devices, over the air.
+        aggregation_mse: Expected squared error, per parameter, that over-the-air aggregation
+            added to the aggregate (0 for digital uploads).
 
     Without a wireless model every update arrives and the wireless fields hold zeros.
     """
@@ -168,6 +171,7 @@ class RoundReport:
     packet_lost: np.ndarray
     round_time_s: float
     channel_uses: float
+    aggregation_mse: float = 0.0
 
     @property
     def energy_j(self) -> np.ndarray:

@@ -851,6 +851,40 @@ class WirelessCell:
             )
         return sel.copy()
 
+    def compute_cost(
+        self, local_steps: ArrayLike, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Time and energy of each device's local training, ``C b s / f`` and ``kappa C b s f^2``.
+
+        Args:
+            local_steps: Steps per device, scalar or ``(K,)`` whole numbers ``>= 0``.
+            batch_size: Samples per step, ``>= 1``.
+
+        Returns:
+            ``(time_s, energy_j)``, each ``(K,)``.
+        """
+        state = self._require_state()
+        cfg = self.config
+        steps = self._per_device_float(local_steps, "local_steps")
+        _check_int("batch_size", batch_size, 1)
+        cycles = cfg.cycles_per_sample * batch_size * steps
+        return cycles / state.cpu_hz, cfg.effective_capacitance * cycles * state.cpu_hz**2
+
+    def drain(self, energy_j: ArrayLike) -> np.ndarray:
+        """Take energy from the batteries, each at most down to empty.
+
+        Args:
+            energy_j: ``(K,)`` energy each device uses, ``>= 0``.
+
+        Returns:
+            ``(K,)`` the energy each device actually had to spend (``min(energy, battery)``).
+        """
+        state = self._require_state()
+        wanted = self._per_device_float(energy_j, "energy_j")
+        spent = np.minimum(wanted, state.battery_j)
+        self._state = CellState(**{**_state_dict(state), "battery_j": state.battery_j - spent})
+        return spent
+
     def uplink(
         self,
         selected: ArrayLike,
