@@ -147,11 +147,14 @@ def _direct_window_counts(positions: np.ndarray, cell: float, w: int) -> np.ndar
     return out
 
 
+@pytest.mark.parametrize("straggler", [False, True])
 @pytest.mark.parametrize("window", [1, 3, 5])
-def test_local_density_equals_a_direct_count(window: int) -> None:
+def test_local_density_equals_a_direct_count(window: int, straggler: bool) -> None:
     swarm = _swarm(num_uavs=60, density_window_cells=window, density_cell_m=3.0)
     rng = np.random.default_rng(window)
     swarm.positions_m = rng.uniform(-12, 12, (60, 2))  # negative cells too
+    if straggler:  # a bounding box too large for the dense grid: the hashed path
+        swarm.positions_m[-1] = [4e6, -3e6]
     swarm.flying[:7] = False  # arrived UAVs are not part of the field
     got = swarm.local_density()
     idx = np.flatnonzero(swarm.flying)

@@ -148,6 +148,7 @@ class UAVSwarmEnv(ParallelEnv):
         self.possible_agents = [f"uav_{i}" for i in range(n)]
         self._agent_index = {name: i for i, name in enumerate(self.possible_agents)}
         self.agents: list[str] = []
+        self._flying_set: set[str] = set()
         self.feature_names = observation_features(self.config)
         # One space object per kind, shared by every agent: the spaces are identical by design,
         # and 10,000 copies would cost memory for nothing.
@@ -190,13 +191,17 @@ class UAVSwarmEnv(ParallelEnv):
         if seed is not None or self._np_random is None:
             self._np_random = np.random.default_rng(seed)
         self.swarm.reset(self._np_random)
-        self.agents = list(self.possible_agents)
+        self._set_agents(list(self.possible_agents))
         self.last_step = None
         idx = np.arange(self.config.num_uavs)
         obs = self._observe(idx, self.swarm.local_density())
         observations = dict(zip(self.agents, obs, strict=True))
         infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
         return observations, infos
+
+    def _set_agents(self, agents: list[str]) -> None:
+        self.agents = agents
+        self._flying_set = set(agents)
 
     def _set_config(self, config: UAVSwarmConfig | Mapping[str, Any]) -> None:
         if isinstance(config, Mapping):
@@ -253,14 +258,18 @@ class UAVSwarmEnv(ParallelEnv):
         truncations = dict.fromkeys(names, False)
         if truncate:
             truncations = {name: not done for name, done in zip(names, arrived, strict=True)}
+        # Per-agent dicts are the largest cost of a large swarm's step: built from dict
+        # literals over column lists (no per-row list), and the inner dicts, holding only
+        # floats, are not tracked by the garbage collector.
+        p, t, e, c, f = REWARD_TERMS
         infos = {
-            name: {"reward_terms": dict(zip(REWARD_TERMS, row, strict=True))}
-            for name, row in zip(names, terms.tolist(), strict=True)
+            name: {"reward_terms": {p: a, t: b, e: g, c: h, f: k}}
+            for name, a, b, g, h, k in zip(names, *terms.T.tolist(), strict=True)
         }
         if truncate:
-            self.agents = []
+            self._set_agents([])
         elif report.arrived.any():
-            self.agents = [name for name, done in zip(names, arrived, strict=True) if not done]
+            self._set_agents([name for name, done in zip(names, arrived, strict=True) if not done])
         return observations, reward_dict, terminations, truncations, infos
 
     # -- the step's pieces -----------------------------------------------------------------------
@@ -278,17 +287,17 @@ class UAVSwarmEnv(ParallelEnv):
         if not actions:
             return accel
         index = self._agent_index
-        flying = self.swarm.flying
-        rows: list[int] = []
-        for name in actions:
-            i = index.get(name) if isinstance(name, str) else None
-            if i is None or not flying[i]:
-                what = "is not an agent of this environment" if i is None else "is not flying"
-                raise ValueError(
-                    f"action for {name!r}, which {what}; allowed: the names in env.agents "
-                    f"({len(self.agents)} flying, e.g. {self.agents[:3]})"
-                )
-            rows.append(i)
+        # One set comparison checks every name when all flying agents act (the usual case).
+        if len(actions) != len(self._flying_set) or actions.keys() != self._flying_set:
+            for name in actions:
+                if name not in self._flying_set:
+                    known = isinstance(name, str) and name in index
+                    what = "is not flying" if known else "is not an agent of this environment"
+                    raise ValueError(
+                        f"action for {name!r}, which {what}; allowed: the names in env.agents "
+                        f"({len(self.agents)} flying, e.g. {self.agents[:3]})"
+                    )
+        rows = [index[name] for name in actions]
         try:
             values = np.asarray(list(actions.values()), dtype=np.float64)
         except (TypeError, ValueError):

@@ -28,8 +28,9 @@ Each step reports, per UAV that was flying:
 The mean field seen by a UAV is a histogram: the plane is cut into square cells of
 ``density_cell_m``, and a UAV sees the number of other UAVs in each cell of the
 ``density_window_cells x density_window_cells`` window centred on its own cell
-(:meth:`UAVSwarm.local_density`). Cells are hashed (sorted integer keys), so the cost is
-``O(N log N)`` whatever the extent of the swarm.
+(:meth:`UAVSwarm.local_density`). A compact swarm is binned on a dense grid over its bounding
+box; a swarm spread far apart has its occupied cells hashed (sorted integer keys) instead, so
+the cost stays ``O(N log N)`` whatever the extent of the swarm.
 
 A UAV that comes within ``destination_radius_m`` of the destination centre has arrived: it stops
 taking part (no motion, no collisions, no density). All randomness comes from the
@@ -61,6 +62,10 @@ __all__ = [
 # The k-d tree is asked for pairs a hair further apart than the threshold and the exact
 # predicate decides; its own distance rounding can then never drop a pair at the edge.
 _TREE_RADIUS_SLACK = 1e-6
+# The density window reads a dense grid over the swarm's bounding box when that grid is small
+# (fast direct indexing); a swarm spread far apart hashes its occupied cells instead.
+_DENSE_GRID_CELLS_PER_UAV = 16
+_DENSE_GRID_MIN_CELLS = 65_536
 
 
 def _is_real(value: object) -> bool:
@@ -488,28 +493,41 @@ class UAVSwarm:
         cells = np.floor(self.positions_m[idx] / cfg.density_cell_m).astype(np.int64)
         # Keys leave room for the window's offsets on both sides of every occupied cell.
         low = cells.min(axis=0) - w
-        span = int(cells[:, 1].max() - low[1]) + w + 1
-        key = (cells[:, 0] - low[0]) * span + (cells[:, 1] - low[1])
-        uniq, inverse = np.unique(key, return_inverse=True)
-        count = np.bincount(inverse, minlength=uniq.size).astype(np.float64)
+        span_x = int(cells[:, 0].max() - low[0]) + w + 1
+        span_y = int(cells[:, 1].max() - low[1]) + w + 1
+        key = (cells[:, 0] - low[0]) * span_y + (cells[:, 1] - low[1])
         vel = self.velocities_mps[idx]
-        vsum_x = np.bincount(inverse, weights=vel[:, 0], minlength=uniq.size)
-        vsum_y = np.bincount(inverse, weights=vel[:, 1], minlength=uniq.size)
         half = w // 2
+        offsets = [
+            ox * span_y + oy for ox in range(-half, half + 1) for oy in range(-half, half + 1)
+        ]
         counts = np.empty((n, w * w))
         win_vx = np.zeros(n)
         win_vy = np.zeros(n)
-        col = 0
-        for ox in range(-half, half + 1):
-            for oy in range(-half, half + 1):
-                probe = key + (ox * span + oy)
-                pos = np.searchsorted(uniq, probe)
-                pos_c = np.minimum(pos, uniq.size - 1)
-                hit = uniq[pos_c] == probe
-                counts[:, col] = np.where(hit, count[pos_c], 0.0)
-                win_vx += np.where(hit, vsum_x[pos_c], 0.0)
-                win_vy += np.where(hit, vsum_y[pos_c], 0.0)
-                col += 1
+        if span_x * span_y <= _DENSE_GRID_CELLS_PER_UAV * n + _DENSE_GRID_MIN_CELLS:
+            # Compact swarm: a dense grid over its bounding box, read by direct indexing.
+            size = span_x * span_y
+            count = np.bincount(key, minlength=size).astype(np.float64)
+            vsum_x = np.bincount(key, weights=vel[:, 0], minlength=size)
+            vsum_y = np.bincount(key, weights=vel[:, 1], minlength=size)
+            for col, offset in enumerate(offsets):
+                probe = key + offset
+                counts[:, col] = count[probe]
+                win_vx += vsum_x[probe]
+                win_vy += vsum_y[probe]
+        else:
+            # Spread-out swarm (a straggler far away): hash the occupied cells only.
+            uniq, inverse = np.unique(key, return_inverse=True)
+            count = np.bincount(inverse, minlength=uniq.size).astype(np.float64)
+            vsum_x = np.bincount(inverse, weights=vel[:, 0], minlength=uniq.size)
+            vsum_y = np.bincount(inverse, weights=vel[:, 1], minlength=uniq.size)
+            for col, offset in enumerate(offsets):
+                probe = key + offset
+                pos = np.minimum(np.searchsorted(uniq, probe), uniq.size - 1)
+                hit = uniq[pos] == probe
+                counts[:, col] = np.where(hit, count[pos], 0.0)
+                win_vx += np.where(hit, vsum_x[pos], 0.0)
+                win_vy += np.where(hit, vsum_y[pos], 0.0)
         counts[:, (w * w) // 2] -= 1.0  # the UAV itself
         others = counts.sum(axis=1)
         safe = np.maximum(others, 1.0)
