@@ -1,0 +1,393 @@
+"""Controllers of the UAV swarm (``uav_swarm_v0``) and an episode runner that measures them.
+
+One controller object drives every UAV. It reads the agents' observations (the documented layout
+of :class:`~fl_gym.envs.uav_swarm_v0.UAVSwarmEnv`) and returns their actions, either as dicts,
+:meth:`SwarmController.act`, or as arrays, :meth:`SwarmController.act_batch` (rows of
+observations with the UAVs' indices), which is what :meth:`act` calls. Each controller counts
+the bits its UAVs must exchange (:attr:`SwarmController.bits_exchanged`, reset every episode):
+
+- :class:`StraightLineController` (``"straight_line"``): a PD law that tracks a cruise velocity
+  pointing at the destination. No coordination, no communication.
+- :class:`FullInformationController` (``"hjb_full_info"``): the straight line plus repulsion from
+  every neighbour within ``repulsion_radius_m``, computed from the instantaneous positions of all
+  UAVs, the plain (non mean-field) HJB comparison of Shiri, Park and Bennis (2020): every UAV
+  needs every other UAV's position at every step, ``n (n - 1) 64`` bits per step (two float32
+  coordinates sent to each of the ``n - 1`` others).
+- :class:`MeanFieldController`: the straight line plus the correction of a per-UAV HJB network
+  steered by a per-UAV FPK (density) network, both trained online
+  (:class:`fl_gym.sim.mean_field.MeanFieldLearner`); every ``average_every_steps`` the flying
+  UAVs federated-average both networks (``"mfgfl_hf"``), the HJB network only (``"mfgfl_h"``),
+  the FPK network only (``"mfgfl_f"``) or nothing (``"mfg_local"``). Each averaging round costs
+  ``2 * 32 * P * n`` bits (upload and download of P float32 weights by n UAVs). The density the
+  networks learn from is sensed locally (the observation's window counts), not communicated.
+
+:func:`run_episode` plays one episode and returns :class:`EpisodeMetrics` (travel distance,
+collision probability, motion energy, communication).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from fl_gym.envs.uav_swarm_v0 import UAVSwarmEnv
+from fl_gym.sim.mean_field import MeanFieldConfig, MeanFieldLearner
+from fl_gym.sim.uav import UAVSwarmConfig
+
+__all__ = [
+    "CONTROLLERS",
+    "EpisodeMetrics",
+    "FullInformationController",
+    "MeanFieldController",
+    "StraightLineController",
+    "SwarmController",
+    "make_controller",
+    "run_episode",
+]
+
+POSITION_BITS = 64
+"""Two float32 coordinates."""
+
+
+class SwarmController(abc.ABC):
+    """A policy that controls every UAV of a swarm.
+
+    Args:
+        config: The swarm's configuration (to read observations in physical units).
+        cruise_speed_mps: Speed of the nominal straight-line motion.
+        speed_gain_per_s: Gain of the velocity-tracking PD law.
+
+    Attributes:
+        name: Short identifier used in tables.
+        bits_exchanged: Bits exchanged between UAVs (or with a server) in this episode.
+        steps: Steps acted in this episode.
+    """
+
+    name: ClassVar[str] = "controller"
+
+    def __init__(
+        self,
+        config: UAVSwarmConfig,
+        cruise_speed_mps: float = 8.0,
+        speed_gain_per_s: float = 2.0,
+    ) -> None:
+        if not 0 < cruise_speed_mps <= config.max_speed_mps:
+            raise ValueError(
+                f"cruise_speed_mps must be in (0, max_speed_mps={config.max_speed_mps}], "
+                f"got {cruise_speed_mps!r}"
+            )
+        if speed_gain_per_s <= 0:
+            raise ValueError(f"speed_gain_per_s must be > 0, got {speed_gain_per_s!r}")
+        self.config = config
+        self.cruise_speed_mps = float(cruise_speed_mps)
+        self.speed_gain_per_s = float(speed_gain_per_s)
+        self._index = {f"uav_{i}": i for i in range(config.num_uavs)}
+        self.bits_exchanged = 0
+        self.steps = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode: clear the communication count (and learned state, if any)."""
+        self.bits_exchanged = 0
+        self.steps = 0
+
+    def act(self, observations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Actions of all observed agents.
+
+        Args:
+            observations: Agent name -> observation, as returned by the environment.
+
+        Returns:
+            Agent name -> float32 action in ``[-1, 1]^2``.
+        """
+        names = list(observations)
+        if not names:
+            return {}
+        obs = np.stack([observations[name] for name in names])
+        index = np.fromiter((self._index[name] for name in names), dtype=np.int64, count=len(names))
+        return dict(zip(names, self.act_batch(obs, index), strict=True))
+
+    def act_batch(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
+        """Actions ``(n, 2)`` (float32 in ``[-1, 1]``) for observations ``(n, D)`` of UAVs
+        ``uav_index`` (their positions in ``possible_agents``)."""
+        self.steps += 1
+        return np.clip(self._accel_fraction(obs, uav_index), -1.0, 1.0).astype(np.float32)
+
+    @abc.abstractmethod
+    def _accel_fraction(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
+        """Acceleration as a fraction of ``max_accel_mps2`` (clipped afterwards)."""
+
+    # -- reading observations ------------------------------------------------------------------
+
+    def positions_m(self, obs: np.ndarray) -> np.ndarray:
+        """Positions ``(n, 2)`` from observations."""
+        cfg = self.config
+        return obs[:, 0:2].astype(np.float64) * cfg.source_to_destination_m + np.asarray(
+            cfg.source_center_m
+        )
+
+    def nominal_accel_mps2(self, obs: np.ndarray) -> np.ndarray:
+        """The straight-line PD acceleration ``k (v_cruise * unit(goal) - v)``."""
+        cfg = self.config
+        goal = obs[:, 4:6].astype(np.float64) * cfg.source_to_destination_m
+        vel = obs[:, 2:4].astype(np.float64) * cfg.max_speed_mps
+        dist = np.maximum(np.linalg.norm(goal, axis=1, keepdims=True), 1e-9)
+        desired = self.cruise_speed_mps * goal / dist
+        return self.speed_gain_per_s * (desired - vel)
+
+
+class StraightLineController(SwarmController):
+    """Each UAV flies straight at the destination (PD on velocity); no coordination."""
+
+    name: ClassVar[str] = "straight_line"
+
+    def _accel_fraction(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
+        return self.nominal_accel_mps2(obs) / self.config.max_accel_mps2
+
+
+class FullInformationController(SwarmController):
+    """Straight line plus repulsion from every neighbour, from all UAVs' exact positions.
+
+    The repulsion on UAV i from a neighbour j at distance ``d < R`` is
+    ``gain (1/d - 1/R) (x_i - x_j) / d`` (m/s^2), summed over neighbours found with a k-d tree.
+
+    Args:
+        config: The swarm's configuration.
+        repulsion_radius_m: Range ``R`` of the repulsion.
+        repulsion_gain: ``gain`` in m^2/s^2.
+        **kwargs: Passed to :class:`SwarmController`.
+    """
+
+    name: ClassVar[str] = "hjb_full_info"
+
+    def __init__(
+        self,
+        config: UAVSwarmConfig,
+        repulsion_radius_m: float = 3.0,
+        repulsion_gain: float = 6.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(config, **kwargs)
+        self.repulsion_radius_m = float(repulsion_radius_m)
+        self.repulsion_gain = float(repulsion_gain)
+
+    def _accel_fraction(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
+        n = obs.shape[0]
+        self.bits_exchanged += n * (n - 1) * POSITION_BITS
+        pos = self.positions_m(obs)
+        accel = self.nominal_accel_mps2(obs)
+        pairs = cKDTree(pos).query_pairs(self.repulsion_radius_m, output_type="ndarray")
+        if pairs.shape[0]:
+            diff = pos[pairs[:, 0]] - pos[pairs[:, 1]]
+            dist = np.maximum(np.linalg.norm(diff, axis=1), 1e-3)
+            scale = self.repulsion_gain * (1.0 / dist - 1.0 / self.repulsion_radius_m) / dist
+            push = diff * scale[:, None]
+            for axis in range(2):
+                accel[:, axis] += np.bincount(pairs[:, 0], weights=push[:, axis], minlength=n)
+                accel[:, axis] -= np.bincount(pairs[:, 1], weights=push[:, axis], minlength=n)
+        return accel / self.config.max_accel_mps2
+
+
+_MEAN_FIELD_NAMES = {"both": "mfgfl_hf", "hjb": "mfgfl_h", "fpk": "mfgfl_f", "none": "mfg_local"}
+
+
+class MeanFieldController(SwarmController):
+    """Straight line plus the correction of per-UAV HJB/FPK networks, federated-averaged.
+
+    Args:
+        config: The swarm's configuration.
+        mean_field: Network, training and averaging settings (``averaging`` picks the variant).
+        seed: Seed of the initial weights when :meth:`reset` is given none.
+        **kwargs: Passed to :class:`SwarmController`.
+    """
+
+    name: ClassVar[str] = "mfgfl_hf"
+
+    def __init__(
+        self,
+        config: UAVSwarmConfig,
+        mean_field: MeanFieldConfig | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(config, **kwargs)
+        self.mean_field = mean_field or MeanFieldConfig()
+        self.name = _MEAN_FIELD_NAMES[self.mean_field.averaging]  # type: ignore[misc]
+        self.seed = seed
+        half = config.density_window_cells // 2
+        shifts = np.arange(-half, half + 1)
+        gx, gy = np.meshgrid(shifts, shifts, indexing="ij")
+        self._window_offsets = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float64)
+        self.learner: MeanFieldLearner | None = None
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode with fresh networks (all UAVs start from one shared initial model)."""
+        super().reset(seed)
+        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        num_features = 5 + self.config.window_size  # velocity, goal, density window, time
+        self.learner = MeanFieldLearner(
+            self.config.num_uavs, num_features, self.mean_field, generator
+        )
+
+    def _accel_fraction(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        learner = self.learner
+        assert learner is not None
+        scale = self.mean_field.length_scale_m
+        rows = torch.from_numpy(np.asarray(uav_index, dtype=np.int64))
+        pos = self.positions_m(obs)
+        vel = obs[:, 2:4].astype(np.float64) * cfg.max_speed_mps
+        t_norm = obs[:, -1].astype(np.float64)
+        # FPK: fit the sensed density at the centres of the window's cells.
+        cells = np.floor(pos / cfg.density_cell_m)
+        centres = (cells[:, None, :] + self._window_offsets[None] + 0.5) * cfg.density_cell_m
+        points = np.empty((obs.shape[0], cfg.window_size, 3))
+        points[:, :, 0:2] = (centres - np.asarray(cfg.source_center_m)) / scale
+        points[:, :, 2] = t_norm[:, None]
+        target = obs[:, 6:-1]
+        learner.train_fpk(
+            rows, torch.from_numpy(points).float(), torch.from_numpy(np.ascontiguousarray(target))
+        )
+        # HJB: steer the look-ahead point away from predicted crowding.
+        nominal = self.nominal_accel_mps2(obs)
+        tau = self.mean_field.lookahead_s
+        ahead = pos + vel * tau + 0.5 * nominal * tau * tau
+        base = (ahead - np.asarray(cfg.source_center_m)) / scale
+        features = torch.from_numpy(np.ascontiguousarray(obs[:, 2:]))
+        time_ahead = t_norm + tau / (cfg.max_steps * cfg.time_step_s)
+        learner.train_hjb(
+            rows,
+            features,
+            torch.from_numpy(base).float(),
+            cfg.max_accel_mps2 * tau * tau / (2.0 * scale),
+            torch.from_numpy(time_ahead).float(),
+        )
+        with torch.no_grad():
+            delta = learner.correction(rows, features).numpy().astype(np.float64)
+        if self.steps % self.mean_field.average_every_steps == 0:
+            self.bits_exchanged += learner.average(rows)
+        return nominal / cfg.max_accel_mps2 + delta
+
+
+CONTROLLERS = ("straight_line", "hjb_full_info", "mfgfl_hf", "mfgfl_h", "mfgfl_f", "mfg_local")
+"""Names accepted by :func:`make_controller`."""
+
+
+def make_controller(name: str, config: UAVSwarmConfig, **kwargs: Any) -> SwarmController:
+    """Build a controller by name (one of :data:`CONTROLLERS`).
+
+    Args:
+        name: The controller's name.
+        config: The swarm's configuration.
+        **kwargs: Options of that controller (for the mean-field ones, ``mean_field`` fields such
+            as ``average_every_steps`` may be given directly).
+
+    Raises:
+        ValueError: If the name is unknown.
+    """
+    if name == "straight_line":
+        return StraightLineController(config, **kwargs)
+    if name == "hjb_full_info":
+        return FullInformationController(config, **kwargs)
+    modes = {v: k for k, v in _MEAN_FIELD_NAMES.items()}
+    if name in modes:
+        mf_fields = set(MeanFieldConfig.__dataclass_fields__)
+        mf = {k: kwargs.pop(k) for k in list(kwargs) if k in mf_fields}
+        return MeanFieldController(
+            config, mean_field=MeanFieldConfig(**{**mf, "averaging": modes[name]}), **kwargs
+        )
+    raise ValueError(f"unknown controller {name!r}; allowed: {list(CONTROLLERS)}")
+
+
+@dataclass(frozen=True)
+class EpisodeMetrics:
+    """What one episode of one controller cost.
+
+    Attributes:
+        controller: The controller's name.
+        steps: Steps played.
+        arrived_fraction: Fraction of UAVs that reached the destination.
+        travel_distance_m: Mean distance flown per UAV.
+        travel_time_s: Mean time per UAV until arrival (the episode's end for the others).
+        collision_probability: Fraction of UAVs that collided at least once.
+        collisions_per_uav_step: Colliding (UAV, step) occurrences per UAV-step flown.
+        motion_energy_m2_s3: Mean motion energy ``sum |u|^2 dt`` per UAV.
+        bits_per_episode: Bits exchanged in the episode.
+        bits_per_step: ``bits_per_episode / steps``.
+        mean_return: Mean sum of rewards per UAV.
+    """
+
+    controller: str
+    steps: int
+    arrived_fraction: float
+    travel_distance_m: float
+    travel_time_s: float
+    collision_probability: float
+    collisions_per_uav_step: float
+    motion_energy_m2_s3: float
+    bits_per_episode: float
+    bits_per_step: float
+    mean_return: float
+
+
+def run_episode(
+    env: UAVSwarmEnv, controller: SwarmController, seed: int, frames: list | None = None
+) -> EpisodeMetrics:
+    """Play one episode and measure it.
+
+    Args:
+        env: The environment (its configuration must be the controller's).
+        controller: The controller; it is reset with ``seed``.
+        seed: Seed of the episode (environment and controller).
+        frames: If given, ``env.render()`` frames are appended to it every step.
+
+    Returns:
+        The episode's metrics.
+    """
+    obs, _ = env.reset(seed=seed)
+    controller.reset(seed)
+    n = env.config.num_uavs
+    distance = np.zeros(n)
+    energy = np.zeros(n)
+    collided = np.zeros(n, dtype=bool)
+    collision_steps = 0
+    uav_steps = 0
+    returns = np.zeros(n)
+    flight_steps = np.zeros(n)
+    if frames is not None:
+        frames.append(env.render())
+    while env.agents:
+        # The step's observations include the agents that just finished; only live ones act.
+        live = obs if len(obs) == len(env.agents) else {a: obs[a] for a in env.agents}
+        obs, rewards, *_ = env.step(controller.act(live))
+        report = env.last_step
+        assert report is not None
+        idx = report.flying
+        distance[idx] += report.distance_m
+        energy[idx] += report.energy_m2_s3
+        collided[idx] |= report.collisions > 0
+        collision_steps += int(np.count_nonzero(report.collisions))
+        uav_steps += idx.size
+        flight_steps[idx] += 1
+        returns[idx] += np.fromiter(rewards.values(), dtype=np.float64, count=idx.size)
+        if frames is not None:
+            frames.append(env.render())
+    steps = env.swarm.steps
+    return EpisodeMetrics(
+        controller=controller.name,
+        steps=steps,
+        arrived_fraction=float(np.mean(~env.swarm.flying)),
+        travel_distance_m=float(distance.mean()),
+        travel_time_s=float(flight_steps.mean() * env.config.time_step_s),
+        collision_probability=float(collided.mean()),
+        collisions_per_uav_step=collision_steps / max(uav_steps, 1),
+        motion_energy_m2_s3=float(energy.mean()),
+        bits_per_episode=float(controller.bits_exchanged),
+        bits_per_step=controller.bits_exchanged / max(steps, 1),
+        mean_return=float(returns.mean()),
+    )
