@@ -21,7 +21,7 @@ from fl_gym.baselines import (
 from fl_gym.baselines.features import STALENESS_SCALE_ROUNDS
 from fl_gym.envs import OverTheAirFLEnv
 from fl_gym.envs.rollout import rollout
-from fl_gym.envs.wireless_fl import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES
+from fl_gym.envs.wireless_fl import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES, WirelessFLEnv
 
 # Fewer sub-channels than devices, so that selection rules really choose.
 FEW_SUBCHANNELS = {"wireless.num_subchannels": 3}
@@ -42,7 +42,10 @@ def _applicable(env_id: str) -> list[str]:
 
 # The digital-upload environments (M sub-channels); the over-the-air environment and its
 # policies are tested in tests/test_over_the_air_env.py.
-DIGITAL_IDS = [i for i in fl_gym.ENV_IDS if not isinstance(gym.make(i).unwrapped, OverTheAirFLEnv)]
+# The wireless FL environments: the vehicular one has its own baselines
+# (fl_gym/baselines/vehicular.py, tested in tests/test_vehicular_env.py).
+FL_IDS = [i for i in fl_gym.ENV_IDS if isinstance(gym.make(i).unwrapped, WirelessFLEnv)]
+DIGITAL_IDS = [i for i in FL_IDS if not isinstance(gym.make(i).unwrapped, OverTheAirFLEnv)]
 DIGITAL_BASELINES = [name for name, cls in BASELINES.items() if not cls.over_the_air]
 APPLICABLE = [(env_id, name) for env_id in DIGITAL_IDS for name in _applicable(env_id)]
 
@@ -103,7 +106,7 @@ def test_registry_names_knobs_and_filter() -> None:
         assert cls.knobs and cls.knobs <= set(CONTROLS)
         assert issubclass(cls, BaselinePolicy)
         assert cls.__doc__ and len(cls.__doc__) > 100
-    for env_id in fl_gym.ENV_IDS:
+    for env_id in FL_IDS:
         env = _make(env_id)
         controls = set(env.unwrapped.controls)
         ota = isinstance(env.unwrapped, OverTheAirFLEnv)

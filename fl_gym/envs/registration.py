@@ -22,6 +22,7 @@ _WIRELESS_FL_VARIANTS = {
 
 _OTHER_ENVS = {
     "fl_gym/OverTheAirFL-v0": "fl_gym.envs.over_the_air:OverTheAirFLEnv",
+    "fl_gym/VehicularURLLC-v0": "fl_gym.envs.vehicular:VehicularURLLCEnv",
 }
 
 ENV_IDS: tuple[str, ...] = (*_WIRELESS_FL_VARIANTS, *_OTHER_ENVS)

@@ -54,6 +54,8 @@ __all__ = [
 
 XI_BOUNDS = (-0.45, 0.9)
 """Range of the shape the gradient steps keep ``xi`` in (the MLE is regular for xi > -1/2)."""
+GRADIENT_CLIP = 1.0
+"""Largest magnitude of each gradient component in a local step."""
 _XI_SMALL = 1e-6
 _SUPPORT_MARGIN = 1e-6
 
@@ -190,6 +192,8 @@ def local_gpd_steps(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``steps`` projected gradient-ascent steps of every vehicle on its own samples, batched.
 
+    Each component of the gradient is clipped to ``[-GRADIENT_CLIP, GRADIENT_CLIP]``.
+
     Args:
         x: ``(K, W)`` exceedance samples, zero-padded.
         mask: ``(K, W)`` which entries of ``x`` are samples.
@@ -208,6 +212,10 @@ def local_gpd_steps(
     log_scale, xi = _project(log_scale, xi, x_max)
     for _ in range(steps):
         g_scale, g_shape = _gradients(x, mask, log_scale, xi)
+        # Near the end of the support (xi < 0) the gradient is unbounded; a clipped step keeps a
+        # vehicle with a handful of samples from jumping far.
+        g_scale = np.clip(g_scale, -GRADIENT_CLIP, GRADIENT_CLIP)
+        g_shape = np.clip(g_shape, -GRADIENT_CLIP, GRADIENT_CLIP)
         log_scale, xi = _project(
             log_scale + learning_rate * g_scale, xi + learning_rate * g_shape, x_max
         )

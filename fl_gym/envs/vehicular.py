@@ -1,0 +1,576 @@
+"""Vehicular URLLC: power and resource-block allocation of V2V pairs with a federated tail model.
+
+This module holds what the Gymnasium environment (:class:`VehicularURLLCEnv`, the roadside unit
+allocating for every pair) and the PettingZoo environment (:mod:`fl_gym.envs.vehicular_v0`, one
+agent per transmitter) share: the configuration, the decoding of actions, the observation
+features, the reward and the federated tail estimate. The physics is
+:class:`fl_gym.sim.vehicular.VehicularSystem`; the tail model is :mod:`fl_gym.sim.tail`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from fl_gym.sim.tail import GPDParams, federated_round, gpd_conditional_moments
+from fl_gym.sim.vehicular import (
+    PRESETS as SYSTEM_PRESETS,
+)
+from fl_gym.sim.vehicular import (
+    SlotReport,
+    VehicularConfig,
+    VehicularSystem,
+)
+
+__all__ = [
+    "REWARD_TERMS",
+    "SERVER_FEATURES",
+    "VehicularGame",
+    "VehicularURLLCConfig",
+    "VehicularURLLCEnv",
+    "device_features",
+    "make_urllc_config",
+]
+
+OBS_BOUND = 10.0
+SNR_SCALE_DB = 30.0
+"""``snr_db`` columns = SNR at ``p_max`` in dB / this."""
+SERVER_FEATURES = ("tail_scale", "tail_shape", "time", "share_above_q0")
+"""Entries of ``obs["server"]`` (and the last entries of a PettingZoo agent's observation)."""
+REWARD_TERMS = ("power", "exceedance", "tail_mean", "tail_second_moment")
+"""Terms of each pair's reward, in ``info["reward_terms"]``."""
+
+
+def device_features(num_resource_blocks: int) -> tuple[str, ...]:
+    """Columns of ``obs["devices"]``: queue, N SNRs, N interference levels."""
+    n = num_resource_blocks
+    return ("queue", *(f"snr_db_{b}" for b in range(n)), *(f"inr_db_{b}" for b in range(n)))
+
+
+@dataclass(frozen=True)
+class VehicularURLLCConfig:
+    """Everything a vehicular URLLC environment is built from.
+
+    Attributes:
+        system: The physics (:class:`~fl_gym.sim.vehicular.VehicularConfig`).
+        max_steps: Episode length in slots: the ``time`` feature is ``slot / max_steps``; the
+            PettingZoo environment truncates there (the Gymnasium one through
+            ``max_episode_steps``, 100 when registered).
+        power_weight: Reward cost per unit of ``p / p_max``.
+        exceedance_weight: Reward cost of a queue above ``q0`` (the ``Pr(Q > q0) <= eps``
+            constraint).
+        tail_mean_weight: Reward cost per unit of ``(X / gamma1 - 1)^+``, ``X = Q - q0`` the
+            exceedance and ``gamma1`` the target conditional mean.
+        tail_second_moment_weight: Reward cost per unit of ``(X^2 / gamma2 - 1)^+``, ``gamma2``
+            the target conditional second moment.
+        penalty_cap: Largest tail penalty (the last three terms together) of one pair in one
+            slot, so that one runaway queue cannot swamp the return.
+        fl_interval_slots: Slots between two federated rounds of the tail estimate.
+        fl_local_steps: Gradient steps per vehicle and round.
+        fl_learning_rate: Step size of those steps on ``(log sigma, xi)``.
+        tail_buffer_size: Exceedances each vehicle keeps (the most recent ones) for the fit.
+    """
+
+    system: VehicularConfig = field(default_factory=VehicularConfig)
+    max_steps: int = 100
+    power_weight: float = 1.0
+    exceedance_weight: float = 1.0
+    tail_mean_weight: float = 1.0
+    tail_second_moment_weight: float = 1.0
+    penalty_cap: float = 10.0
+    fl_interval_slots: int = 10
+    fl_local_steps: int = 5
+    fl_learning_rate: float = 0.2
+    tail_buffer_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.system, VehicularConfig):
+            raise TypeError(f"system must be a VehicularConfig, got {self.system!r}")
+        for name, low in (
+            ("max_steps", 1),
+            ("fl_interval_slots", 1),
+            ("fl_local_steps", 1),
+            ("tail_buffer_size", 2),
+        ):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+            if not ok or not low <= value <= 1_000_000:
+                raise ValueError(f"{name} must be an integer in [{low}, 1000000], got {value!r}")
+        for name in (
+            "power_weight",
+            "exceedance_weight",
+            "tail_mean_weight",
+            "tail_second_moment_weight",
+            "penalty_cap",
+            "fl_learning_rate",
+        ):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+            if not ok or not (np.isfinite(value) and 0.0 <= value <= 1e6):
+                raise ValueError(f"{name} must be a finite number in [0, 1e6], got {value!r}")
+        if self.fl_learning_rate == 0.0:
+            raise ValueError("fl_learning_rate must be > 0, got 0.0")
+
+
+def make_urllc_config(
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | VehicularURLLCConfig | None = None,
+    *,
+    base: VehicularURLLCConfig | None = None,
+) -> VehicularURLLCConfig:
+    """A configuration from a preset and overrides.
+
+    Args:
+        preset: ``"urban"`` (the defaults) or ``"freeway"`` (:data:`fl_gym.sim.vehicular.PRESETS`).
+        overrides: A :class:`VehicularURLLCConfig` (used as is) or a dict. Keys are top-level
+            field names, ``system.NAME`` or bare names of a ``system`` field; ``system`` may be
+            a dict or a :class:`VehicularConfig`. Nested dicts read as dotted keys. Unknown keys
+            are an error that names them.
+        base: The configuration the preset and overrides apply to (the defaults if ``None``).
+
+    Returns:
+        The validated configuration.
+    """
+    if isinstance(overrides, VehicularURLLCConfig):
+        return overrides
+    config = VehicularURLLCConfig() if base is None else base
+    if preset is not None:
+        if preset not in SYSTEM_PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; allowed: {sorted(SYSTEM_PRESETS)}")
+        system = dataclasses.replace(config.system, **SYSTEM_PRESETS[preset])
+        config = dataclasses.replace(config, system=system)
+    if overrides is None:
+        return config
+    if not isinstance(overrides, Mapping):
+        raise TypeError(
+            f"config must be a VehicularURLLCConfig or a dict, got {type(overrides).__name__}"
+        )
+    top_names = {f.name for f in dataclasses.fields(VehicularURLLCConfig)} - {"system"}
+    system_names = {f.name for f in dataclasses.fields(VehicularConfig)}
+    top: dict[str, Any] = {}
+    sub: dict[str, Any] = {}
+    system_obj: VehicularConfig | None = None
+    unknown: list[str] = []
+    for key, value in _flatten(overrides).items():
+        name = key.removeprefix("system.")
+        if key == "system" and isinstance(value, VehicularConfig):
+            system_obj = value
+        elif key in top_names:
+            top[key] = value
+        elif name in system_names:
+            sub[name] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        allowed = sorted(top_names) + [f"system.{n}" for n in sorted(system_names)]
+        raise ValueError(f"unknown config key(s) {sorted(unknown)}; allowed: {allowed}")
+    system = system_obj if system_obj is not None else config.system
+    if sub:
+        system = dataclasses.replace(system, **sub)
+    return dataclasses.replace(config, system=system, **top)
+
+
+def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if not isinstance(key, str):
+            raise TypeError(f"config keys must be strings, got {key!r}")
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+# -- the shared game ---------------------------------------------------------------------------
+
+
+class VehicularGame:
+    """One episode of the vehicular system with rewards and the federated tail estimate.
+
+    Both environments drive one of these: ``reset(rng)``, then ``play(levels, blocks, rng)``
+    with validated per-pair power levels and blocks.
+    """
+
+    def __init__(self, config: VehicularURLLCConfig) -> None:
+        self.config = config
+        self.system = VehicularSystem(config.system)
+        k, n = config.system.num_pairs, config.system.num_resource_blocks
+        self.num_pairs, self.num_blocks = k, n
+        self.num_device_features = 1 + 2 * n
+        self.last_report: SlotReport | None = None
+
+    def reset(self, rng: np.random.Generator) -> None:
+        cfg = self.config
+        k = self.num_pairs
+        self.system.reset(rng)
+        self.tail = GPDParams(cfg.system.tail_scale_target_bits, 0.0)
+        self._buffer = np.zeros((k, cfg.tail_buffer_size))
+        self._buffer_count = np.zeros(k, dtype=np.int64)
+        self._buffer_next = np.zeros(k, dtype=np.int64)
+        self.values_exchanged = 0
+        self.fl_rounds = 0
+        self.last_report = None
+
+    @property
+    def slot(self) -> int:
+        return self.system.slot
+
+    def play(
+        self, levels: np.ndarray, blocks: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One slot; returns each pair's reward ``(K,)`` and its terms ``{name: (K,)}``."""
+        cfg = self.config
+        power_w = cfg.system.power_levels_w[levels]
+        report = self.system.step(power_w, blocks, rng)
+        self.last_report = report
+        self._record_exceedances(report.exceedance_bits)
+        if self.system.slot % cfg.fl_interval_slots == 0:
+            self._federated_round()
+        terms = self._reward_terms(report)
+        return sum(terms.values()), terms  # type: ignore[return-value]
+
+    def _record_exceedances(self, exceedance: np.ndarray) -> None:
+        over = np.flatnonzero(exceedance > 0)
+        if over.size == 0:
+            return
+        width = self.config.tail_buffer_size
+        self._buffer[over, self._buffer_next[over]] = exceedance[over]
+        self._buffer_next[over] = (self._buffer_next[over] + 1) % width
+        self._buffer_count[over] = np.minimum(self._buffer_count[over] + 1, width)
+
+    def _federated_round(self) -> None:
+        cfg = self.config
+        mask = np.arange(cfg.tail_buffer_size)[None, :] < self._buffer_count[:, None]
+        new, active = federated_round(
+            self._buffer,
+            mask,
+            self.tail,
+            local_steps=cfg.fl_local_steps,
+            learning_rate=cfg.fl_learning_rate,
+        )
+        if active:
+            self.tail = new
+            self.fl_rounds += 1
+            # 3 values up per vehicle that took part, the 2 parameters down to every vehicle.
+            self.values_exchanged += 3 * active + 2 * self.num_pairs
+
+    def _reward_terms(self, report: SlotReport) -> dict[str, np.ndarray]:
+        cfg = self.config
+        sys_cfg = cfg.system
+        x = report.exceedance_bits
+        mean_excess = np.maximum(x / sys_cfg.tail_mean_target_bits - 1.0, 0.0)
+        second_excess = np.maximum(x * x / sys_cfg.tail_second_moment_target_bits2 - 1.0, 0.0)
+        penalty = np.stack(
+            [
+                cfg.exceedance_weight * (x > 0),
+                cfg.tail_mean_weight * mean_excess,
+                cfg.tail_second_moment_weight * second_excess,
+            ]
+        )
+        # Scale the three tail terms down together where they exceed the cap.
+        total = penalty.sum(axis=0)
+        scale = np.where(total > cfg.penalty_cap, cfg.penalty_cap / np.maximum(total, 1e-300), 1.0)
+        penalty = penalty * scale
+        return {
+            "power": -cfg.power_weight * report.power_w / sys_cfg.p_max_w,
+            "exceedance": -penalty[0],
+            "tail_mean": -penalty[1],
+            "tail_second_moment": -penalty[2],
+        }
+
+    # -- observations ----------------------------------------------------------------------------
+
+    def device_matrix(self) -> np.ndarray:
+        """``(K, 1 + 2N)`` float32: queue / q0, SNR per block at p_max (dB / 30), interference
+        per block at the receiver in the last slot (``10 log10(1 + I / noise) / 30``)."""
+        sys_cfg = self.config.system
+        noise = sys_cfg.noise_power_w
+        out = np.empty((self.num_pairs, self.num_device_features))
+        n = self.num_blocks
+        out[:, 0] = self.system.queue_bits / sys_cfg.queue_threshold_bits
+        snr = sys_cfg.p_max_w * self.system.own_gain / noise
+        out[:, 1 : 1 + n] = 10.0 * np.log10(np.maximum(snr, 1e-30)) / SNR_SCALE_DB
+        out[:, 1 + n :] = (
+            10.0 * np.log10(1.0 + self.system.last_interference_w / noise) / (SNR_SCALE_DB)
+        )
+        return np.clip(out, -OBS_BOUND, OBS_BOUND).astype(np.float32)
+
+    def server_vector(self) -> np.ndarray:
+        """``(4,)`` float32: tail scale / sigma_th, tail shape, slot / max_steps, share of
+        queues above q0."""
+        sys_cfg = self.config.system
+        values = np.array(
+            [
+                self.tail.scale / sys_cfg.tail_scale_target_bits,
+                self.tail.shape,
+                self.system.slot / self.config.max_steps,
+                float(np.mean(self.system.queue_bits > sys_cfg.queue_threshold_bits)),
+            ]
+        )
+        return np.clip(values, -OBS_BOUND, OBS_BOUND).astype(np.float32)
+
+    def info(self) -> dict[str, Any]:
+        """Network-wide numbers of the last slot."""
+        sys_cfg = self.config.system
+        q = self.system.queue_bits
+        mean, second = gpd_conditional_moments(self.tail.scale, self.tail.shape)
+        out: dict[str, Any] = {
+            "slot": self.system.slot,
+            "queue_bits": q.copy(),
+            "share_above_q0": float(np.mean(q > sys_cfg.queue_threshold_bits)),
+            "tail_scale_bits": self.tail.scale,
+            "tail_shape": self.tail.shape,
+            "tail_mean_bits": float(mean),
+            "tail_second_moment_bits2": float(second),
+            "fl_rounds": self.fl_rounds,
+            "values_exchanged": self.values_exchanged,
+        }
+        report = self.last_report
+        if report is not None:
+            out.update(
+                power_w=report.power_w,
+                block=report.block,
+                rate_bps=report.rate_bps,
+                sinr=report.sinr,
+                served_bits=report.served_bits,
+                arrivals_bits=report.arrivals_bits,
+                mean_power_w=float(report.power_w.mean()),
+            )
+        return out
+
+
+def check_levels_and_blocks(
+    action: Any, shape: tuple[int, ...], num_levels: int, num_blocks: int
+) -> np.ndarray:
+    """Validate an integer action whose last axis alternates (power level, block).
+
+    Raises ``TypeError`` for what is not an array of numbers and ``ValueError`` for wrong
+    shapes, non-integers, NaN and values out of range, naming the allowed ranges.
+    """
+    expected = f"action must be integers of shape {shape} (power level, resource block pairs)"
+    try:
+        arr = np.asarray(action)
+    except (TypeError, ValueError) as exc:  # ragged sequences
+        raise TypeError(f"{expected}, got {action!r}") from exc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{expected}, got {action!r} (dtype {arr.dtype})")
+    if arr.shape != shape:
+        raise ValueError(f"action must have shape {shape}, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))):
+        raise ValueError(f"action must hold whole numbers, got {arr.tolist()}")
+    arr = arr.astype(np.int64)
+    pairs = arr.reshape(-1, 2)
+    bad = (pairs < 0) | (pairs >= np.array([num_levels, num_blocks]))
+    if np.any(bad):
+        raise ValueError(
+            f"action must hold power levels in 0..{num_levels - 1} and resource blocks in "
+            f"0..{num_blocks - 1}, got {arr.tolist()}"
+        )
+    return arr
+
+
+# -- the Gymnasium environment -----------------------------------------------------------------
+
+
+class VehicularURLLCEnv(gym.Env):
+    r"""The roadside unit allocates power and resource blocks to every V2V pair, slot by slot.
+
+    ## Description
+
+    After Samarakoon, Bennis, Saad and Debbah, "Distributed Federated Learning for
+    Ultra-Reliable Low-Latency Vehicular Communications" (IEEE Trans. Commun. 2020). K = 20
+    vehicle-to-vehicle pairs drive a Manhattan grid (or a freeway with ``preset="freeway"``)
+    and share N = 10 resource blocks of 180 kHz; pairs on the same block interfere. Every 1 ms
+    slot each transmitter's queue receives Poisson packets (1 per ms of 1,600 bits on average)
+    and drains at its Shannon rate. Ultra-reliability asks that queues rarely exceed
+    ``q0 = 8,000`` bits and that the exceedances stay light-tailed: their generalised Pareto
+    (GPD) tail, estimated every 10 slots by federated learning over the vehicles (each fits
+    its own recent exceedances, the roadside unit averages), must have a conditional mean and
+    second moment below those of a target GPD (``sigma_th = 2,000`` bits, ``xi_th = 0.1``).
+    The controller trades transmit power against these tail constraints.
+    The physics is documented in :mod:`fl_gym.sim.vehicular` (3GPP TR 36.885 path loss with
+    LOS/NLOS, log-normal shadowing, Rayleigh fading per block).
+
+    ## Action Space
+
+    ``MultiDiscrete([L, N] * K)``: for pair k, entry ``2k`` is its power level (0 is silence,
+    ``l >= 1`` is ``power_levels_dbm[l - 1]``, default ``(0, 6, 12, 18, 23)`` dBm, so L = 6)
+    and entry ``2k + 1`` its resource block. Non-integers, NaN, out-of-range values, wrong
+    shapes and types raise ``ValueError`` / ``TypeError`` and leave the environment unchanged.
+
+    ## Observation Space
+
+    ``Dict(devices=Box(-10, 10, (K, 1 + 2N)), server=Box(-10, 10, (4,)))``, float32, clipped to
+    the bounds:
+
+    | devices column | meaning | scaling |
+    | --- | --- | --- |
+    | `queue` | backlog of the transmitter, bits | / ``q0`` |
+    | `snr_db_b` (N of them) | SNR on block b at ``p_max`` for the coming slot, dB | / 30 |
+    | `inr_db_b` (N of them) | last slot's interference on block b at the receiver | see below |
+
+    ``inr_db_b = 10 log10(1 + I_b / noise) / 30`` (0 without interference).
+
+    | server entry | meaning | scaling |
+    | --- | --- | --- |
+    | `tail_scale` | federated GPD scale estimate ``sigma``, bits | / ``sigma_th`` |
+    | `tail_shape` | federated GPD shape estimate ``xi`` | as is |
+    | `time` | slots played | / ``max_steps`` |
+    | `share_above_q0` | fraction of queues above ``q0`` | as is |
+
+    ## Rewards
+
+    The mean over pairs of ``-power_weight p / p_max - exceedance_weight 1{Q > q0}
+    - tail_mean_weight (X / gamma1 - 1)^+ - tail_second_moment_weight (X^2 / gamma2 - 1)^+``
+    with ``X = (Q - q0)^+`` after the slot, ``gamma1 = sigma_th / (1 - xi_th)`` and
+    ``gamma2 = 2 sigma_th^2 / ((1 - xi_th)(1 - 2 xi_th))`` (the paper's constraints on the
+    conditional mean and second moment of the exceedances); the three tail terms of one pair
+    are scaled down together to at most ``penalty_cap`` (10). All weights default to 1.
+    ``info["reward_terms"]`` holds each term's mean over pairs.
+
+    ## Episode End
+
+    Never terminates; the registered environment truncates after 100 slots
+    (``max_episode_steps``; ``max_steps`` in the configuration normalises the time feature).
+
+    ## Arguments
+
+    ``gym.make("fl_gym/VehicularURLLC-v0", config=None, preset=None)``: ``config`` is a
+    :class:`VehicularURLLCConfig` or a dict of overrides (top-level names, ``system.NAME`` or
+    bare names of :class:`~fl_gym.sim.vehicular.VehicularConfig` fields; unknown keys are an
+    error naming them) applied on top of the preset (``"urban"``, ``"freeway"``).
+    ``reset(options={"config": ...})`` replaces the configuration (same K, N and power levels).
+    ``info`` carries the per-pair ``queue_bits``, ``power_w``, ``block``, ``rate_bps``,
+    ``sinr``, the tail estimate and the values the federated rounds exchanged so far.
+    ``render_mode="rgb_array"`` draws the road map from above (streets grey, transmitters green,
+    red where the queue is above ``q0``; no extra dependency).
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    controls = ("power", "resource_block")
+    """What the controller decides (read by ``fl-gym list``)."""
+
+    def __init__(
+        self,
+        config: VehicularURLLCConfig | Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, "
+                f"got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        self.config = make_urllc_config(preset, config)
+        self._build_spaces()
+        self.game: VehicularGame | None = None
+
+    def _build_spaces(self) -> None:
+        sys_cfg = self.config.system
+        k, n = sys_cfg.num_pairs, sys_cfg.num_resource_blocks
+        self.num_pairs = k
+        self.action_space = spaces.MultiDiscrete(
+            np.tile([sys_cfg.num_power_levels, n], k).astype(np.int64)
+        )
+        self.observation_space = spaces.Dict(
+            {
+                "devices": spaces.Box(-OBS_BOUND, OBS_BOUND, (k, 1 + 2 * n), dtype=np.float32),
+                "server": spaces.Box(
+                    -OBS_BOUND, OBS_BOUND, (len(SERVER_FEATURES),), dtype=np.float32
+                ),
+            }
+        )
+
+    @staticmethod
+    def _layout(config: VehicularURLLCConfig) -> tuple[Any, ...]:
+        s = config.system
+        return s.num_pairs, s.num_resource_blocks, s.power_levels_dbm
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        unknown = set(options or {}) - {"config"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: ['config']")
+        if options and options.get("config") is not None:
+            new = make_urllc_config(None, options["config"], base=self.config)
+            if self._layout(new) != self._layout(self.config):
+                raise ValueError(
+                    "reset(options={'config': ...}) must keep num_pairs, num_resource_blocks "
+                    "and power_levels_dbm (they shape the spaces); make a new environment"
+                )
+            self.config = new
+        super().reset(seed=seed)
+        self.game = VehicularGame(self.config)
+        self.game.reset(self.np_random)
+        return self._observe(), self.game.info()
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self.game is None:
+            raise RuntimeError("call reset() before step()")
+        levels, blocks = self.decode_action(action)
+        rewards, terms = self.game.play(levels, blocks, self.np_random)
+        info = self.game.info()
+        info["reward_terms"] = {name: float(terms[name].mean()) for name in REWARD_TERMS}
+        info["pair_rewards"] = rewards
+        return self._observe(), float(rewards.mean()), False, False, info
+
+    def decode_action(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``(power levels (K,), blocks (K,))`` of an action of this space."""
+        sys_cfg = self.config.system
+        arr = check_levels_and_blocks(
+            action, self.action_space.shape, sys_cfg.num_power_levels, sys_cfg.num_resource_blocks
+        )
+        return arr[0::2], arr[1::2]
+
+    def encode_action(self, levels: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+        """The action of per-pair power levels and blocks (validated on decoding)."""
+        out = np.empty(2 * self.num_pairs, dtype=np.int64)
+        out[0::2], out[1::2] = levels, blocks
+        return out
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        assert self.game is not None
+        return {"devices": self.game.device_matrix(), "server": self.game.server_vector()}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+            return None
+        if self.game is None:
+            raise RuntimeError("call reset() before render()")
+        return draw_road_map(self.game)
+
+
+def draw_road_map(game: VehicularGame, size_px: int = 256) -> np.ndarray:
+    """A ``(size, size, 3)`` uint8 top view: streets, and transmitters coloured by their queue."""
+    sys_cfg = game.config.system
+    image = np.full((size_px, size_px, 3), 235, dtype=np.uint8)
+    if sys_cfg.layout == "manhattan":
+        extent = np.array([sys_cfg.area_side_m, sys_cfg.area_side_m])
+        lines = np.arange(sys_cfg.num_streets) * sys_cfg.block_size_m / sys_cfg.area_side_m
+        px = (lines * (size_px - 1)).astype(int)
+        image[px, :] = 160
+        image[:, px] = 160
+    else:
+        extent = np.array([sys_cfg.freeway_length_m, sys_cfg.freeway_lanes * sys_cfg.lane_width_m])
+    pos = np.mod(game.system.tx_m, extent) / extent * (size_px - 3) + 1
+    col, row = pos[:, 0].astype(int), pos[:, 1].astype(int)
+    over = game.system.queue_bits > sys_cfg.queue_threshold_bits
+    colour = np.where(over[:, None], [[200, 30, 30]], [[30, 150, 60]]).astype(np.uint8)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            image[row + dr, col + dc] = colour
+    return image
