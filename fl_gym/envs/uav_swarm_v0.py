@@ -246,7 +246,8 @@ class UAVSwarmEnv(ParallelEnv):
         report = self.swarm.step(accel, self._np_random)
         self.last_step = report
         flying = report.flying
-        names = [self.possible_agents[i] for i in flying]
+        # self.agents lists the flying UAVs in index order, as report.flying does.
+        names = self.agents
         obs = self._observe(flying, report.density)
         terms = self._reward_terms(report)
         rewards = terms.sum(axis=1)
