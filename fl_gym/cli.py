@@ -4,6 +4,9 @@
 * ``fl-gym run ENV --policy NAME``: play episodes with a baseline, print a summary table.
 * ``fl-gym demo``: compare the selection baselines on the default environment, table and plot.
 * ``fl-gym fedavg``: FedAvg on digits round by round, with no RL and no wireless model.
+* ``fl-gym train ENV --algo ppo --timesteps N``: train an SB3 agent, save it with its metadata.
+* ``fl-gym eval ENV --policy NAME|ppo:PATH``: per-episode metrics of a baseline or agent.
+* ``fl-gym bench --envs ... --policies ... --seeds 0-9``: CSV, Markdown leaderboard, plots.
 """
 
 from __future__ import annotations
@@ -71,6 +74,56 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     fedavg.add_argument("--aggregator", default="fedavg")
     fedavg.add_argument("--seed", type=int, default=0)
+
+    train = sub.add_parser("train", help="train a Stable-Baselines3 agent on an environment")
+    train.add_argument("env", help="environment id, e.g. fl_gym/ClientSelection-v0")
+    train.add_argument("--algo", default="ppo", help="ppo, a2c, sac, td3 or dqn")
+    train.add_argument("--timesteps", type=_positive_int, default=50_000)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--n-envs", type=_positive_int, default=1)
+    train.add_argument(
+        "--policy", default="device-set", help="device-set (default) or mlp (flattened input)"
+    )
+    train.add_argument("--pooling", default=None, help="device-set pooling: attention|deepsets")
+    train.add_argument(
+        "--algo-kwargs",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="SB3 algorithm arguments, e.g. n_steps=256 learning_rate=3e-4",
+    )
+    train.add_argument("--save", default=None, metavar="PATH", help="default models/ENV_ALGO")
+    train.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard log dir")
+    train.add_argument("--preset", default=None, help="scenario preset (see fl-gym list)")
+    train.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    evaluate = sub.add_parser("eval", help="evaluate a baseline or a trained agent")
+    evaluate.add_argument("env", help="environment id")
+    evaluate.add_argument("--policy", required=True, help="baseline name or ALGO:PATH")
+    evaluate.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,3,7 (default 0-9)")
+    evaluate.add_argument("--preset", default=None)
+    evaluate.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
+    evaluate.add_argument("--max-episode-steps", type=_positive_int, default=None)
+
+    bench = sub.add_parser(
+        "bench", help="every policy on every env and seed: CSV, leaderboard, plots"
+    )
+    bench.add_argument("--envs", nargs="+", default=["fl_gym/ClientSelection-v0"])
+    bench.add_argument(
+        "--policies",
+        nargs="+",
+        default=["baselines"],
+        help="baseline names, ALGO:PATH agents, or 'baselines' for all that apply",
+    )
+    bench.add_argument("--seeds", default="0-9")
+    bench.add_argument("--preset", default=None)
+    bench.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--backend", default="local", choices=["local", "ray"])
+    bench.add_argument("--ray-address", default=None, help="running Ray cluster (default: local)")
+    bench.add_argument("--out", default="out/bench", help="directory for CSV, Markdown, PNGs")
+    bench.add_argument("--title", default="Leaderboard")
+    bench.add_argument("--max-episode-steps", type=_positive_int, default=None)
     return parser
 
 
@@ -274,6 +327,113 @@ def _run_fedavg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from fl_gym.agents import train
+
+    console = Console()
+    save = args.save or f"models/{args.env.split('/')[-1]}_{args.algo.lower()}"
+    policy_kwargs = (
+        {"features_extractor_kwargs": {"pooling": args.pooling}} if args.pooling else None
+    )
+    start = time.perf_counter()
+    agent = train(
+        args.env,
+        args.algo,
+        args.timesteps,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        config=_parse_overrides(args.config) or None,
+        preset=args.preset,
+        policy=args.policy,
+        policy_kwargs=policy_kwargs,
+        algo_kwargs=_parse_overrides(args.algo_kwargs) or None,
+        save_path=save,
+        progress_bar=not args.no_progress,
+        tensorboard_log=args.tensorboard,
+    )
+    elapsed = time.perf_counter() - start
+    console.print(
+        f"trained {args.algo} ({args.policy}) on {args.env} for {args.timesteps} steps in "
+        f"{elapsed:.0f} s; saved to {agent.path}.zip (+ .json metadata)\n"
+        f"evaluate it with: fl-gym eval {args.env} --policy {args.algo.lower()}:{agent.path}"
+    )
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fl_gym.agents import evaluate
+
+    metrics = evaluate(
+        args.policy,
+        args.env,
+        args.seeds,
+        config=_parse_overrides(args.config) or None,
+        preset=args.preset,
+        max_episode_steps=args.max_episode_steps,
+    )
+    table = Table(title=f"{args.policy} on {args.env}")
+    for column in ("seed", "final acc.", "rounds", "to target", "energy J", "time s", "return"):
+        table.add_column(column, justify="right")
+    for m in metrics:
+        table.add_row(
+            str(m.seed),
+            f"{m.final_accuracy:.3f}",
+            str(m.rounds),
+            "-" if m.rounds_to_target is None else str(m.rounds_to_target),
+            f"{m.energy_j:.3f}",
+            f"{m.time_s:.2f}",
+            f"{m.episode_return:.2f}",
+        )
+    returns = [m.episode_return for m in metrics]
+    table.add_section()
+    table.add_row(
+        "mean",
+        f"{np.mean([m.final_accuracy for m in metrics]):.3f}",
+        f"{np.mean([m.rounds for m in metrics]):.1f}",
+        f"{sum(m.rounds_to_target is not None for m in metrics)}/{len(metrics)}",
+        f"{np.mean([m.energy_j for m in metrics]):.3f}",
+        f"{np.mean([m.time_s for m in metrics]):.2f}",
+        f"{np.mean(returns):.2f}",
+    )
+    Console().print(table)
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from fl_gym.agents import leaderboard_markdown, run_benchmark
+
+    console = Console()
+    result = run_benchmark(
+        args.envs,
+        args.policies,
+        args.seeds,
+        config=_parse_overrides(args.config) or None,
+        preset=args.preset,
+        backend=args.backend,
+        progress=True,
+        ray_address=args.ray_address,
+        max_episode_steps=args.max_episode_steps,
+    )
+    out = Path(args.out)
+    csv_path = result.write_csv(out / "results.csv")
+    markdown = leaderboard_markdown(result, title=args.title)
+    md_path = out / "leaderboard.md"
+    md_path.write_text(markdown)
+    plots = result.write_plots(out)
+    console.print(markdown)
+    console.print(f"wrote {csv_path}, {md_path} and {len(plots)} plot(s) in {out}/")
+    return 0
+
+
 def gym_errors() -> type[Exception]:
     """Gymnasium's error base class (an unknown environment id is one)."""
     from gymnasium import error
@@ -298,7 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_demo(args)
         if args.command == "fedavg":
             return _run_fedavg(args)
-    except (ValueError, TypeError, gym_errors()) as exc:
+        if args.command == "train":
+            return _run_train(args)
+        if args.command == "eval":
+            return _run_eval(args)
+        if args.command == "bench":
+            return _run_bench(args)
+    except (ValueError, TypeError, FileNotFoundError, gym_errors()) as exc:
         print(f"fl-gym: error: {exc}", file=sys.stderr)
         return 2
     raise AssertionError(f"unhandled command {args.command!r}")

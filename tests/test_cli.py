@@ -69,3 +69,46 @@ def test_fedavg_prints_round_by_round_accuracy(capsys: pytest.CaptureFixture[str
     assert len(accuracies) == 4  # the initial model and 3 rounds
     assert accuracies[-1] > accuracies[0] + 0.2
     assert np.isfinite(accuracies).all()
+
+
+def test_train_eval_bench_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from fl_gym.agents import evaluate
+
+    env_id = "fl_gym/ClientSelection-v0"
+    model = tmp_path / "models" / "cs_ppo"
+    args = ["train", env_id, "--timesteps", "32", "--seed", "2", "--save", str(model)]
+    args += ["--algo-kwargs", "n_steps=32", "batch_size=32", "n_epochs=1", "--no-progress"]
+    assert main(args) == 0
+    assert model.with_suffix(".zip").is_file() and model.with_suffix(".json").is_file()
+    assert f"ppo:{model}" in capsys.readouterr().out
+
+    args = ["eval", env_id, "--policy", f"ppo:{model}", "--seeds", "1-2"]
+    assert main([*args, "--max-episode-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    for m in evaluate(f"ppo:{model}", env_id, "1-2", max_episode_steps=3):
+        assert f"{m.episode_return:.2f}" in out
+
+    out_dir = tmp_path / "bench"
+    args = ["bench", "--envs", env_id, "--policies", "round-robin", f"ppo:{model}"]
+    args += ["--seeds", "0-1", "--out", str(out_dir), "--max-episode-steps", "3"]
+    assert main(args) == 0
+    board = (out_dir / "leaderboard.md").read_text()
+    assert "`round-robin`" in board and f"`ppo:{model}`" in board
+    assert len((out_dir / "results.csv").read_text().splitlines()) == 1 + 4
+    assert (out_dir / "fl_gym_ClientSelection-v0.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "fl_gym/ClientSelection-v0", "--algo", "dqn", "--timesteps", "8"], "dqn needs"),
+        (["eval", "fl_gym/ClientSelection-v0", "--policy", "ppo:/nonexistent/agent"], "no trained"),
+        (["eval", "fl_gym/ClientSelection-v0", "--policy", "oracle"], "unknown policy"),
+        (["bench", "--seeds", "9-1"], "seeds"),
+    ],
+)
+def test_agent_commands_report_bad_input(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

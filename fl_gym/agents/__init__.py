@@ -1,0 +1,55 @@
+"""RL controllers: Stable-Baselines3 training and evaluation, device-set policies, benchmarks.
+
+* :func:`train` trains PPO, A2C, SAC, TD3 or DQN on an fl_gym environment and saves the model
+  with its provenance; :func:`load_agent` reads it back.
+* :func:`evaluate` plays trained agents and baselines alike on given seeds.
+* :class:`DeviceSetExtractor` / :class:`DeviceSetPolicy`: one network for any number of devices,
+  equivariant in their order.
+* :func:`run_benchmark` and :func:`leaderboard_markdown`: the harness behind ``fl-gym bench``.
+"""
+
+from fl_gym.agents.bench import (
+    BenchmarkResult,
+    bootstrap_ci,
+    interquartile_mean,
+    leaderboard_markdown,
+    run_benchmark,
+)
+from fl_gym.agents.device_set import DeviceSetExtractor, DeviceSetPolicy, action_layout
+from fl_gym.agents.evaluation import (
+    EpisodeMetrics,
+    evaluate,
+    evaluate_episodes,
+    parse_seeds,
+    resolve_policy,
+)
+from fl_gym.agents.training import (
+    ALGORITHMS,
+    POLICY_ARCHITECTURES,
+    TrainedAgent,
+    load_agent,
+    make_training_env,
+    train,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "POLICY_ARCHITECTURES",
+    "BenchmarkResult",
+    "DeviceSetExtractor",
+    "DeviceSetPolicy",
+    "EpisodeMetrics",
+    "TrainedAgent",
+    "action_layout",
+    "bootstrap_ci",
+    "evaluate",
+    "evaluate_episodes",
+    "interquartile_mean",
+    "leaderboard_markdown",
+    "load_agent",
+    "make_training_env",
+    "parse_seeds",
+    "resolve_policy",
+    "run_benchmark",
+    "train",
+]

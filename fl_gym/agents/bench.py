@@ -1,0 +1,307 @@
+"""Benchmark harness: every (environment, policy, seed) job, a CSV, a leaderboard and plots.
+
+Every policy plays the same seeds of an environment (common random numbers), so differences
+between policies are not differences between the cells they happened to meet. The leaderboard
+reports, per metric, the mean with a 95% percentile-bootstrap confidence interval and the
+interquartile mean (IQM, the mean of the middle 50% of episodes; robust to a few outliers), as
+recommended by Agarwal et al., "Deep Reinforcement Learning at the Edge of the Statistical
+Precipice" (NeurIPS 2021). Jobs run in this process or, with ``backend="ray"``, as Ray tasks.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from fl_gym.agents.evaluation import EpisodeMetrics, evaluate_episodes, parse_seeds
+from fl_gym.envs.rollout import EpisodeResult
+
+__all__ = [
+    "BACKENDS",
+    "BenchmarkResult",
+    "bootstrap_ci",
+    "interquartile_mean",
+    "leaderboard_markdown",
+    "run_benchmark",
+]
+
+BACKENDS = ("local", "ray")
+
+LEADERBOARD_METRICS = (
+    ("episode_return", "return", "{:.2f}"),
+    ("final_accuracy", "final accuracy", "{:.3f}"),
+    ("energy_j", "energy (J)", "{:.3f}"),
+    ("rounds", "rounds", "{:.1f}"),
+)
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean.
+
+    Args:
+        values: The sample (one value per episode).
+        confidence: Coverage of the interval.
+        resamples: Bootstrap resamples.
+        seed: Seed of the resampling (the interval is reproducible).
+
+    Returns:
+        ``(low, high)``; both equal the value for a sample of one.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"values must be a non-empty 1-D sequence of finite numbers, got {x}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def interquartile_mean(values: Sequence[float]) -> float:
+    """Mean of the values between the 25th and 75th percentiles (25% trimmed each side)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D sequence, got {x}")
+    return float(stats.trim_mean(x, 0.25))
+
+
+@dataclass
+class BenchmarkResult:
+    """Everything a benchmark run produced.
+
+    Attributes:
+        metrics: One row per (environment, policy, seed).
+        episodes: ``{env_id: {policy: [EpisodeResult, ...]}}``, round by round (for plots).
+        seeds: The seeds every policy played.
+    """
+
+    metrics: list[EpisodeMetrics] = field(default_factory=list)
+    episodes: dict[str, dict[str, list[EpisodeResult]]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+
+    def write_csv(self, path: str | Path) -> Path:
+        """One row per episode; columns are :class:`EpisodeMetrics`' fields."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [m.as_row() for m in self.metrics]
+        with out.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(EpisodeMetrics.__dataclass_fields__))
+            writer.writeheader()
+            writer.writerows(rows)
+        return out
+
+    def write_plots(self, directory: str | Path) -> list[Path]:
+        """Accuracy against round and against cumulative energy, one PNG per environment."""
+        from fl_gym.envs.plotting import plot_episodes
+
+        paths = []
+        for env_id, by_policy in self.episodes.items():
+            name = env_id.replace("/", "_").replace(":", "_")
+            paths.append(plot_episodes(by_policy, Path(directory) / f"{name}.png", title=env_id))
+        return paths
+
+
+def _job(
+    env_id: str,
+    policy: str,
+    seed: int,
+    config: dict[str, Any] | None,
+    preset: str | None,
+    max_episode_steps: int | None,
+) -> tuple[list[EpisodeMetrics], list[EpisodeResult]]:
+    import torch
+
+    torch.set_num_threads(1)
+    return evaluate_episodes(
+        policy, env_id, [seed], config=config, preset=preset, max_episode_steps=max_episode_steps
+    )
+
+
+def _policies_for(env_id: str, policies: Sequence[str], config: Any, preset: Any) -> list[str]:
+    """Expand ``"baselines"`` into every baseline that applies to the environment."""
+    if "baselines" not in policies:
+        return list(policies)
+    import gymnasium as gym
+
+    from fl_gym.baselines import baselines_for
+
+    kwargs: dict[str, Any] = {"config": config} if config else {}
+    if preset is not None:
+        kwargs["preset"] = preset
+    env = gym.make(env_id, **kwargs)
+    names = baselines_for(env)
+    env.close()
+    out: list[str] = []
+    for p in policies:
+        out.extend(names if p == "baselines" else [p])
+    return list(dict.fromkeys(out))
+
+
+def run_benchmark(
+    env_ids: Sequence[str],
+    policies: Sequence[str],
+    seeds: Sequence[int] | str = "0-9",
+    *,
+    config: dict[str, Any] | None = None,
+    preset: str | None = None,
+    backend: str = "local",
+    progress: bool = False,
+    ray_address: str | None = None,
+    max_episode_steps: int | None = None,
+) -> BenchmarkResult:
+    """Evaluate every policy on every environment and seed.
+
+    Args:
+        env_ids: Environment ids.
+        policies: Policy names (see :func:`~fl_gym.agents.resolve_policy`); ``"baselines"``
+            stands for every baseline that applies to the environment. A trained agent
+            (``ALGO:PATH``) only plays the environment it was trained on.
+        seeds: Seeds every policy plays.
+        config: Config overrides of every environment.
+        preset: Scenario preset of every environment.
+        backend: ``"local"`` (this process) or ``"ray"`` (one Ray task per job).
+        progress: Show a progress bar (local backend).
+        ray_address: Address of a running Ray cluster; ``None`` starts a local one.
+        max_episode_steps: Episode length instead of the registered one.
+
+    Returns:
+        The metrics, the episode records and the seeds.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    seed_list = parse_seeds(seeds)
+    jobs: list[tuple[str, str, int]] = []
+    for env_id in env_ids:
+        for policy in _policies_for(env_id, policies, config, preset):
+            if _trained_for_other_env(policy, env_id):
+                continue
+            jobs.extend((env_id, policy, seed) for seed in seed_list)
+    if not jobs:
+        raise ValueError(f"no (environment, policy) pair to run for {env_ids} x {policies}")
+    if backend == "ray":
+        outputs = _run_ray(jobs, (config, preset, max_episode_steps), ray_address)
+    else:
+        outputs = _run_local(jobs, (config, preset, max_episode_steps), progress)
+    result = BenchmarkResult(seeds=seed_list)
+    for (env_id, policy, _), (metrics, episodes) in zip(jobs, outputs, strict=True):
+        result.metrics.extend(metrics)
+        result.episodes.setdefault(env_id, {}).setdefault(policy, []).extend(episodes)
+    return result
+
+
+def _trained_for_other_env(policy: str, env_id: str) -> bool:
+    from fl_gym.agents.training import ALGORITHMS, load_agent
+
+    head, _, path = policy.partition(":")
+    if head.lower() not in ALGORITHMS or not path:
+        return False
+    return load_agent(path).metadata.get("env_id") not in (None, env_id)
+
+
+def _run_local(
+    jobs: list[tuple[str, str, int]], options: tuple[Any, Any, Any], progress: bool
+) -> list[tuple[list[EpisodeMetrics], list[EpisodeResult]]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    outputs = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=True,
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("benchmark", total=len(jobs))
+        for env_id, policy, seed in jobs:
+            bar.update(task, description=f"{env_id} {policy} seed {seed}")
+            outputs.append(_job(env_id, policy, seed, *options))
+            bar.advance(task)
+    return outputs
+
+
+def _run_ray(
+    jobs: list[tuple[str, str, int]], options: tuple[Any, Any, Any], address: str | None
+) -> list[tuple[list[EpisodeMetrics], list[EpisodeResult]]]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError('the ray backend needs Ray: pip install "fl-gym[ray]"') from exc
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        remote_job = ray.remote(num_cpus=1)(_job)
+        refs = [remote_job.remote(e, p, s, *options) for e, p, s in jobs]
+        return list(ray.get(refs))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _interval(values: Sequence[float], fmt: str) -> str:
+    low, high = bootstrap_ci(values)
+    return f"{fmt.format(float(np.mean(values)))} [{fmt.format(low)}, {fmt.format(high)}]"
+
+
+def leaderboard_markdown(result: BenchmarkResult, *, title: str = "Leaderboard") -> str:
+    """A Markdown leaderboard per environment, policies ranked by mean return.
+
+    Each cell is ``mean [95% bootstrap CI]``; IQM columns follow for the return and the final
+    accuracy; ``to target`` counts the episodes that reached the target accuracy.
+
+    Args:
+        result: A benchmark result.
+        title: Heading of the document.
+
+    Returns:
+        The Markdown text.
+    """
+    lines = [
+        f"# {title}",
+        "",
+        f"Generated by `fl-gym bench` on {datetime.date.today()}; seeds "
+        f"{_seed_text(result.seeds)} for every policy (common random numbers). Cells: mean "
+        "[95% percentile-bootstrap CI of the mean]; IQM = interquartile mean.",
+        "",
+    ]
+    by_env: dict[str, dict[str, list[EpisodeMetrics]]] = {}
+    for m in result.metrics:
+        by_env.setdefault(m.env_id, {}).setdefault(m.policy, []).append(m)
+    for env_id, by_policy in by_env.items():
+        ranked = sorted(
+            by_policy.items(), key=lambda item: -float(np.mean([m.episode_return for m in item[1]]))
+        )
+        header = ["rank", "policy", *(label for _, label, _ in LEADERBOARD_METRICS)]
+        header += ["IQM return", "IQM accuracy", "to target"]
+        lines += [f"## {env_id}", "", "| " + " | ".join(header) + " |"]
+        lines.append("| ---: | --- |" + " ---: |" * (len(header) - 2))
+        for rank, (policy, rows) in enumerate(ranked, start=1):
+            cells = [str(rank), f"`{policy}`"]
+            for attr, _, fmt in LEADERBOARD_METRICS:
+                cells.append(_interval([float(getattr(m, attr)) for m in rows], fmt))
+            cells.append(f"{interquartile_mean([m.episode_return for m in rows]):.2f}")
+            cells.append(f"{interquartile_mean([m.final_accuracy for m in rows]):.3f}")
+            reached = sum(m.rounds_to_target is not None for m in rows)
+            cells.append(f"{reached}/{len(rows)}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    s = list(seeds)
+    if s and s == list(range(s[0], s[0] + len(s))):
+        return f"{s[0]}-{s[-1]}" if len(s) > 1 else str(s[0])
+    return ", ".join(map(str, s))

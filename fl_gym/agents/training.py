@@ -1,0 +1,299 @@
+"""Train Stable-Baselines3 agents on fl_gym environments and save them with their provenance.
+
+A trained agent is two files: ``NAME.zip`` (SB3's own format) and ``NAME.json``, the run's
+metadata (environment id, preset, config overrides, algorithm, policy, seed, timesteps, the
+versions of the libraries involved). :func:`load_agent` reads both, so an agent can always be
+evaluated on the environment it was trained for.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = [
+    "ALGORITHMS",
+    "POLICY_ARCHITECTURES",
+    "TrainedAgent",
+    "load_agent",
+    "make_training_env",
+    "train",
+]
+
+ALGORITHMS = ("ppo", "a2c", "sac", "td3", "dqn")
+"""Stable-Baselines3 algorithms :func:`train` knows, by lower-case name."""
+
+POLICY_ARCHITECTURES = ("device-set", "mlp")
+"""``device-set``: :class:`~fl_gym.agents.device_set.DeviceSetPolicy` (PPO, A2C) or the
+:class:`~fl_gym.agents.device_set.DeviceSetExtractor` under SB3's heads (SAC, TD3, DQN);
+``mlp``: SB3's default ``MultiInputPolicy`` on the flattened observation."""
+
+
+@dataclass
+class TrainedAgent:
+    """A trained SB3 model and where it came from.
+
+    Attributes:
+        model: The SB3 model (``model.predict`` has the baselines' signature).
+        metadata: What :func:`train` recorded (env id, preset, config, algo, seed, ...).
+        path: Where it was saved (without suffix), if it was.
+    """
+
+    model: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[Any, Any]:
+        """SB3's ``predict``, so an agent plays wherever a baseline does."""
+        return self.model.predict(
+            observation, state=state, episode_start=episode_start, deterministic=deterministic
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.metadata.get('algo', 'agent')}:{self.path}" if self.path else "agent"
+
+
+def _algorithm_class(algo: str) -> Any:
+    import stable_baselines3 as sb3
+
+    name = str(algo).lower()
+    if name not in ALGORITHMS:
+        raise ValueError(f"algo must be one of {ALGORITHMS}, got {algo!r}")
+    return getattr(sb3, name.upper())
+
+
+def _check_spaces(algo: str, action_space: gym.Space) -> None:
+    from gymnasium import spaces
+
+    if algo in ("sac", "td3") and not isinstance(action_space, spaces.Box):
+        raise ValueError(f"{algo} needs a Box action space; this environment has {action_space}")
+    if algo == "dqn" and not isinstance(action_space, spaces.Discrete):
+        raise ValueError(f"dqn needs a Discrete action space; this environment has {action_space}")
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import stable_baselines3
+    import torch
+
+    import fl_gym
+
+    return {
+        "fl_gym": fl_gym.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "gymnasium": gymnasium.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def make_training_env(
+    env_id: str,
+    *,
+    n_envs: int = 1,
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
+    preset: str | None = None,
+    vectorization: str = "dummy",
+) -> Any:
+    """An SB3 ``VecEnv`` of ``n_envs`` copies of ``env_id``, seeded ``seed, seed + 1, ...``.
+
+    Args:
+        env_id: A registered fl_gym environment id.
+        n_envs: Parallel environments.
+        seed: Seed of the first one.
+        config: Config overrides passed to every copy.
+        preset: Scenario preset of every copy.
+        vectorization: ``"dummy"`` (SB3's ``DummyVecEnv``, one process) or ``"subproc"``
+            (one process per copy).
+
+    Returns:
+        The vectorised environment (monitored, so episode returns reach SB3's logger).
+    """
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    if not (isinstance(n_envs, int) and n_envs >= 1):
+        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    classes = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+    if vectorization not in classes:
+        raise ValueError(f"vectorization must be one of {sorted(classes)}, got {vectorization!r}")
+    kwargs: dict[str, Any] = {}
+    if config:
+        kwargs["config"] = config
+    if preset is not None:
+        kwargs["preset"] = preset
+    return make_vec_env(
+        env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs, vec_env_cls=classes[vectorization]
+    )
+
+
+def _policy_for(algo: str, architecture: str, policy_kwargs: dict[str, Any]) -> tuple[Any, dict]:
+    from fl_gym.agents.device_set import DeviceSetExtractor, DeviceSetPolicy
+
+    if architecture not in POLICY_ARCHITECTURES:
+        raise ValueError(f"policy must be one of {POLICY_ARCHITECTURES}, got {architecture!r}")
+    kwargs = dict(policy_kwargs)
+    if architecture == "mlp":
+        return "MultiInputPolicy", kwargs
+    if algo in ("ppo", "a2c"):
+        return DeviceSetPolicy, kwargs
+    kwargs.setdefault("features_extractor_class", DeviceSetExtractor)
+    return "MultiInputPolicy", kwargs
+
+
+def train(
+    env_id: str,
+    algo: str = "ppo",
+    total_timesteps: int = 10_000,
+    *,
+    seed: int = 0,
+    n_envs: int = 1,
+    config: dict[str, Any] | None = None,
+    preset: str | None = None,
+    policy: str = "device-set",
+    policy_kwargs: dict[str, Any] | None = None,
+    algo_kwargs: dict[str, Any] | None = None,
+    save_path: str | Path | None = None,
+    progress_bar: bool = False,
+    tensorboard_log: str | Path | None = None,
+    vectorization: str = "dummy",
+    verbose: int = 0,
+) -> TrainedAgent:
+    """Train an SB3 agent on an fl_gym environment.
+
+    Args:
+        env_id: A registered fl_gym environment id.
+        algo: One of :data:`ALGORITHMS` (SAC and TD3 need a Box action space, DQN a Discrete
+            one).
+        total_timesteps: Environment steps to train for (summed over the ``n_envs`` copies).
+        seed: Seed of the algorithm and of the first training environment.
+        n_envs: Parallel training environments.
+        config: Config overrides of the environment.
+        preset: Scenario preset of the environment.
+        policy: One of :data:`POLICY_ARCHITECTURES`.
+        policy_kwargs: Passed to the SB3 policy (e.g. ``{"features_extractor_kwargs":
+            {"pooling": "deepsets"}}``).
+        algo_kwargs: Passed to the SB3 algorithm (e.g. ``{"n_steps": 256}``).
+        save_path: Where to save ``.zip`` and ``.json`` (suffix optional); nothing is saved when
+            ``None``.
+        progress_bar: Show SB3's progress bar.
+        tensorboard_log: Directory for TensorBoard logs (needs the ``tensorboard`` package).
+        vectorization: See :func:`make_training_env`.
+        verbose: SB3's verbosity.
+
+    Returns:
+        The trained agent with its metadata.
+    """
+    algo_name = str(algo).lower()
+    algo_class = _algorithm_class(algo_name)
+    if not (isinstance(total_timesteps, int) and total_timesteps >= 1):
+        raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
+    if tensorboard_log is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ImportError(
+                "tensorboard_log needs TensorBoard: pip install 'fl-gym[tensorboard]'"
+            )
+    vec_env = make_training_env(
+        env_id,
+        n_envs=n_envs,
+        seed=seed,
+        config=config,
+        preset=preset,
+        vectorization=vectorization,
+    )
+    try:
+        _check_spaces(algo_name, vec_env.action_space)
+        policy_class, kwargs = _policy_for(algo_name, policy, policy_kwargs or {})
+        model = algo_class(
+            policy_class,
+            vec_env,
+            seed=seed,
+            policy_kwargs=kwargs or None,
+            tensorboard_log=None if tensorboard_log is None else str(tensorboard_log),
+            verbose=verbose,
+            **(algo_kwargs or {}),
+        )
+        model.learn(total_timesteps=total_timesteps, progress_bar=progress_bar)
+    finally:
+        vec_env.close()
+    metadata = {
+        "env_id": env_id,
+        "preset": preset,
+        "config": config or {},
+        "algo": algo_name,
+        "policy": policy,
+        "policy_kwargs": _jsonable(policy_kwargs or {}),
+        "algo_kwargs": _jsonable(algo_kwargs or {}),
+        "seed": seed,
+        "n_envs": n_envs,
+        "total_timesteps": total_timesteps,
+        "versions": _versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    agent = TrainedAgent(model=model, metadata=metadata)
+    if save_path is not None:
+        agent.path = _save(agent, save_path)
+    return agent
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return getattr(value, "__name__", repr(value))
+
+
+def _stem(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in (".zip", ".json") else p
+
+
+def _save(agent: TrainedAgent, path: str | Path) -> Path:
+    stem = _stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    agent.model.save(str(stem.with_suffix(".zip")))
+    stem.with_suffix(".json").write_text(json.dumps(agent.metadata, indent=2) + "\n")
+    return stem
+
+
+def load_agent(path: str | Path) -> TrainedAgent:
+    """Load an agent saved by :func:`train` (``path`` with or without ``.zip``).
+
+    Args:
+        path: The saved agent.
+
+    Returns:
+        The agent with its metadata; the algorithm comes from the metadata.
+
+    Raises:
+        FileNotFoundError: If the ``.zip`` or ``.json`` file is missing.
+    """
+    stem = _stem(path)
+    archive, meta_file = stem.with_suffix(".zip"), stem.with_suffix(".json")
+    for file in (archive, meta_file):
+        if not file.is_file():
+            raise FileNotFoundError(f"no trained agent at {file} (train one with fl-gym train)")
+    metadata = json.loads(meta_file.read_text())
+    model = _algorithm_class(metadata["algo"]).load(str(archive), device="cpu")
+    return TrainedAgent(model=model, metadata=metadata, path=stem)
