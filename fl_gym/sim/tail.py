@@ -54,7 +54,7 @@ __all__ = [
 
 XI_BOUNDS = (-0.45, 0.9)
 """Range of the shape the gradient steps keep ``xi`` in (the MLE is regular for xi > -1/2)."""
-GRADIENT_CLIP = 1.0
+GRADIENT_CLIP = 5.0
 """Largest magnitude of each gradient component in a local step."""
 _XI_SMALL = 1e-6
 _SUPPORT_MARGIN = 1e-6
