@@ -76,13 +76,19 @@ def _build_parser() -> argparse.ArgumentParser:
     fedavg.add_argument("--seed", type=int, default=0)
 
     train = sub.add_parser("train", help="train a Stable-Baselines3 agent on an environment")
-    train.add_argument("env", help="environment id, e.g. fl_gym/ClientSelection-v0")
+    train.add_argument(
+        "env",
+        help="environment id (e.g. fl_gym/ClientSelection-v0) or a multi-agent env "
+        "(vehicular_v0, uav_swarm_v0: one policy shared by all agents)",
+    )
     train.add_argument("--algo", default="ppo", help="ppo, a2c, sac, td3 or dqn")
     train.add_argument("--timesteps", type=_positive_int, default=50_000)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--n-envs", type=_positive_int, default=1)
     train.add_argument(
-        "--policy", default="device-set", help="device-set (default) or mlp (flattened input)"
+        "--policy",
+        default=None,
+        help="device-set (default for the FL envs) or mlp (flattened input; multi-agent envs)",
     )
     train.add_argument("--pooling", default=None, help="device-set pooling: attention|deepsets")
     train.add_argument(
@@ -355,8 +361,8 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - start
     console.print(
-        f"trained {args.algo} ({args.policy}) on {args.env} for {args.timesteps} steps in "
-        f"{elapsed:.0f} s; saved to {agent.path}.zip (+ .json metadata)\n"
+        f"trained {args.algo} ({agent.metadata['policy']}) on {args.env} for {args.timesteps} "
+        f"steps in {elapsed:.0f} s; saved to {agent.path}.zip (+ .json metadata)\n"
         f"evaluate it with: fl-gym eval {args.env} --policy {args.algo.lower()}:{agent.path}"
     )
     return 0

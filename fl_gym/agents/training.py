@@ -114,7 +114,8 @@ def make_training_env(
     """An SB3 ``VecEnv`` of ``n_envs`` copies of ``env_id``, seeded ``seed, seed + 1, ...``.
 
     Args:
-        env_id: A registered fl_gym environment id.
+        env_id: A registered fl_gym environment id or a PettingZoo environment name (see
+            :func:`train`).
         n_envs: Parallel environments.
         seed: Seed of the first one.
         config: Config overrides passed to every copy.
@@ -128,8 +129,21 @@ def make_training_env(
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    from fl_gym.agents.multiagent import (
+        MULTI_AGENT_ENVS,
+        ParameterSharingVecEnv,
+        make_parallel_env,
+    )
+
     if not (isinstance(n_envs, int) and n_envs >= 1):
         raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    if env_id.removeprefix("fl_gym/") in MULTI_AGENT_ENVS:
+        ma_kwargs: dict[str, Any] = {"config": config, "preset": preset}
+
+        def make_copy() -> Any:
+            return make_parallel_env(env_id, **ma_kwargs)
+
+        return ParameterSharingVecEnv([make_copy] * n_envs, seed=seed)
     classes = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
     if vectorization not in classes:
         raise ValueError(f"vectorization must be one of {sorted(classes)}, got {vectorization!r}")
@@ -143,18 +157,30 @@ def make_training_env(
     )
 
 
-def _policy_for(algo: str, architecture: str, policy_kwargs: dict[str, Any]) -> tuple[Any, dict]:
+def _policy_for(
+    algo: str, architecture: str | None, policy_kwargs: dict[str, Any], observation_space: Any
+) -> tuple[Any, dict, str]:
+    from gymnasium import spaces
+
     from fl_gym.agents.device_set import DeviceSetExtractor, DeviceSetPolicy
 
+    is_dict = isinstance(observation_space, spaces.Dict)
+    if architecture is None:
+        architecture = "device-set" if is_dict else "mlp"
     if architecture not in POLICY_ARCHITECTURES:
         raise ValueError(f"policy must be one of {POLICY_ARCHITECTURES}, got {architecture!r}")
     kwargs = dict(policy_kwargs)
     if architecture == "mlp":
-        return "MultiInputPolicy", kwargs
+        return ("MultiInputPolicy" if is_dict else "MlpPolicy"), kwargs, architecture
+    if not is_dict:
+        raise ValueError(
+            "policy 'device-set' needs Dict(devices, server) observations; this environment "
+            f"observes {observation_space}: use policy 'mlp'"
+        )
     if algo in ("ppo", "a2c"):
-        return DeviceSetPolicy, kwargs
+        return DeviceSetPolicy, kwargs, architecture
     kwargs.setdefault("features_extractor_class", DeviceSetExtractor)
-    return "MultiInputPolicy", kwargs
+    return "MultiInputPolicy", kwargs, architecture
 
 
 def train(
@@ -166,7 +192,7 @@ def train(
     n_envs: int = 1,
     config: dict[str, Any] | None = None,
     preset: str | None = None,
-    policy: str = "device-set",
+    policy: str | None = None,
     policy_kwargs: dict[str, Any] | None = None,
     algo_kwargs: dict[str, Any] | None = None,
     save_path: str | Path | None = None,
@@ -178,7 +204,11 @@ def train(
     """Train an SB3 agent on an fl_gym environment.
 
     Args:
-        env_id: A registered fl_gym environment id.
+        env_id: A registered fl_gym environment id, or the name of one of fl_gym's PettingZoo
+            environments (``"vehicular_v0"``, ``"uav_swarm_v0"``): then one policy acts for
+            every agent (parameter sharing, see
+            :class:`~fl_gym.agents.multiagent.ParameterSharingVecEnv`) and ``n_envs`` counts
+            copies of the multi-agent environment.
         algo: One of :data:`ALGORITHMS` (SAC and TD3 need a Box action space, DQN a Discrete
             one).
         total_timesteps: Environment steps to train for (summed over the ``n_envs`` copies).
@@ -186,7 +216,8 @@ def train(
         n_envs: Parallel training environments.
         config: Config overrides of the environment.
         preset: Scenario preset of the environment.
-        policy: One of :data:`POLICY_ARCHITECTURES`.
+        policy: One of :data:`POLICY_ARCHITECTURES`; by default ``device-set`` for the FL
+            environments' Dict observations and ``mlp`` otherwise.
         policy_kwargs: Passed to the SB3 policy (e.g. ``{"features_extractor_kwargs":
             {"pooling": "deepsets"}}``).
         algo_kwargs: Passed to the SB3 algorithm (e.g. ``{"n_steps": 256}``).
@@ -221,7 +252,9 @@ def train(
     )
     try:
         _check_spaces(algo_name, vec_env.action_space)
-        policy_class, kwargs = _policy_for(algo_name, policy, policy_kwargs or {})
+        policy_class, kwargs, policy = _policy_for(
+            algo_name, policy, policy_kwargs or {}, vec_env.observation_space
+        )
         model = algo_class(
             policy_class,
             vec_env,

@@ -1,0 +1,145 @@
+"""Parameter-shared training over PettingZoo envs: the SB3 VecEnv adapter and fl-gym train."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from fl_gym.agents import load_agent, train
+from fl_gym.agents.multiagent import ParameterSharingVecEnv, make_parallel_env
+from fl_gym.cli import main
+
+
+class Countdown(ParallelEnv):
+    """Agent i leaves after i + 1 steps; the observation is (agent index, step), reward = action."""
+
+    metadata: ClassVar[dict[str, Any]] = {"name": "countdown_v0"}
+    render_mode = None
+
+    def __init__(self, num_agents: int = 3, horizon: int | None = None) -> None:
+        self.possible_agents = [f"a{i}" for i in range(num_agents)]
+        self.horizon = horizon
+        self._obs_space = spaces.Box(-100.0, 100.0, (2,), np.float32)
+        self._act_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.resets: list[int | None] = []
+
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.Box:
+        return self._act_space
+
+    def _obs(self, agent: str) -> np.ndarray:
+        return np.array([self.possible_agents.index(agent), self.t], dtype=np.float32)
+
+    def reset(self, seed: int | None = None, options: Any = None) -> tuple[dict, dict]:
+        self.resets.append(seed)
+        self.t = 0
+        self.agents = list(self.possible_agents)
+        return {a: self._obs(a) for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions: dict) -> tuple[dict, dict, dict, dict, dict]:
+        assert set(actions) == set(self.agents), "actions only for live agents"
+        self.t += 1
+        obs = {a: self._obs(a) for a in self.agents}
+        rewards = {a: float(actions[a][0]) for a in self.agents}
+        term = {a: self.possible_agents.index(a) + 1 == self.t for a in self.agents}
+        trunc = {a: self.horizon is not None and self.t >= self.horizon for a in self.agents}
+        infos = {a: {"t": self.t} for a in self.agents}
+        self.agents = [a for a in self.agents if not (term[a] or trunc[a])]
+        return obs, rewards, term, trunc, infos
+
+
+def test_agents_that_leave_early_are_done_once_then_padded() -> None:
+    vec = ParameterSharingVecEnv([Countdown, Countdown], seed=7)
+    assert vec.num_envs == 6
+    obs = vec.reset()
+    np.testing.assert_array_equal(obs[:, 0], [0, 1, 2, 0, 1, 2])
+    assert [env.resets for env in vec.envs] == [[7], [8]]
+    actions = np.linspace(-0.5, 0.5, 6, dtype=np.float32)[:, None]
+
+    obs, rewards, dones, infos = vec.step(actions)  # step 1: a0 of both copies leaves
+    np.testing.assert_allclose(rewards, actions[:, 0])
+    assert dones.tolist() == [True, False, False, True, False, False]
+    np.testing.assert_array_equal(infos[0]["terminal_observation"], [0, 1])
+    assert infos[0]["TimeLimit.truncated"] is False
+    assert infos[0]["episode"] == {"r": pytest.approx(-0.5), "l": 1}
+
+    obs, rewards, dones, infos = vec.step(actions)  # step 2: a1 leaves; a0's slot is padding
+    assert rewards[0] == 0.0 and not dones[0] and np.all(obs[0] == 0)
+    assert dones.tolist() == [False, True, False, False, True, False]
+    assert infos[1]["episode"]["l"] == 2
+
+    obs, rewards, dones, infos = vec.step(actions)  # step 3: a2 leaves, both copies reset
+    assert dones.tolist() == [False, False, True, False, False, True]
+    np.testing.assert_array_equal(infos[2]["terminal_observation"], [2, 3])
+    np.testing.assert_array_equal(obs[:, 1], 0)  # fresh episodes
+    np.testing.assert_array_equal(obs[:, 0], [0, 1, 2, 0, 1, 2])
+    assert all(len(env.resets) == 2 for env in vec.envs)
+
+
+def test_time_limit_is_reported_as_truncation() -> None:
+    vec = ParameterSharingVecEnv([lambda: Countdown(num_agents=3, horizon=2)])
+    vec.reset()
+    vec.step(np.zeros((3, 1), np.float32))
+    _, _, dones, infos = vec.step(np.zeros((3, 1), np.float32))
+    assert dones.tolist() == [False, True, True]
+    assert infos[1]["TimeLimit.truncated"] is False  # a1 terminated at step 2
+    assert infos[2]["TimeLimit.truncated"] is True
+
+
+def test_different_agent_spaces_are_rejected() -> None:
+    class Mixed(Countdown):
+        def action_space(self, agent: str) -> spaces.Box:
+            return spaces.Box(-1.0, 1.0, (1 + (agent == "a1"),), np.float32)
+
+    with pytest.raises(ValueError, match="one observation and one action space"):
+        ParameterSharingVecEnv([Mixed])
+
+
+@pytest.mark.parametrize("name", ["uav_swarm_v0", "vehicular_v0"])
+def test_adapter_replays_the_parallel_env(name: str) -> None:
+    config = {"num_uavs": 6} if name == "uav_swarm_v0" else {"system.num_pairs": 4}
+    vec = ParameterSharingVecEnv([lambda: make_parallel_env(name, config=config)], seed=3)
+    env = make_parallel_env(name, config=config)
+    obs = vec.reset()
+    expected, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(obs, np.stack([expected[a] for a in env.possible_agents]))
+    space = env.action_space(env.possible_agents[0])
+    space.seed(1)
+    for _ in range(3):
+        actions = np.stack([space.sample() for _ in env.possible_agents])
+        obs, rewards, _, _ = vec.step(actions)
+        expected, expected_rewards, *_ = env.step(
+            dict(zip(env.possible_agents, actions, strict=True))
+        )
+        np.testing.assert_array_equal(obs, np.stack([expected[a] for a in env.possible_agents]))
+        np.testing.assert_allclose(
+            rewards, [expected_rewards[a] for a in env.possible_agents], rtol=1e-6
+        )
+
+
+def test_unknown_multiagent_env() -> None:
+    with pytest.raises(ValueError, match="unknown multi-agent environment"):
+        make_parallel_env("pistonball_v6")
+
+
+@pytest.mark.parametrize("name", ["uav_swarm_v0", "vehicular_v0"])
+def test_parameter_shared_ppo_trains_from_the_cli(name: str, tmp_path) -> None:
+    config = "num_uavs=8" if name == "uav_swarm_v0" else "system.num_pairs=4"
+    path = tmp_path / name
+    args = ["train", name, "--timesteps", "64", "--save", str(path), "--no-progress"]
+    args += ["--algo-kwargs", "n_steps=8", "batch_size=32", "n_epochs=1", "--config", config]
+    assert main(args) == 0
+    agent = load_agent(path)
+    assert agent.metadata["env_id"] == name and agent.metadata["policy"] == "mlp"
+    assert agent.model.num_timesteps >= 64
+
+
+def test_device_set_policy_is_refused_for_flat_observations() -> None:
+    with pytest.raises(ValueError, match="use policy 'mlp'"):
+        train("vehicular_v0", "ppo", 8, policy="device-set", config={"system.num_pairs": 2})
