@@ -7,6 +7,7 @@
 * ``fl-gym train ENV --algo ppo --timesteps N``: train an SB3 agent, save it with its metadata.
 * ``fl-gym eval ENV --policy NAME|ppo:PATH``: per-episode metrics of a baseline or agent.
 * ``fl-gym bench --envs ... --policies ... --seeds 0-9``: CSV, Markdown leaderboard, plots.
+* ``fl-gym uav --controller NAME [--gif PATH]``: a UAV swarm episode, its costs, and a GIF.
 """
 
 from __future__ import annotations
@@ -130,6 +131,13 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="out/bench", help="directory for CSV, Markdown, PNGs")
     bench.add_argument("--title", default="Leaderboard")
     bench.add_argument("--max-episode-steps", type=_positive_int, default=None)
+
+    uav = sub.add_parser("uav", help="fly a UAV swarm with a controller; metrics and a GIF")
+    uav.add_argument("--controller", default="straight_line", help="see fl_gym.baselines.uav")
+    uav.add_argument("--preset", default=None, help="default, swarm_1k or swarm_10k")
+    uav.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
+    uav.add_argument("--seed", type=int, default=0)
+    uav.add_argument("--gif", default=None, metavar="PATH", help="write the episode as a GIF")
     return parser
 
 
@@ -440,6 +448,37 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_uav(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fl_gym.baselines.uav import make_controller, run_episode
+    from fl_gym.envs import uav_swarm_v0
+
+    console = Console()
+    env = uav_swarm_v0.parallel_env(
+        config=_parse_overrides(args.config) or None,
+        preset=args.preset,
+        render_mode="rgb_array" if args.gif else None,
+    )
+    controller = make_controller(args.controller, env.config)
+    frames: list[np.ndarray] | None = [] if args.gif else None
+    metrics = run_episode(env, controller, args.seed, frames=frames)
+    table = Table(title=f"{args.controller}: {env.config.num_uavs} UAVs, seed {args.seed}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in vars(metrics).items():
+        table.add_row(name, value if isinstance(value, str) else f"{value:.4g}")
+    console.print(table)
+    if frames is not None:
+        from fl_gym.envs.uav_rendering import write_gif
+
+        path = write_gif(frames, args.gif, fps=env.metadata["render_fps"])
+        console.print(f"{len(frames)} frames written to {path}")
+    env.close()
+    return 0
+
+
 def gym_errors() -> type[Exception]:
     """Gymnasium's error base class (an unknown environment id is one)."""
     from gymnasium import error
@@ -470,6 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_eval(args)
         if args.command == "bench":
             return _run_bench(args)
+        if args.command == "uav":
+            return _run_uav(args)
     except (ValueError, TypeError, FileNotFoundError, gym_errors()) as exc:
         print(f"fl-gym: error: {exc}", file=sys.stderr)
         return 2

@@ -112,3 +112,19 @@ def test_agent_commands_report_bad_input(
 ) -> None:
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_uav_command_matches_run_episode_and_writes_a_gif(
+    capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    from fl_gym.baselines.uav import make_controller, run_episode
+    from fl_gym.envs import uav_swarm_v0
+
+    gif = tmp_path / "swarm.gif"
+    args = ["uav", "--controller", "hjb_full_info", "--seed", "4", "--gif", str(gif)]
+    assert main([*args, "--config", "num_uavs=12", "max_steps=6"]) == 0
+    out = capsys.readouterr().out
+    env = uav_swarm_v0.parallel_env(config={"num_uavs": 12, "max_steps": 6})
+    expected = run_episode(env, make_controller("hjb_full_info", env.config), 4)
+    assert f"{expected.motion_energy_m2_s3:.4g}" in out
+    assert "7 frames" in out and gif.read_bytes()[:6] == b"GIF89a"

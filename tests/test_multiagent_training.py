@@ -143,3 +143,23 @@ def test_parameter_shared_ppo_trains_from_the_cli(name: str, tmp_path) -> None:
 def test_device_set_policy_is_refused_for_flat_observations() -> None:
     with pytest.raises(ValueError, match="use policy 'mlp'"):
         train("vehicular_v0", "ppo", 8, policy="device-set", config={"system.num_pairs": 2})
+
+
+def test_every_parallel_env_module_is_listed() -> None:
+    """A new PettingZoo environment in fl_gym.envs cannot be forgotten by fl-gym train."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import fl_gym.envs
+    from fl_gym.agents.multiagent import MULTI_AGENT_ENVS
+
+    found = set()
+    for info in pkgutil.iter_modules(fl_gym.envs.__path__, "fl_gym.envs."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, ParallelEnv) and cls.__module__ == module.__name__:
+                found.add(module.__name__)
+                for name in ("env", "parallel_env", "raw_env"):
+                    assert callable(getattr(module, name, None)), f"{module.__name__}.{name}"
+    assert found == set(MULTI_AGENT_ENVS.values())
