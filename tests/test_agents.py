@@ -34,7 +34,8 @@ SMALL_PPO = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
 
 
 def _policy(env_id: str, num_devices: int = 6, **extractor: object) -> DeviceSetPolicy:
-    env = gym.make(env_id, config={"num_devices": num_devices})
+    key = "system.num_pairs" if "Vehicular" in env_id else "num_devices"
+    env = gym.make(env_id, config={key: num_devices})
     policy = DeviceSetPolicy(
         env.observation_space,
         env.action_space,
@@ -70,15 +71,18 @@ def _distribution_params(policy: DeviceSetPolicy, obs: dict[str, torch.Tensor]) 
         ("fl_gym/OverTheAirFL-v0", (1, False, 1)),
         ("fl_gym/GradientCompression-v0", (None, True, 0)),
         ("fl_gym/AggregationFrequency-v0", (0, True, None)),
+        ("fl_gym/VehicularURLLC-v0", ("pair", True, 0)),
     ],
 )
 def test_action_layout_of_every_env(env_id: str, expected: tuple) -> None:
     env = gym.make(env_id)
-    k = env.unwrapped.num_devices
+    k = env.observation_space["devices"].shape[0]
     layout = action_layout(env.action_space, k)
     per_device, device_major, num_global = expected
     if per_device is None:  # MultiDiscrete: one logit per level and device
         per_device = int(env.action_space.nvec[0])
+    if per_device == "pair":  # a power level and a resource block per pair
+        per_device = int(env.action_space.nvec[0] + env.action_space.nvec[1])
     if num_global is None:
         num_global = int(env.action_space.n)
     assert (layout.per_device, layout.device_major, layout.num_global) == (
@@ -92,6 +96,8 @@ def test_action_layout_of_every_env(env_id: str, expected: tuple) -> None:
 def test_action_layout_rejects_spaces_that_do_not_split() -> None:
     with pytest.raises(ValueError, match="cannot split"):
         action_layout(spaces.MultiDiscrete([2, 3, 2]), 3)
+    with pytest.raises(ValueError, match="cannot split"):
+        action_layout(spaces.MultiDiscrete([2, 3, 3, 2]), 2)
     with pytest.raises(ValueError, match="devices=Box"):
         DeviceSetExtractor(spaces.Box(-1, 1, (4,)))
 
@@ -103,6 +109,7 @@ def test_action_layout_rejects_spaces_that_do_not_split() -> None:
         "fl_gym/WirelessFL-v0",
         "fl_gym/GradientCompression-v0",
         "fl_gym/AggregationFrequency-v0",
+        "fl_gym/VehicularURLLC-v0",
     ],
 )
 def test_policy_is_equivariant_in_the_devices(env_id: str, pooling: str) -> None:

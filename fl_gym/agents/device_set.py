@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
@@ -145,8 +146,10 @@ def action_layout(action_space: gym.Space, num_devices: int) -> ActionLayout:
     """The per-device / global split of an FL environment's action (or its logits).
 
     ``Box((c K + g,))`` is ``c`` blocks of K device values followed by ``g`` global values
-    (selection scores, powers, compression, then the local-steps value); ``MultiDiscrete([L] *
-    K)`` is L logits per device, device after device; ``Discrete(n)`` is global.
+    (selection scores, powers, compression, then the local-steps value); ``MultiDiscrete(
+    [n_1, ..., n_c] * K)`` (one compression level per device, or a power level and a resource
+    block per vehicle pair) is ``n_1 + ... + n_c`` logits per device, device after device;
+    ``Discrete(n)`` is global.
 
     Args:
         action_space: The environment's action space.
@@ -163,15 +166,17 @@ def action_layout(action_space: gym.Space, num_devices: int) -> ActionLayout:
         size = int(action_space.shape[0])
         per_device = size // k
         return ActionLayout(per_device, False, size - per_device * k)
-    if isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.shape == (k,):
-        levels = set(action_space.nvec.tolist())
-        if len(levels) == 1:
-            return ActionLayout(int(levels.pop()), True, 0)
+    if isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
+        nvec = action_space.nvec
+        if nvec.size % k == 0:
+            rows = nvec.reshape(k, -1)  # one row of sub-actions per device
+            if np.all(rows == rows[0]):
+                return ActionLayout(int(rows[0].sum()), True, 0)
     if isinstance(action_space, spaces.Discrete):
         return ActionLayout(0, True, int(action_space.n))
     raise ValueError(
         f"cannot split the action space {action_space} over {k} devices: expected "
-        "Box((c K + g,)), MultiDiscrete([L] * K) or Discrete(n)"
+        "Box((c K + g,)), MultiDiscrete([n_1, ..., n_c] * K) or Discrete(n)"
     )
 
 
