@@ -25,6 +25,12 @@ _OTHER_ENVS = {
     "fl_gym/VehicularURLLC-v0": "fl_gym.envs.vehicular:VehicularURLLCEnv",
 }
 
+_VECTOR_ENTRY = "fl_gym.envs.vector:WirelessFLVectorEnv"
+_OTHER_VECTOR_ENTRIES = {
+    "fl_gym/OverTheAirFL-v0": "fl_gym.envs.vector:OverTheAirFLVectorEnv",
+}
+"""Native vector envs (``gym.make_vec(id, num_envs=E)``); the other ids vectorise as "sync"."""
+
 ENV_IDS: tuple[str, ...] = (*_WIRELESS_FL_VARIANTS, *_OTHER_ENVS)
 """Every Gymnasium environment id this package registers."""
 
@@ -39,10 +45,16 @@ def register_envs() -> None:
         gym.register(
             id=env_id,
             entry_point=_WIRELESS_FL_ENTRY,
+            vector_entry_point=_VECTOR_ENTRY,
             max_episode_steps=MAX_EPISODE_STEPS,
             kwargs={"controls": controls},
         )
     for env_id, entry_point in _OTHER_ENVS.items():
         if env_id in gym.registry:
             continue
-        gym.register(id=env_id, entry_point=entry_point, max_episode_steps=MAX_EPISODE_STEPS)
+        gym.register(
+            id=env_id,
+            entry_point=entry_point,
+            vector_entry_point=_OTHER_VECTOR_ENTRIES.get(env_id),
+            max_episode_steps=MAX_EPISODE_STEPS,
+        )

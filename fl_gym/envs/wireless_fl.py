@@ -271,7 +271,13 @@ class WirelessFLEnv(gym.Env):
         if self.federation is None:
             raise RuntimeError("call reset() before step()")
         plan, decode_info = self.decode_action(action)
-        report = self._play_round(plan)
+        return self._finish_step(self._play_round(plan), decode_info)
+
+    def _finish_step(
+        self, report: RoundReport, decode_info: dict[str, Any]
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Everything a step does after the round: bookkeeping, reward, observation, info."""
+        assert self.federation is not None
         self._last_selected_round[report.selected] = report.round_index
         self._last_report = report
         self._energy_spent_j += float(report.energy_j.sum())

@@ -18,7 +18,7 @@ evaluated on the test set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,16 @@ from fl_gym.sim.config import check_choice, check_positive
 from fl_gym.sim.data import FederatedDataset
 from fl_gym.sim.models import MODEL_NAMES, BatchedMLP, make_model
 from fl_gym.sim.plan import RoundPlan, RoundReport
-from fl_gym.sim.training import ClientTensors, local_sgd
+from fl_gym.sim.training import (
+    ClientTensors,
+    LocalTrainingResult,
+    TrainingGroup,
+    draw_round_indices,
+    local_sgd,
+)
 from fl_gym.sim.wireless import UplinkReport, WirelessCell, WirelessConfig
 
-__all__ = ["Federation", "FederationConfig"]
+__all__ = ["Federation", "FederationConfig", "PendingUpdates", "RoundStart"]
 
 _SEED_HIGH = 2**63 - 1
 AGGREGATOR_NAMES = ("fedavg", "median", "trimmed_mean", "geometric_median")
@@ -281,22 +287,55 @@ class Federation:
         updates arrive. Clients' residual and momentum rows are updated here: a client that
         transmitted has spent its residual whether or not the packet gets through.
         """
+        start = self._start_training(plan, rng, allow_empty)
+        return self._compress(start, self.train_local(start))
+
+    def _start_training(
+        self, plan: RoundPlan, rng: np.random.Generator, allow_empty: bool
+    ) -> RoundStart:
         self._check_plan(plan, allow_empty)
         generator = self._torch_generator(rng)
         ids_np = plan.selected_ids
         ids = torch.as_tensor(ids_np, dtype=torch.int64, device=self.device)
         steps = torch.as_tensor(plan.local_steps[ids_np], dtype=torch.int64, device=self.device)
-        trained = local_sgd(
+        return RoundStart(plan, ids, steps, generator)
+
+    def train_local(self, start: RoundStart) -> LocalTrainingResult:
+        """Local training of a started round's clients (:func:`~fl_gym.sim.training.local_sgd`)."""
+        return local_sgd(
             self.model,
             self.params,
             self.clients,
-            ids,
-            steps,
+            start.client_ids,
+            start.local_steps,
             batch_size=self.config.batch_size,
             learning_rate=self.config.learning_rate,
-            generator=generator,
+            generator=start.generator,
             weight_decay=self.config.weight_decay,
         )
+
+    def training_group(self, start: RoundStart) -> TrainingGroup:
+        """A started round's local training as one group of a batched call over federations.
+
+        Draws the round's minibatch indices from the round's generator exactly as
+        :meth:`train_local` would, so that
+        ``local_sgd_groups(model, [fed.training_group(start), ...])`` trains these clients bit
+        for bit as :meth:`train_local` does, and :meth:`finish_round` then goes on with the
+        generator where it would be.
+        """
+        ids, steps = start.client_ids, start.local_steps
+        indices = None
+        if ids.shape[0] > 0:
+            max_steps = int(steps.max())
+            if max_steps >= 1 and int(steps.min()) >= 1:
+                indices = draw_round_indices(
+                    self.clients, ids, max_steps, self.config.batch_size, start.generator
+                )
+        return TrainingGroup(self.params, self.clients, ids, steps, indices)
+
+    def _compress(self, start: RoundStart, trained: LocalTrainingResult) -> PendingUpdates:
+        plan, generator, ids = start.plan, start.generator, start.client_ids
+        ids_np = plan.selected_ids
         updates = trained.params - self.params
         finite = torch.isfinite(updates).all(dim=1)
         if not bool(finite.all()):
@@ -436,8 +475,18 @@ class Federation:
         Returns:
             The round's report.
         """
+        start = self.begin_round(plan, rng, allow_empty=allow_empty)
+        return self.finish_round(start, self.train_local(start), rng)
+
+    def begin_round(
+        self, plan: RoundPlan, rng: np.random.Generator, *, allow_empty: bool = False
+    ) -> RoundStart:
+        """What :meth:`run_round` does before local training: validate, seed the round's torch
+        generator. ``finish_round(start, train_local(start), rng)`` completes the round; a batched
+        caller may train many federations' started rounds at once instead (see
+        :meth:`training_group`)."""
         if self.cell is None:
-            return self.apply(self.train_and_compress(plan, rng, allow_empty=allow_empty))
+            return self._start_training(plan, rng, allow_empty)
         self._check_plan(plan, allow_empty)
         cell_config = self.cell.config
         power = (
@@ -446,7 +495,29 @@ class Federation:
         silent = plan.selected & (power < cell_config.power_floor_w)
         if silent.any():
             plan = RoundPlan(plan.selected & ~silent, plan.local_steps, plan.compression, power)
-        pending = self.train_and_compress(plan, rng, allow_empty=True)
+        start = self._start_training(plan, rng, True)
+        return replace(start, silent=silent, power_w=power)
+
+    def finish_round(
+        self, start: RoundStart, trained: LocalTrainingResult, rng: np.random.Generator
+    ) -> RoundReport:
+        """What :meth:`run_round` does after local training: compress, upload, aggregate,
+        evaluate and move the channel on.
+
+        Args:
+            start: The round as :meth:`begin_round` started it.
+            trained: Its clients' local training (:meth:`train_local` or a batched equivalent).
+            rng: The round's generator, as passed to :meth:`begin_round`.
+
+        Returns:
+            The round's report.
+        """
+        pending = self._compress(start, trained)
+        if self.cell is None:
+            return self.apply(pending)
+        plan = start.plan
+        assert start.silent is not None and start.power_w is not None
+        silent, power = start.silent, start.power_w
         bits = np.zeros(self.num_clients)
         bits[pending.client_ids] = pending.bits
         uplink = self.cell.uplink(
@@ -597,6 +668,28 @@ class Federation:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int(rng.integers(0, _SEED_HIGH)))
         return generator
+
+
+@dataclass(frozen=True, eq=False)
+class RoundStart:
+    """A round between :meth:`Federation.begin_round` and its local training.
+
+    Attributes:
+        plan: The plan that trains (with a wireless cell, devices below the power floor are
+            taken out of it).
+        client_ids: ``(S,)`` int64 the training clients, ascending.
+        local_steps: ``(S,)`` int64 their local steps.
+        generator: The round's torch generator (minibatches, then stochastic compression).
+        silent: With a wireless cell, the selected devices below the power floor.
+        power_w: With a wireless cell, the devices' transmit powers.
+    """
+
+    plan: RoundPlan
+    client_ids: torch.Tensor
+    local_steps: torch.Tensor
+    generator: torch.Generator
+    silent: np.ndarray | None = None
+    power_w: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,7 +15,15 @@ import torch
 
 from fl_gym.sim.models import BatchedMLP
 
-__all__ = ["ClientTensors", "LocalTrainingResult", "local_sgd", "sample_minibatch"]
+__all__ = [
+    "ClientTensors",
+    "LocalTrainingResult",
+    "TrainingGroup",
+    "draw_round_indices",
+    "local_sgd",
+    "local_sgd_groups",
+    "sample_minibatch",
+]
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,32 @@ def _draw_indices(
     return torch.minimum((u * counts).long(), counts - 1).add_(offsets)
 
 
+def draw_round_indices(
+    data: ClientTensors,
+    client_ids: torch.Tensor,
+    max_steps: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The minibatch sample indices of every step of a round, as :func:`local_sgd` draws them.
+
+    Args:
+        data: All clients' samples.
+        client_ids: ``(S,)`` the participating clients.
+        max_steps: The round's largest local step count ``T``.
+        batch_size: Minibatch size per client and step.
+        generator: Source of the uniform draws.
+
+    Returns:
+        ``(T, S, B)`` int64 indices into ``data.x``.
+    """
+    offsets = data.offsets[client_ids].unsqueeze(1)
+    counts = data.counts[client_ids].unsqueeze(1)
+    # One draw for every step of the round: the generator fills the (T, S, B) tensor with the
+    # same stream as T successive (S, B) draws, in fewer calls.
+    return _draw_indices(offsets, counts, (max_steps, client_ids.shape[0], batch_size), generator)
+
+
 def local_sgd(
     model: BatchedMLP,
     global_params: torch.Tensor,
@@ -205,11 +239,7 @@ def _sgd_loop(
     max_steps = int(steps.max())
     uniform = bool((steps == max_steps).all())
     tensors = model.split_repeated(global_params, num)
-    offsets = data.offsets[client_ids].unsqueeze(1)
-    counts = data.counts[client_ids].unsqueeze(1)
-    # One draw for every step of the round: the generator fills the (T, S, B) tensor with the
-    # same stream as T successive (S, B) draws, in fewer calls.
-    all_idx = _draw_indices(offsets, counts, (max_steps, num, batch_size), generator)
+    all_idx = draw_round_indices(data, client_ids, max_steps, batch_size, generator)
     for t in range(max_steps):
         idx = all_idx[t]
         xb, yb = data.x[idx], data.y[idx]
@@ -231,3 +261,143 @@ def _sgd_loop(
                 shape = (num,) + (1,) * (grad.ndim - 1)
                 tensor.sub_(grad.mul_(step_scale.view(shape)))
     return LocalTrainingResult(model.merge(tensors), loss_sum / steps.to(dtype))
+
+
+@dataclass(frozen=True)
+class TrainingGroup:
+    """One federation's share of a :func:`local_sgd_groups` call.
+
+    Attributes:
+        global_params: ``(P,)`` the model this group's clients start from.
+        data: This group's clients' samples.
+        client_ids: ``(S,)`` int64 indices of the participating clients into ``data``.
+        local_steps: ``(S,)`` int64 steps per client, each >= 1 (ignored when ``S == 0``).
+        indices: ``(T, S, B)`` minibatch indices into ``data.x`` drawn by
+            :func:`draw_round_indices` with ``T = max(local_steps)``; ``None`` when ``S == 0``.
+    """
+
+    global_params: torch.Tensor
+    data: ClientTensors
+    client_ids: torch.Tensor
+    local_steps: torch.Tensor
+    indices: torch.Tensor | None
+
+
+def local_sgd_groups(
+    model: BatchedMLP,
+    groups: list[TrainingGroup],
+    *,
+    learning_rate: float,
+    weight_decay: float = 0.0,
+) -> list[LocalTrainingResult]:
+    """:func:`local_sgd` of several federations' clients in one batched computation.
+
+    The federations share the model's architecture and the optimiser's settings but not their
+    global models, data or randomness: every row starts from its own group's global model and
+    trains on its own group's pre-drawn minibatches. Each group's result is bit for bit what
+    :func:`local_sgd` returns for it alone with the generator the indices were drawn from (the
+    batched products compute every row independently of the others; a group whose clients run
+    different step counts is masked exactly as :func:`local_sgd` masks it, and a group whose
+    round is over simply drops out of the batch).
+
+    Args:
+        model: The batched model (one architecture for every group).
+        groups: The federations' clients, start models and minibatch indices.
+        learning_rate: SGD step size.
+        weight_decay: L2 coefficient added to the gradient.
+
+    Returns:
+        One :class:`LocalTrainingResult` per group, in the order of ``groups``.
+    """
+    results: list[LocalTrainingResult | None] = [None] * len(groups)
+    live: list[int] = []
+    for i, group in enumerate(groups):
+        num = group.client_ids.shape[0]
+        if group.client_ids.ndim != 1 or group.local_steps.shape != group.client_ids.shape:
+            raise ValueError(
+                f"group {i}: client_ids and local_steps must both be (S,), got "
+                f"{tuple(group.client_ids.shape)} and {tuple(group.local_steps.shape)}"
+            )
+        if num == 0:
+            empty = group.global_params.new_zeros((0, model.num_params))
+            results[i] = LocalTrainingResult(empty, group.global_params.new_zeros(0))
+            continue
+        low, high = int(group.local_steps.min()), int(group.local_steps.max())
+        if low < 1:
+            raise ValueError(f"group {i}: local_steps must all be >= 1, got min {low}")
+        if group.indices is None or group.indices.shape[:2] != (high, num):
+            shape = None if group.indices is None else tuple(group.indices.shape)
+            raise ValueError(
+                f"group {i}: indices must be (T, S, B) = ({high}, {num}, B), got {shape}"
+            )
+        live.append(i)
+    if not live:
+        return results  # type: ignore[return-value]
+    # Longest round first, so that the rows still training at step t are a prefix of the batch.
+    order = sorted(live, key=lambda i: -int(groups[i].indices.shape[0]))  # type: ignore[union-attr]
+    with torch.no_grad():
+        trained = _sgd_groups_loop(model, [groups[i] for i in order], learning_rate, weight_decay)
+    for i, result in zip(order, trained, strict=True):
+        results[i] = result
+    return results  # type: ignore[return-value]
+
+
+def _sgd_groups_loop(
+    model: BatchedMLP,
+    groups: list[TrainingGroup],
+    learning_rate: float,
+    weight_decay: float,
+) -> list[LocalTrainingResult]:
+    sizes = [int(g.client_ids.shape[0]) for g in groups]
+    ends = np.cumsum(sizes).tolist()
+    lengths = [int(g.indices.shape[0]) for g in groups]  # type: ignore[union-attr]
+    num = ends[-1]
+    first = groups[0].global_params
+    dtype, device = first.dtype, first.device
+    starts = torch.cat(
+        [g.global_params.unsqueeze(0).expand(s, -1) for g, s in zip(groups, sizes, strict=True)]
+    )
+    tensors = model.split(starts)
+    steps = torch.cat([g.local_steps.to(device) for g in groups])
+    # local_sgd's two update paths round differently (sub with alpha against a masked product),
+    # so each row follows the path its own group would take alone.
+    masked_groups = [bool((g.local_steps != n).any()) for g, n in zip(groups, lengths, strict=True)]
+    masked = torch.cat(
+        [
+            torch.full((s,), m, dtype=torch.bool, device=device)
+            for s, m in zip(sizes, masked_groups, strict=True)
+        ]
+    )
+    xs = [g.data.x[g.indices] for g in groups]  # (T_g, S_g, B, F) each
+    ys = [g.data.y[g.indices] for g in groups]
+    loss_sum = torch.zeros(num, dtype=dtype, device=device)
+    for t in range(lengths[0]):
+        live = sum(1 for n in lengths if n > t)
+        rows = ends[live - 1]
+        xb = xs[0][t] if live == 1 else torch.cat([x[t] for x in xs[:live]])
+        yb = ys[0][t] if live == 1 else torch.cat([y[t] for y in ys[:live]])
+        view = tensors if rows == num else [tensor[:rows] for tensor in tensors]
+        loss, grads = model.layer_loss_and_grad(view, xb, yb)
+        if weight_decay:
+            torch._foreach_add_(grads, view, alpha=weight_decay)
+        if not any(masked_groups[:live]):
+            loss_sum[:rows].add_(loss)
+            torch._foreach_sub_(view, grads, alpha=learning_rate)
+            continue
+        row_masked = masked[:rows]
+        active = (steps[:rows] > t).to(dtype)
+        loss_sum[:rows].add_(torch.where(row_masked, loss * active, loss))
+        step_scale = active * learning_rate
+        for tensor, grad in zip(view, grads, strict=True):
+            shape = (rows,) + (1,) * (grad.ndim - 1)
+            plain = torch.sub(tensor, grad, alpha=learning_rate)
+            scaled = tensor - grad * step_scale.view(shape)
+            tensor.copy_(torch.where(row_masked.view(shape), scaled, plain))
+    params = model.merge(tensors)
+    mean_loss = loss_sum / steps.to(dtype)
+    out = []
+    begin = 0
+    for end in ends:
+        out.append(LocalTrainingResult(params[begin:end], mean_loss[begin:end]))
+        begin = end
+    return out

@@ -1,0 +1,349 @@
+"""Native vector environments for the wireless FL environments: E federations, one batched step.
+
+``gym.make_vec("fl_gym/WirelessFL-v0", num_envs=E)`` (or ``vectorization_mode=
+"vector_entry_point"``) builds a :class:`WirelessFLVectorEnv`. It behaves as
+``gym.make_vec(id, num_envs=E, vectorization_mode="sync")`` does, step for step and bit for bit
+(observations, rewards, terminated, truncated and infos for the same seeds and actions), but the
+local training of all E federations' selected clients in a step is one batched computation
+(:func:`~fl_gym.sim.training.local_sgd_groups`) instead of E: every client row starts from its
+own environment's global model and trains on minibatches drawn from its own environment's
+generator, exactly as the environment alone would draw them.
+
+Conventions are Gymnasium 1.x's (those of :class:`gymnasium.vector.SyncVectorEnv`):
+
+* Next-step autoreset (``metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP``): the step after
+  an episode ended resets that environment, ignores its action and returns the first
+  observation of the new episode with reward 0, ``terminated = truncated = False`` and the
+  reset's info.
+* Observations are a dict of stacked arrays, ``devices (E, K, F)`` and ``server (E, G)``; infos
+  are batched as ``SyncVectorEnv`` batches them (a ``"_key"`` mask beside every key).
+* ``reset(seed=s)`` seeds the environments ``s, s + 1, ...``; a list seeds them one by one;
+  ``options`` goes to every environment (``options["reset_mask"]`` resets only some).
+* Episodes are truncated after ``max_episode_steps`` steps (from the registration), as the
+  ``TimeLimit`` wrapper of ``gym.make`` does.
+
+Actions are validated for every environment before any of them moves: a bad action raises
+(``ValueError`` / ``TypeError`` naming the environment) and leaves the vector env as it was.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium.spaces import Space
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space, iterate
+
+from fl_gym.envs.over_the_air import OverTheAirFLEnv
+from fl_gym.envs.wireless_fl import WirelessFLEnv
+from fl_gym.sim.federation import Federation, RoundStart
+from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.training import LocalTrainingResult, local_sgd_groups
+
+__all__ = ["OverTheAirFLVectorEnv", "WirelessFLVectorEnv"]
+
+
+class WirelessFLVectorEnv(VectorEnv):
+    """E wireless FL environments stepped together, their local training batched.
+
+    Args:
+        num_envs: Number of environments E.
+        max_episode_steps: Truncate an episode after this many steps (``None``: never), as the
+            ``TimeLimit`` wrapper does; ``gym.make_vec`` passes the registration's value.
+        **env_kwargs: Arguments of every environment (``controls``, ``config``, ``preset``,
+            ``render_mode``, ``device``; see :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv`).
+
+    Attributes:
+        envs: The E environments (raw, unwrapped); read them, do not step them directly.
+    """
+
+    env_class: ClassVar[type[WirelessFLEnv]] = WirelessFLEnv
+    metadata: ClassVar[dict[str, Any]] = {
+        **WirelessFLEnv.metadata,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self, num_envs: int = 1, *, max_episode_steps: int | None = None, **env_kwargs: Any
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)):
+            raise TypeError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        if max_episode_steps is not None and (
+            isinstance(max_episode_steps, bool)
+            or not isinstance(max_episode_steps, (int, np.integer))
+            or max_episode_steps < 1
+        ):
+            raise ValueError(
+                f"max_episode_steps must be None or an integer >= 1, got {max_episode_steps!r}"
+            )
+        self.num_envs = int(num_envs)
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.envs: list[WirelessFLEnv] = [
+            self.env_class(**env_kwargs) for _ in range(self.num_envs)
+        ]
+        first = self.envs[0]
+        self.render_mode = first.render_mode
+        self.single_observation_space: Space = first.observation_space
+        self.single_action_space: Space = first.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        # Whether a step's round is the digital one whose training this class batches.
+        self._batched_round = type(first)._play_round is WirelessFLEnv._play_round
+        self._elapsed_steps = np.zeros(self.num_envs, dtype=np.int64)
+        self._autoreset_envs = np.zeros(self.num_envs, dtype=np.bool_)
+        self._needs_reset = True
+        self._env_obs: list[dict[str, np.ndarray]] = [{} for _ in range(self.num_envs)]
+
+    # -- Gymnasium VectorEnv API -------------------------------------------------------------------
+
+    @property
+    def np_random_seed(self) -> tuple[int, ...]:
+        """The seeds of the environments' generators."""
+        return tuple(env.np_random_seed for env in self.envs)
+
+    @property
+    def np_random(self) -> tuple[np.random.Generator, ...]:
+        """The environments' generators."""
+        return tuple(env.np_random for env in self.envs)
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Reset all environments (or those of ``options["reset_mask"]``).
+
+        Args:
+            seed: ``None`` (fresh entropy), an int (environment ``i`` gets ``seed + i``) or one
+                seed per environment.
+            options: Passed to every reset environment (e.g. ``{"config": {...}}``);
+                ``"reset_mask"``, a ``(E,)`` bool array, selects the environments to reset.
+
+        Returns:
+            The stacked observations and the batched infos of the reset environments.
+        """
+        infos: dict[str, Any] = {}
+        for i, info_i in self.reset_envs(seed=seed, options=options).items():
+            infos = self._add_info(infos, info_i, i)
+        return self._stack_observations(), infos
+
+    def reset_envs(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> dict[int, dict[str, Any]]:
+        """:meth:`reset` without batching: the reset environments' infos by index.
+
+        The observations are those of :meth:`observations`. Adapters to other vector APIs
+        (SB3's, whose infos are a list of dicts) use this and :meth:`step_envs`.
+        """
+        n = self.num_envs
+        if seed is None:
+            seeds: list[int | None] = [None] * n
+        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seeds = [int(seed) + i for i in range(n)]
+        else:
+            seeds = list(seed)  # type: ignore[arg-type]
+            if len(seeds) != n:
+                raise ValueError(
+                    f"seed must be None, an int or a list of num_envs = {n} seeds, "
+                    f"got a list of length {len(seeds)}"
+                )
+        mask = np.ones(n, dtype=np.bool_)
+        if options is not None and "reset_mask" in options:
+            options = dict(options)
+            mask = options.pop("reset_mask")
+            if not isinstance(mask, np.ndarray) or mask.shape != (n,) or mask.dtype != np.bool_:
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool numpy array of shape ({n},), "
+                    f"got {mask!r}"
+                )
+            if not mask.any():
+                raise ValueError("options['reset_mask'] must select at least one environment")
+        infos: dict[int, dict[str, Any]] = {}
+        for i in np.flatnonzero(mask).tolist():
+            self._env_obs[i], infos[i] = self.envs[i].reset(seed=seeds[i], options=options)
+            self._elapsed_steps[i] = 0
+            self._autoreset_envs[i] = False
+        self._needs_reset = False
+        return infos
+
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every environment; those whose episode ended at the last step reset instead.
+
+        Args:
+            actions: A batch of the ``action_space`` (one action per environment).
+
+        Returns:
+            Stacked observations, rewards ``(E,)`` float64, terminated and truncated ``(E,)``
+            bool, and the batched infos.
+        """
+        rewards, terminated, truncated, env_infos = self.step_envs(actions)
+        infos: dict[str, Any] = {}
+        for i, info_i in enumerate(env_infos):
+            infos = self._add_info(infos, info_i, i)
+        return self._stack_observations(), rewards, terminated, truncated, infos
+
+    def step_envs(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """:meth:`step` without batching: rewards, terminated, truncated and a list of infos.
+
+        The observations are those of :meth:`observations`.
+        """
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        n = self.num_envs
+        action_list = self._split_actions(actions)
+        resetting = self._autoreset_envs.copy()
+        # Decode (and so validate) every action before any environment moves.
+        decoded: dict[int, tuple[RoundPlan, dict[str, Any]]] = {}
+        for i in range(n):
+            if not resetting[i]:
+                try:
+                    decoded[i] = self.envs[i].decode_action(action_list[i])
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"environment {i}: {exc}") from exc
+        reports = self._play_rounds(decoded)
+
+        rewards = np.zeros(n, dtype=np.float64)
+        terminated = np.zeros(n, dtype=np.bool_)
+        truncated = np.zeros(n, dtype=np.bool_)
+        infos: list[dict[str, Any]] = []
+        for i, env in enumerate(self.envs):
+            if resetting[i]:
+                self._env_obs[i], info_i = env.reset()
+                self._elapsed_steps[i] = 0
+            else:
+                self._env_obs[i], reward, term, trunc, info_i = env._finish_step(
+                    reports[i], decoded[i][1]
+                )
+                self._elapsed_steps[i] += 1
+                if self.max_episode_steps is not None:
+                    trunc = trunc or bool(self._elapsed_steps[i] >= self.max_episode_steps)
+                rewards[i], terminated[i], truncated[i] = reward, term, trunc
+            infos.append(info_i)
+        self._autoreset_envs = terminated | truncated
+        return rewards, terminated, truncated, infos
+
+    def observations(self) -> dict[str, np.ndarray]:
+        """The current observations, stacked (a fresh copy)."""
+        return self._stack_observations()
+
+    def render(self) -> tuple[np.ndarray | None, ...]:
+        """Every environment's frame."""
+        return tuple(env.render() for env in self.envs)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call method ``name`` of every environment (or read attribute ``name``)."""
+        results = []
+        for env in self.envs:
+            attr = getattr(env, name)
+            results.append(attr(*args, **kwargs) if callable(attr) else attr)
+        return tuple(results)
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """Attribute ``name`` of every environment."""
+        return tuple(getattr(env, name) for env in self.envs)
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        """Set attribute ``name`` of every environment (one value each, or one for all)."""
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(
+                f"values must have one entry per environment ({self.num_envs}), got {len(values)}"
+            )
+        for env, value in zip(self.envs, values, strict=True):
+            setattr(env, name, value)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for env in self.envs:
+            env.close()
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _split_actions(self, actions: Any) -> list[Any]:
+        n = self.num_envs
+        try:
+            length = len(actions)
+        except TypeError:
+            raise TypeError(
+                f"actions must be a batch of {n} actions of {self.single_action_space}, "
+                f"got {actions!r}"
+            ) from None
+        if length != n:
+            raise ValueError(f"actions must hold num_envs = {n} actions, got {length}")
+        return list(iterate(self.action_space, actions))
+
+    def _play_rounds(self, decoded: dict[int, tuple[RoundPlan, dict[str, Any]]]) -> dict[int, Any]:
+        """Play the decoded environments' rounds, local training batched across them."""
+        if not self._batched_round:
+            return {i: self.envs[i]._play_round(plan) for i, (plan, _) in decoded.items()}
+        starts: dict[int, RoundStart] = {}
+        for i, (plan, _) in decoded.items():
+            fed = self._federation(i)
+            starts[i] = fed.begin_round(plan, self.envs[i].np_random, allow_empty=True)
+        trained = self._train(starts)
+        reports: dict[int, RoundReport] = {}
+        for i, start in starts.items():
+            fed = self._federation(i)
+            reports[i] = fed.finish_round(start, trained[i], self.envs[i].np_random)
+        return reports
+
+    def _train(self, starts: dict[int, RoundStart]) -> dict[int, LocalTrainingResult]:
+        """Local training of every started round; one batched call per learning setting."""
+        by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for i in starts:
+            fed = self._federation(i)
+            model, cfg = fed.model, fed.config
+            key = (
+                model.num_features,
+                model.num_classes,
+                model.hidden_units,
+                cfg.learning_rate,
+                cfg.weight_decay,
+                fed.device,
+            )
+            by_setting[key].append(i)
+        out: dict[int, LocalTrainingResult] = {}
+        for members in by_setting.values():
+            feds = [self._federation(i) for i in members]
+            groups = [fed.training_group(starts[i]) for fed, i in zip(feds, members, strict=True)]
+            cfg = feds[0].config
+            results = local_sgd_groups(
+                feds[0].model,
+                groups,
+                learning_rate=cfg.learning_rate,
+                weight_decay=cfg.weight_decay,
+            )
+            out.update(zip(members, results, strict=True))
+        return out
+
+    def _federation(self, i: int) -> Federation:
+        fed = self.envs[i].federation
+        assert fed is not None
+        return fed
+
+    def _stack_observations(self) -> dict[str, np.ndarray]:
+        observations = self._env_obs
+        return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+
+
+class OverTheAirFLVectorEnv(WirelessFLVectorEnv):
+    """E over-the-air FL environments (:class:`~fl_gym.envs.over_the_air.OverTheAirFLEnv`).
+
+    Same conventions and results as :class:`WirelessFLVectorEnv`; the rounds run one environment
+    after the other (the over-the-air round trains inside ``Federation.run_ota_round``).
+    """
+
+    env_class: ClassVar[type[WirelessFLEnv]] = OverTheAirFLEnv

@@ -1,0 +1,223 @@
+"""The native vector env (fl_gym.envs.vector) against SyncVectorEnv, and its SB3 adapter."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import data_equivalence
+from gymnasium.vector import AutoresetMode
+
+import fl_gym
+from fl_gym.envs.registration import _WIRELESS_FL_VARIANTS, MAX_EPISODE_STEPS
+from fl_gym.envs.vector import OverTheAirFLVectorEnv, WirelessFLVectorEnv
+from fl_gym.envs.wireless_fl import WirelessFLEnv
+from fl_gym.sim.training import (
+    ClientTensors,
+    TrainingGroup,
+    draw_round_indices,
+    local_sgd,
+    local_sgd_groups,
+)
+
+VARIANTS = tuple(_WIRELESS_FL_VARIANTS)
+# A low target ends episodes early (terminated) and a short limit truncates the others, so that
+# a few dozen steps cross several autoresets of both kinds.
+QUICK = {"config": {"target_accuracy": 0.85}, "max_episode_steps": 8}
+
+
+def _pair(env_id: str, num_envs: int, **kwargs):
+    sync = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **kwargs)
+    native = gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
+    )
+    return sync, native
+
+
+def _run_against_sync(env_id: str, num_envs: int, steps: int, seed: int) -> tuple[int, int]:
+    sync, native = _pair(env_id, num_envs, **QUICK)
+    assert data_equivalence(sync.reset(seed=seed), native.reset(seed=seed), exact=True)
+    space = sync.action_space
+    space.seed(seed)
+    ends = [0, 0]
+    for t in range(steps):
+        action = space.sample()
+        expected, got = sync.step(action), native.step(action)
+        names = ("obs", "reward", "terminated", "truncated", "info")
+        for name, a, b in zip(names, expected, got, strict=True):
+            assert data_equivalence(a, b, exact=True), f"{env_id} step {t}: {name} differs"
+        ends[0] += int(expected[2].sum())
+        ends[1] += int(expected[3].sum())
+    sync.close()
+    native.close()
+    return ends[0], ends[1]
+
+
+@pytest.mark.parametrize("env_id", VARIANTS)
+def test_matches_sync_vector_env_step_for_step(env_id: str) -> None:
+    terminations, truncations = _run_against_sync(env_id, num_envs=3, steps=40, seed=11)
+    # The comparison crossed autoresets of both kinds.
+    assert terminations > 0
+    assert truncations > 0
+
+
+def test_over_the_air_matches_sync_vector_env() -> None:
+    terminations, truncations = _run_against_sync(
+        "fl_gym/OverTheAirFL-v0", num_envs=2, steps=16, seed=5
+    )
+    assert terminations + truncations > 0
+
+
+def test_registration_offers_the_vector_entry_point() -> None:
+    for env_id in (*VARIANTS, "fl_gym/OverTheAirFL-v0"):
+        spec = gym.spec(env_id)
+        assert spec.vector_entry_point is not None
+        assert spec.max_episode_steps == MAX_EPISODE_STEPS
+        vec = gym.make_vec(env_id, num_envs=2)  # the native env is the default
+        assert isinstance(vec, WirelessFLVectorEnv)
+        assert vec.max_episode_steps == MAX_EPISODE_STEPS
+        assert vec.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+        assert vec.single_observation_space == gym.make(env_id).observation_space
+        assert vec.single_action_space == gym.make(env_id).action_space
+        vec.close()
+    # gym.make is unchanged.
+    assert isinstance(gym.make("fl_gym/WirelessFL-v0").unwrapped, WirelessFLEnv)
+    assert isinstance(gym.make_vec("fl_gym/OverTheAirFL-v0", 1), OverTheAirFLVectorEnv)
+
+
+def test_local_sgd_groups_equal_separate_local_sgd() -> None:
+    """Groups with different starts, step counts (uniform and masked) and an empty one."""
+    rng = np.random.default_rng(0)
+    model = fl_gym.sim.models.make_model("mlp", 8, 3, hidden_units=(6,))
+    groups, expected = [], []
+    for g, steps in enumerate(([2, 2], [1, 4, 3], [], [3])):
+        x = rng.normal(size=(40, 8))
+        y = rng.integers(0, 3, 40)
+        data = ClientTensors.from_arrays(x, y, np.array_split(rng.permutation(40), 4))
+        start = model.init_params(torch.Generator().manual_seed(g))
+        ids = torch.arange(len(steps), dtype=torch.int64)
+        local = torch.as_tensor(steps, dtype=torch.int64)
+        kwargs = {"batch_size": 5, "learning_rate": 0.3, "weight_decay": 0.01}
+        expected.append(
+            local_sgd(
+                model, start, data, ids, local, generator=torch.Generator().manual_seed(g), **kwargs
+            )
+        )
+        indices = (
+            draw_round_indices(data, ids, max(steps), 5, torch.Generator().manual_seed(g))
+            if steps
+            else None
+        )
+        groups.append(TrainingGroup(start, data, ids, local, indices))
+    got = local_sgd_groups(model, groups, learning_rate=0.3, weight_decay=0.01)
+    for a, b in zip(expected, got, strict=True):
+        assert torch.equal(a.params, b.params)
+        assert torch.equal(a.train_loss, b.train_loss)
+
+
+def test_seeding_reproduces_and_seeds_differ() -> None:
+    env_id = "fl_gym/WirelessFL-v0"
+
+    def rollout(seed):
+        vec = gym.make_vec(env_id, num_envs=2, **QUICK)
+        obs, _ = vec.reset(seed=seed)
+        space = vec.action_space
+        space.seed(3)
+        trace = [obs]
+        for _ in range(5):
+            trace.append(vec.step(space.sample())[:4])
+        return trace
+
+    assert data_equivalence(rollout(4), rollout(4), exact=True)
+    assert data_equivalence(rollout([4, 5]), rollout(4), exact=True)
+    assert not data_equivalence(rollout(4), rollout([4, 9]))
+    vec = gym.make_vec(env_id, num_envs=2)
+    vec.reset(seed=[1, None])
+    assert vec.np_random_seed[0] == 1
+    with pytest.raises(ValueError, match="num_envs"):
+        vec.reset(seed=[1, 2, 3])
+
+
+def test_options_reach_every_environment_and_reset_mask() -> None:
+    vec = gym.make_vec("fl_gym/ClientSelection-v0", num_envs=3)
+    vec.reset(seed=0, options={"config": {"target_accuracy": 0.5}})
+    assert all(c.target_accuracy == 0.5 for c in vec.get_attr("config"))
+    with pytest.raises(ValueError, match="unknown reset option"):
+        vec.reset(options={"bogus": 1})
+    obs, _ = vec.reset(seed=0)
+    before = vec.observations()
+    mask = np.array([False, True, False])
+    obs, infos = vec.reset(seed=[None, 42, None], options={"reset_mask": mask})
+    assert np.array_equal(infos["_round"], mask)
+    assert np.array_equal(obs["devices"][0], before["devices"][0])
+    assert vec.np_random_seed[1] == 42
+
+
+def test_bad_actions_raise_and_leave_the_vector_env_usable() -> None:
+    env_id = "fl_gym/WirelessFL-v0"
+    vec = gym.make_vec(env_id, num_envs=3, **QUICK)
+    twin = gym.make_vec(env_id, num_envs=3, **QUICK)
+    with pytest.raises(RuntimeError, match="reset"):
+        vec.step(vec.action_space.sample())
+    vec.reset(seed=2)
+    twin.reset(seed=2)
+    space = vec.action_space
+    space.seed(0)
+    good = space.sample()
+    bad = good.copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError, match="environment 1"):
+        vec.step(bad)
+    with pytest.raises(ValueError, match="num_envs"):
+        vec.step(good[:2])
+    with pytest.raises(TypeError, match="environment 0"):
+        vec.step(np.array([["x"] * good.shape[1]] * 3))
+    # Nothing moved: the env goes on exactly as one that never saw the bad actions.
+    for _ in range(4):
+        action = space.sample()
+        assert data_equivalence(vec.step(action), twin.step(action), exact=True)
+    discrete = gym.make_vec("fl_gym/AggregationFrequency-v0", num_envs=2)
+    discrete.reset(seed=0)
+    with pytest.raises(ValueError, match="environment 1"):
+        discrete.step(np.array([0, 99]))
+    discrete.step(np.array([0, 1]))
+
+
+def test_sb3_adapter_matches_dummy_vec_env_and_ppo_trains() -> None:
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from fl_gym.agents.vec_adapter import NativeVecEnv, make_native_vec_env
+
+    env_id, n = "fl_gym/ClientSelection-v0", 3
+    kwargs = {"config": {"target_accuracy": 0.8}, "max_episode_steps": 10}
+    dummy = DummyVecEnv([lambda: gym.make(env_id, **kwargs) for _ in range(n)])
+    native = NativeVecEnv(gym.make_vec(env_id, num_envs=n, **kwargs))
+    dummy.seed(7)
+    native.seed(7)
+    assert data_equivalence(dict(dummy.reset()), native.reset(), exact=True)
+    space = native.action_space
+    space.seed(1)
+    dones = 0
+    for t in range(25):
+        action = np.stack([space.sample() for _ in range(n)])
+        obs_a, rew_a, done_a, info_a = dummy.step(action)
+        obs_b, rew_b, done_b, info_b = native.step(action)
+        assert data_equivalence(dict(obs_a), obs_b, exact=True), t
+        assert np.array_equal(rew_a, rew_b) and rew_a.dtype == rew_b.dtype
+        assert np.array_equal(done_a, done_b)
+        for a, b in zip(info_a, info_b, strict=True):
+            assert data_equivalence(a, b, exact=True), t
+        dones += int(done_a.sum())
+    assert dones > 0
+    assert native.get_attr("num_devices") == [10] * n
+    assert native.env_method("default_config", indices=[0])[0].num_devices == 10
+
+    venv = make_native_vec_env(env_id, 2, seed=0, config={"target_accuracy": 0.8})
+    model = PPO("MultiInputPolicy", venv, n_steps=128, batch_size=64, n_epochs=1, seed=0)
+    model.learn(256)
+    assert model.num_timesteps >= 256
+    assert len(model.ep_info_buffer) > 0
+    venv.close()
