@@ -19,13 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl_gym.sim import Federation, FederationConfig, make_federated_dataset
+from fl_gym.sim import Federation, FederationConfig, local_sgd, make_federated_dataset
+from fl_gym.sim.over_the_air import (
+    cs_ota_aggregate,
+    ota_channels,
+    receive_beamformer,
+)
+from fl_gym.sim.wireless import WirelessConfig
 
 DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img")
 BEGIN, END = "<!-- BEGIN communication -->", "<!-- END communication -->"
 
 Section = Callable[[argparse.Namespace], list[str]]
+LOCAL_STEPS = 5
 
 
 def _fedavg_run(spec: str, seed: int, rounds: int, local_steps: int = 5) -> tuple[list[float], int]:
@@ -185,9 +192,210 @@ def adaptive_frequency_section(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+# -- over-the-air communication gain ---------------------------------------------------------
+
+
+def _ota_federation(num_devices: int, seed: int) -> tuple[Federation, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    data = make_federated_dataset("digits", num_devices, rng=rng)
+    wireless = WirelessConfig(num_antennas=4, battery_min_j=1e3, battery_max_j=1e3)
+    return Federation(data, FederationConfig(), wireless=wireless, rng=rng), rng
+
+
+def _digital_run(spec: str, num_devices: int, seed: int, rounds: int) -> tuple[float, float]:
+    """Final accuracy and channel uses per round of error-free orthogonal digital FedAvg.
+
+    A digital channel use carries one 32-bit word, so uses = bits sent / 32 (values and
+    indices alike).
+    """
+    rng = np.random.default_rng(seed)
+    data = make_federated_dataset("digits", num_devices, rng=rng)
+    fed = Federation(data, FederationConfig(compression_levels=(spec,)), rng=rng)
+    uses = 0.0
+    for _ in range(rounds):
+        report = fed.run_round(fed.plan(selected="all", local_steps=LOCAL_STEPS), rng)
+        uses += float(report.bits_up.sum()) / 32.0
+    return fed.accuracy, uses / rounds
+
+
+def _ota_run(num_devices: int, seed: int, rounds: int) -> tuple[float, float, float]:
+    """Final accuracy, channel uses per round and mean aggregation MSE of over-the-air FedAvg."""
+    fed, rng = _ota_federation(num_devices, seed)
+    uses, mse = 0.0, []
+    for _ in range(rounds):
+        report = fed.run_ota_round(fed.plan(selected="all", local_steps=LOCAL_STEPS), rng)
+        uses += report.channel_uses
+        mse.append(report.aggregation_mse)
+    return fed.accuracy, uses / rounds, float(np.mean(mse))
+
+
+def _cs_ota_run(
+    num_devices: int, seed: int, rounds: int, density: float, measurement_ratio: float
+) -> tuple[float, float]:
+    """Final accuracy and channel uses per round of compressive-sensing over-the-air FedAvg.
+
+    Every device sparsifies ``update + residual`` to ``density`` of its entries (top-k with
+    error accumulation), all project with the shared matrix and transmit in analog over the
+    same cell as :func:`_ota_run`, aligned by channel inversion to the weakest device's
+    beamformed gain at full power; the server recovers the sum with NIHT.
+    """
+    fed, rng = _ota_federation(num_devices, seed)
+    cell, cfg = fed.cell, fed.cell.config
+    d = fed.num_params
+    keep = max(1, round(density * d))
+    measurements = max(1, round(measurement_ratio * d))
+    residual = torch.zeros(num_devices, d, dtype=fed.params.dtype)
+    ids = torch.arange(num_devices)
+    steps = torch.full((num_devices,), LOCAL_STEPS, dtype=torch.int64)
+    weights = fed.data.client_sizes.astype(np.float64)
+    noise_w = cfg.noise_psd_w_per_hz * cfg.bandwidth_hz
+    for round_index in range(rounds):
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
+        trained = local_sgd(
+            fed.model,
+            fed.params,
+            fed.clients,
+            ids,
+            steps,
+            batch_size=fed.config.batch_size,
+            learning_rate=fed.config.learning_rate,
+            generator=generator,
+            weight_decay=fed.config.weight_decay,
+        )
+        corrected = trained.params - fed.params + residual
+        channels = ota_channels(cell.large_scale_gain, cell.fading)
+        design = receive_beamformer(channels, np.ones(num_devices), num_iterations=20, num_starts=1)
+        result = cs_ota_aggregate(
+            corrected,
+            sparsity=keep,
+            num_measurements=measurements,
+            matrix_seed=seed * 100_003 + round_index,
+            receive_power_w=cfg.p_max_w * design.min_gain,
+            noise_power_w=noise_w,
+            weights=weights,
+            recovery_sparsity=max(1, measurements // 5),
+            generator=generator,
+            num_iterations=30,
+        )
+        residual = corrected - result.sparse_updates
+        fed.params = fed.params + result.aggregate.to(fed.params.dtype)
+        cell.advance(rng)
+    fed.loss, fed.accuracy = fed.evaluate()
+    return fed.accuracy, float(measurements)
+
+
+def ota_section(args: argparse.Namespace) -> list[str]:
+    """Communication gain of over-the-air and CS over-the-air against the number of devices."""
+    device_counts = (5, 10, 20, 40)
+    rounds = args.ota_rounds
+    density, ratio = 0.01, 0.5
+    schemes = (
+        "digital",
+        "digital top-k 1%",
+        "over-the-air",
+        f"CS over-the-air ({density:.0%}, s = {ratio:.0%} d)",
+    )
+    accuracy = {name: np.zeros((len(device_counts), args.seeds)) for name in schemes}
+    uses = {name: np.zeros(len(device_counts)) for name in schemes}
+    ota_mse = np.zeros(len(device_counts))
+    for i, k in enumerate(device_counts):
+        for seed in range(args.seeds):
+            runs = {
+                schemes[0]: _digital_run("none", k, seed, rounds),
+                schemes[1]: _digital_run("topk:0.01", k, seed, rounds),
+                schemes[3]: _cs_ota_run(k, seed, rounds, density, ratio),
+            }
+            acc, ota_uses, mse = _ota_run(k, seed, rounds)
+            runs[schemes[2]] = (acc, ota_uses)
+            ota_mse[i] += mse / args.seeds
+            for name, (a, u) in runs.items():
+                accuracy[name][i, seed] = a
+                uses[name][i] += u / args.seeds
+            print(f"K={k} seed {seed}: " + ", ".join(f"{n} {a:.3f}" for n, (a, _) in runs.items()))
+    gain = {name: uses[schemes[0]] / uses[name] for name in schemes}
+    _plot_gain(device_counts, gain, accuracy, IMG / "ota_gain.png")
+    header = " | ".join(f"K = {k}" for k in device_counts)
+    lines = [
+        "### Over-the-air computation: communication gain against the number of devices",
+        "",
+        f"Digits, K IID devices, all devices every round, {LOCAL_STEPS} local steps, "
+        f"{rounds} rounds, seeds 0-{args.seeds - 1}. Channel uses per round: orthogonal "
+        "digital sends every device's words on its own resources (one 32-bit word per use, "
+        "indices included), over-the-air sends one parameter per use for all devices together "
+        "(d uses), CS over-the-air sends s measurements. Gain = digital uses / the scheme's. "
+        "The analog schemes run over the default cell (radius 500 m, p_max 23 dBm, 4 BS "
+        "antennas, 10 MHz, receiver noise included); the digital ones are error-free.",
+        "",
+        "| scheme | " + header + " |",
+        "| --- |" + " ---: |" * len(device_counts),
+    ]
+    for name in schemes:
+        lines.append(f"| {name}: gain | " + " | ".join(f"{g:,.0f}x" for g in gain[name]) + " |")
+    for name in schemes:
+        lines.append(
+            f"| {name}: accuracy | "
+            + " | ".join(f"{a:.3f}" for a in accuracy[name].mean(axis=1))
+            + " |"
+        )
+    cs = schemes[3]
+    lines += [
+        "",
+        f"- **Over-the-air** (survey: the gain grows with the number of devices): the gain is "
+        f"exactly K ({', '.join(f'{g:.0f}x' for g in gain[schemes[2]])}), since all devices share "
+        "the d channel uses. Its accuracy tracks error-free digital FedAvg "
+        f"(largest gap {_largest_gap(accuracy[schemes[0]], accuracy[schemes[2]]):.1f} pts): "
+        "the aggregation MSE per parameter "
+        f"({', '.join(f'{m:.1e}' for m in ota_mse)}) is small next to the updates; it is "
+        "set by the weakest transmitting device (the common receive scale), so it follows the "
+        "cell's draw more than K.",
+        f"- **CS over-the-air at 1% sparsity**: gain "
+        f"{', '.join(f'{g:,.0f}x' for g in gain[cs])} (2K with s = d/2, the measurement ratio of "
+        "Amiri and Gunduz's A-DSGD); accuracy "
+        f"{', '.join(f'{a:.3f}' for a in accuracy[cs].mean(axis=1))} against digital "
+        f"{', '.join(f'{a:.3f}' for a in accuracy[schemes[0]].mean(axis=1))}. The sum of K "
+        "devices' 1%-sparse updates has a support of up to K% of d, which fewer measurements "
+        "cannot resolve (at s = d/10 NIHT fails even without noise and accuracy falls to about "
+        "0.7); the server recovers the s/5 largest entries of the sum with 30 NIHT iterations, and "
+        "what it misses is lost (the devices' residuals hold only what their own top-k dropped).",
+        "",
+        "![communication gain and accuracy against the number of devices](img/ota_gain.png)",
+        "",
+    ]
+    return lines
+
+
+def _largest_gap(reference: np.ndarray, other: np.ndarray) -> float:
+    return float(100 * np.max(reference.mean(axis=1) - other.mean(axis=1)))
+
+
+def _plot_gain(
+    device_counts: tuple[int, ...],
+    gain: dict[str, np.ndarray],
+    accuracy: dict[str, np.ndarray],
+    path: Path,
+) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    for name in gain:
+        left.plot(device_counts, gain[name], marker="o", label=name)
+        right.plot(device_counts, accuracy[name].mean(axis=1), marker="o", label=name)
+    left.set(xlabel="devices K", ylabel="communication gain", yscale="log", title="gain")
+    right.set(xlabel="devices K", ylabel="test accuracy", title="accuracy after the rounds")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    right.legend(fontsize=7, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
 SECTIONS: dict[str, Section] = {
     "compression": compression_section,
     "adaptive": adaptive_frequency_section,
+    "ota": ota_section,
 }
 
 
@@ -195,6 +403,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--ota-rounds", type=int, default=30)
     parser.add_argument("--sections", nargs="*", default=list(SECTIONS))
     args = parser.parse_args()
     torch.set_num_threads(1)
