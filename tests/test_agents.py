@@ -326,3 +326,27 @@ def test_ray_backend_matches_local() -> None:
     local = run_benchmark([env_id], ["round-robin"], "0-1", max_episode_steps=steps)
     remote = run_benchmark([env_id], ["round-robin"], "0-1", max_episode_steps=steps, backend="ray")
     assert [m.episode_return for m in remote.metrics] == [m.episode_return for m in local.metrics]
+
+
+def test_leaderboard_states_where_an_agent_stands() -> None:
+    from fl_gym.agents.bench import BenchmarkResult
+    from fl_gym.agents.evaluation import EpisodeMetrics
+
+    def rows(policy: str, returns: list[float]) -> list[EpisodeMetrics]:
+        return [
+            EpisodeMetrics("e", policy, i, 0.9, 10, None, 1.0, 1.0, r)
+            for i, r in enumerate(returns)
+        ]
+
+    result = BenchmarkResult(
+        metrics=rows("ppo:m", [10.0, 10.5, 11.0])
+        + rows("good", [10.2, 10.8, 11.1])
+        + rows("bad", [1.0, 1.5, 2.0])
+        + rows("best", [20.0, 20.5, 21.0]),
+        seeds=[0, 1, 2],
+    )
+    text = leaderboard_markdown(result)
+    assert "`ppo:m` ranks 3 of 4" in text
+    assert "lies above those of `bad`" in text
+    assert "overlaps `good`" in text
+    assert "lies below `best`" in text

@@ -297,7 +297,38 @@ def leaderboard_markdown(result: BenchmarkResult, *, title: str = "Leaderboard")
             cells.append(f"{reached}/{len(rows)}")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += _agent_standing(ranked)
     return "\n".join(lines)
+
+
+def _agent_standing(ranked: list[tuple[str, list[EpisodeMetrics]]]) -> list[str]:
+    """Where each trained agent (``ALGO:PATH``) stands against the heuristics, by return CI."""
+    from fl_gym.agents.training import ALGORITHMS
+
+    intervals = {p: bootstrap_ci([m.episode_return for m in rows]) for p, rows in ranked}
+    heuristics = [p for p, _ in ranked if p.partition(":")[0].lower() not in ALGORITHMS]
+    lines = []
+    for rank, (policy, _) in enumerate(ranked, start=1):
+        if policy in heuristics:
+            continue
+        low, high = intervals[policy]
+        below = [h for h in heuristics if intervals[h][1] < low]
+        above = [h for h in heuristics if intervals[h][0] > high]
+        overlap = [h for h in heuristics if h not in below and h not in above]
+        text = f"`{policy}` ranks {rank} of {len(ranked)} by mean return. "
+        text += (
+            "Its 95% interval lies above those of " + ", ".join(f"`{h}`" for h in below) + "; "
+            if below
+            else "Its 95% interval lies above no heuristic's; "
+        )
+        text += (
+            "it overlaps " + ", ".join(f"`{h}`" for h in overlap) + " (no clear difference)"
+            if overlap
+            else "it overlaps no heuristic"
+        )
+        text += "; it lies below " + ", ".join(f"`{h}`" for h in above) + "." if above else "."
+        lines += [text, ""]
+    return lines
 
 
 def _seed_text(seeds: Sequence[int]) -> str:
