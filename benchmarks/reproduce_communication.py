@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from docblock import markers, write_block
 
 from fl_gym.sim import Federation, FederationConfig, local_sgd, make_federated_dataset
 from fl_gym.sim.over_the_air import (
@@ -29,7 +30,7 @@ from fl_gym.sim.wireless import WirelessConfig
 
 DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img")
-BEGIN, END = "<!-- BEGIN communication -->", "<!-- END communication -->"
+BEGIN, END = markers("communication")
 
 Section = Callable[[argparse.Namespace], list[str]]
 LOCAL_STEPS = 5
@@ -421,13 +422,7 @@ def main() -> None:
         "",
     ]
     section = "\n".join([*header, *body, END])
-    text = DOC.read_text() if DOC.exists() else "# Reproductions\n\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    write_block(DOC, "communication", section)
     print(section)
 
 

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from docblock import markers, write_block
 
 from fl_gym.baselines.uav import CONTROLLERS, EpisodeMetrics, make_controller, run_episode
 from fl_gym.envs import uav_swarm_v0
 
 DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img/uav_controllers.png")
-BEGIN, END = "<!-- BEGIN uav -->", "<!-- END uav -->"
+BEGIN, END = markers("uav")
 
 LABELS = {
     "straight_line": "straight line (PD, no coordination)",
@@ -113,12 +114,7 @@ def _plot(results: dict, path: Path) -> None:
 
 
 def _write_block(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Reproductions\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    write_block(DOC, "uav", section)
 
 
 def main() -> None:

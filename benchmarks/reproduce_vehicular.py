@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from docblock import markers, write_block
 
 from fl_gym.baselines.vehicular import make_vehicular_baseline
 from fl_gym.envs.vehicular import VehicularURLLCEnv
@@ -39,7 +40,7 @@ from fl_gym.sim.vehicular import VehicularConfig, VehicularSystem
 
 DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img")
-BEGIN, END = "<!-- BEGIN vehicular -->", "<!-- END vehicular -->"
+BEGIN, END = markers("vehicular")
 ROUNDS = (1, 2, 5, 10, 20, 50, 100)
 TAIL_LOAD = {"num_pairs": 100, "num_resource_blocks": 20, "arrival_rate_packets_per_s": 1100.0}
 
@@ -249,13 +250,7 @@ def main() -> None:
     section = "\n".join(
         [*header, *body, "![vehicular reproduction](img/vehicular_reproduction.png)", "", END]
     )
-    text = DOC.read_text() if DOC.exists() else "# Reproductions\n\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    write_block(DOC, "vehicular", section)
     print(section)
 
 
