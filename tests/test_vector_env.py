@@ -221,3 +221,18 @@ def test_sb3_adapter_matches_dummy_vec_env_and_ppo_trains() -> None:
     assert model.num_timesteps >= 256
     assert len(model.ep_info_buffer) > 0
     venv.close()
+
+
+@pytest.mark.parametrize(
+    "config", [{"learning.batch_size": 15}, {"dataset": "synthetic", "learning.model": "logreg"}]
+)
+def test_matches_sync_with_unaligned_shapes(config: dict) -> None:
+    """Odd batch sizes and 449-sample test sets: shapes whose batched rows would misalign."""
+    kwargs = {"config": {"target_accuracy": 0.85, **config}, "max_episode_steps": 6}
+    sync, native = _pair("fl_gym/WirelessFL-v0", 3, **kwargs)
+    assert data_equivalence(sync.reset(seed=1), native.reset(seed=1), exact=True)
+    space = sync.action_space
+    space.seed(1)
+    for t in range(10):
+        action = space.sample()
+        assert data_equivalence(sync.step(action), native.step(action), exact=True), t

@@ -28,11 +28,13 @@ Actions are validated for every environment before any of them moves: a bad acti
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from gymnasium.spaces import Space
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, iterate
@@ -40,7 +42,8 @@ from gymnasium.vector.utils import batch_space, iterate
 from fl_gym.envs.over_the_air import OverTheAirFLEnv
 from fl_gym.envs.wireless_fl import WirelessFLEnv
 from fl_gym.sim.federation import Federation, RoundStart
-from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.models import BatchedMLP, _log_softmax
+from fl_gym.sim.plan import RoundPlan
 from fl_gym.sim.training import LocalTrainingResult, local_sgd_groups
 
 __all__ = ["OverTheAirFLVectorEnv", "WirelessFLVectorEnv"]
@@ -98,6 +101,9 @@ class WirelessFLVectorEnv(VectorEnv):
         self._autoreset_envs = np.zeros(self.num_envs, dtype=np.bool_)
         self._needs_reset = True
         self._env_obs: list[dict[str, np.ndarray]] = [{} for _ in range(self.num_envs)]
+        self._test_cache: dict[
+            int, tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]
+        ] = {}
 
     # -- Gymnasium VectorEnv API -------------------------------------------------------------------
 
@@ -294,11 +300,17 @@ class WirelessFLVectorEnv(VectorEnv):
             fed = self._federation(i)
             starts[i] = fed.begin_round(plan, self.envs[i].np_random, allow_empty=True)
         trained = self._train(starts)
-        reports: dict[int, RoundReport] = {}
-        for i, start in starts.items():
-            fed = self._federation(i)
-            reports[i] = fed.finish_round(start, trained[i], self.envs[i].np_random)
-        return reports
+        staged = {
+            i: self._federation(i).stage_round(start, trained[i], self.envs[i].np_random)
+            for i, start in starts.items()
+        }
+        evaluations = self._evaluate(list(starts))
+        return {
+            i: self._federation(i).conclude_round(
+                staged[i], *evaluations[i], self.envs[i].np_random
+            )
+            for i in starts
+        }
 
     def _train(self, starts: dict[int, RoundStart]) -> dict[int, LocalTrainingResult]:
         """Local training of every started round; one batched call per learning setting."""
@@ -329,6 +341,45 @@ class WirelessFLVectorEnv(VectorEnv):
             out.update(zip(members, results, strict=True))
         return out
 
+    def _evaluate(self, indices: list[int]) -> dict[int, tuple[float, float]]:
+        """``Federation.evaluate()`` of the given environments, one batched pass per setting.
+
+        The models are evaluated on their own test sets as ``BatchedMLP.evaluate`` does for one
+        model; every row of the batched products and of the per-row means is computed as it is
+        alone, so the values are the same bit for bit.
+        """
+        by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for i in indices:
+            fed = self._federation(i)
+            model = fed.model
+            key = (model.num_features, model.num_classes, model.hidden_units)
+            by_setting[(*key, tuple(fed.x_test.shape), fed.params.dtype, fed.device)].append(i)
+        out: dict[int, tuple[float, float]] = {}
+        for members in by_setting.values():
+            feds = [self._federation(i) for i in members]
+            params = torch.stack([fed.params for fed in feds])
+            x, y = self._test_sets(feds)
+            with torch.no_grad():
+                logits = _aligned_logits(feds[0].model, params, x)
+                log_probs = _log_softmax(logits)
+                loss = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
+                accuracy = (logits.argmax(dim=2) == y).to(params.dtype).mean(dim=1)
+            out.update(
+                zip(members, zip(loss.tolist(), accuracy.tolist(), strict=True), strict=True)
+            )
+        return out
+
+    def _test_sets(self, feds: list[Federation]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The federations' stacked test sets (cached until one of them changes at a reset)."""
+        key = tuple(fed.x_test for fed in feds)
+        cached = self._test_cache.get(len(feds))
+        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+            return cached[1], cached[2]
+        x = torch.stack([fed.x_test for fed in feds])
+        y = torch.stack([fed.y_test for fed in feds])
+        self._test_cache[len(feds)] = (key, x, y)
+        return x, y
+
     def _federation(self, i: int) -> Federation:
         fed = self.envs[i].federation
         assert fed is not None
@@ -337,6 +388,38 @@ class WirelessFLVectorEnv(VectorEnv):
     def _stack_observations(self) -> dict[str, np.ndarray]:
         observations = self._env_obs
         return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+
+
+def _aligned_rows(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An empty ``(batch, *shape)`` tensor whose rows each start 64-byte aligned."""
+    size = math.prod(shape)
+    stride = -(-size // 16) * 16
+    buffer = torch.empty((batch, stride), dtype=like.dtype, device=like.device)
+    return buffer[:, :size].view(batch, *shape)
+
+
+def _aligned_logits(model: BatchedMLP, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``model.logits(params, x)`` with every row of every batched product aligned.
+
+    MKL's batched products can change the last bit of a row whose output does not start on a
+    16-byte boundary (e.g. 449 test samples x 10 classes); with each row aligned as a
+    single model's tensors are, row ``e`` equals ``model.evaluate`` of model ``e`` alone.
+    """
+    batch, num = x.shape[0], x.shape[1]
+    h = _aligned_rows(batch, tuple(x.shape[1:]), x)
+    h.copy_(x)
+    tensors = model.split(params)
+    num_layers = len(tensors) // 2
+    for i in range(num_layers):
+        weight, bias = tensors[2 * i], tensors[2 * i + 1]
+        w = _aligned_rows(batch, tuple(weight.shape[1:]), weight)
+        w.copy_(weight)
+        out = _aligned_rows(batch, (num, weight.shape[2]), weight)
+        torch.baddbmm(bias.unsqueeze(1), h, w, out=out)
+        if i < num_layers - 1:
+            out.relu_()
+        h = out
+    return h
 
 
 class OverTheAirFLVectorEnv(WirelessFLVectorEnv):

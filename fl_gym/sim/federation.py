@@ -389,6 +389,12 @@ class Federation:
         Returns:
             The round's report.
         """
+        return self._conclude(self._aggregate_pending(pending, uplink), *self.evaluate())
+
+    def _aggregate_pending(
+        self, pending: PendingUpdates, uplink: UplinkReport | None
+    ) -> dict[str, Any]:
+        """:meth:`apply` up to the evaluation: the report's fields but accuracy and loss."""
         num = pending.client_ids.shape[0]
         k = self.num_clients
         if uplink is None:
@@ -425,13 +431,11 @@ class Federation:
         delivered[pending.client_ids[accepted]] = True
         self.participation_count[pending.client_ids] += 1
         self.last_delivered_round[delivered] = self.round_index
-        loss, accuracy = self.evaluate()
-        self.loss, self.accuracy = loss, accuracy
         bits_up = np.zeros(k, dtype=np.int64)
         bits_up[pending.client_ids] = pending.bits
         train_loss = np.zeros(k, dtype=np.float64)
         train_loss[pending.client_ids] = pending.train_loss
-        report = RoundReport(
+        return dict(
             round_index=self.round_index,
             selected=pending.plan.selected,
             delivered=delivered,
@@ -440,8 +444,6 @@ class Federation:
             bits_up=bits_up,
             train_loss=train_loss,
             num_rejected=num_rejected,
-            accuracy=accuracy,
-            loss=loss,
             update_norm=update_norm,
             energy_compute_j=energy_compute,
             energy_transmit_j=energy_transmit,
@@ -452,6 +454,11 @@ class Federation:
             round_time_s=round_time_s,
             channel_uses=channel_uses,
         )
+
+    def _conclude(self, fields: dict[str, Any], loss: float, accuracy: float) -> RoundReport:
+        """:meth:`apply` from the evaluation on: record it, build the report, count the round."""
+        self.loss, self.accuracy = loss, accuracy
+        report = RoundReport(accuracy=accuracy, loss=loss, **fields)
         self.round_index += 1
         return report
 
@@ -512,9 +519,20 @@ class Federation:
         Returns:
             The round's report.
         """
+        staged = self.stage_round(start, trained, rng)
+        return self.conclude_round(staged, *self.evaluate(), rng)
+
+    def stage_round(
+        self, start: RoundStart, trained: LocalTrainingResult, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """:meth:`finish_round` up to the test-set evaluation of the new global model.
+
+        A batched caller evaluates many federations' models at once, then calls
+        :meth:`conclude_round` with each one's loss and accuracy.
+        """
         pending = self._compress(start, trained)
         if self.cell is None:
-            return self.apply(pending)
+            return self._aggregate_pending(pending, None)
         plan = start.plan
         assert start.silent is not None and start.power_w is not None
         silent, power = start.silent, start.power_w
@@ -528,8 +546,15 @@ class Federation:
             self.config.batch_size,
             rng,
         )
-        report = self.apply(pending, uplink)
-        self.cell.advance(rng)
+        return self._aggregate_pending(pending, uplink)
+
+    def conclude_round(
+        self, staged: dict[str, Any], loss: float, accuracy: float, rng: np.random.Generator
+    ) -> RoundReport:
+        """:meth:`finish_round` from the evaluation (``evaluate()`` of the new global model) on."""
+        report = self._conclude(staged, loss, accuracy)
+        if self.cell is not None:
+            self.cell.advance(rng)
         return report
 
     def run_ota_round(
