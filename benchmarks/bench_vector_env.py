@@ -1,0 +1,118 @@
+"""Steps per second of the native vector env against SyncVectorEnv, same process, one core.
+
+For each env id and each E, ``gym.make_vec(id, num_envs=E, vectorization_mode="sync")`` and
+``vectorization_mode="vector_entry_point"`` (:class:`fl_gym.envs.vector.WirelessFLVectorEnv`) are
+built side by side, reset with the same seed and driven by the same seeded random actions (drawn
+before the clock starts), so both run the same trajectories (they are bit-identical; autoresets
+included). Blocks of steps alternate between the two; the best block of each is reported (the
+minimum time is the estimate of each one's cost on a shared machine) and the ratio of the two.
+torch and the BLAS libraries run on one thread. ``--profile`` prints a cProfile listing of the
+native env's steps.
+
+Run: ``python benchmarks/bench_vector_env.py [--envs 4 16 64] [--steps 30] [--blocks 5]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import platform  # noqa: E402
+import pstats  # noqa: E402
+import time  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import fl_gym  # noqa: E402
+
+TARGET_RATIO = 4.0
+ENV_IDS = ("fl_gym/WirelessFL-v0", "fl_gym/ClientSelection-v0")
+MODES = ("sync", "vector_entry_point")
+
+
+def measure(env_id: str, num_envs: int, steps: int, blocks: int) -> dict[str, float]:
+    """Best-block env steps per second of both vector envs (``num_envs * steps`` per block)."""
+    vecs, actions = {}, {}
+    for mode in MODES:
+        vec = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+        vec.reset(seed=0)
+        space = vec.action_space
+        space.seed(0)
+        actions[mode] = [space.sample() for _ in range(steps * (blocks + 1))]
+        vecs[mode] = vec
+    best = dict.fromkeys(MODES, float("inf"))
+    for block in range(blocks + 1):
+        for mode in MODES:
+            chunk = actions[mode][block * steps : (block + 1) * steps]
+            start = time.perf_counter()
+            for action in chunk:
+                vecs[mode].step(action)
+            elapsed = time.perf_counter() - start
+            if block > 0:  # the first block warms up
+                best[mode] = min(best[mode], elapsed)
+    for vec in vecs.values():
+        vec.close()
+    rates = {mode: num_envs * steps / best[mode] for mode in MODES}
+    rates["ratio"] = rates["vector_entry_point"] / rates["sync"]
+    return rates
+
+
+def profile(env_id: str, num_envs: int, steps: int) -> None:
+    vec = gym.make_vec(env_id, num_envs=num_envs)
+    vec.reset(seed=0)
+    space = vec.action_space
+    space.seed(0)
+    actions = [space.sample() for _ in range(steps)]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for action in actions:
+        vec.step(action)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--steps", type=int, default=30, help="vector steps per block")
+    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per env kind")
+    parser.add_argument("--ids", nargs="+", default=list(ENV_IDS))
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, numpy {np.__version__}, gymnasium {gym.__version__}, "
+        f"fl_gym {getattr(fl_gym, '__version__', '?')}; torch on 1 thread"
+    )
+    print()
+    print("| env | E | SyncVectorEnv (env steps/s) | native (env steps/s) | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    results = {}
+    for env_id in args.ids:
+        for num_envs in args.envs:
+            r = measure(env_id, num_envs, args.steps, args.blocks)
+            results[(env_id, num_envs)] = r
+            print(
+                f"| {env_id} | {num_envs} | {r['sync']:.0f} | {r['vector_entry_point']:.0f} | "
+                f"{r['ratio']:.2f}x |",
+                flush=True,
+            )
+    print()
+    for (env_id, num_envs), r in results.items():
+        if num_envs == 16:
+            verdict = "meets" if r["ratio"] >= TARGET_RATIO else "misses"
+            target = f"{TARGET_RATIO:.0f}x"
+            print(f"{env_id} at E = 16: {r['ratio']:.2f}x ({verdict} the {target} target)")
+    if args.profile:
+        profile(args.ids[0], 16, args.steps)
+
+
+if __name__ == "__main__":
+    main()
