@@ -87,6 +87,12 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--n-envs", type=_positive_int, default=1)
     train.add_argument(
+        "--vec",
+        default="dummy",
+        choices=["dummy", "subproc", "native"],
+        help="how the n envs run: SB3 DummyVecEnv, SubprocVecEnv, or fl_gym's batched one",
+    )
+    train.add_argument(
         "--policy",
         default=None,
         help="device-set (default for the FL envs) or mlp (flattened input; multi-agent envs)",
@@ -366,6 +372,7 @@ def _run_train(args: argparse.Namespace) -> int:
         save_path=save,
         progress_bar=not args.no_progress,
         tensorboard_log=args.tensorboard,
+        vectorization=args.vec,
     )
     elapsed = time.perf_counter() - start
     console.print(

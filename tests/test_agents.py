@@ -350,3 +350,17 @@ def test_leaderboard_states_where_an_agent_stands() -> None:
     assert "lies above those of `bad`" in text
     assert "overlaps `good`" in text
     assert "lies below `best`" in text
+
+
+def test_training_on_the_native_vector_env_matches_dummy_vec_env() -> None:
+    """The batched vector env is a drop-in: the same seeds give the same trained weights."""
+    kwargs = {"n_envs": 2, "seed": 4, "algo_kwargs": SMALL_PPO}
+    native = train("fl_gym/ClientSelection-v0", "ppo", 64, vectorization="native", **kwargs)
+    dummy = train("fl_gym/ClientSelection-v0", "ppo", 64, vectorization="dummy", **kwargs)
+    assert native.metadata["vectorization"] == "native"
+    for (name, x), (_, y) in zip(
+        native.model.policy.state_dict().items(),
+        dummy.model.policy.state_dict().items(),
+        strict=True,
+    ):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)

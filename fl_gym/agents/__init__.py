@@ -31,6 +31,7 @@ from fl_gym.agents.training import (
     make_training_env,
     train,
 )
+from fl_gym.agents.vec_adapter import NativeVecEnv, make_native_vec_env
 
 __all__ = [
     "ALGORITHMS",
@@ -39,6 +40,7 @@ __all__ = [
     "DeviceSetExtractor",
     "DeviceSetPolicy",
     "EpisodeMetrics",
+    "NativeVecEnv",
     "TrainedAgent",
     "action_layout",
     "bootstrap_ci",
@@ -47,6 +49,7 @@ __all__ = [
     "interquartile_mean",
     "leaderboard_markdown",
     "load_agent",
+    "make_native_vec_env",
     "make_training_env",
     "parse_seeds",
     "resolve_policy",

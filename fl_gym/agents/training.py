@@ -120,8 +120,9 @@ def make_training_env(
         seed: Seed of the first one.
         config: Config overrides passed to every copy.
         preset: Scenario preset of every copy.
-        vectorization: ``"dummy"`` (SB3's ``DummyVecEnv``, one process) or ``"subproc"``
-            (one process per copy).
+        vectorization: ``"dummy"`` (SB3's ``DummyVecEnv``, one process), ``"subproc"`` (one
+            process per copy) or ``"native"`` (fl_gym's batched vector env: the copies'
+            clients train in one batched computation; the wireless FL envs only).
 
     Returns:
         The vectorised environment (monitored, so episode returns reach SB3's logger).
@@ -145,13 +146,19 @@ def make_training_env(
 
         return ParameterSharingVecEnv([make_copy] * n_envs, seed=seed)
     classes = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
-    if vectorization not in classes:
-        raise ValueError(f"vectorization must be one of {sorted(classes)}, got {vectorization!r}")
+    if vectorization not in (*classes, "native"):
+        raise ValueError(
+            f"vectorization must be one of {[*sorted(classes), 'native']}, got {vectorization!r}"
+        )
     kwargs: dict[str, Any] = {}
     if config:
         kwargs["config"] = config
     if preset is not None:
         kwargs["preset"] = preset
+    if vectorization == "native":
+        from fl_gym.agents.vec_adapter import make_native_vec_env
+
+        return make_native_vec_env(env_id, n_envs, seed=seed, **kwargs)
     return make_vec_env(
         env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs, vec_env_cls=classes[vectorization]
     )
@@ -277,6 +284,7 @@ def train(
         "algo_kwargs": _jsonable(algo_kwargs or {}),
         "seed": seed,
         "n_envs": n_envs,
+        "vectorization": vectorization,
         "total_timesteps": total_timesteps,
         "versions": _versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

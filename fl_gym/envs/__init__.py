@@ -3,6 +3,7 @@
 from fl_gym.envs.config import PRESETS, WirelessFLConfig, make_config
 from fl_gym.envs.over_the_air import OverTheAirFLEnv
 from fl_gym.envs.registration import ENV_IDS, register_envs
+from fl_gym.envs.vector import OverTheAirFLVectorEnv, WirelessFLVectorEnv
 from fl_gym.envs.vehicular import VehicularURLLCConfig, VehicularURLLCEnv
 from fl_gym.envs.wireless_fl import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES, WirelessFLEnv
 
@@ -13,10 +14,12 @@ __all__ = [
     "PRESETS",
     "SERVER_FEATURES",
     "OverTheAirFLEnv",
+    "OverTheAirFLVectorEnv",
     "VehicularURLLCConfig",
     "VehicularURLLCEnv",
     "WirelessFLConfig",
     "WirelessFLEnv",
+    "WirelessFLVectorEnv",
     "make_config",
     "register_envs",
 ]
