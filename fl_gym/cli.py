@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -136,6 +137,10 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ray-address", default=None, help="running Ray cluster (default: local)")
     bench.add_argument("--out", default="out/bench", help="directory for CSV, Markdown, PNGs")
     bench.add_argument("--title", default="Leaderboard")
+    bench.add_argument("--note", default=None, help="paragraph under the title")
+    bench.add_argument(
+        "--markdown", default=None, metavar="PATH", help="leaderboard path (OUT/leaderboard.md)"
+    )
     bench.add_argument("--max-episode-steps", type=_positive_int, default=None)
 
     uav = sub.add_parser("uav", help="fly a UAV swarm with a controller; metrics and a GIF")
@@ -446,10 +451,12 @@ def _run_bench(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     csv_path = result.write_csv(out / "results.csv")
-    markdown = leaderboard_markdown(result, title=args.title)
-    md_path = out / "leaderboard.md"
-    md_path.write_text(markdown)
     plots = result.write_plots(out)
+    md_path = Path(args.markdown) if args.markdown else out / "leaderboard.md"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    relative = {env_id: os.path.relpath(path, md_path.parent) for env_id, path in plots.items()}
+    markdown = leaderboard_markdown(result, title=args.title, note=args.note, plots=relative)
+    md_path.write_text(markdown)
     console.print(markdown)
     console.print(f"wrote {csv_path}, {md_path} and {len(plots)} plot(s) in {out}/")
     return 0

@@ -310,7 +310,7 @@ def test_benchmark_uses_common_seeds_and_writes_everything(tmp_path) -> None:
     }
     best = max(means, key=means.get)
     assert f"| 1 | `{best}` |" in text
-    assert result.write_plots(tmp_path)[0].stat().st_size > 0
+    assert result.write_plots(tmp_path)[env_id].stat().st_size > 0
 
 
 def test_benchmark_expands_baselines() -> None:

@@ -91,8 +91,11 @@ def test_train_eval_bench_end_to_end(capsys: pytest.CaptureFixture[str], tmp_pat
     out_dir = tmp_path / "bench"
     args = ["bench", "--envs", env_id, "--policies", "round-robin", f"ppo:{model}"]
     args += ["--seeds", "0-1", "--out", str(out_dir), "--max-episode-steps", "3"]
+    args += ["--markdown", str(tmp_path / "docs" / "board.md"), "--note", "PPO: 32 steps."]
     assert main(args) == 0
-    board = (out_dir / "leaderboard.md").read_text()
+    board = (tmp_path / "docs" / "board.md").read_text()
+    assert "PPO: 32 steps." in board
+    assert "](../bench/fl_gym_ClientSelection-v0.png)" in board
     assert "`round-robin`" in board and f"`ppo:{model}`" in board
     assert len((out_dir / "results.csv").read_text().splitlines()) == 1 + 4
     assert (out_dir / "fl_gym_ClientSelection-v0.png").stat().st_size > 10_000

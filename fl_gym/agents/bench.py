@@ -101,14 +101,15 @@ class BenchmarkResult:
             writer.writerows(rows)
         return out
 
-    def write_plots(self, directory: str | Path) -> list[Path]:
+    def write_plots(self, directory: str | Path) -> dict[str, Path]:
         """Accuracy against round and against cumulative energy, one PNG per environment."""
         from fl_gym.envs.plotting import plot_episodes
 
-        paths = []
+        paths = {}
         for env_id, by_policy in self.episodes.items():
             name = env_id.replace("/", "_").replace(":", "_")
-            paths.append(plot_episodes(by_policy, Path(directory) / f"{name}.png", title=env_id))
+            path = Path(directory) / f"{name}.png"
+            paths[env_id] = plot_episodes(by_policy, path, title=env_id)
         return paths
 
 
@@ -255,7 +256,13 @@ def _interval(values: Sequence[float], fmt: str) -> str:
     return f"{fmt.format(float(np.mean(values)))} [{fmt.format(low)}, {fmt.format(high)}]"
 
 
-def leaderboard_markdown(result: BenchmarkResult, *, title: str = "Leaderboard") -> str:
+def leaderboard_markdown(
+    result: BenchmarkResult,
+    *,
+    title: str = "Leaderboard",
+    note: str | None = None,
+    plots: dict[str, str] | None = None,
+) -> str:
     """A Markdown leaderboard per environment, policies ranked by mean return.
 
     Each cell is ``mean [95% bootstrap CI]``; IQM columns follow for the return and the final
@@ -264,6 +271,8 @@ def leaderboard_markdown(result: BenchmarkResult, *, title: str = "Leaderboard")
     Args:
         result: A benchmark result.
         title: Heading of the document.
+        note: A paragraph under the heading (e.g. how the agents were trained).
+        plots: ``{env_id: image path}`` shown under each environment's table.
 
     Returns:
         The Markdown text.
@@ -276,6 +285,8 @@ def leaderboard_markdown(result: BenchmarkResult, *, title: str = "Leaderboard")
         "[95% percentile-bootstrap CI of the mean]; IQM = interquartile mean.",
         "",
     ]
+    if note:
+        lines += [note, ""]
     by_env: dict[str, dict[str, list[EpisodeMetrics]]] = {}
     for m in result.metrics:
         by_env.setdefault(m.env_id, {}).setdefault(m.policy, []).append(m)
@@ -298,6 +309,8 @@ def leaderboard_markdown(result: BenchmarkResult, *, title: str = "Leaderboard")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines += _agent_standing(ranked)
+        if plots and env_id in plots:
+            lines += [f"![accuracy against round and energy on {env_id}]({plots[env_id]})", ""]
     return "\n".join(lines)
 
 
