@@ -364,3 +364,21 @@ def test_training_on_the_native_vector_env_matches_dummy_vec_env() -> None:
         strict=True,
     ):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def test_a_device_set_agent_plays_a_cell_with_more_devices(tmp_path) -> None:
+    env_id = "fl_gym/ClientSelection-v0"
+    train(
+        env_id,
+        "ppo",
+        32,
+        config={"num_devices": 6},
+        algo_kwargs=SMALL_PPO,
+        save_path=tmp_path / "six",
+    )
+    (m,) = evaluate(f"ppo:{tmp_path / 'six'}", env_id, [0], max_episode_steps=3)
+    assert m.rounds == 3  # trained with 6 devices, played with the default 10
+    env = gym.make(env_id)
+    agent = load_agent(tmp_path / "six", env)
+    obs, _ = env.reset(seed=0)
+    assert agent.predict(obs)[0].shape == (10,)

@@ -128,7 +128,7 @@ def resolve_policy(spec: str | Policy, env: gym.Env) -> Policy:
             raise ValueError(
                 f"a trained agent is named ALGO:PATH, e.g. ppo:models/agent; got {spec!r}"
             )
-        agent = load_agent(rest)
+        agent = load_agent(rest, env)
         trained_for = agent.metadata.get("env_id")
         env_id = env.spec.id if env.spec is not None else None
         if trained_for and env_id and trained_for != env_id:

@@ -318,11 +318,14 @@ def _save(agent: TrainedAgent, path: str | Path) -> Path:
     return stem
 
 
-def load_agent(path: str | Path) -> TrainedAgent:
+def load_agent(path: str | Path, env: gym.Env | None = None) -> TrainedAgent:
     """Load an agent saved by :func:`train` (``path`` with or without ``.zip``).
 
     Args:
         path: The saved agent.
+        env: The environment it will play, when its spaces differ from the training
+            environment's only in the number of devices: a device-set policy has no weight that
+            depends on K, so it loads onto the new spaces (other policies fail with SB3's error).
 
     Returns:
         The agent with its metadata; the algorithm comes from the metadata.
@@ -336,5 +339,10 @@ def load_agent(path: str | Path) -> TrainedAgent:
         if not file.is_file():
             raise FileNotFoundError(f"no trained agent at {file} (train one with fl-gym train)")
     metadata = json.loads(meta_file.read_text())
-    model = _algorithm_class(metadata["algo"]).load(str(archive), device="cpu")
+    custom = None
+    if env is not None and metadata.get("policy") == "device-set":
+        custom = {"observation_space": env.observation_space, "action_space": env.action_space}
+    model = _algorithm_class(metadata["algo"]).load(
+        str(archive), device="cpu", custom_objects=custom
+    )
     return TrainedAgent(model=model, metadata=metadata, path=stem)
