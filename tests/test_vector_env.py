@@ -236,3 +236,58 @@ def test_matches_sync_with_unaligned_shapes(config: dict) -> None:
     for t in range(10):
         action = space.sample()
         assert data_equivalence(sync.step(action), native.step(action), exact=True), t
+
+
+def _twin_federations(levels: tuple[str, ...], n: int) -> tuple[list, list]:
+    """Two identical sets of ``n`` federations (same seeds), with the given compression levels."""
+    from fl_gym.sim.data import make_federated_dataset
+    from fl_gym.sim.federation import Federation, FederationConfig
+
+    config = FederationConfig(compression_levels=levels, hidden_units=(8,))
+    out = []
+    for _ in range(2):
+        feds = []
+        for e in range(n):
+            rng = np.random.default_rng(e)
+            data = make_federated_dataset("digits", num_clients=6, rng=rng)
+            feds.append(Federation(data, config, rng=rng))
+        out.append(feds)
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("num_feds", [1, 5])
+def test_compress_rounds_equals_per_federation_compress(num_feds: int) -> None:
+    """Batched compression (identity, top-k, sign batched; others per federation) is exact:
+    pending updates, bits, losses, residual and momentum state, and the generators' states."""
+    from fl_gym.sim.federation import compress_rounds
+
+    levels = ("none", "topk:0.1", "qsgd:16", "sign", "terngrad", "dgc:0.05", "randk:0.2")
+    batched, alone = _twin_federations(levels, num_feds)
+    for round_index in range(3):
+        starts_b, starts_a, trained = [], [], []
+        for e, (fb, fa) in enumerate(zip(batched, alone, strict=True)):
+            plan_rng = np.random.default_rng(100 * round_index + e)
+            selected = plan_rng.random(6) < 0.7
+            compression = plan_rng.integers(0, len(levels), 6)
+            plan = fb.plan(selected=selected, local_steps=2, compression=compression)
+            sb = fb.begin_round(plan, np.random.default_rng(e), allow_empty=True)
+            sa = fa.begin_round(plan, np.random.default_rng(e), allow_empty=True)
+            result = fa.train_local(sa)
+            fb.train_local(sb)  # keep the generators in step
+            if e == 0 and result.params.shape[0] > 1:
+                result.params[1, 3] = float("nan")  # a diverged client
+            starts_b.append(sb)
+            starts_a.append(sa)
+            trained.append(result)
+        got = compress_rounds(batched, starts_b, trained)
+        want = [fa._compress(s, t) for fa, s, t in zip(alone, starts_a, trained, strict=True)]
+        for g, w, fb, fa, sb, sa in zip(got, want, batched, alone, starts_b, starts_a, strict=True):
+            assert torch.equal(g.updates, w.updates)
+            for name in ("client_ids", "finite", "bits", "train_loss"):
+                a, b = getattr(g, name), getattr(w, name)
+                assert a.dtype == b.dtype and np.array_equal(a, b), name
+            assert torch.equal(fb.residual, fa.residual)
+            assert torch.equal(fb.momentum, fa.momentum)
+            assert torch.equal(sb.generator.get_state(), sa.generator.get_state())
+            # Move both on identically so that the next round starts from fresh state rows.
+            fb.params = fa.params = fa.params + 0.01 * w.updates.sum(dim=0)

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 
 from fl_gym.sim.aggregation import AggregationResult, get_aggregator
-from fl_gym.sim.compression import Compressor, parse_compressor
+from fl_gym.sim.compression import (
+    FLOAT_BITS,
+    Compressor,
+    NoCompression,
+    SignSGD,
+    TopK,
+    parse_compressor,
+)
 from fl_gym.sim.config import check_choice, check_positive
 from fl_gym.sim.data import FederatedDataset
 from fl_gym.sim.models import MODEL_NAMES, BatchedMLP, make_model
@@ -39,7 +46,7 @@ from fl_gym.sim.training import (
 )
 from fl_gym.sim.wireless import UplinkReport, WirelessCell, WirelessConfig
 
-__all__ = ["Federation", "FederationConfig", "PendingUpdates", "RoundStart"]
+__all__ = ["Federation", "FederationConfig", "PendingUpdates", "RoundStart", "compress_rounds"]
 
 _SEED_HIGH = 2**63 - 1
 AGGREGATOR_NAMES = ("fedavg", "median", "trimmed_mean", "geometric_median")
@@ -348,26 +355,10 @@ class Federation:
         finite_np = finite.cpu().numpy()
         for level in np.unique(levels):
             rows_np = np.flatnonzero((levels == level) & finite_np)
-            if rows_np.size == 0:
-                continue
-            rows = torch.as_tensor(rows_np, device=self.device)
-            client_rows = ids[rows]
-            op = self.compressors[int(level)]
-            # The rows are finite and the state rows match them (checked above): skip the
-            # public method's input validation, which costs as much as a small operator.
-            out = op._compress(
-                updates[rows],
-                self.residual[client_rows] if op.uses_residual else None,
-                self.momentum[client_rows] if op.uses_momentum else None,
-                generator,
-                self.round_index,
-            )
-            reconstructed[rows] = out.reconstructed
-            bits[rows] = out.bits
-            if out.residual is not None and self.residual is not None:
-                self.residual[client_rows] = out.residual
-            if out.momentum is not None and self.momentum is not None:
-                self.momentum[client_rows] = out.momentum
+            if rows_np.size:
+                self._compress_rows(
+                    int(level), rows_np, ids, updates, reconstructed, bits, generator
+                )
         train_loss = torch.where(finite, trained.train_loss, torch.zeros_like(trained.train_loss))
         return PendingUpdates(
             plan=plan,
@@ -377,6 +368,42 @@ class Federation:
             bits=bits.cpu().numpy(),
             train_loss=train_loss.cpu().numpy().astype(np.float64),
         )
+
+    def _compress_rows(
+        self,
+        level: int,
+        rows_np: np.ndarray,
+        ids: torch.Tensor,
+        updates: torch.Tensor,
+        reconstructed: torch.Tensor,
+        bits: torch.Tensor,
+        generator: torch.Generator,
+    ) -> None:
+        """Compress ``updates[rows]`` (clients ``ids[rows]``) at ``level`` into ``reconstructed``
+        and ``bits``, updating the clients' error-feedback and momentum rows."""
+        rows = torch.as_tensor(rows_np, device=self.device)
+        op = self.compressors[level]
+        if type(op) is NoCompression:
+            # The identity: the same values and bits as op._compress, without its copy.
+            reconstructed[rows] = updates[rows]
+            bits[rows] = FLOAT_BITS * updates.shape[1]
+            return
+        client_rows = ids[rows]
+        # The rows are finite and the state rows match them (checked above): skip the
+        # public method's input validation, which costs as much as a small operator.
+        out = op._compress(
+            updates[rows],
+            self.residual[client_rows] if op.uses_residual else None,
+            self.momentum[client_rows] if op.uses_momentum else None,
+            generator,
+            self.round_index,
+        )
+        reconstructed[rows] = out.reconstructed
+        bits[rows] = out.bits
+        if out.residual is not None and self.residual is not None:
+            self.residual[client_rows] = out.residual
+        if out.momentum is not None and self.momentum is not None:
+            self.momentum[client_rows] = out.momentum
 
     def apply(self, pending: PendingUpdates, uplink: UplinkReport | None = None) -> RoundReport:
         """Second half of a round: aggregate the updates that arrived and evaluate.
@@ -523,14 +550,21 @@ class Federation:
         return self.conclude_round(staged, *self.evaluate(), rng)
 
     def stage_round(
-        self, start: RoundStart, trained: LocalTrainingResult, rng: np.random.Generator
+        self,
+        start: RoundStart,
+        trained: LocalTrainingResult,
+        rng: np.random.Generator,
+        *,
+        pending: PendingUpdates | None = None,
     ) -> dict[str, Any]:
         """:meth:`finish_round` up to the test-set evaluation of the new global model.
 
         A batched caller evaluates many federations' models at once, then calls
-        :meth:`conclude_round` with each one's loss and accuracy.
+        :meth:`conclude_round` with each one's loss and accuracy. ``pending``, if given, is the
+        round's compression as :func:`compress_rounds` made it (else it is made here).
         """
-        pending = self._compress(start, trained)
+        if pending is None:
+            pending = self._compress(start, trained)
         if self.cell is None:
             return self._aggregate_pending(pending, None)
         plan = start.plan
@@ -693,6 +727,119 @@ class Federation:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int(rng.integers(0, _SEED_HIGH)))
         return generator
+
+
+_BATCHED_OPERATORS = (NoCompression, TopK, SignSGD)
+"""Operators whose rows are compressed independently and without randomness: their rows of many
+federations can go through one call (each row's result is the one it gets alone)."""
+
+
+def compress_rounds(
+    feds: list[Federation], starts: list[RoundStart], trained: list[LocalTrainingResult]
+) -> list[PendingUpdates]:
+    """``[fed._compress(start, result) ...]`` of many federations' rounds, batched, bit for bit.
+
+    The updates of all rounds are formed and checked in one pass; every compression level whose
+    operator is deterministic and row-wise (none, top-k, sign) and the same in every federation
+    compresses the rows of all federations in one call. Other operators (stochastic ones draw
+    from each round's own generator) run per federation, in ascending level order as
+    :meth:`Federation._compress` runs them, so every generator is drawn in the same order.
+    """
+    if not feds:
+        return []
+    first = feds[0]
+    if any(
+        fed.num_params != first.num_params
+        or fed.params.dtype != first.params.dtype
+        or fed.device != first.device
+        for fed in feds
+    ):
+        return [fed._compress(s, t) for fed, s, t in zip(feds, starts, trained, strict=True)]
+    device = first.device
+    sizes = [start.client_ids.shape[0] for start in starts]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    local = torch.cat([t.params for t in trained])
+    global_rows = torch.cat(
+        [fed.params.unsqueeze(0).expand(n, -1) for fed, n in zip(feds, sizes, strict=True)]
+    )
+    updates = local - global_rows
+    finite = torch.isfinite(updates).all(dim=1)
+    finite_np = finite.cpu().numpy()
+    if not finite_np.all():
+        updates = torch.where(finite.unsqueeze(1), updates, torch.zeros_like(updates))
+    reconstructed = torch.zeros_like(updates)
+    bits = torch.zeros(updates.shape[0], dtype=torch.int64, device=device)
+    ids_np = [start.plan.selected_ids for start in starts]
+    levels = np.concatenate(
+        [start.plan.compression[ids] for start, ids in zip(starts, ids_np, strict=True)]
+    ).astype(np.int64)
+    owner = np.repeat(np.arange(len(feds)), sizes)
+    per_fed: list[list[int]] = [[] for _ in feds]
+    for level in np.unique(levels).tolist():
+        at_level = levels == level
+        involved = np.unique(owner[at_level]).tolist()
+        op = feds[involved[0]].compressors[level]
+        if type(op) not in _BATCHED_OPERATORS or any(
+            feds[e].compressors[level] != op for e in involved
+        ):
+            for e in involved:
+                per_fed[e].append(level)
+            continue
+        rows_np = np.flatnonzero(at_level & finite_np)
+        if rows_np.size == 0:
+            continue
+        rows = torch.as_tensor(rows_np, device=device)
+        if type(op) is NoCompression:
+            reconstructed[rows] = updates[rows]
+            bits[rows] = FLOAT_BITS * updates.shape[1]
+            continue
+        # Each federation's client rows of this level, in row order.
+        members = []
+        for e in np.unique(owner[rows_np]).tolist():
+            mine = rows_np[owner[rows_np] == e] - offsets[e]
+            members.append((e, starts[e].client_ids[torch.as_tensor(mine, device=device)]))
+        residual = None
+        if op.uses_residual:
+            residual = torch.cat([feds[e].residual[c] for e, c in members])  # type: ignore[index]
+        out = op._compress(updates[rows], residual, None, None, 0)
+        reconstructed[rows] = out.reconstructed
+        bits[rows] = out.bits
+        if out.residual is not None:
+            begin = 0
+            for e, client_rows in members:
+                end = begin + client_rows.shape[0]
+                if feds[e].residual is not None:
+                    feds[e].residual[client_rows] = out.residual[begin:end]  # type: ignore[index]
+                begin = end
+    for e, fed_levels in enumerate(per_fed):
+        begin, end = offsets[e], offsets[e + 1]
+        mine = levels[begin:end]
+        for level in fed_levels:
+            rows_np = np.flatnonzero((mine == level) & finite_np[begin:end])
+            if rows_np.size:
+                feds[e]._compress_rows(
+                    level,
+                    rows_np,
+                    starts[e].client_ids,
+                    updates[begin:end],
+                    reconstructed[begin:end],
+                    bits[begin:end],
+                    starts[e].generator,
+                )
+    loss = torch.cat([t.train_loss for t in trained])
+    loss_np = torch.where(finite, loss, torch.zeros_like(loss)).cpu().numpy().astype(np.float64)
+    bits_np = bits.cpu().numpy()
+    return [
+        PendingUpdates(
+            plan=start.plan,
+            client_ids=ids_np[e],
+            updates=reconstructed[offsets[e] : offsets[e + 1]],
+            finite=finite_np[offsets[e] : offsets[e + 1]],
+            bits=bits_np[offsets[e] : offsets[e + 1]],
+            train_loss=loss_np[offsets[e] : offsets[e + 1]],
+        )
+        for e, start in enumerate(starts)
+    ]
 
 
 @dataclass(frozen=True, eq=False)
