@@ -127,7 +127,7 @@ def test_fpk_training_fits_a_density_and_touches_only_its_rows() -> None:
 
 
 def test_hjb_training_steers_away_from_predicted_density() -> None:
-    cfg = MeanFieldConfig(deviation_weight=0.001)
+    cfg = MeanFieldConfig(training="lookahead", deviation_weight=0.001)
     learner = MeanFieldLearner(1, 4, cfg, torch.Generator().manual_seed(0))
     rows = torch.tensor([0])
     # Teach the FPK network a density that rises with x, then let the HJB network react.

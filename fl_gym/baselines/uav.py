@@ -13,9 +13,12 @@ the bits its UAVs must exchange (:attr:`SwarmController.bits_exchanged`, reset e
   UAVs, the plain (non mean-field) HJB comparison of Shiri, Park and Bennis (2020): every UAV
   needs every other UAV's position at every step, ``n (n - 1) 64`` bits per step (two float32
   coordinates sent to each of the ``n - 1`` others).
-- :class:`MeanFieldController`: the straight line plus the correction of a per-UAV HJB network
-  steered by a per-UAV FPK (density) network, both trained online
-  (:class:`fl_gym.sim.mean_field.MeanFieldLearner`); every ``average_every_steps`` the flying
+- :class:`MeanFieldController`: the straight line plus the deviation that minimises the
+  Hamiltonian of a per-UAV HJB (value) network, whose running cost includes a collision term
+  from a per-UAV FPK (density) network; both are trained online on their PDE residuals along
+  the UAV's predicted path (:class:`fl_gym.sim.mean_field.MeanFieldLearner`; the earlier
+  look-ahead training stays available as ``training="lookahead"``); every
+  ``average_every_steps`` the flying
   UAVs federated-average both networks (``"mfgfl_hf"``), the HJB network only (``"mfgfl_h"``),
   the FPK network only (``"mfgfl_f"``) or nothing (``"mfg_local"``). Each averaging round costs
   ``2 * 32 * P * n`` bits (upload and download of P float32 weights by n UAVs). The density the
@@ -36,7 +39,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from fl_gym.envs.uav_swarm_v0 import UAVSwarmEnv
-from fl_gym.sim.mean_field import MeanFieldConfig, MeanFieldLearner
+from fl_gym.sim.mean_field import MeanFieldConfig, MeanFieldLearner, PDEScales
 from fl_gym.sim.uav import UAVSwarmConfig
 
 __all__ = [
@@ -233,8 +236,96 @@ class MeanFieldController(SwarmController):
         self.learner = MeanFieldLearner(
             self.config.num_uavs, num_features, self.mean_field, generator
         )
+        # Collocation points are drawn from their own stream, seeded from the same seed.
+        self._collocation_rng = torch.Generator().manual_seed(
+            (self.seed if seed is None else seed) + 1_000_003
+        )
+        self._scales = PDEScales(
+            length_m=self.mean_field.length_scale_m,
+            speed_mps=self.config.max_speed_mps,
+            time_s=1.0,
+        )
+
+    def _nominal_accel_torch(self, pos_m: torch.Tensor, vel_mps: torch.Tensor) -> torch.Tensor:
+        """The straight-line PD law at arbitrary states ``(..., 2)``, as in
+        :meth:`SwarmController.nominal_accel_mps2`."""
+        goal = torch.tensor(self.config.destination_center_m, dtype=pos_m.dtype) - pos_m
+        unit = goal / goal.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        return self.speed_gain_per_s * (self.cruise_speed_mps * unit - vel_mps)
+
+    def _window_points(self, pos: np.ndarray, t_norm: np.ndarray) -> np.ndarray:
+        """Normalised ``(x_1, x_2, t)`` of the centres of each UAV's sensed density cells."""
+        cfg = self.config
+        cells = np.floor(pos / cfg.density_cell_m)
+        centres = (cells[:, None, :] + self._window_offsets[None] + 0.5) * cfg.density_cell_m
+        points = np.empty((pos.shape[0], cfg.window_size, 3))
+        points[:, :, 0:2] = (
+            centres - np.asarray(cfg.source_center_m)
+        ) / self.mean_field.length_scale_m
+        points[:, :, 2] = t_norm[:, None]
+        return points
 
     def _accel_fraction(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
+        if self.mean_field.training == "pde":
+            delta = self._pde_deviation(obs, uav_index)
+        else:
+            delta = self._lookahead_correction(obs, uav_index)
+        learner = self.learner
+        assert learner is not None
+        if self.steps % self.mean_field.average_every_steps == 0:
+            rows = torch.from_numpy(np.asarray(uav_index, dtype=np.int64))
+            self.bits_exchanged += learner.average(rows)
+        return self.nominal_accel_mps2(obs) / self.config.max_accel_mps2 + delta
+
+    def _pde_deviation(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
+        """Train both networks on their residuals along each UAV's predicted path, then return
+        the HJB-optimal deviation at the UAV's state, as a fraction of ``max_accel_mps2``."""
+        cfg, mf = self.config, self.mean_field
+        learner = self.learner
+        assert learner is not None
+        scales = self._scales
+        rows = torch.from_numpy(np.asarray(uav_index, dtype=np.int64))
+        n, s = obs.shape[0], mf.collocation_points
+        pos = torch.from_numpy(self.positions_m(obs))
+        vel = torch.from_numpy(obs[:, 2:4].astype(np.float64) * cfg.max_speed_mps)
+        # Both networks work in the UAV's frame of this step: positions relative to where it
+        # is, time from now. A shift of the origin leaves both PDEs unchanged, and the networks
+        # then hold a quasi-stationary local field instead of chasing one that moves at cruise
+        # speed through absolute coordinates.
+        gen = self._collocation_rng
+        ahead_s = torch.rand(n, s, generator=gen, dtype=torch.float64) * mf.collocation_horizon_s
+        c_vel = vel[:, None] + mf.collocation_speed_spread_mps * torch.randn(
+            n, s, 2, generator=gen, dtype=torch.float64
+        )
+        c_rel = vel[:, None] * ahead_s[..., None] + mf.collocation_spread_m * torch.randn(
+            n, s, 2, generator=gen, dtype=torch.float64
+        )
+        x_norm = c_rel / scales.length_m
+        t_norm = (ahead_s / scales.time_s)[..., None]
+        fpk_points = torch.cat([x_norm, t_norm], dim=-1).float()
+        hjb_points = torch.cat([x_norm, c_vel / scales.speed_mps, t_norm], dim=-1).float()
+        # FPK: the sensed density now is the initial condition; the flow is the UAV's velocity.
+        cells = np.floor(pos.numpy() / cfg.density_cell_m)
+        centres = (cells[:, None, :] + self._window_offsets[None] + 0.5) * cfg.density_cell_m
+        data = torch.zeros(n, cfg.window_size, 3)
+        data[..., 0:2] = torch.from_numpy((centres - pos.numpy()[:, None]) / scales.length_m)
+        target = torch.from_numpy(np.ascontiguousarray(obs[:, 6:-1]))
+        flow = vel[:, None].expand(n, s, 2).float()
+        # HJB: value of deviating from the nominal law, collision cost from the FPK density.
+        max_corr = mf.max_correction * cfg.max_accel_mps2
+        nominal = self._nominal_accel_torch(pos[:, None] + c_rel, c_vel).float()
+        for _ in range(mf.pde_iterations):
+            learner.train_fpk_pde(rows, data, target, fpk_points, flow, scales)
+            learner.train_hjb_pde(
+                rows, hjb_points, nominal, scales, max_corr, cfg.wind_std_mps_per_sqrt_s
+            )
+        state = torch.zeros(n, 5)
+        state[:, 2:4] = (vel / scales.speed_mps).float()
+        delta = learner.optimal_deviation(rows, state, scales, max_corr)
+        return delta.detach().numpy().astype(np.float64) / cfg.max_accel_mps2
+
+    def _lookahead_correction(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
+        """The look-ahead training (``training="lookahead"``) and its correction."""
         cfg = self.config
         learner = self.learner
         assert learner is not None
@@ -244,11 +335,7 @@ class MeanFieldController(SwarmController):
         vel = obs[:, 2:4].astype(np.float64) * cfg.max_speed_mps
         t_norm = obs[:, -1].astype(np.float64)
         # FPK: fit the sensed density at the centres of the window's cells.
-        cells = np.floor(pos / cfg.density_cell_m)
-        centres = (cells[:, None, :] + self._window_offsets[None] + 0.5) * cfg.density_cell_m
-        points = np.empty((obs.shape[0], cfg.window_size, 3))
-        points[:, :, 0:2] = (centres - np.asarray(cfg.source_center_m)) / scale
-        points[:, :, 2] = t_norm[:, None]
+        points = self._window_points(pos, t_norm)
         target = obs[:, 6:-1]
         learner.train_fpk(
             rows, torch.from_numpy(points).float(), torch.from_numpy(np.ascontiguousarray(target))
@@ -268,10 +355,7 @@ class MeanFieldController(SwarmController):
             torch.from_numpy(time_ahead).float(),
         )
         with torch.no_grad():
-            delta = learner.correction(rows, features).numpy().astype(np.float64)
-        if self.steps % self.mean_field.average_every_steps == 0:
-            self.bits_exchanged += learner.average(rows)
-        return nominal / cfg.max_accel_mps2 + delta
+            return learner.correction(rows, features).numpy().astype(np.float64)
 
 
 CONTROLLERS = ("straight_line", "hjb_full_info", "mfgfl_hf", "mfgfl_h", "mfgfl_f", "mfg_local")
