@@ -291,3 +291,30 @@ def test_compress_rounds_equals_per_federation_compress(num_feds: int) -> None:
             assert torch.equal(sb.generator.get_state(), sa.generator.get_state())
             # Move both on identically so that the next round starts from fresh state rows.
             fb.params = fa.params = fa.params + 0.01 * w.updates.sum(dim=0)
+
+
+def test_fedavg_trusted_equals_fedavg() -> None:
+    """The federation's unvalidated FedAvg is fedavg bit for bit, including its fallbacks."""
+    from fl_gym.sim.aggregation import fedavg, fedavg_trusted
+
+    gen = torch.Generator().manual_seed(0)
+    for rows in (1, 3, 7, 16):
+        x = torch.randn(rows, 4874, generator=gen)
+        w = torch.randint(1, 300, (rows,), generator=gen).to(torch.float32)
+        cases = [(x, w), (x.double(), w), (x, torch.zeros(rows))]
+        if rows > 1:
+            bad = x.clone()
+            bad[1, 5] = float("inf")
+            cases.append((bad, w))
+        for upd, weights in cases:
+            try:
+                want = fedavg(upd, weights)
+            except ValueError:
+                with pytest.raises(ValueError):
+                    fedavg_trusted(upd, weights)
+                continue
+            got = fedavg_trusted(upd, weights)
+            assert torch.equal(got.aggregate, want.aggregate)
+            assert got.aggregate.dtype == want.aggregate.dtype
+            assert torch.equal(got.accepted, want.accepted)
+            assert got.num_rejected == want.num_rejected

@@ -914,7 +914,7 @@ class WirelessCell:
             The round's :class:`UplinkReport`.
         """
         _check_rng(rng)
-        state = self._require_state()
+        self._require_state()
         cfg = self.config
         sel = self.check_selection(selected)
         power = self._per_device_float(power_w, "power_w")
@@ -931,7 +931,22 @@ class WirelessCell:
         if np.any(steps != np.round(steps)):
             raise ValueError(f"local_steps must be whole numbers, got {local_steps!r}")
         _check_int("batch_size", batch_size, 1)
+        return self._uplink(sel, power, size_bits, steps, batch_size, rng)
 
+    def _uplink(
+        self,
+        sel: np.ndarray,
+        power: np.ndarray,
+        size_bits: np.ndarray,
+        steps: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator,
+    ) -> UplinkReport:
+        """:meth:`uplink` on validated inputs: a fresh ``(K,)`` bool selection of available
+        devices (at most ``num_subchannels``), float64 ``(K,)`` powers in ``[0, p_max_w]``, bits
+        ``>= 0`` and whole local steps ``>= 0``, and ``batch_size >= 1``."""
+        state = self._require_state()
+        cfg = self.config
         transmitted = sel & (power >= cfg.power_floor_w)
         p = np.where(transmitted, power, 0.0)
         gain = np.where(sel, self.channel_gain, 0.0)
