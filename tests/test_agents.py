@@ -382,3 +382,15 @@ def test_a_device_set_agent_plays_a_cell_with_more_devices(tmp_path) -> None:
     agent = load_agent(tmp_path / "six", env)
     obs, _ = env.reset(seed=0)
     assert agent.predict(obs)[0].shape == (10,)
+
+
+@pytest.mark.parametrize("name", ["ClientSelection-v0_ppo", "ClientSelection-v0_ppo_mlp"])
+def test_shipped_agents_load_and_play(name: str) -> None:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "models" / name
+    agent = load_agent(path)
+    assert agent.metadata["env_id"] == "fl_gym/ClientSelection-v0"
+    assert agent.metadata["total_timesteps"] == 100_000
+    (m,) = evaluate(f"ppo:{path}", "fl_gym/ClientSelection-v0", [0], max_episode_steps=3)
+    assert m.rounds == 3 and np.isfinite(m.episode_return)
