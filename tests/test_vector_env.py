@@ -62,6 +62,13 @@ def test_matches_sync_vector_env_step_for_step(env_id: str) -> None:
     assert truncations > 0
 
 
+@pytest.mark.parametrize("env_id", ["fl_gym/WirelessFL-v0", "fl_gym/ClientSelection-v0"])
+def test_matches_sync_vector_env_with_many_envs(env_id: str) -> None:
+    """E = 16 as benchmarked: every batched path (training, compression of all levels, uplink,
+    aggregation, observations, infos) sees many envs at once and stays exact."""
+    _run_against_sync(env_id, num_envs=16, steps=12, seed=3)
+
+
 def test_over_the_air_matches_sync_vector_env() -> None:
     terminations, truncations = _run_against_sync(
         "fl_gym/OverTheAirFL-v0", num_envs=2, steps=16, seed=5

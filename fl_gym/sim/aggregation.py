@@ -207,9 +207,10 @@ def fedavg_trusted(updates: torch.Tensor, weights: torch.Tensor) -> AggregationR
     :func:`fedavg`'s, so the result is the same bit for bit; where a row is not finite or the
     weights sum to zero, :func:`fedavg` itself answers.
     """
-    accepted = torch.isfinite(updates).all(dim=1)
-    if not bool(accepted.all()):
+    # A row with a NaN or an infinity has a non-finite sum; finite sums mean finite rows.
+    if not bool(torch.isfinite(updates.sum(dim=1)).all()):
         return fedavg(updates, weights)
+    accepted = torch.ones(updates.shape[0], dtype=torch.bool, device=updates.device)
     dtype = _working_dtype(updates.dtype)
     w = weights.to(device=updates.device, dtype=dtype)
     largest = w.max()

@@ -723,13 +723,18 @@ class QSGD(Compressor):
         round_index: int,
     ) -> CompressionResult:
         assert generator is not None  # checked in compress()
+        return self._quantize(update, _uniform(update, generator, update.dtype))
+
+    def _quantize(self, update: torch.Tensor, draws: torch.Tensor) -> CompressionResult:
+        """The operator on given uniform ``draws`` (``update``'s shape): row by row, so rows of
+        many callers, each with its own draws, can be quantised in one call."""
         d, s = update.shape[1], self.levels
         norm = torch.linalg.vector_norm(update, dim=1, keepdim=True)
         # Rounding can push |x_i| / ||x|| a hair above 1 for a row with one non-zero entry; the
         # clamp keeps the level index within the 0..s that the encoding has room for.
         ratio = (update.abs() / norm.clamp_min(torch.finfo(update.dtype).tiny) * s).clamp(max=s)
         lower = torch.floor(ratio)
-        level = lower + (_uniform(update, generator, update.dtype) < ratio - lower).to(lower.dtype)
+        level = lower + (draws < ratio - lower).to(lower.dtype)
         reconstructed = norm * torch.sign(update) * (level / s)
         bits = _full_bits(update, FLOAT_BITS + d * (1 + _ceil_log2(s + 1)))
         return CompressionResult(reconstructed, bits)

@@ -27,6 +27,7 @@ import torch
 from fl_gym.sim.aggregation import AggregationResult, fedavg_trusted, get_aggregator
 from fl_gym.sim.compression import (
     FLOAT_BITS,
+    QSGD,
     Compressor,
     NoCompression,
     SignSGD,
@@ -348,7 +349,7 @@ class Federation:
         plan, generator, ids = start.plan, start.generator, start.client_ids
         ids_np = plan.selected_ids
         updates = trained.params - self.params
-        finite = torch.isfinite(updates).all(dim=1)
+        finite = _finite_rows(updates)
         if not bool(finite.all()):
             # A diverged client sends nothing usable; zero its row so that neither the
             # compressor nor its error-feedback state ever sees a NaN.
@@ -750,9 +751,18 @@ class Federation:
         return generator
 
 
-_BATCHED_OPERATORS = (NoCompression, TopK, SignSGD)
-"""Operators whose rows are compressed independently and without randomness: their rows of many
-federations can go through one call (each row's result is the one it gets alone)."""
+_BATCHED_OPERATORS = (NoCompression, TopK, SignSGD, QSGD)
+"""Operators that compress row by row, with no state but error feedback and no randomness but
+uniform draws of the rows' shape (QSGD): the rows of many federations go through one call, each
+federation's draws made from its own generator, and each row's result is the one it gets alone."""
+
+
+def _finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """``torch.isfinite(x).all(dim=1)``, through the row sums where they are all finite (a row
+    with a NaN or an infinity has a non-finite sum), which is several times faster."""
+    if bool(torch.isfinite(x.sum(dim=1)).all()):
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    return torch.isfinite(x).all(dim=1)
 
 
 def compress_rounds(
@@ -761,10 +771,11 @@ def compress_rounds(
     """``[fed._compress(start, result) ...]`` of many federations' rounds, batched, bit for bit.
 
     The updates of all rounds are formed and checked in one pass; every compression level whose
-    operator is deterministic and row-wise (none, top-k, sign) and the same in every federation
-    compresses the rows of all federations in one call. Other operators (stochastic ones draw
-    from each round's own generator) run per federation, in ascending level order as
-    :meth:`Federation._compress` runs them, so every generator is drawn in the same order.
+    operator is row-wise (none, top-k, sign, QSGD) and the same in every federation compresses
+    the rows of all federations in one call. Levels run in ascending order as in
+    :meth:`Federation._compress`, so every round's generator is drawn in the same order (a
+    stochastic batched level draws each federation's uniforms from its own generator); other
+    operators run per federation.
     """
     if not feds:
         return []
@@ -778,13 +789,13 @@ def compress_rounds(
         return [fed._compress(s, t) for fed, s, t in zip(feds, starts, trained, strict=True)]
     device = first.device
     sizes = [start.client_ids.shape[0] for start in starts]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()
     local = torch.cat([t.params for t in trained])
     global_rows = torch.cat(
         [fed.params.unsqueeze(0).expand(n, -1) for fed, n in zip(feds, sizes, strict=True)]
     )
     updates = local - global_rows
-    finite = torch.isfinite(updates).all(dim=1)
+    finite = _finite_rows(updates)
     finite_np = finite.cpu().numpy()
     if not finite_np.all():
         updates = torch.where(finite.unsqueeze(1), updates, torch.zeros_like(updates))
@@ -795,7 +806,6 @@ def compress_rounds(
         [start.plan.compression[ids] for start, ids in zip(starts, ids_np, strict=True)]
     ).astype(np.int64)
     owner = np.repeat(np.arange(len(feds)), sizes)
-    per_fed: list[list[int]] = [[] for _ in feds]
     for level in np.unique(levels).tolist():
         at_level = levels == level
         involved = np.unique(owner[at_level]).tolist()
@@ -804,7 +814,18 @@ def compress_rounds(
             feds[e].compressors[level] != op for e in involved
         ):
             for e in involved:
-                per_fed[e].append(level)
+                begin, end = offsets[e], offsets[e + 1]
+                rows_np = np.flatnonzero(at_level[begin:end] & finite_np[begin:end])
+                if rows_np.size:
+                    feds[e]._compress_rows(
+                        level,
+                        rows_np,
+                        starts[e].client_ids,
+                        updates[begin:end],
+                        reconstructed[begin:end],
+                        bits[begin:end],
+                        starts[e].generator,
+                    )
             continue
         rows_np = np.flatnonzero(at_level & finite_np)
         if rows_np.size == 0:
@@ -819,10 +840,25 @@ def compress_rounds(
         for e in np.unique(owner[rows_np]).tolist():
             mine = rows_np[owner[rows_np] == e] - offsets[e]
             members.append((e, starts[e].client_ids[torch.as_tensor(mine, device=device)]))
-        residual = None
-        if op.uses_residual:
-            residual = torch.cat([feds[e].residual[c] for e, c in members])  # type: ignore[index]
-        out = op._compress(updates[rows], residual, None, None, 0)
+        x = updates[rows]
+        if type(op) is QSGD:
+            draws = torch.cat(
+                [
+                    torch.rand(
+                        (c.shape[0], x.shape[1]),
+                        generator=starts[e].generator,
+                        device=starts[e].generator.device,
+                        dtype=x.dtype,
+                    ).to(device)
+                    for e, c in members
+                ]
+            )
+            out = op._quantize(x, draws)
+        else:
+            residual = None
+            if op.uses_residual:
+                residual = torch.cat([feds[e].residual[c] for e, c in members])  # type: ignore[index]
+            out = op._compress(x, residual, None, None, 0)
         reconstructed[rows] = out.reconstructed
         bits[rows] = out.bits
         if out.residual is not None:
@@ -832,21 +868,6 @@ def compress_rounds(
                 if feds[e].residual is not None:
                     feds[e].residual[client_rows] = out.residual[begin:end]  # type: ignore[index]
                 begin = end
-    for e, fed_levels in enumerate(per_fed):
-        begin, end = offsets[e], offsets[e + 1]
-        mine = levels[begin:end]
-        for level in fed_levels:
-            rows_np = np.flatnonzero((mine == level) & finite_np[begin:end])
-            if rows_np.size:
-                feds[e]._compress_rows(
-                    level,
-                    rows_np,
-                    starts[e].client_ids,
-                    updates[begin:end],
-                    reconstructed[begin:end],
-                    bits[begin:end],
-                    starts[e].generator,
-                )
     loss = torch.cat([t.train_loss for t in trained])
     loss_np = torch.where(finite, loss, torch.zeros_like(loss)).cpu().numpy().astype(np.float64)
     bits_np = bits.cpu().numpy()
