@@ -106,7 +106,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="SB3 algorithm arguments, e.g. n_steps=256 learning_rate=3e-4",
     )
-    train.add_argument("--save", default=None, metavar="PATH", help="default models/ENV_ALGO")
+    train.add_argument("--save", default=None, metavar="PATH", help="default out/models/ENV_ALGO")
     train.add_argument("--tensorboard", default=None, metavar="DIR", help="TensorBoard log dir")
     train.add_argument("--preset", default=None, help="scenario preset (see fl-gym list)")
     train.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
@@ -358,7 +358,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from fl_gym.agents import train
 
     console = Console()
-    save = args.save or f"models/{args.env.split('/')[-1]}_{args.algo.lower()}"
+    save = args.save or f"out/models/{args.env.split('/')[-1]}_{args.algo.lower()}"
     policy_kwargs = (
         {"features_extractor_kwargs": {"pooling": args.pooling}} if args.pooling else None
     )
