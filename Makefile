@@ -22,6 +22,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
 demo: $(VENV)/.installed-demo
 	$(BIN)/fl-gym fedavg --rounds 30
 	$(BIN)/fl-gym demo
+	$(BIN)/fl-gym eval fl_gym/ClientSelection-v0 --policy ppo:models/ClientSelection-v0_ppo --seeds 0-2
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
