@@ -325,3 +325,40 @@ def test_fedavg_trusted_equals_fedavg() -> None:
             assert got.aggregate.dtype == want.aggregate.dtype
             assert torch.equal(got.accepted, want.accepted)
             assert got.num_rejected == want.num_rejected
+
+
+def test_uplink_many_equals_per_cell_uplink() -> None:
+    """The stacked uplink of E cells is each cell's own uplink bit for bit (stragglers, lost
+    packets, depleted batteries and silent devices included), and draws the same numbers."""
+    from fl_gym.sim.wireless import WirelessCell, WirelessConfig, uplink_many
+
+    config = WirelessConfig(battery_min_j=0.02, battery_max_j=0.05, deadline_s=0.5)
+    k, m = 10, config.num_subchannels
+    batched, alone = [], []
+    for e in range(6):
+        for group in (batched, alone):
+            cell = WirelessCell(config, num_devices=k)
+            cell.reset(np.random.default_rng(e))
+            group.append(cell)
+    for round_index in range(6):
+        args, rngs_b, rngs_a = [], [], []
+        for e, cell in enumerate(alone):
+            rng = np.random.default_rng(1000 * round_index + e)
+            sel = np.zeros(k, dtype=bool)
+            sel[rng.permutation(np.flatnonzero(cell.available))[: rng.integers(0, m + 1)]] = True
+            power = np.where(sel, rng.uniform(0.0, config.p_max_w, k), 0.0)
+            power[rng.random(k) < 0.1] = 0.0  # below the floor: silent
+            bits = np.where(sel, rng.choice([0.0, 1e3, 1e5, 1e7], k), 0.0)
+            steps = np.where(sel, rng.integers(1, 30, k), 0).astype(np.float64)
+            args.append((sel, power, bits, steps))
+            rngs_b.append(np.random.default_rng(round_index + 10 * e))
+            rngs_a.append(np.random.default_rng(round_index + 10 * e))
+        want = [cell.uplink(*a, 16, rng) for cell, a, rng in zip(alone, args, rngs_a, strict=True)]
+        got = uplink_many(batched, *[list(c) for c in zip(*args, strict=True)], 16, rngs_b)
+        for g, w, cb, ca, rb, ra in zip(got, want, batched, alone, rngs_b, rngs_a, strict=True):
+            assert data_equivalence(vars(g), vars(w), exact=True)
+            assert np.array_equal(cb.battery_j, ca.battery_j)
+            assert rb.random() == ra.random()
+        for cb, ca, e in zip(batched, alone, range(6), strict=True):
+            cb.advance(np.random.default_rng(e + round_index))
+            ca.advance(np.random.default_rng(e + round_index))

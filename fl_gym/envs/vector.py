@@ -41,7 +41,7 @@ from gymnasium.vector.utils import batch_space, iterate
 
 from fl_gym.envs.over_the_air import OverTheAirFLEnv
 from fl_gym.envs.wireless_fl import WirelessFLEnv
-from fl_gym.sim.federation import Federation, RoundStart, compress_rounds
+from fl_gym.sim.federation import Federation, RoundStart, stage_rounds
 from fl_gym.sim.models import BatchedMLP, _log_softmax
 from fl_gym.sim.plan import RoundPlan
 from fl_gym.sim.training import LocalTrainingResult, local_sgd_groups
@@ -301,17 +301,18 @@ class WirelessFLVectorEnv(VectorEnv):
             starts[i] = fed.begin_round(plan, self.envs[i].np_random, allow_empty=True)
         trained = self._train(starts)
         order = list(starts)
-        pendings = compress_rounds(
-            [self._federation(i) for i in order],
-            [starts[i] for i in order],
-            [trained[i] for i in order],
-        )
-        staged = {
-            i: self._federation(i).stage_round(
-                starts[i], trained[i], self.envs[i].np_random, pending=pending
+        staged = dict(
+            zip(
+                order,
+                stage_rounds(
+                    [self._federation(i) for i in order],
+                    [starts[i] for i in order],
+                    [trained[i] for i in order],
+                    [self.envs[i].np_random for i in order],
+                ),
+                strict=True,
             )
-            for i, pending in zip(order, pendings, strict=True)
-        }
+        )
         evaluations = self._evaluate(list(starts))
         return {
             i: self._federation(i).conclude_round(

@@ -45,9 +45,16 @@ from fl_gym.sim.training import (
     draw_round_indices,
     local_sgd,
 )
-from fl_gym.sim.wireless import UplinkReport, WirelessCell, WirelessConfig
+from fl_gym.sim.wireless import UplinkReport, WirelessCell, WirelessConfig, uplink_many
 
-__all__ = ["Federation", "FederationConfig", "PendingUpdates", "RoundStart", "compress_rounds"]
+__all__ = [
+    "Federation",
+    "FederationConfig",
+    "PendingUpdates",
+    "RoundStart",
+    "compress_rounds",
+    "stage_rounds",
+]
 
 _SEED_HIGH = 2**63 - 1
 AGGREGATOR_NAMES = ("fedavg", "median", "trimmed_mean", "geometric_median")
@@ -572,37 +579,48 @@ class Federation:
             pending = self._compress(start, trained)
         if self.cell is None:
             return self._aggregate_pending(pending, None)
-        plan = start.plan
-        assert start.silent is not None and start.power_w is not None
-        silent, power = start.silent, start.power_w
-        bits = np.zeros(self.num_clients)
-        bits[pending.client_ids] = pending.bits
-        uplink_power = np.where(plan.selected, power, 0.0)
-        p_max_w = self.cell.config.p_max_w
-        if (
-            isinstance(rng, np.random.Generator)
-            and not (uplink_power > p_max_w * (1.0 + 1e-9)).any()
-        ):
+        args = self._uplink_args(start, pending, rng)
+        if args is not None:
             # begin_round validated the plan (selection, powers, steps) and the config the
             # batch size: skip the public method's checks, which cost as much as its arithmetic.
-            uplink = self.cell._uplink(
-                plan.selected | silent,
-                np.minimum(uplink_power, p_max_w),
-                bits,
-                np.asarray(plan.local_steps, dtype=np.float64),
-                self.config.batch_size,
-                rng,
-            )
+            uplink = self.cell._uplink(*args, self.config.batch_size, rng)
         else:  # the public method raises the error
+            assert start.power_w is not None and start.silent is not None
+            plan = start.plan
             uplink = self.cell.uplink(
-                plan.selected | silent,
-                uplink_power,
-                bits,
+                plan.selected | start.silent,
+                np.where(plan.selected, start.power_w, 0.0),
+                self._round_bits(pending),
                 plan.local_steps,
                 self.config.batch_size,
                 rng,
             )
         return self._aggregate_pending(pending, uplink)
+
+    def _round_bits(self, pending: PendingUpdates) -> np.ndarray:
+        bits = np.zeros(self.num_clients)
+        bits[pending.client_ids] = pending.bits
+        return bits
+
+    def _uplink_args(
+        self, start: RoundStart, pending: PendingUpdates, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The validated inputs of the round's uplink (selection, powers, bits, local steps) for
+        :meth:`WirelessCell._uplink`, or ``None`` where the public ``uplink`` must run to raise
+        its error (a power above ``p_max_w``, an ``rng`` that is not a generator)."""
+        assert self.cell is not None
+        assert start.silent is not None and start.power_w is not None
+        plan = start.plan
+        power = np.where(plan.selected, start.power_w, 0.0)
+        p_max_w = self.cell.config.p_max_w
+        if not isinstance(rng, np.random.Generator) or (power > p_max_w * (1.0 + 1e-9)).any():
+            return None
+        return (
+            plan.selected | start.silent,
+            np.minimum(power, p_max_w),
+            self._round_bits(pending),
+            np.asarray(plan.local_steps, dtype=np.float64),
+        )
 
     def conclude_round(
         self, staged: dict[str, Any], loss: float, accuracy: float, rng: np.random.Generator
@@ -882,6 +900,38 @@ def compress_rounds(
         )
         for e, start in enumerate(starts)
     ]
+
+
+def stage_rounds(
+    feds: list[Federation],
+    starts: list[RoundStart],
+    trained: list[LocalTrainingResult],
+    rngs: list[np.random.Generator],
+) -> list[dict[str, Any]]:
+    """``[fed.stage_round(start, result, rng) ...]`` of many federations, bit for bit: their
+    compression in one pass (:func:`compress_rounds`) and their cells' uplinks in one array
+    computation (:func:`~fl_gym.sim.wireless.uplink_many`); aggregation stays per federation."""
+    pendings = compress_rounds(feds, starts, trained)
+    staged: list[dict[str, Any] | None] = [None] * len(feds)
+    batch: dict[int, list[tuple[int, tuple[np.ndarray, ...]]]] = {}
+    for e, (fed, start, pending) in enumerate(zip(feds, starts, pendings, strict=True)):
+        args = None if fed.cell is None else fed._uplink_args(start, pending, rngs[e])
+        if args is None:
+            staged[e] = fed.stage_round(start, trained[e], rngs[e], pending=pending)
+        else:
+            batch.setdefault(fed.config.batch_size, []).append((e, args))
+    for batch_size, members in batch.items():
+        cells = [feds[e].cell for e, _ in members]
+        columns = list(zip(*(args for _, args in members), strict=True))
+        reports = uplink_many(
+            cells,  # type: ignore[arg-type]
+            *[list(column) for column in columns],
+            batch_size,
+            [rngs[e] for e, _ in members],
+        )
+        for (e, _), uplink in zip(members, reports, strict=True):
+            staged[e] = feds[e]._aggregate_pending(pendings[e], uplink)
+    return staged  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, eq=False)

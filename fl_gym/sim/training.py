@@ -391,8 +391,17 @@ def _sgd_groups_loop(
             for s, m in zip(sizes, masked_groups, strict=True)
         ]
     )
-    xs = [g.data.x[g.indices] for g in groups]  # (T_g, S_g, B, F) each
-    ys = [g.data.y[g.indices] for g in groups]
+    # (T_g, S_g, B, F) and (T_g, S_g, B) each: the same rows as g.data.x[g.indices], gathered by
+    # index_select, which is several times faster than advanced indexing.
+    flat = [g.indices.reshape(-1) for g in groups]  # type: ignore[union-attr]
+    xs = [
+        g.data.x.index_select(0, f).view(*g.indices.shape, -1)  # type: ignore[union-attr]
+        for g, f in zip(groups, flat, strict=True)
+    ]
+    ys = [
+        g.data.y.index_select(0, f).view(g.indices.shape)  # type: ignore[union-attr]
+        for g, f in zip(groups, flat, strict=True)
+    ]
     loss_sum = torch.zeros(num, dtype=dtype, device=device)
     for t in range(lengths[0]):
         live = sum(1 for n in lengths if n > t)
