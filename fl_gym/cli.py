@@ -207,6 +207,10 @@ def _run_list() -> int:
     policies.add_column("decides")
     for name, cls in BASELINES.items():
         policies.add_row(name, ", ".join(sorted(cls.knobs)))
+    from fl_gym.baselines.vehicular import VEHICULAR_BASELINES
+
+    for name in VEHICULAR_BASELINES:
+        policies.add_row(name, "power, resource block (fl_gym/VehicularURLLC-v0)")
     console.print(policies)
     return 0
 
@@ -275,6 +279,43 @@ def _run_episodes(args: argparse.Namespace, env_id: str, policies: Sequence[str]
 
         path = plot_episodes(results, args.save_plot, title=env_id)
         console.print(f"plot written to {path}")
+    return 0
+
+
+def _run_vehicular(args: argparse.Namespace) -> int:
+    """Episodes of the roadside-unit environment with a vehicular baseline."""
+    import gymnasium as gym
+    from rich.console import Console
+    from rich.table import Table
+
+    from fl_gym.baselines.vehicular import make_vehicular_baseline
+
+    env = gym.make(args.env, config=_parse_overrides(args.config) or None, preset=args.preset)
+    table = Table(title=f"{args.policy} on {args.env}")
+    for column in ("seed", "slots", "mean power mW", "queues > q0", "values exchanged", "return"):
+        table.add_column(column, justify="right")
+    for seed in range(args.seed, args.seed + args.episodes):
+        policy = make_vehicular_baseline(args.policy, env)
+        obs, info = env.reset(seed=seed)
+        power, above, total, done, slots = [], [], 0.0, False, 0
+        while not done:
+            action, _ = policy.predict(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            power.append(info["mean_power_w"])
+            above.append(info["share_above_q0"])
+            total += float(reward)
+            slots += 1
+            done = terminated or truncated
+        table.add_row(
+            str(seed),
+            str(slots),
+            f"{1e3 * np.mean(power):.3f}",
+            f"{np.mean(above):.2%}",
+            str(info["values_exchanged"]),
+            f"{total:.2f}",
+        )
+    env.close()
+    Console().print(table)
     return 0
 
 
@@ -512,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return _run_list()
         if args.command == "run":
+            if args.env == "fl_gym/VehicularURLLC-v0":
+                return _run_vehicular(args)
             return _run_episodes(args, args.env, [args.policy])
         if args.command == "demo":
             return _run_demo(args)

@@ -131,3 +131,25 @@ def test_uav_command_matches_run_episode_and_writes_a_gif(
     expected = run_episode(env, make_controller("hjb_full_info", env.config), 4)
     assert f"{expected.motion_energy_m2_s3:.4g}" in out
     assert "7 frames" in out and gif.read_bytes()[:6] == b"GIF89a"
+
+
+def test_run_plays_the_vehicular_env_with_its_baselines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fl_gym.baselines.vehicular import make_vehicular_baseline
+
+    env_id = "fl_gym/VehicularURLLC-v0"
+    args = ["run", env_id, "--policy", "vehicular-max-power", "--seed", "2"]
+    assert main([*args, "--config", "system.num_pairs=4"]) == 0
+    out = capsys.readouterr().out
+    env = gym.make(env_id, config={"system.num_pairs": 4})
+    policy = make_vehicular_baseline("vehicular-max-power", env)
+    obs, _ = env.reset(seed=2)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy.predict(obs)[0])
+        total += float(reward)
+        done = terminated or truncated
+    assert f"{total:.2f}" in out
+    assert main(["list"]) == 0
+    assert "vehicular-lyapunov" in capsys.readouterr().out
