@@ -362,3 +362,26 @@ def test_uplink_many_equals_per_cell_uplink() -> None:
         for cb, ca, e in zip(batched, alone, range(6), strict=True):
             cb.advance(np.random.default_rng(e + round_index))
             ca.advance(np.random.default_rng(e + round_index))
+
+
+def test_observe_many_equals_per_env_observe() -> None:
+    """Stacked observations of envs with different configs equal each env's own, bit for bit."""
+    from fl_gym.envs.wireless_fl import observe_many
+
+    configs = [{}, {"wireless": {"cell_radius_m": 300.0}}, {"max_rounds": 7}]
+    envs = [WirelessFLEnv(config=c) for c in configs]
+    for e, env in enumerate(envs):
+        env.reset(seed=e)
+    assert all(
+        data_equivalence(a, b, exact=True)
+        for a, b in zip(observe_many(envs), [env._observe() for env in envs], strict=True)
+    )
+    for t in range(4):
+        for env in envs:
+            env.action_space.seed(t)
+            env.step(env.action_space.sample())
+        want = [env._observe() for env in envs]
+        got = observe_many(envs)
+        for a, b in zip(got, want, strict=True):
+            assert data_equivalence(a, b, exact=True)
+            assert a["devices"].dtype == b["devices"].dtype == np.float32

@@ -40,7 +40,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, iterate
 
 from fl_gym.envs.over_the_air import OverTheAirFLEnv
-from fl_gym.envs.wireless_fl import WirelessFLEnv
+from fl_gym.envs.wireless_fl import WirelessFLEnv, observe_many
 from fl_gym.sim.federation import Federation, RoundStart, stage_rounds
 from fl_gym.sim.models import BatchedMLP, _log_softmax
 from fl_gym.sim.plan import RoundPlan
@@ -97,6 +97,7 @@ class WirelessFLVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         # Whether a step's round is the digital one whose training this class batches.
         self._batched_round = type(first)._play_round is WirelessFLEnv._play_round
+        self._batched_observe = type(first)._observe is WirelessFLEnv._observe
         self._elapsed_steps = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset_envs = np.zeros(self.num_envs, dtype=np.bool_)
         self._needs_reset = True
@@ -225,19 +226,26 @@ class WirelessFLVectorEnv(VectorEnv):
         terminated = np.zeros(n, dtype=np.bool_)
         truncated = np.zeros(n, dtype=np.bool_)
         infos: list[dict[str, Any]] = []
+        # The stepped environments' observations are made together after their steps.
+        observe_alone = not self._batched_observe
         for i, env in enumerate(self.envs):
             if resetting[i]:
                 self._env_obs[i], info_i = env.reset()
                 self._elapsed_steps[i] = 0
             else:
                 self._env_obs[i], reward, term, trunc, info_i = env._finish_step(
-                    reports[i], decoded[i][1]
+                    reports[i], decoded[i][1], observe=observe_alone
                 )
                 self._elapsed_steps[i] += 1
                 if self.max_episode_steps is not None:
                     trunc = trunc or bool(self._elapsed_steps[i] >= self.max_episode_steps)
                 rewards[i], terminated[i], truncated[i] = reward, term, trunc
             infos.append(info_i)
+        if not observe_alone and decoded:
+            stepped = sorted(decoded)
+            observations = observe_many([self.envs[i] for i in stepped])
+            for i, obs in zip(stepped, observations, strict=True):
+                self._env_obs[i] = obs
         self._autoreset_envs = terminated | truncated
         return rewards, terminated, truncated, infos
 

@@ -14,7 +14,7 @@ from fl_gym.sim.federation import Federation
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.wireless import dbm_to_w, w_to_dbm
 
-__all__ = ["CONTROLS", "DEVICE_FEATURES", "SERVER_FEATURES", "WirelessFLEnv"]
+__all__ = ["CONTROLS", "DEVICE_FEATURES", "SERVER_FEATURES", "WirelessFLEnv", "observe_many"]
 
 CONTROLS = ("selection", "power", "compression", "frequency")
 """The knobs an environment may control, in the order of the joint action layout."""
@@ -274,9 +274,12 @@ class WirelessFLEnv(gym.Env):
         return self._finish_step(self._play_round(plan), decode_info)
 
     def _finish_step(
-        self, report: RoundReport, decode_info: dict[str, Any]
+        self, report: RoundReport, decode_info: dict[str, Any], *, observe: bool = True
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Everything a step does after the round: bookkeeping, reward, observation, info."""
+        """Everything a step does after the round: bookkeeping, reward, observation, info.
+
+        With ``observe=False`` the observation is left out (an empty dict): the caller makes it
+        with :func:`observe_many`, before anything else changes the environment."""
         assert self.federation is not None
         self._last_selected_round[report.selected] = report.round_index
         self._last_report = report
@@ -287,7 +290,7 @@ class WirelessFLEnv(gym.Env):
         cell = self.federation.cell
         assert cell is not None
         terminated = report.accuracy >= self.config.target_accuracy or not cell.available.any()
-        obs = self._observe()
+        obs = self._observe() if observe else {}
         return obs, reward, bool(terminated), False, self._info(report, terms, decode_info)
 
     def default_config(self) -> WirelessFLConfig:
@@ -532,6 +535,78 @@ class WirelessFLEnv(gym.Env):
     @staticmethod
     def _layout(config: WirelessFLConfig) -> tuple[Any, ...]:
         return config.num_devices, config.num_compression_levels, config.local_step_choices
+
+
+def observe_many(envs: list[WirelessFLEnv]) -> list[dict[str, np.ndarray]]:
+    """``[env._observe() for env in envs]``, bit for bit, the device columns of all the
+    environments in one ``(E, K, F)`` computation (element by element, so each environment's
+    rows are what it computes alone). The environments must share ``num_devices`` and observe
+    with :meth:`WirelessFLEnv._observe` itself."""
+    n, k = len(envs), envs[0].num_devices
+    feds = [env.federation for env in envs]
+    cells = [fed.cell for fed in feds]  # type: ignore[union-attr]
+    wcfgs = [env.config.wireless for env in envs]
+
+    def column(values: list[float]) -> np.ndarray:
+        return np.array(values, dtype=np.float64).reshape(n, 1)
+
+    snr = (
+        column([w.p_max_w for w in wcfgs])
+        * np.stack([c.channel_gain for c in cells])  # type: ignore[union-attr]
+        / column([w.noise_power_w for w in wcfgs])
+    )
+    with np.errstate(divide="ignore"):
+        snr_db = 10.0 * np.log10(snr)
+    devices = np.zeros((n, k, len(DEVICE_FEATURES)), dtype=np.float64)
+    devices[:, :, 0] = np.clip(snr_db / SNR_SCALE_DB, -_OBS_BOUND, _OBS_BOUND)
+    devices[:, :, 1] = np.stack([c.distance_m for c in cells]) / column(  # type: ignore[union-attr]
+        [w.cell_radius_m for w in wcfgs]
+    )
+    devices[:, :, 2] = np.stack([c.battery_j for c in cells]) / np.stack(  # type: ignore[union-attr]
+        [c.battery_capacity_j for c in cells]  # type: ignore[union-attr]
+    )
+    devices[:, :, 3] = np.stack([c.cpu_hz for c in cells]) / column(  # type: ignore[union-attr]
+        [w.cpu_max_hz for w in wcfgs]
+    )
+    devices[:, :, 4] = (
+        np.minimum(
+            np.stack([fed.rounds_since_delivery() for fed in feds]),  # type: ignore[union-attr]
+            STALENESS_SCALE_ROUNDS,
+        )
+        / STALENESS_SCALE_ROUNDS
+    )
+    available = np.stack([c.available for c in cells])  # type: ignore[union-attr]
+    devices[:, :, 6] = available
+    devices[:, :, 9] = np.stack([env._data_share for env in envs])
+    server = []
+    for e, (env, fed, cell, wcfg) in enumerate(zip(envs, feds, cells, wcfgs, strict=True)):
+        assert fed is not None and cell is not None
+        report = env._last_report
+        if report is not None:
+            env._train_loss = np.where(report.selected, report.train_loss, env._train_loss)
+            devices[e, :, 7] = report.selected
+            devices[e, :, 8] = report.delivered
+        else:
+            env._train_loss = np.zeros(k)
+        capacity = float(cell.battery_capacity_j.sum())
+        gain = 0.0 if report is None else report.accuracy - env._accuracy_history[-2]
+        server.append(
+            [
+                fed.round_index / env.config.max_rounds,
+                fed.accuracy,
+                min(fed.loss / LOSS_SCALE, 1.0),
+                env._energy_spent_j / capacity,
+                0.0 if report is None else report.round_time_s / wcfg.deadline_s,
+                float(available[e].mean()),
+                np.clip(ACCURACY_GAIN_SCALE * gain, -_OBS_BOUND, _OBS_BOUND),
+            ]
+        )
+    devices[:, :, 5] = np.minimum(np.stack([env._train_loss for env in envs]) / LOSS_SCALE, 1.0)
+    devices = np.nan_to_num(devices, nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
+    servers = np.nan_to_num(np.array(server), nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
+    devices32 = np.clip(devices, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
+    servers32 = np.clip(servers, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
+    return [{"devices": devices32[e], "server": servers32[e]} for e in range(n)]
 
 
 def _bin(values: np.ndarray, n: int) -> np.ndarray:
