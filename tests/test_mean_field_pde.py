@@ -170,7 +170,9 @@ def test_fpk_residual_counts_the_divergence_of_the_flow() -> None:
 
 
 def test_input_derivatives_of_the_batched_network_match_finite_differences() -> None:
-    learner = MeanFieldLearner(3, 4, MeanFieldConfig(), torch.Generator().manual_seed(0))
+    learner = MeanFieldLearner(
+        3, 4, MeanFieldConfig(training="pde"), torch.Generator().manual_seed(0)
+    )
     params = torch.randn(learner.hjb_params.shape, generator=torch.Generator().manual_seed(1))
     params = params.double()
 
@@ -218,7 +220,7 @@ def _losses(learner: MeanFieldLearner, rows: torch.Tensor, b: dict) -> tuple[tor
 
 
 def test_one_training_step_lowers_each_uavs_residual_on_a_fixed_batch() -> None:
-    cfg = MeanFieldConfig(hjb_pde_learning_rate=0.002, fpk_pde_learning_rate=0.05)
+    cfg = MeanFieldConfig(training="pde", hjb_pde_learning_rate=0.002, fpk_pde_learning_rate=0.05)
     learner = MeanFieldLearner(4, 4, cfg, torch.Generator().manual_seed(0))
     rows = torch.arange(4)
     b = _batch(4, 3)
@@ -237,7 +239,9 @@ def test_one_training_step_lowers_each_uavs_residual_on_a_fixed_batch() -> None:
 
 def test_hjb_training_converges_to_the_value_of_a_constant_cost() -> None:
     # With a constant density m and the nominal law holding v still, W = c m / beta exactly.
-    cfg = MeanFieldConfig(hjb_pde_learning_rate=0.05, collision_weight=2.0, discount_per_s=1.0)
+    cfg = MeanFieldConfig(
+        training="pde", hjb_pde_learning_rate=0.05, collision_weight=2.0, discount_per_s=1.0
+    )
     learner = MeanFieldLearner(1, 4, cfg, torch.Generator().manual_seed(0))
     rows = torch.tensor([0])
     gen = torch.Generator().manual_seed(4)
@@ -257,7 +261,9 @@ def test_hjb_training_converges_to_the_value_of_a_constant_cost() -> None:
 
 def test_pde_training_of_a_batch_equals_training_each_uav_alone() -> None:
     def learner() -> MeanFieldLearner:
-        return MeanFieldLearner(3, 4, MeanFieldConfig(), torch.Generator().manual_seed(3))
+        return MeanFieldLearner(
+            3, 4, MeanFieldConfig(training="pde"), torch.Generator().manual_seed(3)
+        )
 
     b = _batch(3, 5)
     together = learner()
@@ -280,7 +286,9 @@ def test_pde_training_of_a_batch_equals_training_each_uav_alone() -> None:
 
 
 def test_averaging_the_pde_networks_preserves_the_weighted_mean_and_counts_bits() -> None:
-    learner = MeanFieldLearner(5, 4, MeanFieldConfig(), torch.Generator().manual_seed(0))
+    learner = MeanFieldLearner(
+        5, 4, MeanFieldConfig(training="pde"), torch.Generator().manual_seed(0)
+    )
     assert learner.hjb.widths == (5, 16, 1)
     gen = torch.Generator().manual_seed(6)
     learner.hjb_params = torch.randn(learner.hjb_params.shape, generator=gen, dtype=torch.float64)
@@ -301,8 +309,10 @@ def test_averaging_the_pde_networks_preserves_the_weighted_mean_and_counts_bits(
 
 def test_pde_controller_is_deterministic_and_deviates_from_the_straight_line() -> None:
     env = uav_swarm_v0.parallel_env(config={"num_uavs": 12, "max_steps": 30})
-    runs = [run_episode(env, make_controller("mfg_local", env.config), seed=3) for _ in range(2)]
+    ctrl = [make_controller("mfg_local", env.config, training="pde") for _ in range(2)]
+    runs = [run_episode(env, c, seed=3) for c in ctrl]
     assert runs[0] == runs[1]
+    assert ctrl[0].learner.hjb.widths == (5, 16, 1)  # the value network, not the look-ahead one
     straight = run_episode(env, make_controller("straight_line", env.config), seed=3)
     assert runs[0].motion_energy_m2_s3 != straight.motion_energy_m2_s3
 

@@ -13,13 +13,15 @@ the bits its UAVs must exchange (:attr:`SwarmController.bits_exchanged`, reset e
   UAVs, the plain (non mean-field) HJB comparison of Shiri, Park and Bennis (2020): every UAV
   needs every other UAV's position at every step, ``n (n - 1) 64`` bits per step (two float32
   coordinates sent to each of the ``n - 1`` others).
-- :class:`MeanFieldController`: the straight line plus the deviation that minimises the
-  Hamiltonian of a per-UAV HJB (value) network, whose running cost includes a collision term
-  from a per-UAV FPK (density) network; both are trained online on their PDE residuals along
-  the UAV's predicted path (:class:`fl_gym.sim.mean_field.MeanFieldLearner`; the earlier
-  look-ahead training stays available as ``training="lookahead"``); every
-  ``average_every_steps`` the flying
-  UAVs federated-average both networks (``"mfgfl_hf"``), the HJB network only (``"mfgfl_h"``),
+- :class:`MeanFieldController`: the straight line plus the correction of a per-UAV HJB network
+  steered by a per-UAV FPK (density) network, both trained online
+  (:class:`fl_gym.sim.mean_field.MeanFieldLearner`). With ``training="pde"`` (the paper's
+  method) the HJB network is a value function trained on its HJB residual, with a collision
+  term from the FPK density in the running cost, the FPK network is trained on its FPK residual,
+  and the UAV flies the deviation that minimises the Hamiltonian; the default
+  ``training="lookahead"`` trains the correction on a one-second look-ahead of the predicted
+  density instead (it collides less here). Every ``average_every_steps`` the flying UAVs
+  federated-average both networks (``"mfgfl_hf"``), the HJB network only (``"mfgfl_h"``),
   the FPK network only (``"mfgfl_f"``) or nothing (``"mfg_local"``). Each averaging round costs
   ``2 * 32 * P * n`` bits (upload and download of P float32 weights by n UAVs). The density the
   networks learn from is sensed locally (the observation's window counts), not communicated.

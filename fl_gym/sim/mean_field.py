@@ -2,8 +2,8 @@
 
 After Shiri, Park and Bennis (IEEE Trans. Commun. 2020) and its Globecom 2019 precursor: every
 UAV carries two small networks that approximate the two equations of the mean-field game, and
-trains them online, from what it senses, by gradient descent on their PDE residuals
-(``training="pde"``, the default):
+trains them online, from what it senses. With ``training="pde"`` (the paper's method) both
+learn by gradient descent on their PDE residuals:
 
 - the **FPK network** ``m_phi(x, t)`` approximates the population density (the mean field) near
   the UAV. It minimises the squared residual of the Fokker-Planck-Kolmogorov equation
@@ -31,7 +31,8 @@ trains them online, from what it senses, by gradient descent on their PDE residu
 
 PDE derivatives come from autograd on the inputs (:func:`input_derivatives`); the residuals are
 pure functions of those derivatives (:func:`hjb_residual`, :func:`fpk_residual`) so that they can
-be checked on closed-form solutions. ``training="lookahead"`` keeps the earlier receding-horizon
+be checked on closed-form solutions. ``training="lookahead"`` (the default, because it collides
+less in our scenario: see the ``uav`` block of ``docs/reproductions.md``) is a receding-horizon
 simplification: the HJB network outputs the correction ``delta`` itself and minimises
 ``density_weight * m_phi(x + v tau + (u_nom + delta) tau^2 / 2, t + tau) + deviation_weight *
 |delta / a_max|^2``, and the FPK network only fits the sensed density.
@@ -279,7 +280,7 @@ class MeanFieldConfig:
     Attributes:
         training: How the networks learn, one of :data:`TRAINING_MODES`: ``"pde"`` (HJB and FPK
             residuals, the paper's method) or ``"lookahead"`` (the receding-horizon
-            simplification).
+            simplification, the default: it collides less in our scenario).
         hidden_units: Width of the single hidden layer of both networks.
         hjb_learning_rate: SGD step size of the HJB network (``"lookahead"``).
         fpk_learning_rate: SGD step size of the FPK network (``"lookahead"``).
@@ -313,7 +314,7 @@ class MeanFieldConfig:
         pde_iterations: SGD steps of each network per control step (``"pde"``).
     """
 
-    training: str = "pde"
+    training: str = "lookahead"
     hidden_units: int = 16
     hjb_learning_rate: float = 3.0
     fpk_learning_rate: float = 0.3
