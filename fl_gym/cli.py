@@ -149,6 +149,12 @@ def _build_parser() -> argparse.ArgumentParser:
     uav.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
     uav.add_argument("--seed", type=int, default=0)
     uav.add_argument("--gif", default=None, metavar="PATH", help="write the episode as a GIF")
+    uav.add_argument(
+        "--training",
+        default=None,
+        choices=["lookahead", "pde"],
+        help="mean-field controllers: how their networks learn (default lookahead)",
+    )
     return parser
 
 
@@ -507,7 +513,7 @@ def _run_uav(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from fl_gym.baselines.uav import make_controller, run_episode
+    from fl_gym.baselines.uav import CONTROLLERS, make_controller, run_episode
     from fl_gym.envs import uav_swarm_v0
 
     console = Console()
@@ -516,7 +522,14 @@ def _run_uav(args: argparse.Namespace) -> int:
         preset=args.preset,
         render_mode="rgb_array" if args.gif else None,
     )
-    controller = make_controller(args.controller, env.config)
+    mean_field = [name for name in CONTROLLERS if name.startswith("mfg")]
+    if args.training and args.controller not in mean_field:
+        raise ValueError(
+            f"--training applies to the mean-field controllers {mean_field}, "
+            f"not {args.controller!r}"
+        )
+    options = {"training": args.training} if args.training else {}
+    controller = make_controller(args.controller, env.config, **options)
     frames: list[np.ndarray] | None = [] if args.gif else None
     metrics = run_episode(env, controller, args.seed, frames=frames)
     table = Table(title=f"{args.controller}: {env.config.num_uavs} UAVs, seed {args.seed}")

@@ -153,3 +153,10 @@ def test_run_plays_the_vehicular_env_with_its_baselines(
     assert f"{total:.2f}" in out
     assert main(["list"]) == 0
     assert "vehicular-lyapunov" in capsys.readouterr().out
+
+
+def test_uav_training_option(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["uav", "--config", "num_uavs=6", "max_steps=3", "--training", "pde"]
+    assert main([*args, "--controller", "mfgfl_hf"]) == 0
+    assert main([*args, "--controller", "straight_line"]) == 2
+    assert "--training applies to the mean-field controllers" in capsys.readouterr().err
