@@ -392,7 +392,10 @@ class WirelessFLVectorEnv(VectorEnv):
         cached = self._test_cache.get(len(feds))
         if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
             return cached[1], cached[2]
-        x = torch.stack([fed.x_test for fed in feds])
+        # Stacked into 64-byte-aligned rows once, as _aligned_logits needs them.
+        first = feds[0].x_test
+        x = _aligned_rows(len(feds), tuple(first.shape), first)
+        torch.stack([fed.x_test for fed in feds], out=x)
         y = torch.stack([fed.y_test for fed in feds])
         self._test_cache[len(feds)] = (key, x, y)
         return x, y
@@ -416,15 +419,15 @@ def _aligned_rows(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> tor
 
 
 def _aligned_logits(model: BatchedMLP, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``model.logits(params, x)`` with every row of every batched product aligned.
+    """``model.logits(params, x)`` with every row of every batched product aligned (``x``'s rows
+    must already start 64-byte aligned, as :func:`_aligned_rows` makes them).
 
     MKL's batched products can change the last bit of a row whose output does not start on a
     16-byte boundary (e.g. 449 test samples x 10 classes); with each row aligned as a
     single model's tensors are, row ``e`` equals ``model.evaluate`` of model ``e`` alone.
     """
     batch, num = x.shape[0], x.shape[1]
-    h = _aligned_rows(batch, tuple(x.shape[1:]), x)
-    h.copy_(x)
+    h = x  # rows already aligned (see _test_sets)
     tensors = model.split(params)
     num_layers = len(tensors) // 2
     for i in range(num_layers):
