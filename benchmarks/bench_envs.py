@@ -427,7 +427,10 @@ def main() -> None:
         )
         print()
 
-    results = bench_envs(tuple(ENV_IDS), args.steps, args.warmup, args.blocks)
+    # The FL environments (this table's columns are FL quantities); the vehicular environment
+    # has its own benchmark, benchmarks/bench_vehicular.py.
+    fl_ids = tuple(env_id for env_id in ENV_IDS if "Vehicular" not in env_id)
+    results = bench_envs(fl_ids, args.steps, args.warmup, args.blocks)
     print(
         f"## Environment steps per second (defaults, random actions, one core; median of "
         f"{args.blocks} blocks of {args.steps} steps)"
