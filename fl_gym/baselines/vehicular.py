@@ -27,6 +27,7 @@ block in the last slot (interference is assumed to persist for one slot).
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 
-class VehicularPolicy:
+class VehicularPolicy(abc.ABC):
     """Base class: decoding of observations, episode memory, the two calling conventions.
 
     Args:
@@ -90,11 +91,11 @@ class VehicularPolicy:
 
     # -- deciding ------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def decide(
         self, devices: np.ndarray, server: np.ndarray, memory: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Power levels ``(K,)`` and blocks ``(K,)`` of every pair; may update ``memory``."""
-        raise NotImplementedError
 
     def new_memory(self) -> dict[str, np.ndarray]:
         """The policy's state at the start of an episode."""
