@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from fl_gym.sim.config import flatten_overrides
 from fl_gym.sim.tail import GPDParams, federated_round, gpd_conditional_moments
 from fl_gym.sim.vehicular import (
     PRESETS as SYSTEM_PRESETS,
@@ -157,7 +158,7 @@ def make_urllc_config(
     sub: dict[str, Any] = {}
     system_obj: VehicularConfig | None = None
     unknown: list[str] = []
-    for key, value in _flatten(overrides).items():
+    for key, value in flatten_overrides(overrides).items():
         name = key.removeprefix("system.")
         if key == "system" and isinstance(value, VehicularConfig):
             system_obj = value
@@ -174,18 +175,6 @@ def make_urllc_config(
     if sub:
         system = dataclasses.replace(system, **sub)
     return dataclasses.replace(config, system=system, **top)
-
-
-def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if not isinstance(key, str):
-            raise TypeError(f"config keys must be strings, got {key!r}")
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 # -- the shared game ---------------------------------------------------------------------------

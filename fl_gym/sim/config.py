@@ -6,9 +6,33 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-__all__ = ["check_choice", "check_positive", "with_overrides"]
+__all__ = ["check_choice", "check_positive", "flatten_overrides", "with_overrides"]
 
 C = TypeVar("C")
+
+
+def flatten_overrides(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested override dicts as dotted keys: ``{"a": {"b": 1}}`` becomes ``{"a.b": 1}``.
+
+    Args:
+        overrides: A mapping whose values may be mappings themselves.
+        prefix: Prepended to every key (used by the recursion).
+
+    Returns:
+        A flat ``{dotted key: value}`` dict.
+
+    Raises:
+        TypeError: If a key is not a string.
+    """
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if not isinstance(key, str):
+            raise TypeError(f"config keys must be strings, got {key!r}")
+        if isinstance(value, Mapping):
+            out.update(flatten_overrides(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def with_overrides(config: C, overrides: Mapping[str, Any] | C | None) -> C:

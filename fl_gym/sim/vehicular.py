@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fl_gym.sim.config import with_overrides
+from fl_gym.sim.config import flatten_overrides, with_overrides
 from fl_gym.sim.wireless import dbm_to_w
 
 __all__ = [
@@ -417,19 +417,7 @@ def make_vehicular_config(
         raise TypeError(
             f"config must be a VehicularConfig or a dict, got {type(overrides).__name__}"
         )
-    return with_overrides(config, _flatten(overrides))
-
-
-def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if not isinstance(key, str):
-            raise TypeError(f"config keys must be strings, got {key!r}")
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
+    return with_overrides(config, flatten_overrides(overrides))
 
 
 # -- the system --------------------------------------------------------------------------------
