@@ -41,7 +41,11 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Federated learning over wireless networks as RL control problems.",
     )
     parser.add_argument(
-        "--threads", type=_positive_int, default=1, help="torch intra-op threads (default 1)"
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch intra-op threads of the command's own work, e.g. an RL algorithm's updates "
+        "(default 1; the environments' rounds run on their own num_threads=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="environment ids (one line each) and scenario presets")
@@ -425,6 +429,7 @@ def _run_train(args: argparse.Namespace) -> int:
         progress_bar=not args.no_progress,
         tensorboard_log=args.tensorboard,
         vectorization=args.vec,
+        num_threads=args.threads,
     )
     elapsed = time.perf_counter() - start
     console.print(
@@ -557,11 +562,15 @@ def gym_errors() -> type[Exception]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fl-gym`` command."""
     args = _build_parser().parse_args(argv)
-    import torch
+    from fl_gym.sim.threads import torch_threads
 
     # The models are small: one thread is faster than several, and far faster when the cores
     # are shared with other work (oversubscribed OpenMP threads spin).
-    torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "list":
             return _run_list()

@@ -121,9 +121,6 @@ def _job(
     preset: str | None,
     max_episode_steps: int | None,
 ) -> tuple[list[EpisodeMetrics], list[EpisodeResult]]:
-    import torch
-
-    torch.set_num_threads(1)
     return evaluate_episodes(
         policy, env_id, [seed], config=config, preset=preset, max_episode_steps=max_episode_steps
     )

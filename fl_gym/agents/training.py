@@ -18,6 +18,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, torch_threads
+
 __all__ = [
     "ALGORITHMS",
     "POLICY_ARCHITECTURES",
@@ -207,6 +209,7 @@ def train(
     tensorboard_log: str | Path | None = None,
     vectorization: str = "dummy",
     verbose: int = 0,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
 ) -> TrainedAgent:
     """Train an SB3 agent on an fl_gym environment.
 
@@ -234,10 +237,52 @@ def train(
         tensorboard_log: Directory for TensorBoard logs (needs the ``tensorboard`` package).
         vectorization: See :func:`make_training_env`.
         verbose: SB3's verbosity.
+        num_threads: torch intra-op threads for the whole run (the environments and the
+            algorithm's updates; the caller's setting is restored afterwards). One is fastest
+            for these small networks and far faster on a busy machine; parallelise with
+            ``n_envs`` and ``vectorization`` instead. ``None`` leaves torch's setting alone.
 
     Returns:
         The trained agent with its metadata.
     """
+    with torch_threads(check_num_threads(num_threads)):
+        return _train(
+            env_id,
+            algo,
+            total_timesteps,
+            seed=seed,
+            n_envs=n_envs,
+            config=config,
+            preset=preset,
+            policy=policy,
+            policy_kwargs=policy_kwargs,
+            algo_kwargs=algo_kwargs,
+            save_path=save_path,
+            progress_bar=progress_bar,
+            tensorboard_log=tensorboard_log,
+            vectorization=vectorization,
+            verbose=verbose,
+        )
+
+
+def _train(
+    env_id: str,
+    algo: str,
+    total_timesteps: int,
+    *,
+    seed: int,
+    n_envs: int,
+    config: dict[str, Any] | None,
+    preset: str | None,
+    policy: str | None,
+    policy_kwargs: dict[str, Any] | None,
+    algo_kwargs: dict[str, Any] | None,
+    save_path: str | Path | None,
+    progress_bar: bool,
+    tensorboard_log: str | Path | None,
+    vectorization: str,
+    verbose: int,
+) -> TrainedAgent:
     algo_name = str(algo).lower()
     algo_class = _algorithm_class(algo_name)
     if not (isinstance(total_timesteps, int) and total_timesteps >= 1):

@@ -24,6 +24,7 @@ import numpy as np
 from fl_gym.baselines.features import ObservationFeatures, read_observation, split_batch
 from fl_gym.envs.wireless_fl import WirelessFLEnv
 from fl_gym.sim.plan import RoundPlan
+from fl_gym.sim.threads import with_torch_threads
 
 __all__ = [
     "BaselinePolicy",
@@ -169,12 +170,19 @@ class BaselinePolicy(abc.ABC):
         return {}
 
     @property
+    def num_threads(self) -> int | None:
+        """torch intra-op threads while deciding: the environment's (see
+        :mod:`fl_gym.sim.threads`)."""
+        return self.env.num_threads
+
+    @property
     def num_subchannels(self) -> int:
         """M: the most devices a round can select."""
         return self.env.config.wireless.num_subchannels
 
     # -- public API --------------------------------------------------------------------------------
 
+    @with_torch_threads
     def plan(self, obs: dict[str, np.ndarray]) -> RoundPlan:
         """The round plan for one (unbatched) observation.
 
@@ -191,6 +199,7 @@ class BaselinePolicy(abc.ABC):
             self._memories = [None]
         return self._plan_slot(read_observation(obs, self.env.num_devices), 0)
 
+    @with_torch_threads
     def predict(
         self,
         observation: dict[str, np.ndarray],

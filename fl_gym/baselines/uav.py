@@ -42,6 +42,7 @@ from scipy.spatial import cKDTree
 
 from fl_gym.envs.uav_swarm_v0 import UAVSwarmEnv
 from fl_gym.sim.mean_field import MeanFieldConfig, MeanFieldLearner, PDEScales
+from fl_gym.sim.threads import DEFAULT_NUM_THREADS, with_torch_threads
 from fl_gym.sim.uav import UAVSwarmConfig
 
 __all__ = [
@@ -74,6 +75,9 @@ class SwarmController(abc.ABC):
     """
 
     name: ClassVar[str] = "controller"
+    num_threads: int | None = DEFAULT_NUM_THREADS
+    """torch intra-op threads inside :meth:`reset` and :meth:`act_batch` (see
+    :mod:`fl_gym.sim.threads`); set it on an instance to change it."""
 
     def __init__(
         self,
@@ -95,6 +99,7 @@ class SwarmController(abc.ABC):
         self.bits_exchanged = 0
         self.steps = 0
 
+    @with_torch_threads
     def reset(self, seed: int | None = None) -> None:
         """Start an episode: clear the communication count (and learned state, if any)."""
         self.bits_exchanged = 0
@@ -116,6 +121,7 @@ class SwarmController(abc.ABC):
         index = np.fromiter((self._index[name] for name in names), dtype=np.int64, count=len(names))
         return dict(zip(names, self.act_batch(obs, index), strict=True))
 
+    @with_torch_threads
     def act_batch(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
         """Actions ``(n, 2)`` (float32 in ``[-1, 1]``) for observations ``(n, D)`` of UAVs
         ``uav_index`` (their positions in ``possible_agents``)."""
@@ -230,6 +236,7 @@ class MeanFieldController(SwarmController):
         self.learner: MeanFieldLearner | None = None
         self.reset()
 
+    @with_torch_threads
     def reset(self, seed: int | None = None) -> None:
         """Start an episode with fresh networks (all UAVs start from one shared initial model)."""
         super().reset(seed)

@@ -10,6 +10,7 @@ from gymnasium import spaces
 from fl_gym.envs.config import WirelessFLConfig, apply_overrides
 from fl_gym.envs.wireless_fl import WirelessFLEnv
 from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.threads import DEFAULT_NUM_THREADS
 from fl_gym.sim.wireless import dbm_to_w, w_to_dbm
 
 __all__ = ["OverTheAirFLEnv"]
@@ -59,6 +60,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
         preset: str | None = None,
         render_mode: str | None = None,
         device: str = "cpu",
+        num_threads: int | None = DEFAULT_NUM_THREADS,
     ) -> None:
         super().__init__(
             controls=("selection", "power"),
@@ -66,6 +68,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
             preset=preset,
             render_mode=render_mode,
             device=device,
+            num_threads=num_threads,
         )
 
     def default_config(self) -> WirelessFLConfig:

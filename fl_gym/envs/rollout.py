@@ -8,6 +8,8 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
+from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, torch_threads
+
 __all__ = ["EpisodeResult", "Policy", "rollout"]
 
 
@@ -71,7 +73,12 @@ class EpisodeResult:
 
 
 def rollout(
-    env: gym.Env, policy: Policy, *, seed: int, deterministic: bool = True
+    env: gym.Env,
+    policy: Policy,
+    *,
+    seed: int,
+    deterministic: bool = True,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
 ) -> EpisodeResult:
     """Play one episode of ``env`` with ``policy`` from ``env.reset(seed=seed)``.
 
@@ -81,10 +88,17 @@ def rollout(
         policy: Object with SB3's ``predict``.
         seed: Reset seed.
         deterministic: Passed to ``predict``.
+        num_threads: torch intra-op threads for the episode (the policy's ``predict`` too);
+            ``None`` leaves torch's setting alone (see :mod:`fl_gym.sim.threads`).
 
     Returns:
         The episode's round-by-round record.
     """
+    with torch_threads(check_num_threads(num_threads)):
+        return _play(env, policy, seed=seed, deterministic=deterministic)
+
+
+def _play(env: gym.Env, policy: Policy, *, seed: int, deterministic: bool) -> EpisodeResult:
     obs, info = env.reset(seed=seed)
     result = EpisodeResult(seed=seed, accuracy=[float(info["accuracy"])])
     state: Any = None

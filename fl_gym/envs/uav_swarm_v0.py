@@ -15,6 +15,7 @@ from gymnasium import spaces
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
+from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 from fl_gym.sim.uav import SwarmStep, UAVSwarm, UAVSwarmConfig, make_uav_config
 
 __all__ = [
@@ -136,12 +137,14 @@ class UAVSwarmEnv(ParallelEnv):
         config: UAVSwarmConfig | Mapping[str, Any] | None = None,
         preset: str | None = None,
         render_mode: str | None = None,
+        num_threads: int | None = DEFAULT_NUM_THREADS,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, "
                 f"got {render_mode!r}"
             )
+        self.num_threads = check_num_threads(num_threads)
         self.config = make_uav_config(preset, config)
         self.render_mode = render_mode
         n = self.config.num_uavs
@@ -173,6 +176,7 @@ class UAVSwarmEnv(ParallelEnv):
 
     # -- episode ---------------------------------------------------------------------------------
 
+    @with_torch_threads
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -218,6 +222,7 @@ class UAVSwarmEnv(ParallelEnv):
         self.config = new
         self.swarm = UAVSwarm(new)
 
+    @with_torch_threads
     def step(
         self, actions: Mapping[str, Any]
     ) -> tuple[
@@ -404,16 +409,22 @@ def parallel_env(
     config: UAVSwarmConfig | Mapping[str, Any] | None = None,
     preset: str | None = None,
     render_mode: str | None = None,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
 ) -> UAVSwarmEnv:
     """Build the parallel environment; see :class:`UAVSwarmEnv` for the arguments."""
-    return UAVSwarmEnv(config=config, preset=preset, render_mode=render_mode)
+    return UAVSwarmEnv(
+        config=config, preset=preset, render_mode=render_mode, num_threads=num_threads
+    )
 
 
 def env(
     config: UAVSwarmConfig | Mapping[str, Any] | None = None,
     preset: str | None = None,
     render_mode: str | None = None,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
 ) -> AECEnv:
     """The same environment turned into an AEC one (agents act in turn), PettingZoo's convention
     for ``env``; prefer :func:`parallel_env`, the native form."""
-    return parallel_to_aec(parallel_env(config=config, preset=preset, render_mode=render_mode))
+    return parallel_to_aec(
+        parallel_env(config=config, preset=preset, render_mode=render_mode, num_threads=num_threads)
+    )

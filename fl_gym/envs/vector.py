@@ -44,6 +44,7 @@ from fl_gym.envs.wireless_fl import WirelessFLEnv, observe_many
 from fl_gym.sim.federation import Federation, RoundStart, stage_rounds
 from fl_gym.sim.models import BatchedMLP, _log_softmax
 from fl_gym.sim.plan import RoundPlan
+from fl_gym.sim.threads import with_torch_threads
 from fl_gym.sim.training import LocalTrainingResult, local_sgd_groups
 
 __all__ = ["OverTheAirFLVectorEnv", "WirelessFLVectorEnv"]
@@ -91,6 +92,7 @@ class WirelessFLVectorEnv(VectorEnv):
         ]
         first = self.envs[0]
         self.render_mode = first.render_mode
+        self.num_threads = first.num_threads
         self.single_observation_space: Space = first.observation_space
         self.single_action_space: Space = first.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -140,6 +142,7 @@ class WirelessFLVectorEnv(VectorEnv):
             infos = self._add_info(infos, info_i, i)
         return self._stack_observations(), infos
 
+    @with_torch_threads
     def reset_envs(
         self,
         *,
@@ -200,6 +203,7 @@ class WirelessFLVectorEnv(VectorEnv):
             infos = self._add_info(infos, info_i, i)
         return self._stack_observations(), rewards, terminated, truncated, infos
 
+    @with_torch_threads
     def step_envs(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:

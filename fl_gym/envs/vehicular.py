@@ -20,6 +20,7 @@ from gymnasium import spaces
 
 from fl_gym.sim.config import flatten_overrides
 from fl_gym.sim.tail import GPDParams, federated_round, gpd_conditional_moments
+from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 from fl_gym.sim.vehicular import (
     PRESETS as SYSTEM_PRESETS,
 )
@@ -455,6 +456,7 @@ class VehicularURLLCEnv(gym.Env):
         config: VehicularURLLCConfig | Mapping[str, Any] | None = None,
         preset: str | None = None,
         render_mode: str | None = None,
+        num_threads: int | None = DEFAULT_NUM_THREADS,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -462,6 +464,7 @@ class VehicularURLLCEnv(gym.Env):
                 f"got {render_mode!r}"
             )
         self.render_mode = render_mode
+        self.num_threads = check_num_threads(num_threads)
         self.config = make_urllc_config(preset, config)
         self._build_spaces()
         self.game: VehicularGame | None = None
@@ -487,6 +490,7 @@ class VehicularURLLCEnv(gym.Env):
         s = config.system
         return s.num_pairs, s.num_resource_blocks, s.power_levels_dbm
 
+    @with_torch_threads
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -506,6 +510,7 @@ class VehicularURLLCEnv(gym.Env):
         self.game.reset(self.np_random)
         return self._observe(), self.game.info()
 
+    @with_torch_threads
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self.game is None:
             raise RuntimeError("call reset() before step()")

@@ -23,6 +23,7 @@ from fl_gym.envs.vehicular import (
     device_features,
     make_urllc_config,
 )
+from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 
 __all__ = ["VehicularEnv", "env", "parallel_env", "raw_env"]
 
@@ -91,10 +92,12 @@ class VehicularEnv(ParallelEnv):
         config: VehicularURLLCConfig | Mapping[str, Any] | None = None,
         preset: str | None = None,
         render_mode: str | None = None,
+        num_threads: int | None = DEFAULT_NUM_THREADS,
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None (no rendering yet), got {render_mode!r}")
         self.render_mode = render_mode
+        self.num_threads = check_num_threads(num_threads)
         self.config = make_urllc_config(preset, config)
         sys_cfg = self.config.system
         k, n = sys_cfg.num_pairs, sys_cfg.num_resource_blocks
@@ -122,6 +125,7 @@ class VehicularEnv(ParallelEnv):
         """The action space of ``agent`` (the same object for every agent)."""
         return self._action_space
 
+    @with_torch_threads
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -145,6 +149,7 @@ class VehicularEnv(ParallelEnv):
         infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
         return self._observations(), infos
 
+    @with_torch_threads
     def step(
         self, actions: Mapping[str, Any]
     ) -> tuple[
@@ -241,16 +246,22 @@ def parallel_env(
     config: VehicularURLLCConfig | Mapping[str, Any] | None = None,
     preset: str | None = None,
     render_mode: str | None = None,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
 ) -> VehicularEnv:
     """Build the parallel environment; see :class:`VehicularEnv` for the arguments."""
-    return VehicularEnv(config=config, preset=preset, render_mode=render_mode)
+    return VehicularEnv(
+        config=config, preset=preset, render_mode=render_mode, num_threads=num_threads
+    )
 
 
 def env(
     config: VehicularURLLCConfig | Mapping[str, Any] | None = None,
     preset: str | None = None,
     render_mode: str | None = None,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
 ) -> AECEnv:
     """The same environment turned into an AEC one (agents act in turn); prefer
     :func:`parallel_env`, the native form."""
-    return parallel_to_aec(parallel_env(config=config, preset=preset, render_mode=render_mode))
+    return parallel_to_aec(
+        parallel_env(config=config, preset=preset, render_mode=render_mode, num_threads=num_threads)
+    )

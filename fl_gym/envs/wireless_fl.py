@@ -12,6 +12,7 @@ from gymnasium import spaces
 from fl_gym.envs.config import WirelessFLConfig, apply_overrides, build_dataset, make_config
 from fl_gym.sim.federation import Federation
 from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 from fl_gym.sim.wireless import dbm_to_w, w_to_dbm
 
 __all__ = ["CONTROLS", "DEVICE_FEATURES", "SERVER_FEATURES", "WirelessFLEnv", "observe_many"]
@@ -145,13 +146,16 @@ class WirelessFLEnv(gym.Env):
 
     ## Arguments
 
-    ``gym.make(id, config=None, preset=None, render_mode=None, device="cpu")``: ``config`` is a
+    ``gym.make(id, config=None, preset=None, render_mode=None, device="cpu", num_threads=1)``:
+    ``config`` is a
     :class:`~fl_gym.envs.config.WirelessFLConfig` or a dict of overrides (unknown keys are an
     error naming them), applied on top of the named ``preset`` (see
     :data:`~fl_gym.envs.config.PRESETS`). ``reset(options={"config": ...})`` replaces the
     configuration for the coming episodes (same K and action layout required).
     ``render_mode="rgb_array"`` draws the cell and the accuracy curve (needs matplotlib: install
-    ``fl-gym[plot]``).
+    ``fl-gym[plot]``). ``num_threads`` is torch's intra-op thread count inside ``reset`` and
+    ``step`` (the caller's count is restored after each; ``None`` leaves torch alone): one thread
+    is fastest for these small tensors, see :mod:`fl_gym.sim.threads`.
 
     ## Version History
 
@@ -167,6 +171,7 @@ class WirelessFLEnv(gym.Env):
         preset: str | None = None,
         render_mode: str | None = None,
         device: str = "cpu",
+        num_threads: int | None = DEFAULT_NUM_THREADS,
     ) -> None:
         controls = tuple(controls)
         unknown = [c for c in controls if c not in CONTROLS]
@@ -183,6 +188,7 @@ class WirelessFLEnv(gym.Env):
         self.config = make_config(preset, config, base=self.default_config())
         self.render_mode = render_mode
         self.device = device
+        self.num_threads = check_num_threads(num_threads)
         self._build_spaces()
         self.federation: Federation | None = None
         self._renderer: Any = None
@@ -228,6 +234,7 @@ class WirelessFLEnv(gym.Env):
 
     # -- gymnasium API -----------------------------------------------------------------------------
 
+    @with_torch_threads
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -267,6 +274,7 @@ class WirelessFLEnv(gym.Env):
         self._data_share = data.client_sizes / data.client_sizes.max()
         return self._observe(), self._info(None, {}, {})
 
+    @with_torch_threads
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self.federation is None:
             raise RuntimeError("call reset() before step()")
