@@ -6,13 +6,13 @@ BIN := $(VENV)/bin
 # The constraints file pins torch to the CPU build; an unpinned torch pulls several GB of CUDA.
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test check-plain lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed-demo: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e ".[plot]"
+	$(PIP) -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
@@ -27,6 +27,13 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
+# Every registered env through Gymnasium's, SB3's and PettingZoo's checkers in a virtualenv
+# with a plain install (no extras), as a user who runs `pip install fl-gym` gets it.
+check-plain:
+	$(PYTHON) -m venv .venv-plain
+	.venv-plain/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt .
+	cd .ci && ../.venv-plain/bin/python check_plain_install.py
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -34,4 +41,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_training.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-plain build *.egg-info .pytest_cache .ruff_cache

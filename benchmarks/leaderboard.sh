@@ -5,15 +5,15 @@
 set -euo pipefail
 FLGYM=${FLGYM:-.venv/bin/fl-gym}
 ENV=fl_gym/ClientSelection-v0
-TRAIN=(--algo ppo --timesteps 100000 --n-envs 4 --seed 0 --algo-kwargs n_steps=256 batch_size=128 --no-progress)
+TRAIN=(--algo ppo --timesteps 100352 --n-envs 4 --seed 0 --algo-kwargs n_steps=256 batch_size=128 --no-progress)
 
 if [[ "${SKIP_TRAINING:-0}" != 1 ]]; then
   "$FLGYM" train "$ENV" "${TRAIN[@]}" --save models/ClientSelection-v0_ppo
   "$FLGYM" train "$ENV" "${TRAIN[@]}" --policy mlp --save models/ClientSelection-v0_ppo_mlp
 fi
 
-NOTE="Agents: Stable-Baselines3 PPO trained on \`$ENV\` (default preset) for 100,000 steps \
-(4 environments, n_steps 256 each, batch 128, SB3 defaults otherwise, seed 0), once with the \
+NOTE="Agents: Stable-Baselines3 PPO trained on \`$ENV\` (default preset) for 100,352 steps \
+(98 rollouts of 4 environments x n_steps 256, batch 128, SB3 defaults otherwise, seed 0), once with the \
 device-set policy (\`models/ClientSelection-v0_ppo\`: shared per-device encoder, self-attention, \
 per-device action heads) and once with SB3's MLP on the flattened observation \
 (\`models/ClientSelection-v0_ppo_mlp\`); made by \`benchmarks/leaderboard.sh\`. The return is \

@@ -433,8 +433,9 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - start
     console.print(
-        f"trained {args.algo} ({agent.metadata['policy']}) on {args.env} for {args.timesteps} "
-        f"steps in {elapsed:.0f} s; saved to {agent.path}.zip (+ .json metadata)\n"
+        f"trained {args.algo} ({agent.metadata['policy']}) on {args.env} for "
+        f"{agent.metadata['total_timesteps']:,} steps in {elapsed:.0f} s; saved to "
+        f"{agent.path}.zip (+ .json metadata)\n"
         f"evaluate it with: fl-gym eval {args.env} --policy {args.algo.lower()}:{agent.path}"
     )
     return 0

@@ -9,8 +9,11 @@ evaluated on the environment it was trained for.
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
+import math
 import platform
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +225,9 @@ def train(
         algo: One of :data:`ALGORITHMS` (SAC and TD3 need a Box action space, DQN a Discrete
             one).
         total_timesteps: Environment steps to train for (summed over the ``n_envs`` copies).
+            SB3 runs whole rollouts: see :func:`plan_timesteps` for how the budget is met (a
+            warning says when it is rounded up); the metadata records the steps that ran
+            (``total_timesteps``) beside the ones asked for (``requested_timesteps``).
         seed: Seed of the algorithm and of the first training environment.
         n_envs: Parallel training environments.
         config: Config overrides of the environment.
@@ -307,6 +313,11 @@ def _train(
         policy_class, kwargs, policy = _policy_for(
             algo_name, policy, policy_kwargs or {}, vec_env.observation_space
         )
+        steps, effective_kwargs, note = plan_timesteps(
+            algo_name, total_timesteps, vec_env.num_envs, algo_kwargs or {}
+        )
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=3)
         model = algo_class(
             policy_class,
             vec_env,
@@ -314,9 +325,9 @@ def _train(
             policy_kwargs=kwargs or None,
             tensorboard_log=None if tensorboard_log is None else str(tensorboard_log),
             verbose=verbose,
-            **(algo_kwargs or {}),
+            **effective_kwargs,
         )
-        model.learn(total_timesteps=total_timesteps, progress_bar=progress_bar)
+        model.learn(total_timesteps=steps, progress_bar=progress_bar)
     finally:
         vec_env.close()
     metadata = {
@@ -326,11 +337,12 @@ def _train(
         "algo": algo_name,
         "policy": policy,
         "policy_kwargs": _jsonable(policy_kwargs or {}),
-        "algo_kwargs": _jsonable(algo_kwargs or {}),
+        "algo_kwargs": _jsonable(effective_kwargs),
         "seed": seed,
         "n_envs": n_envs,
         "vectorization": vectorization,
-        "total_timesteps": total_timesteps,
+        "total_timesteps": int(model.num_timesteps),
+        "requested_timesteps": total_timesteps,
         "versions": _versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -338,6 +350,61 @@ def _train(
     if save_path is not None:
         agent.path = _save(agent, save_path)
     return agent
+
+
+ON_POLICY = ("ppo", "a2c")
+"""Algorithms that collect whole rollouts of ``n_steps`` per environment before each update."""
+
+
+def plan_timesteps(
+    algo: str, total_timesteps: int, num_envs: int, algo_kwargs: dict[str, Any]
+) -> tuple[int, dict[str, Any], str | None]:
+    """How many environment steps SB3 will really run for ``total_timesteps``, and with what.
+
+    SB3 stops only at the end of a rollout: an on-policy algorithm (PPO, A2C) runs whole
+    rollouts of ``n_steps x num_envs`` steps, an off-policy one whole vector steps of
+    ``num_envs``. So that ``total_timesteps`` is what runs whenever it can be, an on-policy
+    rollout longer than the budget is shortened (``n_steps = ceil(total / num_envs)``, and PPO's
+    ``batch_size`` to the rollout if it was larger) unless the caller set ``n_steps``; otherwise
+    the budget is rounded up to whole rollouts and the returned note says so.
+
+    Args:
+        algo: Lower-case algorithm name (one of :data:`ALGORITHMS`).
+        total_timesteps: The steps asked for.
+        num_envs: Environments stepped together (agents x copies for the multi-agent envs).
+        algo_kwargs: The caller's algorithm arguments.
+
+    Returns:
+        The steps that will run (pass them to ``learn`` so the progress bar is exact), the
+        algorithm arguments to build it with, and a warning text when the steps differ from
+        ``total_timesteps`` (else ``None``).
+    """
+    kwargs = dict(algo_kwargs)
+    if algo not in ON_POLICY:
+        steps = math.ceil(total_timesteps / num_envs) * num_envs
+        unit = f"whole vector steps of {num_envs} environments"
+    else:
+        defaults = inspect.signature(_algorithm_class(algo).__init__).parameters
+        if "n_steps" not in kwargs:
+            default = int(defaults["n_steps"].default)
+            wanted = math.ceil(total_timesteps / num_envs)
+            # PPO needs a rollout of at least two steps to normalise its advantages.
+            minimum = 2 if algo == "ppo" and num_envs == 1 else 1
+            if default * num_envs > total_timesteps:
+                kwargs["n_steps"] = max(wanted, minimum)
+        rollout = int(kwargs.get("n_steps", defaults["n_steps"].default)) * num_envs
+        if algo == "ppo" and "batch_size" not in kwargs:
+            if rollout < int(defaults["batch_size"].default):
+                kwargs["batch_size"] = rollout
+        steps = math.ceil(total_timesteps / rollout) * rollout
+        unit = f"whole rollouts of n_steps x n_envs = {rollout} steps"
+    note = None
+    if steps != total_timesteps:
+        note = (
+            f"{algo.upper()} runs {unit}: training {steps:,} steps, not the {total_timesteps:,} "
+            f"asked for (ask for a multiple to train exactly that many)"
+        )
+    return steps, kwargs, note
 
 
 def _jsonable(value: Any) -> Any:

@@ -116,7 +116,7 @@ class UAVSwarmEnv(ParallelEnv):
     (``"default"``, ``"swarm_1k"``, ``"swarm_10k"``; :data:`~fl_gym.sim.uav.UAV_PRESETS`).
     ``reset(options={"config": ...})`` changes the configuration for the coming episodes (same
     ``num_uavs`` and ``density_window_cells``). ``render_mode="rgb_array"`` draws the swarm over
-    its density (needs matplotlib: install ``fl-gym[plot]``);
+    its density (matplotlib, a core dependency);
     :func:`fl_gym.envs.uav_rendering.write_gif` turns frames into a GIF. ``info`` aside, the
     swarm's own arrays are at ``env.swarm`` and the last step's report at ``env.last_step``.
 
