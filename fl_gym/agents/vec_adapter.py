@@ -82,7 +82,11 @@ class NativeVecEnv(VecEnv):
         for i, info in enumerate(infos):
             info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             if dones[i]:
-                info["terminal_observation"] = {key: value[i] for key, value in obs.items()}
+                info["terminal_observation"] = (
+                    {key: value[i] for key, value in obs.items()}
+                    if isinstance(obs, dict)
+                    else obs[i]
+                )
         if dones.any():
             reset_infos = self.vec_env.reset_envs(options={"reset_mask": dones})
             for i, info in reset_infos.items():
@@ -146,7 +150,7 @@ def make_native_vec_env(
         seed: Seed of the first environment (the others get ``seed + 1, ...``) at the first
             ``reset()``; ``None`` for fresh entropy.
         monitor: Wrap in SB3's ``VecMonitor`` (episode returns and lengths in the infos).
-        **env_kwargs: Passed to every environment (``config``, ``preset``, ...).
+        **env_kwargs: Passed to every environment (``config``, ``preset``, ``obs_mode``, ...).
 
     Returns:
         The SB3 vector env.

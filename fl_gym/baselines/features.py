@@ -5,6 +5,10 @@ docstring has the table). The baselines need the quantities themselves (an SNR i
 in rounds), so the inverse scalings live here, in one place, keyed by the column names of
 :data:`~fl_gym.envs.wireless_fl.DEVICE_FEATURES` and
 :data:`~fl_gym.envs.wireless_fl.SERVER_FEATURES` rather than by hard-coded positions.
+
+Both observation modes are read: the Dict observation and the flat one of ``obs_mode="flat"``
+(split by the environment's layout, :func:`fl_gym.envs.obs_mode.flat_slices`), one observation
+or a vector env's batch of either.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fl_gym.envs.obs_mode import flat_slices
 from fl_gym.envs.wireless_fl import (
     ACCURACY_GAIN_SCALE,
     DEVICE_FEATURES,
@@ -109,7 +114,8 @@ def split_batch(observation: Any) -> list[dict[str, np.ndarray]] | None:
 
     Args:
         observation: A mapping with ``"devices"`` of shape ``(K, F)`` (one observation) or
-            ``(n, K, F)`` (a batch) and ``"server"`` of shape ``(G,)`` or ``(n, G)``.
+            ``(n, K, F)`` (a batch) and ``"server"`` of shape ``(G,)`` or ``(n, G)``; or flat
+            observations (``obs_mode="flat"``), an array of shape ``(D,)`` or ``(n, D)``.
 
     Returns:
         ``None`` if ``observation`` is a single observation, else the ``n`` observations.
@@ -130,7 +136,9 @@ def read_observation(observation: Any, num_devices: int | None = None) -> Observ
 
     Args:
         observation: A mapping with ``"devices"`` ``(K, len(DEVICE_FEATURES))`` and ``"server"``
-            ``(len(SERVER_FEATURES),)``, as the environment returns it.
+            ``(len(SERVER_FEATURES),)``, or the flat array of ``obs_mode="flat"``
+            (``(K * len(DEVICE_FEATURES) + len(SERVER_FEATURES),)``), as the environment
+            returns it.
         num_devices: The K the observation must have, or ``None`` to accept any.
 
     Returns:
@@ -182,16 +190,42 @@ def read_observation(observation: Any, num_devices: int | None = None) -> Observ
 
 
 def _arrays(observation: Any) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(observation, Mapping) or not {"devices", "server"} <= set(observation):
+    if isinstance(observation, np.ndarray):
+        devices, server = _split_flat(observation)
+    elif not isinstance(observation, Mapping) or not {"devices", "server"} <= set(observation):
         raise TypeError(
-            "observation must be a dict with keys 'devices' and 'server' (the observation of a "
-            f"wireless FL environment), got {type(observation).__name__}"
+            "observation must be a dict with keys 'devices' and 'server' or a flat array (the "
+            f"observation of a wireless FL environment), got {type(observation).__name__}"
         )
-    try:
-        devices = np.asarray(observation["devices"], dtype=np.float64)
-        server = np.asarray(observation["server"], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"observation entries must be numeric arrays, got {observation!r}") from exc
+    else:
+        try:
+            devices = np.asarray(observation["devices"], dtype=np.float64)
+            server = np.asarray(observation["server"], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"observation entries must be numeric arrays, got {observation!r}"
+            ) from exc
     if not (np.all(np.isfinite(devices)) and np.all(np.isfinite(server))):
         raise ValueError("observation holds NaN or infinite entries; allowed: finite numbers")
     return devices, server
+
+
+def _split_flat(observation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``devices`` ``(..., K, F)`` and ``server`` ``(..., G)`` of flat observation(s)."""
+    f, g = len(DEVICE_FEATURES), len(SERVER_FEATURES)
+    size = observation.shape[-1] if observation.ndim else 0
+    if observation.ndim not in (1, 2) or size <= g or (size - g) % f:
+        # Not a flat observation (nor a dict): the same TypeError as any other non-observation.
+        raise TypeError(
+            "observation must be a dict with keys 'devices' and 'server' or a flat array of "
+            f"shape (K * {f} + {g},) or a batch (n, K * {f} + {g}) (the devices' columns "
+            f"{list(DEVICE_FEATURES)} device by device, then server {list(SERVER_FEATURES)}), "
+            f"got an array of shape {observation.shape}"
+        )
+    if observation.dtype.kind not in "biuf":
+        raise TypeError(f"observation must be a numeric array, got dtype {observation.dtype}")
+    k = (size - g) // f
+    slices = flat_slices((k, f), g)
+    flat = observation.astype(np.float64)
+    lead = flat.shape[:-1]
+    return flat[..., slices["devices"]].reshape(*lead, k, f), flat[..., slices["server"]]

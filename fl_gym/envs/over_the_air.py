@@ -44,7 +44,8 @@ class OverTheAirFLEnv(WirelessFLEnv):
     ## Observation Space, Rewards, Episode End, Arguments
 
     As :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv` (the ``snr_db`` feature is the SNR of the
-    device's channel summed over the antennas). ``info`` carries every
+    device's channel summed over the antennas; ``obs_mode="flat"`` gives the same values as one
+    1-D Box). ``info`` carries every
     :class:`~fl_gym.sim.plan.RoundReport` field, among them ``aggregation_mse`` (the analytic
     per-parameter error the channel added), ``delivered`` (the devices that transmitted) and
     ``channel_uses`` (``d``).
@@ -61,6 +62,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
         render_mode: str | None = None,
         device: str = "cpu",
         num_threads: int | None = DEFAULT_NUM_THREADS,
+        obs_mode: str = "dict",
     ) -> None:
         super().__init__(
             controls=("selection", "power"),
@@ -69,6 +71,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
             render_mode=render_mode,
             device=device,
             num_threads=num_threads,
+            obs_mode=obs_mode,
         )
 
     def default_config(self) -> WirelessFLConfig:

@@ -15,7 +15,8 @@ Conventions are Gymnasium 1.x's (those of :class:`gymnasium.vector.SyncVectorEnv
   an episode ended resets that environment, ignores its action and returns the first
   observation of the new episode with reward 0, ``terminated = truncated = False`` and the
   reset's info.
-* Observations are a dict of stacked arrays, ``devices (E, K, F)`` and ``server (E, G)``; infos
+* Observations are a dict of stacked arrays, ``devices (E, K, F)`` and ``server (E, G)``, or
+  with ``obs_mode="flat"`` one ``(E, K * F + G)`` array of the environments' flat rows; infos
   are batched as ``SyncVectorEnv`` batches them (a ``"_key"`` mask beside every key).
 * ``reset(seed=s)`` seeds the environments ``s, s + 1, ...``; a list seeds them one by one;
   ``options`` goes to every environment (``options["reset_mask"]`` resets only some).
@@ -39,6 +40,7 @@ from gymnasium.spaces import Space
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, iterate
 
+from fl_gym.envs.obs_mode import Observation
 from fl_gym.envs.over_the_air import OverTheAirFLEnv
 from fl_gym.envs.wireless_fl import WirelessFLEnv, observe_many
 from fl_gym.sim.federation import Federation, RoundStart, stage_rounds
@@ -58,7 +60,8 @@ class WirelessFLVectorEnv(VectorEnv):
         max_episode_steps: Truncate an episode after this many steps (``None``: never), as the
             ``TimeLimit`` wrapper does; ``gym.make_vec`` passes the registration's value.
         **env_kwargs: Arguments of every environment (``controls``, ``config``, ``preset``,
-            ``render_mode``, ``device``; see :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv`).
+            ``render_mode``, ``device``, ``obs_mode``; see
+            :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv`).
 
     Attributes:
         envs: The E environments (raw, unwrapped); read them, do not step them directly.
@@ -103,7 +106,7 @@ class WirelessFLVectorEnv(VectorEnv):
         self._elapsed_steps = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset_envs = np.zeros(self.num_envs, dtype=np.bool_)
         self._needs_reset = True
-        self._env_obs: list[dict[str, np.ndarray]] = [{} for _ in range(self.num_envs)]
+        self._env_obs: list[Observation] = [{} for _ in range(self.num_envs)]
         self._test_cache: dict[
             int, tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]
         ] = {}
@@ -125,7 +128,7 @@ class WirelessFLVectorEnv(VectorEnv):
         *,
         seed: int | Sequence[int | None] | None = None,
         options: dict[str, Any] | None = None,
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    ) -> tuple[Observation, dict[str, Any]]:
         """Reset all environments (or those of ``options["reset_mask"]``).
 
         Args:
@@ -187,7 +190,7 @@ class WirelessFLVectorEnv(VectorEnv):
 
     def step(
         self, actions: Any
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    ) -> tuple[Observation, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every environment; those whose episode ended at the last step reset instead.
 
         Args:
@@ -253,8 +256,9 @@ class WirelessFLVectorEnv(VectorEnv):
         self._autoreset_envs = terminated | truncated
         return rewards, terminated, truncated, infos
 
-    def observations(self) -> dict[str, np.ndarray]:
-        """The current observations, stacked (a fresh copy)."""
+    def observations(self) -> Observation:
+        """The current observations, stacked (a fresh copy): a dict of ``(E, ...)`` arrays, or
+        ``(E, D)`` in flat mode."""
         return self._stack_observations()
 
     def render(self) -> tuple[np.ndarray | None, ...]:
@@ -285,7 +289,8 @@ class WirelessFLVectorEnv(VectorEnv):
             setattr(env, name, value)
 
     def close_extras(self, **kwargs: Any) -> None:
-        for env in self.envs:
+        # getattr: __del__ closes a vector env whose construction failed before self.envs.
+        for env in getattr(self, "envs", ()):
             env.close()
 
     # -- internals ---------------------------------------------------------------------------------
@@ -409,9 +414,12 @@ class WirelessFLVectorEnv(VectorEnv):
         assert fed is not None
         return fed
 
-    def _stack_observations(self) -> dict[str, np.ndarray]:
+    def _stack_observations(self) -> Observation:
         observations = self._env_obs
-        return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+        first = observations[0]
+        if isinstance(first, dict):
+            return {key: np.stack([obs[key] for obs in observations]) for key in first}  # type: ignore[index]
+        return np.stack(observations)  # type: ignore[arg-type]
 
 
 def _aligned_rows(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from fl_gym.envs.obs_mode import (
+    Observation,
+    check_obs_mode,
+    flat_feature_names,
+    flat_observation_space,
+    flat_slices,
+    flatten_observation,
+)
 from fl_gym.sim.config import flatten_overrides
 from fl_gym.sim.tail import GPDParams, federated_round, gpd_conditional_moments
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
@@ -415,6 +423,13 @@ class VehicularURLLCEnv(gym.Env):
     | `time` | slots played | / ``max_steps`` |
     | `share_above_q0` | fraction of queues above ``q0`` | as is |
 
+    With ``obs_mode="flat"`` the same float32 values come as one
+    ``Box(-10, 10, (K (1 + 2N) + 4,))``: the ``devices`` matrix row-major, then the 4 server
+    entries (for ``MlpPolicy``, rl-zoo3 and CleanRL). ``env.unwrapped.observation_slices``,
+    ``observation_feature_names`` and ``dict_observation_space`` describe the layout in both
+    modes (:mod:`fl_gym.envs.obs_mode`). SB3's ``check_env`` warns that the Dict mode's 2-D
+    ``devices`` Box has an "unconventional shape"; the flat mode is the form without it.
+
     ## Rewards
 
     The mean over pairs of ``-power_weight p / p_max - exceedance_weight 1{Q > q0}
@@ -432,7 +447,8 @@ class VehicularURLLCEnv(gym.Env):
 
     ## Arguments
 
-    ``gym.make("fl_gym/VehicularURLLC-v0", config=None, preset=None)``: ``config`` is a
+    ``gym.make("fl_gym/VehicularURLLC-v0", config=None, preset=None, obs_mode="dict")``:
+    ``obs_mode`` is ``"dict"`` or ``"flat"`` (see Observation Space); ``config`` is a
     :class:`VehicularURLLCConfig` or a dict of overrides (top-level names, ``system.NAME`` or
     bare names of :class:`~fl_gym.sim.vehicular.VehicularConfig` fields; unknown keys are an
     error naming them) applied on top of the preset (``"urban"``, ``"freeway"``).
@@ -457,7 +473,9 @@ class VehicularURLLCEnv(gym.Env):
         preset: str | None = None,
         render_mode: str | None = None,
         num_threads: int | None = DEFAULT_NUM_THREADS,
+        obs_mode: str = "dict",
     ) -> None:
+        self.obs_mode = check_obs_mode(obs_mode)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, "
@@ -476,13 +494,21 @@ class VehicularURLLCEnv(gym.Env):
         self.action_space = spaces.MultiDiscrete(
             np.tile([sys_cfg.num_power_levels, n], k).astype(np.int64)
         )
-        self.observation_space = spaces.Dict(
+        self.dict_observation_space = spaces.Dict(
             {
                 "devices": spaces.Box(-OBS_BOUND, OBS_BOUND, (k, 1 + 2 * n), dtype=np.float32),
                 "server": spaces.Box(
                     -OBS_BOUND, OBS_BOUND, (len(SERVER_FEATURES),), dtype=np.float32
                 ),
             }
+        )
+        # The flat layout is exposed in both modes (see fl_gym.envs.obs_mode).
+        self.observation_slices = flat_slices((k, 1 + 2 * n), len(SERVER_FEATURES))
+        self.observation_feature_names = flat_feature_names(k, device_features(n), SERVER_FEATURES)
+        self.observation_space = (
+            self.dict_observation_space
+            if self.obs_mode == "dict"
+            else flat_observation_space(self.dict_observation_space)
         )
 
     @staticmethod
@@ -493,7 +519,7 @@ class VehicularURLLCEnv(gym.Env):
     @with_torch_threads
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    ) -> tuple[Observation, dict[str, Any]]:
         unknown = set(options or {}) - {"config"}
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; allowed: ['config']")
@@ -511,7 +537,7 @@ class VehicularURLLCEnv(gym.Env):
         return self._observe(), self.game.info()
 
     @with_torch_threads
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         if self.game is None:
             raise RuntimeError("call reset() before step()")
         levels, blocks = self.decode_action(action)
@@ -535,9 +561,10 @@ class VehicularURLLCEnv(gym.Env):
         out[0::2], out[1::2] = levels, blocks
         return out
 
-    def _observe(self) -> dict[str, np.ndarray]:
+    def _observe(self) -> Observation:
         assert self.game is not None
-        return {"devices": self.game.device_matrix(), "server": self.game.server_vector()}
+        obs = {"devices": self.game.device_matrix(), "server": self.game.server_vector()}
+        return obs if self.obs_mode == "dict" else flatten_observation(obs)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:

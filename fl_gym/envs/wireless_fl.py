@@ -10,6 +10,14 @@ import numpy as np
 from gymnasium import spaces
 
 from fl_gym.envs.config import WirelessFLConfig, apply_overrides, build_dataset, make_config
+from fl_gym.envs.obs_mode import (
+    Observation,
+    check_obs_mode,
+    flat_feature_names,
+    flat_observation_space,
+    flat_slices,
+    flatten_observation,
+)
 from fl_gym.sim.federation import Federation
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
@@ -132,6 +140,16 @@ class WirelessFLEnv(gym.Env):
     | `available_share` | fraction of devices with energy left | as is |
     | `accuracy_gain` | accuracy change in the last round | x 10, clipped to [-5, 5] |
 
+    With ``obs_mode="flat"`` the same float32 values come as one ``Box(-5, 5, (10K + 7,))``:
+    the ``devices`` matrix row-major (device 0's 10 columns, then device 1's, ...), then the 7
+    server entries, for ``MlpPolicy``, rl-zoo3 and CleanRL. ``env.unwrapped.observation_slices``
+    (``{"devices": slice(0, 10K), "server": slice(10K, 10K + 7)}``),
+    ``observation_feature_names`` (``"devices[k].snr_db"``, ..., ``"server.round"``, ...) and
+    ``dict_observation_space`` describe the layout in both modes (:mod:`fl_gym.envs.obs_mode`).
+    SB3's ``check_env`` warns that the Dict mode's 2-D ``devices`` Box has an "unconventional
+    shape": that shape is what lets the device-set policies treat devices as a set, so it stays;
+    the flat mode is the form without the warning.
+
     ## Rewards
 
     ``accuracy_weight * (accuracy - previous accuracy) - energy_weight_per_j * (energy of all
@@ -146,8 +164,8 @@ class WirelessFLEnv(gym.Env):
 
     ## Arguments
 
-    ``gym.make(id, config=None, preset=None, render_mode=None, device="cpu", num_threads=1)``:
-    ``config`` is a
+    ``gym.make(id, config=None, preset=None, render_mode=None, device="cpu", num_threads=1,
+    obs_mode="dict")``: ``config`` is a
     :class:`~fl_gym.envs.config.WirelessFLConfig` or a dict of overrides (unknown keys are an
     error naming them), applied on top of the named ``preset`` (see
     :data:`~fl_gym.envs.config.PRESETS`). ``reset(options={"config": ...})`` replaces the
@@ -155,7 +173,9 @@ class WirelessFLEnv(gym.Env):
     ``render_mode="rgb_array"`` draws the cell and the accuracy curve (needs matplotlib: install
     ``fl-gym[plot]``). ``num_threads`` is torch's intra-op thread count inside ``reset`` and
     ``step`` (the caller's count is restored after each; ``None`` leaves torch alone): one thread
-    is fastest for these small tensors, see :mod:`fl_gym.sim.threads`.
+    is fastest for these small tensors, see :mod:`fl_gym.sim.threads`. ``obs_mode`` is
+    ``"dict"`` (the default) or ``"flat"`` (see Observation Space); anything else is a
+    ``ValueError`` naming the allowed values.
 
     ## Version History
 
@@ -172,7 +192,9 @@ class WirelessFLEnv(gym.Env):
         render_mode: str | None = None,
         device: str = "cpu",
         num_threads: int | None = DEFAULT_NUM_THREADS,
+        obs_mode: str = "dict",
     ) -> None:
+        self.obs_mode = check_obs_mode(obs_mode)
         controls = tuple(controls)
         unknown = [c for c in controls if c not in CONTROLS]
         if unknown or not controls or len(set(controls)) != len(controls):
@@ -207,7 +229,7 @@ class WirelessFLEnv(gym.Env):
             self.action_space = spaces.Discrete(len(cfg.local_step_choices))
         else:
             self.action_space = spaces.Box(-1.0, 1.0, (self._box_size(),), dtype=np.float32)
-        self.observation_space = spaces.Dict(
+        self.dict_observation_space = spaces.Dict(
             {
                 "devices": spaces.Box(
                     -_OBS_BOUND, _OBS_BOUND, (k, len(DEVICE_FEATURES)), dtype=np.float32
@@ -216,6 +238,14 @@ class WirelessFLEnv(gym.Env):
                     -_OBS_BOUND, _OBS_BOUND, (len(SERVER_FEATURES),), dtype=np.float32
                 ),
             }
+        )
+        # The flat layout is exposed in both modes (see fl_gym.envs.obs_mode).
+        self.observation_slices = flat_slices((k, len(DEVICE_FEATURES)), len(SERVER_FEATURES))
+        self.observation_feature_names = flat_feature_names(k, DEVICE_FEATURES, SERVER_FEATURES)
+        self.observation_space = (
+            self.dict_observation_space
+            if self.obs_mode == "dict"
+            else flat_observation_space(self.dict_observation_space)
         )
 
     def _box_size(self) -> int:
@@ -237,7 +267,7 @@ class WirelessFLEnv(gym.Env):
     @with_torch_threads
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    ) -> tuple[Observation, dict[str, Any]]:
         unknown_options = set(options or {}) - {"config"}
         if unknown_options:
             raise ValueError(
@@ -272,10 +302,10 @@ class WirelessFLEnv(gym.Env):
         self._energy_spent_j = 0.0
         self._accuracy_history = [self.federation.accuracy]
         self._data_share = data.client_sizes / data.client_sizes.max()
-        return self._observe(), self._info(None, {}, {})
+        return self._format_observation(self._observe()), self._info(None, {}, {})
 
     @with_torch_threads
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         if self.federation is None:
             raise RuntimeError("call reset() before step()")
         plan, decode_info = self.decode_action(action)
@@ -283,7 +313,7 @@ class WirelessFLEnv(gym.Env):
 
     def _finish_step(
         self, report: RoundReport, decode_info: dict[str, Any], *, observe: bool = True
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         """Everything a step does after the round: bookkeeping, reward, observation, info.
 
         With ``observe=False`` the observation is left out (an empty dict): the caller makes it
@@ -298,7 +328,7 @@ class WirelessFLEnv(gym.Env):
         cell = self.federation.cell
         assert cell is not None
         terminated = report.accuracy >= self.config.target_accuracy or not cell.available.any()
-        obs = self._observe() if observe else {}
+        obs = self._format_observation(self._observe()) if observe else {}
         return obs, reward, bool(terminated), False, self._info(report, terms, decode_info)
 
     def default_config(self) -> WirelessFLConfig:
@@ -403,7 +433,12 @@ class WirelessFLEnv(gym.Env):
 
     # -- observation, reward, info -----------------------------------------------------------------
 
+    def _format_observation(self, observation: dict[str, np.ndarray]) -> Observation:
+        """The Dict observation as this environment's ``obs_mode`` returns it."""
+        return observation if self.obs_mode == "dict" else flatten_observation(observation)
+
     def _observe(self) -> dict[str, np.ndarray]:
+        """The observation as a Dict, whatever the ``obs_mode``."""
         fed = self.federation
         assert fed is not None and fed.cell is not None
         cell, cfg = fed.cell, self.config
@@ -545,11 +580,12 @@ class WirelessFLEnv(gym.Env):
         return config.num_devices, config.num_compression_levels, config.local_step_choices
 
 
-def observe_many(envs: list[WirelessFLEnv]) -> list[dict[str, np.ndarray]]:
-    """``[env._observe() for env in envs]``, bit for bit, the device columns of all the
-    environments in one ``(E, K, F)`` computation (element by element, so each environment's
-    rows are what it computes alone). The environments must share ``num_devices`` and observe
-    with :meth:`WirelessFLEnv._observe` itself."""
+def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
+    """``[env._format_observation(env._observe()) for env in envs]``, bit for bit, the device
+    columns of all the environments in one ``(E, K, F)`` computation (element by element, so each
+    environment's rows are what it computes alone). The environments must share ``num_devices``
+    and observe with :meth:`WirelessFLEnv._observe` itself; in flat mode (all of them) the flat
+    rows are made in one computation too."""
     n, k = len(envs), envs[0].num_devices
     feds = [env.federation for env in envs]
     cells = [fed.cell for fed in feds]  # type: ignore[union-attr]
@@ -614,7 +650,13 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[dict[str, np.ndarray]]:
     servers = np.nan_to_num(np.array(server), nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
     devices32 = np.clip(devices, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
     servers32 = np.clip(servers, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
-    return [{"devices": devices32[e], "server": servers32[e]} for e in range(n)]
+    if all(env.obs_mode == "flat" for env in envs):
+        flat = flatten_observation({"devices": devices32, "server": servers32})
+        return [flat[e] for e in range(n)]
+    return [
+        env._format_observation({"devices": devices32[e], "server": servers32[e]})
+        for e, env in enumerate(envs)
+    ]
 
 
 def _bin(values: np.ndarray, n: int) -> np.ndarray:
