@@ -238,7 +238,10 @@ def test_config_errors_for_unknown_keys_presets_and_a_too_small_source() -> None
     for name in UAV_PRESETS:
         make_uav_config(name)  # every preset is valid (its lattice holds its swarm)
     cfg = UAVSwarmConfig()
-    assert make_uav_config("swarm_1k", cfg) is cfg
+    assert make_uav_config(None, cfg) is cfg
+    # A preset would be silently dropped beside a complete config object: an error instead.
+    with pytest.raises(ValueError, match="preset='swarm_1k' and a UAVSwarmConfig object"):
+        make_uav_config("swarm_1k", cfg)
 
 
 def test_same_generator_seed_gives_identical_trajectories_and_global_rng_is_untouched() -> None:

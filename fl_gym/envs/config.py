@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from fl_gym.sim.config import check_choice, check_positive, with_overrides
+from fl_gym.sim.config import (
+    check_choice,
+    check_positive,
+    preset_overrides,
+    unknown_keys_error,
+    with_overrides,
+)
 from fl_gym.sim.data import FederatedDataset, make_federated_dataset
 from fl_gym.sim.federation import FederationConfig
 from fl_gym.sim.wireless import WirelessConfig
@@ -31,6 +37,9 @@ __all__ = [
     "build_dataset",
     "make_config",
 ]
+
+FAMILY = "the wireless FL envs"
+"""How errors name this family of environments."""
 
 DATASETS = ("digits", "synthetic")
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
@@ -194,12 +203,15 @@ def make_config(
         The validated configuration.
     """
     if isinstance(overrides, WirelessFLConfig):
+        if preset is not None:
+            raise ValueError(
+                f"preset={preset!r} and a WirelessFLConfig object cannot be combined (the object "
+                "is complete); pass the preset with a dict of overrides, or the object alone"
+            )
         return overrides
     config = WirelessFLConfig() if base is None else base
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; allowed: {sorted(PRESETS)}")
-        config = apply_overrides(config, PRESETS[preset])
+        config = apply_overrides(config, preset_overrides(preset, PRESETS, FAMILY))
     if overrides is not None:
         if not isinstance(overrides, Mapping):
             raise TypeError(
@@ -241,7 +253,7 @@ def apply_overrides(config: WirelessFLConfig, overrides: Mapping[str, Any]) -> W
                 unknown.append(key)
     if unknown:
         allowed = sorted(top_names) + [f"{g}.{n}" for g in nested for n in sorted(nested[g])]
-        raise ValueError(f"unknown config key(s) {unknown}; allowed: {allowed}")
+        raise unknown_keys_error(unknown, allowed, FAMILY)
     learning = with_overrides(top.pop("learning", config.learning), sub["learning"] or None)
     wireless = with_overrides(top.pop("wireless", config.wireless), sub["wireless"] or None)
     return dataclasses.replace(config, learning=learning, wireless=wireless, **top)

@@ -63,6 +63,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
         device: str = "cpu",
         num_threads: int | None = DEFAULT_NUM_THREADS,
         obs_mode: str = "dict",
+        **unexpected: Any,
     ) -> None:
         super().__init__(
             controls=("selection", "power"),
@@ -72,6 +73,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
             device=device,
             num_threads=num_threads,
             obs_mode=obs_mode,
+            **unexpected,
         )
 
     def default_config(self) -> WirelessFLConfig:

@@ -15,6 +15,7 @@ from gymnasium import spaces
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
+from fl_gym.sim.config import reject_unknown_arguments
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 from fl_gym.sim.uav import SwarmStep, UAVSwarm, UAVSwarmConfig, make_uav_config
 
@@ -138,6 +139,7 @@ class UAVSwarmEnv(ParallelEnv):
         preset: str | None = None,
         render_mode: str | None = None,
         num_threads: int | None = DEFAULT_NUM_THREADS,
+        **unexpected: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -146,6 +148,12 @@ class UAVSwarmEnv(ParallelEnv):
             )
         self.num_threads = check_num_threads(num_threads)
         self.config = make_uav_config(preset, config)
+        reject_unknown_arguments(
+            "uav_swarm_v0.parallel_env",
+            unexpected,
+            self.config,
+            ["config", "preset", "render_mode", "num_threads"],
+        )
         self.render_mode = render_mode
         n = self.config.num_uavs
         self.possible_agents = [f"uav_{i}" for i in range(n)]
@@ -410,10 +418,11 @@ def parallel_env(
     preset: str | None = None,
     render_mode: str | None = None,
     num_threads: int | None = DEFAULT_NUM_THREADS,
+    **unexpected: Any,
 ) -> UAVSwarmEnv:
     """Build the parallel environment; see :class:`UAVSwarmEnv` for the arguments."""
     return UAVSwarmEnv(
-        config=config, preset=preset, render_mode=render_mode, num_threads=num_threads
+        config=config, preset=preset, render_mode=render_mode, num_threads=num_threads, **unexpected
     )
 
 
@@ -422,9 +431,16 @@ def env(
     preset: str | None = None,
     render_mode: str | None = None,
     num_threads: int | None = DEFAULT_NUM_THREADS,
+    **unexpected: Any,
 ) -> AECEnv:
     """The same environment turned into an AEC one (agents act in turn), PettingZoo's convention
     for ``env``; prefer :func:`parallel_env`, the native form."""
     return parallel_to_aec(
-        parallel_env(config=config, preset=preset, render_mode=render_mode, num_threads=num_threads)
+        parallel_env(
+            config=config,
+            preset=preset,
+            render_mode=render_mode,
+            num_threads=num_threads,
+            **unexpected,
+        )
     )

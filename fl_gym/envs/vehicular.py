@@ -26,7 +26,12 @@ from fl_gym.envs.obs_mode import (
     flat_slices,
     flatten_observation,
 )
-from fl_gym.sim.config import flatten_overrides
+from fl_gym.sim.config import (
+    flatten_overrides,
+    preset_overrides,
+    reject_unknown_arguments,
+    unknown_keys_error,
+)
 from fl_gym.sim.tail import GPDParams, federated_round, gpd_conditional_moments
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 from fl_gym.sim.vehicular import (
@@ -47,6 +52,9 @@ __all__ = [
     "device_features",
     "make_urllc_config",
 ]
+
+FAMILY = "the vehicular envs"
+"""How errors name this family of environments."""
 
 OBS_BOUND = 10.0
 SNR_SCALE_DB = 30.0
@@ -148,12 +156,16 @@ def make_urllc_config(
         The validated configuration.
     """
     if isinstance(overrides, VehicularURLLCConfig):
+        if preset is not None:
+            raise ValueError(
+                f"preset={preset!r} and a VehicularURLLCConfig object cannot be combined (the "
+                "object is complete); pass the preset with a dict of overrides, or the object alone"
+            )
         return overrides
     config = VehicularURLLCConfig() if base is None else base
     if preset is not None:
-        if preset not in SYSTEM_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; allowed: {sorted(SYSTEM_PRESETS)}")
-        system = dataclasses.replace(config.system, **SYSTEM_PRESETS[preset])
+        preset_system = preset_overrides(preset, SYSTEM_PRESETS, FAMILY)
+        system = dataclasses.replace(config.system, **preset_system)
         config = dataclasses.replace(config, system=system)
     if overrides is None:
         return config
@@ -179,7 +191,7 @@ def make_urllc_config(
             unknown.append(key)
     if unknown:
         allowed = sorted(top_names) + [f"system.{n}" for n in sorted(system_names)]
-        raise ValueError(f"unknown config key(s) {sorted(unknown)}; allowed: {allowed}")
+        raise unknown_keys_error(unknown, allowed, FAMILY)
     system = system_obj if system_obj is not None else config.system
     if sub:
         system = dataclasses.replace(system, **sub)
@@ -474,6 +486,7 @@ class VehicularURLLCEnv(gym.Env):
         render_mode: str | None = None,
         num_threads: int | None = DEFAULT_NUM_THREADS,
         obs_mode: str = "dict",
+        **unexpected: Any,
     ) -> None:
         self.obs_mode = check_obs_mode(obs_mode)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -484,6 +497,12 @@ class VehicularURLLCEnv(gym.Env):
         self.render_mode = render_mode
         self.num_threads = check_num_threads(num_threads)
         self.config = make_urllc_config(preset, config)
+        reject_unknown_arguments(
+            type(self).__name__,
+            unexpected,
+            self.config,
+            ["config", "preset", "render_mode", "num_threads", "obs_mode"],
+        )
         self._build_spaces()
         self.game: VehicularGame | None = None
 

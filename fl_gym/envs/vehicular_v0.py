@@ -23,6 +23,7 @@ from fl_gym.envs.vehicular import (
     device_features,
     make_urllc_config,
 )
+from fl_gym.sim.config import reject_unknown_arguments
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 
 __all__ = ["VehicularEnv", "env", "parallel_env", "raw_env"]
@@ -93,12 +94,19 @@ class VehicularEnv(ParallelEnv):
         preset: str | None = None,
         render_mode: str | None = None,
         num_threads: int | None = DEFAULT_NUM_THREADS,
+        **unexpected: Any,
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"render_mode must be None (no rendering yet), got {render_mode!r}")
         self.render_mode = render_mode
         self.num_threads = check_num_threads(num_threads)
         self.config = make_urllc_config(preset, config)
+        reject_unknown_arguments(
+            "vehicular_v0.parallel_env",
+            unexpected,
+            self.config,
+            ["config", "preset", "render_mode", "num_threads"],
+        )
         sys_cfg = self.config.system
         k, n = sys_cfg.num_pairs, sys_cfg.num_resource_blocks
         self.possible_agents = [f"pair_{i}" for i in range(k)]
@@ -247,10 +255,11 @@ def parallel_env(
     preset: str | None = None,
     render_mode: str | None = None,
     num_threads: int | None = DEFAULT_NUM_THREADS,
+    **unexpected: Any,
 ) -> VehicularEnv:
     """Build the parallel environment; see :class:`VehicularEnv` for the arguments."""
     return VehicularEnv(
-        config=config, preset=preset, render_mode=render_mode, num_threads=num_threads
+        config=config, preset=preset, render_mode=render_mode, num_threads=num_threads, **unexpected
     )
 
 
@@ -259,9 +268,16 @@ def env(
     preset: str | None = None,
     render_mode: str | None = None,
     num_threads: int | None = DEFAULT_NUM_THREADS,
+    **unexpected: Any,
 ) -> AECEnv:
     """The same environment turned into an AEC one (agents act in turn); prefer
     :func:`parallel_env`, the native form."""
     return parallel_to_aec(
-        parallel_env(config=config, preset=preset, render_mode=render_mode, num_threads=num_threads)
+        parallel_env(
+            config=config,
+            preset=preset,
+            render_mode=render_mode,
+            num_threads=num_threads,
+            **unexpected,
+        )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import fields
 from typing import Any, ClassVar
 
@@ -18,6 +19,7 @@ from fl_gym.envs.obs_mode import (
     flat_slices,
     flatten_observation,
 )
+from fl_gym.sim.config import reject_unknown_arguments
 from fl_gym.sim.federation import Federation
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
@@ -170,8 +172,8 @@ class WirelessFLEnv(gym.Env):
     error naming them), applied on top of the named ``preset`` (see
     :data:`~fl_gym.envs.config.PRESETS`). ``reset(options={"config": ...})`` replaces the
     configuration for the coming episodes (same K and action layout required).
-    ``render_mode="rgb_array"`` draws the cell and the accuracy curve (needs matplotlib: install
-    ``fl-gym[plot]``). ``num_threads`` is torch's intra-op thread count inside ``reset`` and
+    ``render_mode="rgb_array"`` draws the cell and the accuracy curve (matplotlib, a core
+    dependency). ``num_threads`` is torch's intra-op thread count inside ``reset`` and
     ``step`` (the caller's count is restored after each; ``None`` leaves torch alone): one thread
     is fastest for these small tensors, see :mod:`fl_gym.sim.threads`. ``obs_mode`` is
     ``"dict"`` (the default) or ``"flat"`` (see Observation Space); anything else is a
@@ -193,6 +195,7 @@ class WirelessFLEnv(gym.Env):
         device: str = "cpu",
         num_threads: int | None = DEFAULT_NUM_THREADS,
         obs_mode: str = "dict",
+        **unexpected: Any,
     ) -> None:
         self.obs_mode = check_obs_mode(obs_mode)
         controls = tuple(controls)
@@ -208,12 +211,22 @@ class WirelessFLEnv(gym.Env):
             )
         self.controls = tuple(c for c in CONTROLS if c in controls)
         self.config = make_config(preset, config, base=self.default_config())
+        reject_unknown_arguments(type(self).__name__, unexpected, self.config, self._arguments())
         self.render_mode = render_mode
         self.device = device
         self.num_threads = check_num_threads(num_threads)
         self._build_spaces()
         self.federation: Federation | None = None
         self._renderer: Any = None
+
+    @classmethod
+    def _arguments(cls) -> list[str]:
+        """The keyword arguments the constructor takes (for the error on others)."""
+        return [
+            name
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ]
 
     # -- spaces ------------------------------------------------------------------------------------
 

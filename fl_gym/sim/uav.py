@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
+from fl_gym.sim.config import preset_overrides, unknown_keys_error
+
 __all__ = [
     "UAV_PRESETS",
     "SwarmStep",
@@ -214,6 +216,9 @@ class UAVSwarmConfig:
         return (self.density_cell_m / self.initial_spacing_m) ** 2
 
 
+UAV_FAMILY = "uav_swarm_v0"
+"""How errors name this environment."""
+
 UAV_PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "swarm_1k": {
@@ -254,20 +259,24 @@ def make_uav_config(
         TypeError: If ``overrides`` is neither a config, a mapping nor ``None``.
     """
     if isinstance(overrides, UAVSwarmConfig):
+        if preset is not None:
+            raise ValueError(
+                f"preset={preset!r} and a UAVSwarmConfig object cannot be combined (the object "
+                "is complete); pass the preset with a dict of overrides, or the object alone"
+            )
         return overrides
     name = "default" if preset is None else preset
-    if name not in UAV_PRESETS:
-        raise ValueError(f"unknown UAV preset {preset!r}; allowed: {sorted(UAV_PRESETS)}")
+    preset_fields = preset_overrides(name, UAV_PRESETS, UAV_FAMILY)
     if overrides is not None and not isinstance(overrides, Mapping):
         raise TypeError(
             "config must be a UAVSwarmConfig or a dict of overrides, "
             f"got {type(overrides).__name__}"
         )
-    merged = {**UAV_PRESETS[name], **dict(overrides or {})}
+    merged = {**preset_fields, **dict(overrides or {})}
     allowed = {f.name for f in dataclasses.fields(UAVSwarmConfig)}
     unknown = sorted(set(merged) - allowed)
     if unknown:
-        raise ValueError(f"unknown UAVSwarmConfig field(s) {unknown}; allowed: {sorted(allowed)}")
+        raise unknown_keys_error(unknown, sorted(allowed), UAV_FAMILY)
     return UAVSwarmConfig(**merged)
 
 

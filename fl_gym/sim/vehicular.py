@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fl_gym.sim.config import flatten_overrides, with_overrides
+from fl_gym.sim.config import flatten_overrides, preset_overrides, with_overrides
 from fl_gym.sim.wireless import dbm_to_w
 
 __all__ = [
@@ -408,9 +408,9 @@ def make_vehicular_config(
         return overrides
     config = VehicularConfig()
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; allowed: {sorted(PRESETS)}")
-        config = dataclasses.replace(config, **PRESETS[preset])
+        config = dataclasses.replace(
+            config, **preset_overrides(preset, PRESETS, "the vehicular envs")
+        )
     if overrides is None:
         return config
     if not isinstance(overrides, Mapping):

@@ -1,0 +1,273 @@
+"""One catalogue of every fl_gym environment: :func:`fl_gym.catalogue` and ``fl-gym list``.
+
+For each environment of every family (the Gymnasium ids and the PettingZoo modules): how to
+build it, what it controls, its spaces in a readable form, its presets, the policies that play
+it, and every configuration key with its default, unit and meaning (read from the configuration
+dataclasses and their ``Attributes:`` docstrings, so the catalogue cannot drift from the code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+__all__ = ["ConfigKey", "EnvEntry", "build_catalogue", "describe_space", "unit_of"]
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One configuration key of an environment.
+
+    Attributes:
+        name: The key as ``config=`` takes it (dotted for nested fields, e.g.
+            ``"wireless.deadline_s"``).
+        default: Its value in the environment's default configuration.
+        unit: The physical unit its name ends in (``"s"``, ``"dBm"``, ...), or ``None``.
+        doc: Its meaning, from the configuration dataclass's docstring (may be empty).
+    """
+
+    name: str
+    default: Any
+    unit: str | None
+    doc: str
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One environment of the catalogue.
+
+    Attributes:
+        name: The Gymnasium id (``"fl_gym/WirelessFL-v0"``) or PettingZoo module
+            (``"fl_gym.envs.uav_swarm_v0"``).
+        api: ``"gymnasium"`` or ``"pettingzoo"``.
+        family: ``"wireless-fl"``, ``"vehicular"`` or ``"uav"``.
+        make: How to build it, as Python.
+        controls: What the controller (or each agent) decides.
+        agents: For PettingZoo environments, the agents by default (e.g. ``"20 x uav_i"``).
+        action_space: The action space (one agent's for PettingZoo), in a readable form.
+        observation_space: The observation space (one agent's for PettingZoo).
+        presets: ``{name: overrides}`` of the named scenarios ``preset=`` accepts.
+        policies: Names of the heuristic policies that play it.
+        config_keys: Every key ``config=`` accepts, with defaults.
+    """
+
+    name: str
+    api: str
+    family: str
+    make: str
+    controls: tuple[str, ...]
+    agents: str | None
+    action_space: str
+    observation_space: str
+    presets: dict[str, dict[str, Any]]
+    policies: tuple[str, ...]
+    config_keys: tuple[ConfigKey, ...]
+
+
+# Longest suffix first: "_per_j" before "_j", "_mps2" before "_mps".
+_UNITS: tuple[tuple[str, str], ...] = (
+    ("_per_pair", "per pair"),
+    ("_per_step", "per step"),
+    ("_per_j", "1/J"),
+    ("_per_s", "1/s"),
+    ("_mps2", "m/s^2"),
+    ("_mps", "m/s"),
+    ("_dbm", "dBm"),
+    ("_db", "dB"),
+    ("_hz", "Hz"),
+    ("_bits2", "bits^2"),
+    ("_bits", "bits"),
+    ("_m", "m"),
+    ("_s", "s"),
+    ("_j", "J"),
+    ("_w", "W"),
+)
+
+
+def unit_of(name: str) -> str | None:
+    """The unit a field name ends in (``"deadline_s"`` -> ``"s"``), or ``None``."""
+    leaf = name.rsplit(".", 1)[-1]
+    for suffix, unit in _UNITS:
+        if leaf.endswith(suffix):
+            return unit
+    return None
+
+
+def describe_space(space: spaces.Space) -> str:
+    """A one-line, readable form of a space: ``Box(-1, 1, (10,), float32)``,
+    ``Dict(devices=Box(-5, 5, (10, 10), float32), server=Box(-5, 5, (7,), float32))``,
+    ``MultiDiscrete([4] x 10)``, ``Discrete(5)``."""
+    if isinstance(space, spaces.Dict):
+        inner = ", ".join(f"{key}={describe_space(sub)}" for key, sub in space.spaces.items())
+        return f"Dict({inner})"
+    if isinstance(space, spaces.Box):
+        return (
+            f"Box({_bound(space.low)}, {_bound(space.high)}, {tuple(space.shape)}, {space.dtype})"
+        )
+    if isinstance(space, spaces.MultiDiscrete):
+        return f"MultiDiscrete({_repeated(space.nvec.ravel().tolist())})"
+    if isinstance(space, spaces.Discrete):
+        start = f", start={int(space.start)}" if int(space.start) != 0 else ""
+        return f"Discrete({int(space.n)}{start})"
+    return str(space)
+
+
+def _bound(values: np.ndarray) -> str:
+    flat = np.unique(np.asarray(values).ravel())
+    if flat.size == 1:
+        return f"{flat[0]:g}"
+    return f"[{flat.min():g}..{flat.max():g}]"
+
+
+def _repeated(values: list[int]) -> str:
+    """``[4, 4, 4]`` -> ``[4] x 3``; a repeating pattern ``[4, 3, 4, 3]`` -> ``[4, 3] x 2``."""
+    n = len(values)
+    for period in range(1, n // 2 + 1):
+        if n % period == 0 and values == values[:period] * (n // period):
+            return f"{values[:period]} x {n // period}"
+    return str(values)
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """``{field: text}`` from the ``Attributes:`` section of a Google-style class docstring."""
+    doc = inspect.getdoc(cls) or ""
+    match = re.search(r"^Attributes:\n((?:[ \t]+.*\n?|\n)+)", doc, flags=re.MULTILINE)
+    if match is None:
+        return {}
+    out: dict[str, str] = {}
+    current = None
+    for line in match.group(1).splitlines():
+        entry = re.match(r"^ {4}(\w+)(?: \([^)]*\))?: ?(.*)$", line)
+        if entry:
+            current = entry.group(1)
+            out[current] = entry.group(2).strip()
+        elif current is not None and line.strip():
+            out[current] += " " + line.strip()
+    return out
+
+
+def _config_keys(config: Any, prefix: str = "") -> Iterator[ConfigKey]:
+    docs = _attribute_docs(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        name = prefix + f.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            yield from _config_keys(value, f"{name}.")
+        else:
+            yield ConfigKey(name, value, unit_of(name), docs.get(f.name, ""))
+
+
+def _wireless_entries() -> Iterator[EnvEntry]:
+    import gymnasium as gym
+
+    from fl_gym.baselines import baselines_for
+    from fl_gym.envs.config import PRESETS
+    from fl_gym.envs.registration import ENV_IDS
+
+    for env_id in ENV_IDS:
+        env = gym.make(env_id)
+        raw = env.unwrapped
+        if not hasattr(raw, "federation"):  # not a wireless FL env
+            env.close()
+            continue
+        yield EnvEntry(
+            name=env_id,
+            api="gymnasium",
+            family="wireless-fl",
+            make=f'gym.make("{env_id}", preset=None, config={{...}})',
+            controls=tuple(raw.controls),
+            agents=None,
+            action_space=describe_space(env.action_space),
+            observation_space=describe_space(env.observation_space),
+            presets=dict(PRESETS),
+            policies=tuple(baselines_for(env)),
+            config_keys=tuple(_config_keys(raw.config)),
+        )
+        env.close()
+
+
+def _vehicular_entries() -> Iterator[EnvEntry]:
+    import gymnasium as gym
+
+    from fl_gym.baselines.vehicular import VEHICULAR_BASELINES
+    from fl_gym.envs import vehicular_v0
+    from fl_gym.sim.vehicular import PRESETS as SYSTEM_PRESETS
+
+    env_id = "fl_gym/VehicularURLLC-v0"
+    env = gym.make(env_id)
+    keys = tuple(_config_keys(env.unwrapped.config))
+    yield EnvEntry(
+        name=env_id,
+        api="gymnasium",
+        family="vehicular",
+        make=f'gym.make("{env_id}", preset=None, config={{...}})',
+        controls=tuple(env.unwrapped.controls),
+        agents=None,
+        action_space=describe_space(env.action_space),
+        observation_space=describe_space(env.observation_space),
+        presets=dict(SYSTEM_PRESETS),
+        policies=tuple(VEHICULAR_BASELINES),
+        config_keys=keys,
+    )
+    env.close()
+    par = vehicular_v0.parallel_env()
+    first = par.possible_agents[0]
+    yield EnvEntry(
+        name="fl_gym.envs.vehicular_v0",
+        api="pettingzoo",
+        family="vehicular",
+        make="vehicular_v0.parallel_env(preset=None, config={...})",
+        controls=("power", "resource_block"),
+        agents=f"{len(par.possible_agents)} x pair_i",
+        action_space=describe_space(par.action_space(first)),
+        observation_space=describe_space(par.observation_space(first)),
+        presets=dict(SYSTEM_PRESETS),
+        policies=tuple(VEHICULAR_BASELINES),
+        config_keys=keys,
+    )
+
+
+def _uav_entries() -> Iterator[EnvEntry]:
+    from fl_gym.baselines.uav import CONTROLLERS
+    from fl_gym.envs import uav_swarm_v0
+    from fl_gym.sim.uav import UAV_PRESETS
+
+    par = uav_swarm_v0.parallel_env()
+    first = par.possible_agents[0]
+    yield EnvEntry(
+        name="fl_gym.envs.uav_swarm_v0",
+        api="pettingzoo",
+        family="uav",
+        make="uav_swarm_v0.parallel_env(preset=None, config={...})",
+        controls=("acceleration",),
+        agents=f"{len(par.possible_agents)} x uav_i",
+        action_space=describe_space(par.action_space(first)),
+        observation_space=describe_space(par.observation_space(first)),
+        presets=dict(UAV_PRESETS),
+        policies=tuple(CONTROLLERS),
+        config_keys=tuple(_config_keys(par.config)),
+    )
+
+
+def build_catalogue() -> tuple[EnvEntry, ...]:
+    """Every environment of every family, Gymnasium ids first (see :class:`EnvEntry`)."""
+    entries = [*_wireless_entries(), *_vehicular_entries(), *_uav_entries()]
+    return tuple(sorted(entries, key=lambda e: (e.api != "gymnasium", _order(e))))
+
+
+def _order(entry: EnvEntry) -> int:
+    from fl_gym.envs.registration import ENV_IDS
+
+    return ENV_IDS.index(entry.name) if entry.name in ENV_IDS else len(ENV_IDS)
+
+
+def preset_summary(overrides: Mapping[str, Any]) -> str:
+    """``"partition=dirichlet, dirichlet_alpha=0.1"``, or ``"the defaults"``."""
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the defaults"
