@@ -1,0 +1,151 @@
+"""Golden trajectories: every environment's observations, rewards, infos and final model, recorded.
+
+Each registered Gymnasium environment and both PettingZoo environments are played from two seeds
+with a fixed sequence of actions drawn from a seeded action space (so the actions do not depend
+on the environment's own randomness), across one episode end and reset. Everything numeric that
+comes back is kept: observations, rewards, terminated / truncated flags, every numeric entry of
+``info`` (nested dicts flattened to ``a.b`` keys), and for the FL environments the global model's
+parameters at the end. ``tests/test_golden.py`` replays the same calls and compares bit for bit:
+a change of dynamics must bump the environment's version and re-record (``python
+tests/golden/trajectories.py``), a restructuring must leave these files untouched.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import fl_gym
+from fl_gym.envs import uav_swarm_v0, vehicular_v0
+
+DIRECTORY = Path(__file__).resolve().parent
+SEEDS = (0, 1)
+STEPS = 12
+MAX_EPISODE_STEPS = 7
+"""Episodes are truncated here, so every recording crosses one reset."""
+PARALLEL = {
+    "vehicular_v0": (vehicular_v0, {"config": {"num_pairs": 6, "num_resource_blocks": 3}}),
+    "uav_swarm_v0": (uav_swarm_v0, {"config": {"num_uavs": 12}}),
+}
+
+
+def file_for(name: str) -> Path:
+    return DIRECTORY / f"{name.replace('/', '_')}.npz"
+
+
+def machine() -> str:
+    """What the bits depend on besides the code: CPU, torch and numpy builds."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    python = sys.version.split()[0]
+    return f"{cpu} | torch {torch.__version__} | numpy {np.__version__} | python {python}"
+
+
+def _numeric(prefix: str, value: Any) -> Iterator[tuple[str, np.ndarray]]:
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            yield from _numeric(f"{prefix}.{key}", value[key])
+        return
+    if isinstance(value, (list, tuple)) and not value:
+        yield prefix, np.zeros(0)
+        return
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        return
+    if arr.dtype.kind in "biuf":
+        yield prefix, arr
+
+
+def _store(out: dict[str, np.ndarray], prefix: str, value: Any) -> None:
+    for key, arr in _numeric(prefix, value):
+        out[key] = arr
+
+
+def record_gymnasium(env_id: str) -> dict[str, np.ndarray]:
+    """One env id's trajectories: ``{"s{seed}/t{step}/...": array}``."""
+    out: dict[str, np.ndarray] = {}
+    for seed in SEEDS:
+        env = gym.make(env_id, max_episode_steps=MAX_EPISODE_STEPS)
+        space = env.action_space
+        space.seed(1000 + seed)
+        obs, info = env.reset(seed=seed)
+        _store(out, f"s{seed}/reset/obs", obs)
+        _store(out, f"s{seed}/reset/info", info)
+        for t in range(STEPS):
+            action = space.sample()
+            obs, reward, terminated, truncated, info = env.step(action)
+            key = f"s{seed}/t{t:02d}"
+            out[f"{key}/action"] = np.asarray(action)
+            _store(out, f"{key}/obs", obs)
+            out[f"{key}/reward"] = np.asarray(reward, dtype=np.float64)
+            out[f"{key}/done"] = np.array([terminated, truncated])
+            _store(out, f"{key}/info", info)
+            if terminated or truncated:
+                obs, info = env.reset()
+                _store(out, f"{key}/reset/obs", obs)
+        federation = getattr(env.unwrapped, "federation", None)
+        if federation is not None:
+            out[f"s{seed}/final_params"] = federation.params.detach().cpu().numpy().copy()
+        env.close()
+    return out
+
+
+def record_parallel(name: str) -> dict[str, np.ndarray]:
+    """One PettingZoo env's trajectories (agents in ``possible_agents`` order)."""
+    module, kwargs = PARALLEL[name]
+    out: dict[str, np.ndarray] = {}
+    for seed in SEEDS:
+        env = module.parallel_env(**kwargs)
+        agents = list(env.possible_agents)
+        space = env.action_space(agents[0])
+        space.seed(1000 + seed)
+        obs, _ = env.reset(seed=seed)
+        out[f"s{seed}/reset/obs"] = np.stack([obs[a] for a in agents])
+        for t in range(STEPS):
+            if not env.agents:
+                obs, _ = env.reset()
+                out[f"s{seed}/t{t:02d}/reset/obs"] = np.stack([obs[a] for a in agents])
+            actions = {a: space.sample() for a in env.agents}
+            obs, rewards, terms, truncs, infos = env.step(actions)
+            key = f"s{seed}/t{t:02d}"
+            live = [a for a in agents if a in obs]
+            out[f"{key}/agents"] = np.array([agents.index(a) for a in live])
+            out[f"{key}/obs"] = np.stack([obs[a] for a in live])
+            out[f"{key}/reward"] = np.array([rewards[a] for a in live], dtype=np.float64)
+            out[f"{key}/done"] = np.array([[terms[a], truncs[a]] for a in live])
+            for a in live[:2]:
+                _store(out, f"{key}/info/{a}", infos[a])
+            out[f"{key}/state"] = np.asarray(env.state())
+        env.close()
+    return out
+
+
+def names() -> list[str]:
+    return [*fl_gym.ENV_IDS, *PARALLEL]
+
+
+def record(name: str) -> dict[str, np.ndarray]:
+    return record_parallel(name) if name in PARALLEL else record_gymnasium(name)
+
+
+def main() -> None:
+    for name in names():
+        data = record(name)
+        np.savez_compressed(file_for(name), __machine__=np.array(machine()), **data)
+        print(f"{file_for(name).name}: {len(data)} arrays")
+
+
+if __name__ == "__main__":
+    main()
