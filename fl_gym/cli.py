@@ -489,19 +489,30 @@ def _run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from fl_gym.agents import leaderboard_markdown, run_benchmark
+    from fl_gym.agents.bench import RayConnectionError
 
     console = Console()
-    result = run_benchmark(
-        args.envs,
-        args.policies,
-        args.seeds,
-        config=_parse_overrides(args.config) or None,
-        preset=args.preset,
-        backend=args.backend,
-        progress=True,
-        ray_address=args.ray_address,
-        max_episode_steps=args.max_episode_steps,
-    )
+    try:
+        result = run_benchmark(
+            args.envs,
+            args.policies,
+            args.seeds,
+            config=_parse_overrides(args.config) or None,
+            preset=args.preset,
+            backend=args.backend,
+            progress=True,
+            ray_address=args.ray_address,
+            max_episode_steps=args.max_episode_steps,
+        )
+    except RayConnectionError as exc:
+        hint = "start one with ray start --head or omit --ray-address"
+        print(f"fl-gym: error: {exc}; {hint}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        if args.backend != "ray":
+            raise
+        print(f"fl-gym: error: {exc}", file=sys.stderr)  # Ray is not installed
+        return 2
     out = Path(args.out)
     csv_path = result.write_csv(out / "results.csv")
     plots = result.write_plots(out)

@@ -11,7 +11,12 @@ Precipice" (NeurIPS 2021). Jobs run in this process or, with ``backend="ray"``, 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
+import io
+import json
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +31,9 @@ from fl_gym.envs.rollout import EpisodeResult
 __all__ = [
     "BACKENDS",
     "BenchmarkResult",
+    "RayConnectionError",
     "bootstrap_ci",
+    "connect_ray",
     "interquartile_mean",
     "leaderboard_markdown",
     "run_benchmark",
@@ -113,6 +120,59 @@ class BenchmarkResult:
         return paths
 
 
+@dataclass(frozen=True)
+class _AgentFiles:
+    """A saved agent's two files, read on the driver and shipped to Ray workers as bytes.
+
+    A path means nothing on a worker: it is resolved in the worker's own folder (that of the
+    node that started the cluster) and, on another machine, the file is not there at all.
+
+    Attributes:
+        archive: The ``.zip`` file SB3 saved.
+        metadata: The ``.json`` file's content.
+        stem: The path it was read from (without suffix), kept as the agent's ``path``.
+    """
+
+    archive: bytes
+    metadata: dict[str, Any]
+    stem: str
+
+    @classmethod
+    def read(cls, path: str) -> _AgentFiles:
+        """Read the agent saved at ``path`` (with or without ``.zip``), as ``load_agent`` does."""
+        from fl_gym.agents.training import _stem
+
+        stem = _stem(path)
+        archive, meta_file = stem.with_suffix(".zip"), stem.with_suffix(".json")
+        for file in (archive, meta_file):
+            if not file.is_file():
+                raise FileNotFoundError(f"no trained agent at {file} (train one with fl-gym train)")
+        return cls(archive.read_bytes(), json.loads(meta_file.read_text()), str(stem))
+
+    def load(self, env_id: str, config: dict[str, Any] | None, preset: str | None) -> Any:
+        """The agent, loaded from memory onto the spaces of ``env_id`` (as ``load_agent``).
+
+        A device-set policy has no weight that depends on the number of devices, so it loads
+        onto the evaluation environment's spaces, exactly as ``load_agent(path, env)`` does.
+        """
+        import gymnasium as gym
+
+        from fl_gym.agents.training import TrainedAgent, _algorithm_class
+
+        custom = None
+        if self.metadata.get("policy") == "device-set":
+            kwargs: dict[str, Any] = {"config": config} if config else {}
+            if preset is not None:
+                kwargs["preset"] = preset
+            env = gym.make(env_id, **kwargs)
+            custom = {"observation_space": env.observation_space, "action_space": env.action_space}
+            env.close()
+        model = _algorithm_class(self.metadata["algo"]).load(
+            io.BytesIO(self.archive), device="cpu", custom_objects=custom
+        )
+        return TrainedAgent(model=model, metadata=self.metadata, path=Path(self.stem))
+
+
 def _job(
     env_id: str,
     policy: str,
@@ -120,10 +180,22 @@ def _job(
     config: dict[str, Any] | None,
     preset: str | None,
     max_episode_steps: int | None,
+    agent_files: _AgentFiles | None = None,
 ) -> tuple[list[EpisodeMetrics], list[EpisodeResult]]:
-    return evaluate_episodes(
-        policy, env_id, [seed], config=config, preset=preset, max_episode_steps=max_episode_steps
+    player = policy if agent_files is None else agent_files.load(env_id, config, preset)
+    metrics, episodes = evaluate_episodes(
+        player, env_id, [seed], config=config, preset=preset, max_episode_steps=max_episode_steps
     )
+    # Rows name the policy as the user did (an agent loaded from bytes would name its path).
+    return [dataclasses.replace(m, policy=policy) for m in metrics], episodes
+
+
+def _agent_path(policy: str) -> str | None:
+    """The path of a trained agent named ``ALGO:PATH``; ``None`` for a baseline."""
+    from fl_gym.agents.training import ALGORITHMS
+
+    head, _, path = policy.partition(":")
+    return path if head.lower() in ALGORITHMS and path else None
 
 
 def _policies_for(env_id: str, policies: Sequence[str], config: Any, preset: Any) -> list[str]:
@@ -170,7 +242,9 @@ def run_benchmark(
         preset: Scenario preset of every environment.
         backend: ``"local"`` (this process) or ``"ray"`` (one Ray task per job).
         progress: Show a progress bar (local backend).
-        ray_address: Address of a running Ray cluster; ``None`` starts a local one.
+        ray_address: Address of a running Ray cluster (``"auto"``, ``"HOST:PORT"``,
+            ``"ray://HOST:PORT"``); ``None`` starts a local one. Trained agents are read here
+            and sent to the workers as bytes, so their paths need not exist on the cluster.
         max_episode_steps: Episode length instead of the registered one.
 
     Returns:
@@ -228,20 +302,80 @@ def _run_local(
     return outputs
 
 
-def _run_ray(
-    jobs: list[tuple[str, str, int]], options: tuple[Any, Any, Any], address: str | None
-) -> list[tuple[list[EpisodeMetrics], list[EpisodeResult]]]:
+class RayConnectionError(ConnectionError):
+    """Ray could not reach a cluster at the address given (none running, a wrong address)."""
+
+
+def connect_ray(address: str | None = None, **init_kwargs: Any) -> bool:
+    """Join the Ray cluster at ``address``, or start a local one, unless Ray is already up.
+
+    Args:
+        address: ``"auto"`` (the cluster ``ray start --head`` started on this machine),
+            ``"HOST:PORT"``, ``"ray://HOST:PORT"`` (Ray Client), or ``None`` to start a local
+            instance (or join the one ``RAY_ADDRESS`` names).
+        **init_kwargs: Passed to ``ray.init`` (e.g. ``num_cpus`` for a local instance).
+
+    Returns:
+        ``True`` when this call initialised Ray (the caller shuts it down when done),
+        ``False`` when Ray was already initialised.
+
+    Raises:
+        ImportError: If Ray is not installed.
+        RayConnectionError: If no cluster answers at ``address``; the message names the
+            address and Ray's reason in one line.
+    """
     try:
         import ray
     except ImportError as exc:
         raise ImportError('the ray backend needs Ray: pip install "fl-gym[ray]"') from exc
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        started = True
+    if ray.is_initialized():
+        return False
+    init_kwargs = {"include_dashboard": False, "log_to_driver": False, **init_kwargs}
     try:
+        # Ray retries a closed GCS port for minutes; a refused TCP connection is known at once.
+        _probe(address)
+        ray.init(address=address, **init_kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or os.environ.get("RAY_ADDRESS") or "auto"
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise RayConnectionError(
+            f"could not connect to a Ray cluster at {where}: {reason}"
+        ) from exc
+    return True
+
+
+def _probe(address: str | None, timeout_s: float = 5.0) -> None:
+    """Raise ``ConnectionError`` if nothing listens at a ``HOST:PORT`` address."""
+    if address is None or address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(
+            f"an address looks like HOST:PORT, auto or ray://HOST:PORT; got {address!r}"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({exc})") from exc
+
+
+def _run_ray(
+    jobs: list[tuple[str, str, int]], options: tuple[Any, Any, Any], address: str | None
+) -> list[tuple[list[EpisodeMetrics], list[EpisodeResult]]]:
+    started = connect_ray(address)
+    import ray
+
+    try:
+        # Each agent's files are read once, here, and put in the object store: the workers load
+        # the agent from memory, so a path relative to this folder, or a file that exists on
+        # this machine only, works on any cluster.
+        agents = {}
+        for policy in dict.fromkeys(p for _, p, _ in jobs):
+            path = _agent_path(policy)
+            if path is not None:
+                agents[policy] = ray.put(_AgentFiles.read(path))
         remote_job = ray.remote(num_cpus=1)(_job)
-        refs = [remote_job.remote(e, p, s, *options) for e, p, s in jobs]
+        refs = [remote_job.remote(e, p, s, *options, agents.get(p)) for e, p, s in jobs]
         return list(ray.get(refs))
     finally:
         if started:
