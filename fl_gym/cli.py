@@ -17,15 +17,18 @@ import ast
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["main"]
+__all__ = ["DEMO_AGENT", "main"]
+
+DEMO_AGENT = "ppo:models/ClientSelection-v0_ppo"
+"""The shipped agent that ``fl-gym demo`` plays beside the baselines (path from the repository)."""
 
 
 def _positive_int(text: str) -> int:
@@ -60,6 +63,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_episode_arguments(demo, episodes=3, plot="out/demo.png")
     demo.add_argument("--env", default="fl_gym/ClientSelection-v0")
+    demo.add_argument(
+        "--agents",
+        nargs="*",
+        default=None,
+        metavar="ALGO:PATH",
+        help=f"trained agents to play beside the baselines (default {DEMO_AGENT} when it "
+        "exists and was trained on --env; none with a bare --agents)",
+    )
 
     fedavg = sub.add_parser(
         "fedavg", help="FedAvg on the bundled digits data, round by round, no RL involved"
@@ -123,6 +134,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--preset", default=None)
     evaluate.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
     evaluate.add_argument("--max-episode-steps", type=_positive_int, default=None)
+    _add_progress_argument(evaluate)
 
     bench = sub.add_parser(
         "bench", help="every policy on every env and seed: CSV, leaderboard, plots"
@@ -146,6 +158,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--markdown", default=None, metavar="PATH", help="leaderboard path (OUT/leaderboard.md)"
     )
     bench.add_argument("--max-episode-steps", type=_positive_int, default=None)
+    _add_progress_argument(bench)
 
     uav = sub.add_parser("uav", help="fly a UAV swarm with a controller; metrics and a GIF")
     uav.add_argument("--controller", default="straight_line", help="see fl_gym.baselines.uav")
@@ -159,7 +172,16 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=["lookahead", "pde"],
         help="mean-field controllers: how their networks learn (default lookahead)",
     )
+    _add_progress_argument(uav)
     return parser
+
+
+def _add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar (it goes to stderr, and only when stderr is a terminal)",
+    )
 
 
 def _add_episode_arguments(
@@ -176,6 +198,7 @@ def _add_episode_arguments(
         help="config overrides, e.g. deadline_s=0.5 partition=dirichlet",
     )
     parser.add_argument("--save-plot", default=plot, metavar="PATH", help="write a PNG plot")
+    _add_progress_argument(parser)
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -228,10 +251,13 @@ def _run_list() -> int:
 def _play(
     env_id: str, policy_names: Sequence[str], args: argparse.Namespace
 ) -> dict[str, list[Any]]:
-    """Every policy on the same seeds (common random numbers), with a progress bar."""
-    import gymnasium as gym
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    """Every policy on the same seeds (common random numbers), with a progress bar.
 
+    A name is a baseline or ``ALGO:PATH`` of a trained agent.
+    """
+    import gymnasium as gym
+
+    from fl_gym._console import make_progress, progress_enabled
     from fl_gym.baselines import make_baseline
     from fl_gym.envs.rollout import rollout
 
@@ -239,12 +265,15 @@ def _play(
     env = gym.make(env_id, config=overrides or None, preset=args.preset)
     results: dict[str, list[Any]] = {}
     seeds = [args.seed + i for i in range(args.episodes)]
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True
-    ) as progress:
+    with make_progress(enabled=progress_enabled(args.no_progress), unit="episodes") as progress:
         task = progress.add_task("episodes", total=len(policy_names) * len(seeds))
         for name in policy_names:
-            policy = make_baseline(name, env)
+            if ":" in name:
+                from fl_gym.agents import resolve_policy
+
+                policy = resolve_policy(name, env)
+            else:
+                policy = make_baseline(name, env)
             results[name] = []
             for seed in seeds:
                 progress.update(task, description=f"{name} (seed {seed})")
@@ -276,9 +305,9 @@ def _summary_table(results: dict[str, list[Any]], title: str) -> Table:
 
 
 def _run_episodes(args: argparse.Namespace, env_id: str, policies: Sequence[str]) -> int:
-    from rich.console import Console
+    from fl_gym._console import make_console
 
-    console = Console()
+    console = make_console()
     results = _play(env_id, policies, args)
     n = args.episodes
     console.print(
@@ -287,7 +316,8 @@ def _run_episodes(args: argparse.Namespace, env_id: str, policies: Sequence[str]
     if args.save_plot:
         from fl_gym.envs.plotting import plot_episodes
 
-        path = plot_episodes(results, args.save_plot, title=env_id)
+        seeds = f"seed {args.seed}" if n == 1 else f"seeds {args.seed}-{args.seed + n - 1}"
+        path = plot_episodes(results, args.save_plot, title=f"{env_id}, {seeds}")
         console.print(f"plot written to {path}")
     return 0
 
@@ -295,37 +325,41 @@ def _run_episodes(args: argparse.Namespace, env_id: str, policies: Sequence[str]
 def _run_vehicular(args: argparse.Namespace) -> int:
     """Episodes of the roadside-unit environment with a vehicular baseline."""
     import gymnasium as gym
-    from rich.console import Console
     from rich.table import Table
 
+    from fl_gym._console import make_console, make_progress, progress_enabled
     from fl_gym.baselines.vehicular import make_vehicular_baseline
 
     env = gym.make(args.env, config=_parse_overrides(args.config) or None, preset=args.preset)
     table = Table(title=f"{args.policy} on {args.env}")
     for column in ("seed", "slots", "mean power mW", "queues > q0", "values exchanged", "return"):
         table.add_column(column, justify="right")
-    for seed in range(args.seed, args.seed + args.episodes):
-        policy = make_vehicular_baseline(args.policy, env)
-        obs, info = env.reset(seed=seed)
-        power, above, total, done, slots = [], [], 0.0, False, 0
-        while not done:
-            action, _ = policy.predict(obs)
-            obs, reward, terminated, truncated, info = env.step(action)
-            power.append(info["mean_power_w"])
-            above.append(info["share_above_q0"])
-            total += float(reward)
-            slots += 1
-            done = terminated or truncated
-        table.add_row(
-            str(seed),
-            str(slots),
-            f"{1e3 * np.mean(power):.3f}",
-            f"{np.mean(above):.2%}",
-            str(info["values_exchanged"]),
-            f"{total:.2f}",
-        )
+    with make_progress(enabled=progress_enabled(args.no_progress), unit="episodes") as progress:
+        task = progress.add_task(args.policy, total=args.episodes)
+        for seed in range(args.seed, args.seed + args.episodes):
+            progress.update(task, description=f"{args.policy} (seed {seed})")
+            policy = make_vehicular_baseline(args.policy, env)
+            obs, info = env.reset(seed=seed)
+            power, above, total, done, slots = [], [], 0.0, False, 0
+            while not done:
+                action, _ = policy.predict(obs)
+                obs, reward, terminated, truncated, info = env.step(action)
+                power.append(info["mean_power_w"])
+                above.append(info["share_above_q0"])
+                total += float(reward)
+                slots += 1
+                done = terminated or truncated
+            table.add_row(
+                str(seed),
+                str(slots),
+                f"{1e3 * np.mean(power):.3f}",
+                f"{np.mean(above):.2%}",
+                str(info["values_exchanged"]),
+                f"{total:.2f}",
+            )
+            progress.advance(task)
     env.close()
-    Console().print(table)
+    make_console().print(table)
     return 0
 
 
@@ -337,17 +371,38 @@ def _run_demo(args: argparse.Namespace) -> int:
     env = gym.make(args.env)
     names = baselines_for(env)
     env.close()
-    return _run_episodes(args, args.env, names)
+    agents = args.agents if args.agents is not None else _default_demo_agents(args.env)
+    return _run_episodes(args, args.env, [*names, *agents])
+
+
+def _default_demo_agents(env_id: str) -> list[str]:
+    """The shipped agent when it is there (a source checkout) and plays ``env_id``."""
+    import json
+    from pathlib import Path
+
+    stem = Path(DEMO_AGENT.partition(":")[2])
+    meta = stem.with_suffix(".json")
+    if not (meta.is_file() and stem.with_suffix(".zip").is_file()):
+        print(
+            f"fl-gym demo: {DEMO_AGENT} not found from {Path.cwd()}; playing the baselines only",
+            file=sys.stderr,
+        )
+        return []
+    if json.loads(meta.read_text()).get("env_id") != env_id:
+        return []
+    return [DEMO_AGENT]
 
 
 def _run_fedavg(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from fl_gym._console import make_console
     from fl_gym.sim import Federation, FederationConfig, make_federated_dataset
 
-    console = Console()
+    # The bar shares this console with the round lines (rich keeps it below them); on a pipe
+    # rich draws no bar at all.
+    console = make_console()
     rng = np.random.default_rng(args.seed)
     kwargs = {"alpha": args.alpha} if args.partition == "dirichlet" else {}
     data = make_federated_dataset(
@@ -404,11 +459,10 @@ def _run_fedavg(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from fl_gym._console import make_console
     from fl_gym.agents import train
 
-    console = Console()
+    console = make_console()
     save = args.save or f"out/models/{args.env.split('/')[-1]}_{args.algo.lower()}"
     policy_kwargs = (
         {"features_extractor_kwargs": {"pooling": args.pooling}} if args.pooling else None
@@ -442,19 +496,29 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
-    from fl_gym.agents import evaluate
+    from fl_gym._console import make_console, make_progress, progress_enabled
+    from fl_gym.agents import evaluate, parse_seeds
 
-    metrics = evaluate(
-        args.policy,
-        args.env,
-        args.seeds,
-        config=_parse_overrides(args.config) or None,
-        preset=args.preset,
-        max_episode_steps=args.max_episode_steps,
-    )
+    seeds = parse_seeds(args.seeds)
+    config = _parse_overrides(args.config) or None
+    metrics = []
+    # One evaluate() per seed gives the numbers of one call over all seeds (an episode
+    # depends on its seed only) and a step for the bar.
+    with make_progress(enabled=progress_enabled(args.no_progress), unit="episodes") as progress:
+        task = progress.add_task(args.policy, total=len(seeds))
+        for seed in seeds:
+            progress.update(task, description=f"{args.policy} (seed {seed})")
+            metrics += evaluate(
+                args.policy,
+                args.env,
+                [seed],
+                config=config,
+                preset=args.preset,
+                max_episode_steps=args.max_episode_steps,
+            )
+            progress.advance(task)
     table = Table(title=f"{args.policy} on {args.env}")
     for column in ("seed", "final acc.", "rounds", "to target", "energy J", "time s", "return"):
         table.add_column(column, justify="right")
@@ -479,19 +543,23 @@ def _run_eval(args: argparse.Namespace) -> int:
         f"{np.mean([m.time_s for m in metrics]):.2f}",
         f"{np.mean(returns):.2f}",
     )
-    Console().print(table)
+    make_console().print(table)
     return 0
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark; the leaderboard goes to its file and, as plain Markdown, to stdout.
+
+    Image links are relative to where each copy lives: the file's to the file's folder, the
+    printed copy's to the current directory (so ``fl-gym bench > board.md`` links right). The
+    status line goes to stderr, so that stdout is the document alone.
+    """
     from pathlib import Path
 
-    from rich.console import Console
-
+    from fl_gym._console import progress_enabled
     from fl_gym.agents import leaderboard_markdown, run_benchmark
     from fl_gym.agents.bench import RayConnectionError
 
-    console = Console()
     try:
         result = run_benchmark(
             args.envs,
@@ -500,7 +568,7 @@ def _run_bench(args: argparse.Namespace) -> int:
             config=_parse_overrides(args.config) or None,
             preset=args.preset,
             backend=args.backend,
-            progress=True,
+            progress=progress_enabled(args.no_progress),
             ray_address=args.ray_address,
             max_episode_steps=args.max_episode_steps,
         )
@@ -521,19 +589,25 @@ def _run_bench(args: argparse.Namespace) -> int:
     relative = {env_id: os.path.relpath(path, md_path.parent) for env_id, path in plots.items()}
     markdown = leaderboard_markdown(result, title=args.title, note=args.note, plots=relative)
     md_path.write_text(markdown)
-    console.print(markdown)
-    console.print(f"wrote {csv_path}, {md_path} and {len(plots)} plot(s) in {out}/")
+    # Printed as is: rich would read [text] as markup (eating the image line's alt text) and
+    # wrap the table rows.
+    from_here = {env_id: os.path.relpath(path) for env_id, path in plots.items()}
+    printed = leaderboard_markdown(result, title=args.title, note=args.note, plots=from_here)
+    sys.stdout.write(printed if printed.endswith("\n") else printed + "\n")
+    sys.stdout.flush()
+    print(f"wrote {csv_path}, {md_path} and {len(plots)} plot(s) in {out}/", file=sys.stderr)
     return 0
 
 
 def _run_uav(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from fl_gym._console import make_console, make_progress, progress_enabled
     from fl_gym.baselines.uav import CONTROLLERS, make_controller, run_episode
     from fl_gym.envs import uav_swarm_v0
+    from fl_gym.envs.uav_rendering import write_gif
 
-    console = Console()
+    console = make_console()
     env = uav_swarm_v0.parallel_env(
         config=_parse_overrides(args.config) or None,
         preset=args.preset,
@@ -548,7 +622,20 @@ def _run_uav(args: argparse.Namespace) -> int:
     options = {"training": args.training} if args.training else {}
     controller = make_controller(args.controller, env.config, **options)
     frames: list[np.ndarray] | None = [] if args.gif else None
-    metrics = run_episode(env, controller, args.seed, frames=frames)
+    path = None
+    with make_progress(enabled=progress_enabled(args.no_progress), unit="steps") as progress:
+        steps = progress.add_task(f"{args.controller}: steps", total=env.config.max_steps)
+        watched = _WatchedSwarm(env, lambda: progress.advance(steps), args.controller)
+        metrics = run_episode(cast(Any, watched), controller, args.seed, frames=frames)
+        progress.update(steps, total=metrics.steps, completed=metrics.steps)
+        if frames is not None:
+            gif = progress.add_task("GIF frames", total=len(frames))
+            path = write_gif(
+                frames,
+                args.gif,
+                fps=env.metadata["render_fps"],
+                on_frame=lambda: progress.advance(gif),
+            )
     table = Table(title=f"{args.controller}: {env.config.num_uavs} UAVs, seed {args.seed}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -556,12 +643,38 @@ def _run_uav(args: argparse.Namespace) -> int:
         table.add_row(name, value if isinstance(value, str) else f"{value:.4g}")
     console.print(table)
     if frames is not None:
-        from fl_gym.envs.uav_rendering import write_gif
-
-        path = write_gif(frames, args.gif, fps=env.metadata["render_fps"])
         console.print(f"{len(frames)} frames written to {path}")
     env.close()
     return 0
+
+
+class _WatchedSwarm:
+    """A UAV swarm environment as ``run_episode`` sees it from the command line.
+
+    Every step calls ``on_step`` (a progress bar advances) and every frame is drawn by
+    :func:`~fl_gym.envs.uav_rendering.render_env`, whose title names the controller; all else
+    is the environment's own.
+    """
+
+    def __init__(self, env: Any, on_step: Callable[[], None], controller: str) -> None:
+        self._env = env
+        self._on_step = on_step
+        self._controller = controller
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+    def step(self, actions: Any) -> Any:
+        result = self._env.step(actions)
+        self._on_step()
+        return result
+
+    def render(self) -> np.ndarray | None:
+        if self._env.render_mode is None:
+            return None
+        from fl_gym.envs.uav_rendering import render_env
+
+        return render_env(self._env, controller=self._controller)
 
 
 def gym_errors() -> type[Exception]:

@@ -284,16 +284,10 @@ def _trained_for_other_env(policy: str, env_id: str) -> bool:
 def _run_local(
     jobs: list[tuple[str, str, int]], options: tuple[Any, Any, Any], progress: bool
 ) -> list[tuple[list[EpisodeMetrics], list[EpisodeResult]]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from fl_gym._console import make_progress
 
     outputs = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        transient=True,
-        disable=not progress,
-    ) as bar:
+    with make_progress(enabled=progress, unit="episodes") as bar:  # on stderr
         task = bar.add_task("benchmark", total=len(jobs))
         for env_id, policy, seed in jobs:
             bar.update(task, description=f"{env_id} {policy} seed {seed}")
@@ -403,7 +397,9 @@ def leaderboard_markdown(
         result: A benchmark result.
         title: Heading of the document.
         note: A paragraph under the heading (e.g. how the agents were trained).
-        plots: ``{env_id: image path}`` shown under each environment's table.
+        plots: ``{env_id: image path}`` shown under each environment's table, relative to
+            where the Markdown will be read from (the link is written as given, with forward
+            slashes).
 
     Returns:
         The Markdown text.
@@ -441,8 +437,15 @@ def leaderboard_markdown(
         lines.append("")
         lines += _agent_standing(ranked)
         if plots and env_id in plots:
-            lines += [f"![accuracy against round and energy on {env_id}]({plots[env_id]})", ""]
+            alt = f"accuracy and cumulative energy per round on {env_id}"
+            lines += [f"![{alt}]({_link_target(plots[env_id])})", ""]
     return "\n".join(lines)
+
+
+def _link_target(path: str | Path) -> str:
+    """A Markdown link target: forward slashes, in ``<...>`` when it has spaces or parentheses."""
+    text = str(path).replace("\\", "/")
+    return f"<{text}>" if any(c in text for c in " ()") else text
 
 
 def _agent_standing(ranked: list[tuple[str, list[EpisodeMetrics]]]) -> list[str]:

@@ -467,8 +467,9 @@ class VehicularURLLCEnv(gym.Env):
     ``reset(options={"config": ...})`` replaces the configuration (same K, N and power levels).
     ``info`` carries the per-pair ``queue_bits``, ``power_w``, ``block``, ``rate_bps``,
     ``sinr``, the tail estimate and the values the federated rounds exchanged so far.
-    ``render_mode="rgb_array"`` draws the road map from above (streets grey, transmitters green,
-    red where the queue is above ``q0``; no extra dependency).
+    ``render_mode="rgb_array"`` draws the road map from above with matplotlib (streets grey,
+    transmitters green, red where the queue is above ``q0``, receivers and V2V links; legend,
+    title with the slot, axes in metres): see :mod:`fl_gym.envs.vehicular_rendering`.
 
     ## Version History
 
@@ -591,26 +592,6 @@ class VehicularURLLCEnv(gym.Env):
             return None
         if self.game is None:
             raise RuntimeError("call reset() before render()")
-        return draw_road_map(self.game)
+        from fl_gym.envs.vehicular_rendering import render_road_map
 
-
-def draw_road_map(game: VehicularGame, size_px: int = 256) -> np.ndarray:
-    """A ``(size, size, 3)`` uint8 top view: streets, and transmitters coloured by their queue."""
-    sys_cfg = game.config.system
-    image = np.full((size_px, size_px, 3), 235, dtype=np.uint8)
-    if sys_cfg.layout == "manhattan":
-        extent = np.array([sys_cfg.area_side_m, sys_cfg.area_side_m])
-        lines = np.arange(sys_cfg.num_streets) * sys_cfg.block_size_m / sys_cfg.area_side_m
-        px = (lines * (size_px - 1)).astype(int)
-        image[px, :] = 160
-        image[:, px] = 160
-    else:
-        extent = np.array([sys_cfg.freeway_length_m, sys_cfg.freeway_lanes * sys_cfg.lane_width_m])
-    pos = np.mod(game.system.tx_m, extent) / extent * (size_px - 3) + 1
-    col, row = pos[:, 0].astype(int), pos[:, 1].astype(int)
-    over = game.system.queue_bits > sys_cfg.queue_threshold_bits
-    colour = np.where(over[:, None], [[200, 30, 30]], [[30, 150, 60]]).astype(np.uint8)
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            image[row + dr, col + dc] = colour
-    return image
+        return render_road_map(self)
