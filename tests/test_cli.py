@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -160,3 +162,185 @@ def test_uav_training_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*args, "--controller", "mfgfl_hf"]) == 0
     assert main([*args, "--controller", "straight_line"]) == 2
     assert "--training applies to the mean-field controllers" in capsys.readouterr().err
+
+
+def test_piped_console_keeps_a_long_table_row_on_one_line() -> None:
+    import io
+
+    from rich.table import Table
+
+    from fl_gym._console import make_console
+
+    stream = io.StringIO()  # not a terminal, like a pipe
+    table = Table(title="a table wider than 80 columns")
+    cells = [f"column-{i}-value" for i in range(8)]
+    for i in range(len(cells)):
+        table.add_column(f"c{i}")
+    table.add_row(*cells)
+    make_console(file=stream).print(table)
+    lines = stream.getvalue().splitlines()
+    row = next(line for line in lines if "column-0-value" in line)
+    assert all(cell in row for cell in cells)
+    assert len(row) > 80
+    # Every ruled line of the table has the row's width: nothing wrapped or padded to 80.
+    assert {len(line) for line in lines[1:]} == {len(row)}
+
+
+def test_spaces_print_on_one_line() -> None:
+    from gymnasium import spaces
+
+    from fl_gym._console import format_space
+
+    for env_id in fl_gym.ENV_IDS:
+        env = gym.make(env_id)
+        for space in (env.action_space, env.observation_space):
+            text = format_space(space)
+            assert "\n" not in text and "  " not in text, (env_id, text)
+        env.close()
+    vehicular = gym.make("fl_gym/VehicularURLLC-v0")
+    assert format_space(vehicular.action_space) == "MultiDiscrete([6, 10] * 20)"
+    assert format_space(spaces.Box(-1.0, 1.0, (10,))) == "Box(-1.0, 1.0, (10,), float32)"
+    box = spaces.Box(np.float32([0.0, -1.0]), np.float32([1.0, 1.0]), dtype=np.float32)
+    assert format_space(box) == "Box([-1.0..0.0], 1.0, (2,), float32)"
+    irregular = spaces.MultiDiscrete(np.arange(2, 22))
+    assert format_space(irregular) == "MultiDiscrete([2, 3, 4, ..., 21] (20 values))"
+    assert format_space(spaces.MultiDiscrete([3, 5, 4])) == "MultiDiscrete([3, 5, 4])"
+    assert format_space(spaces.Discrete(4, start=1)) == "Discrete(4, start=1)"
+    nested = spaces.Dict({"a": spaces.Discrete(2), "b": spaces.Tuple([spaces.MultiBinary(3)])})
+    assert format_space(nested) == "Dict('a': Discrete(2), 'b': Tuple(MultiBinary(3)))"
+
+
+def test_eval_table_of_a_long_named_agent_is_not_wrapped(
+    capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    import shutil
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "ClientSelection-v0_ppo"
+    stem = tmp_path / "a-folder-name-long-enough-to-push-the-title-past-eighty" / "agent"
+    stem.parent.mkdir()
+    for suffix in (".zip", ".json"):
+        shutil.copy(shipped.with_suffix(suffix), stem.with_suffix(suffix))
+    env_id = "fl_gym/ClientSelection-v0"
+    args = ["eval", env_id, "--policy", f"ppo:{stem}", "--seeds", "0-1"]
+    assert main([*args, "--max-episode-steps", "2"]) == 0
+    captured = capsys.readouterr()
+    title = f"ppo:{stem} on {env_id}"
+    assert len(title) > 80
+    assert title in captured.out.splitlines()[0]
+    body = captured.out.splitlines()[1:]
+    assert len(body) == 8  # top rule, header, rule, 2 seeds, section rule, mean, bottom rule
+    assert len({len(line) for line in body}) == 1
+    assert captured.err == ""  # no progress bar when stderr is not a terminal
+
+
+def test_bench_prints_plain_markdown_with_links_from_here(
+    capsys: pytest.CaptureFixture[str], tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "--policies", "round-robin", "best-channel", "--seeds", "0-1"]
+    assert main([*args, "--max-episode-steps", "2", "--out", "out/b"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    rows = [line for line in lines if line.startswith("| ")]
+    assert len(rows) == 4  # header, rule, two policies
+    assert all(line.endswith(" |") for line in rows)
+    assert max(len(line) for line in rows) > 80
+    image = "![accuracy and cumulative energy per round on fl_gym/ClientSelection-v0]"
+    assert f"{image}(out/b/fl_gym_ClientSelection-v0.png)" in lines
+    assert (tmp_path / "out/b/fl_gym_ClientSelection-v0.png").is_file()
+    board = (tmp_path / "out/b/leaderboard.md").read_text()
+    assert f"{image}(fl_gym_ClientSelection-v0.png)" in board
+    assert "wrote " in captured.err and "wrote " not in captured.out
+
+
+def test_bench_markdown_link_with_a_space_is_bracketed() -> None:
+    from fl_gym.agents.bench import _link_target
+
+    assert _link_target("my plots/a.png") == "<my plots/a.png>"
+    assert _link_target("plots\\a.png") == "plots/a.png"
+
+
+class _Terminal:
+    """A stand-in for a terminal's stderr: rich draws its progress bars into it."""
+
+    def __init__(self) -> None:
+        import io
+
+        self._buffer = io.StringIO()
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return self._buffer.write(text)
+
+    def flush(self) -> None:
+        pass
+
+    def getvalue(self) -> str:
+        return self._buffer.getvalue()
+
+
+@pytest.mark.parametrize("no_progress", [False, True])
+def test_progress_goes_to_a_terminal_stderr_only(
+    no_progress: bool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    args = ["run", "fl_gym/VehicularURLLC-v0", "--policy", "vehicular-max-power", "--seed", "2"]
+    args += ["--episodes", "2", "--config", "system.num_pairs=4"]
+    assert main(args + (["--no-progress"] if no_progress else [])) == 0
+    out = capsys.readouterr().out
+    assert "vehicular-max-power (seed" not in out  # stdout holds the table alone
+    drawn = terminal.getvalue()
+    if no_progress:
+        assert drawn == ""
+    else:
+        # The bar's first and last refreshes: description, then done/total and the unit.
+        assert "vehicular-max-power" in drawn and "2/2" in drawn and "episodes" in drawn
+
+
+def test_demo_plays_the_shipped_agent_beside_the_baselines(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from pathlib import Path
+
+    from fl_gym import cli
+    from fl_gym.baselines import baselines_for
+
+    played: list[list[str]] = []
+    monkeypatch.setattr(cli, "_run_episodes", lambda args, env_id, names: played.append(names))
+    env_id = "fl_gym/ClientSelection-v0"
+    baselines = baselines_for(gym.make(env_id))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    main(["demo"])
+    main(["demo", "--agents"])
+    main(["demo", "--env", "fl_gym/PowerControl-v0"])  # the agent plays ClientSelection only
+    monkeypatch.chdir(tmp_path)  # no models/ here
+    main(["demo"])
+    assert played[0] == [*baselines, cli.DEMO_AGENT] and cli.DEMO_AGENT == "ppo:" + (
+        "models/ClientSelection-v0_ppo"
+    )
+    assert played[1] == baselines
+    assert cli.DEMO_AGENT not in played[2]
+    assert played[3] == baselines
+    assert "playing the baselines only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_plot_shows_the_agent(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from pathlib import Path
+
+    from fl_gym import cli
+
+    plot = tmp_path / "demo.png"
+    repo = Path(__file__).resolve().parents[1]
+    old = Path.cwd()
+    os.chdir(repo)
+    try:
+        assert main(["demo", "--episodes", "1", "--save-plot", str(plot)]) == 0
+    finally:
+        os.chdir(old)
+    out = capsys.readouterr().out
+    assert cli.DEMO_AGENT in out and plot.read_bytes()[:4] == b"\x89PNG"
