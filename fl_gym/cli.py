@@ -2,7 +2,7 @@
 
 * ``fl-gym list``: the environment ids and the scenario presets.
 * ``fl-gym run ENV --policy NAME``: play episodes with a baseline, print a summary table.
-* ``fl-gym demo``: compare the selection baselines on the default environment, table and plot.
+* ``fl-gym demo``: the selection baselines and the shipped PPO agent, table and plot.
 * ``fl-gym fedavg``: FedAvg on digits round by round, with no RL and no wireless model.
 * ``fl-gym train ENV --algo ppo --timesteps N``: train an SB3 agent, save it with its metadata.
 * ``fl-gym eval ENV --policy NAME|ppo:PATH``: per-episode metrics of a baseline or agent.
@@ -59,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_episode_arguments(run)
 
     demo = sub.add_parser(
-        "demo", help="compare the selection baselines on fl_gym/ClientSelection-v0"
+        "demo", help="compare the selection baselines and the shipped PPO agent"
     )
     _add_episode_arguments(demo, episodes=3, plot="out/demo.png")
     demo.add_argument("--env", default="fl_gym/ClientSelection-v0")

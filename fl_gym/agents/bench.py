@@ -109,7 +109,10 @@ class BenchmarkResult:
         return out
 
     def write_plots(self, directory: str | Path) -> dict[str, Path]:
-        """Accuracy against round and against cumulative energy, one PNG per environment."""
+        """Accuracy and cumulative energy per round, and accuracy against energy: a PNG per env.
+
+        See :func:`fl_gym.envs.plotting.episode_figure` (a caption says where policies differ).
+        """
         from fl_gym.envs.plotting import plot_episodes
 
         paths = {}
