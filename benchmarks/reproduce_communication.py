@@ -20,7 +20,13 @@ import numpy as np
 import torch
 from docblock import markers, write_block
 
-from fl_gym.sim import Federation, FederationConfig, local_sgd, make_federated_dataset
+from fl_gym.sim import (
+    Federation,
+    FederationConfig,
+    OverTheAir,
+    local_sgd,
+    make_federated_dataset,
+)
 from fl_gym.sim.over_the_air import (
     cs_ota_aggregate,
     ota_channels,
@@ -224,7 +230,9 @@ def _ota_run(num_devices: int, seed: int, rounds: int) -> tuple[float, float, fl
     fed, rng = _ota_federation(num_devices, seed)
     uses, mse = 0.0, []
     for _ in range(rounds):
-        report = fed.run_ota_round(fed.plan(selected="all", local_steps=LOCAL_STEPS), rng)
+        report = fed.run_round(
+            fed.plan(selected="all", local_steps=LOCAL_STEPS), rng, transport=OverTheAir()
+        )
         uses += report.channel_uses
         mse.append(report.aggregation_mse)
     return fed.accuracy, uses / rounds, float(np.mean(mse))

@@ -9,7 +9,8 @@ from gymnasium import spaces
 
 from fl_gym.envs.config import WirelessFLConfig, apply_overrides
 from fl_gym.envs.wireless_fl import WirelessFLEnv
-from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.plan import RoundPlan
+from fl_gym.sim.rounds import OverTheAir, Transport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS
 from fl_gym.sim.wireless import dbm_to_w, w_to_dbm
 
@@ -83,17 +84,10 @@ class OverTheAirFLEnv(WirelessFLEnv):
         super()._build_spaces()
         self.action_space = spaces.Box(-1.0, 1.0, (self.config.num_devices + 1,), np.float32)
 
-    def _play_round(self, plan: RoundPlan) -> RoundReport:
-        assert self.federation is not None
-        p_max_w = self.config.wireless.p_max_w
-        scale = (
-            1.0
-            if plan.power_w is None or not plan.selected.any()
-            else (float(plan.power_w[plan.selected].max()) / p_max_w)
-        )
-        return self.federation.run_ota_round(
-            plan, self.np_random, power_scale=min(max(scale, 1e-12), 1.0), allow_empty=True
-        )
+    def make_transport(self) -> Transport:
+        """Over-the-air aggregation, each round's power budget the plan's (the action's last
+        entry)."""
+        return OverTheAir()
 
     def decode_action(self, action: Any) -> tuple[RoundPlan, dict[str, Any]]:
         """Scores and power budget -> plan; every selected device gets the budget ``P0``."""

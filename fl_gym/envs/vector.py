@@ -2,12 +2,12 @@
 
 ``gym.make_vec("fl_gym/WirelessFL-v0", num_envs=E)`` (or ``vectorization_mode=
 "vector_entry_point"``) builds a :class:`WirelessFLVectorEnv`. It behaves as
-``gym.make_vec(id, num_envs=E, vectorization_mode="sync")`` does, step for step and bit for bit
-(observations, rewards, terminated, truncated and infos for the same seeds and actions), but the
-local training of all E federations' selected clients in a step is one batched computation
-(:func:`~fl_gym.sim.training.local_sgd_groups`) instead of E: every client row starts from its
-own environment's global model and trains on minibatches drawn from its own environment's
-generator, exactly as the environment alone would draw them.
+``gym.make_vec(id, num_envs=E, vectorization_mode="sync")`` does, step for step (observations,
+rewards, terminated, truncated and infos for the same seeds and actions), but its E rounds are
+one run of the round pipeline (:mod:`fl_gym.sim.rounds`), the same code a single environment
+runs as a batch of one: local training, compression, uplink and evaluation of all E federations
+are batched, every row from its own environment's model and generator; the observations are
+one :func:`~fl_gym.envs.wireless_fl.observe_many` call.
 
 Conventions are Gymnasium 1.x's (those of :class:`gymnasium.vector.SyncVectorEnv`):
 
@@ -29,13 +29,10 @@ Actions are validated for every environment before any of them moves: a bad acti
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from gymnasium.spaces import Space
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, iterate
@@ -43,11 +40,10 @@ from gymnasium.vector.utils import batch_space, iterate
 from fl_gym.envs.obs_mode import Observation
 from fl_gym.envs.over_the_air import OverTheAirFLEnv
 from fl_gym.envs.wireless_fl import WirelessFLEnv, observe_many
-from fl_gym.sim.federation import Federation, RoundStart, stage_rounds
-from fl_gym.sim.models import BatchedMLP, _log_softmax
+from fl_gym.sim.federation import Federation
 from fl_gym.sim.plan import RoundPlan
+from fl_gym.sim.rounds import RoundPipeline
 from fl_gym.sim.threads import with_torch_threads
-from fl_gym.sim.training import LocalTrainingResult, local_sgd_groups
 
 __all__ = ["OverTheAirFLVectorEnv", "WirelessFLVectorEnv"]
 
@@ -100,16 +96,12 @@ class WirelessFLVectorEnv(VectorEnv):
         self.single_action_space: Space = first.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        # Whether a step's round is the digital one whose training this class batches.
-        self._batched_round = type(first)._play_round is WirelessFLEnv._play_round
-        self._batched_observe = type(first)._observe is WirelessFLEnv._observe
+        self.pipeline = RoundPipeline(first.make_transport())
+        """The round's stages, run on all stepped environments at once."""
         self._elapsed_steps = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset_envs = np.zeros(self.num_envs, dtype=np.bool_)
         self._needs_reset = True
         self._env_obs: list[Observation] = [{} for _ in range(self.num_envs)]
-        self._test_cache: dict[
-            int, tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]
-        ] = {}
 
     # -- Gymnasium VectorEnv API -------------------------------------------------------------------
 
@@ -234,21 +226,20 @@ class WirelessFLVectorEnv(VectorEnv):
         truncated = np.zeros(n, dtype=np.bool_)
         infos: list[dict[str, Any]] = []
         # The stepped environments' observations are made together after their steps.
-        observe_alone = not self._batched_observe
         for i, env in enumerate(self.envs):
             if resetting[i]:
                 self._env_obs[i], info_i = env.reset()
                 self._elapsed_steps[i] = 0
             else:
                 self._env_obs[i], reward, term, trunc, info_i = env._finish_step(
-                    reports[i], decoded[i][1], observe=observe_alone
+                    reports[i], decoded[i][1], observe=False
                 )
                 self._elapsed_steps[i] += 1
                 if self.max_episode_steps is not None:
                     trunc = trunc or bool(self._elapsed_steps[i] >= self.max_episode_steps)
                 rewards[i], terminated[i], truncated[i] = reward, term, trunc
             infos.append(info_i)
-        if not observe_alone and decoded:
+        if decoded:
             stepped = sorted(decoded)
             observations = observe_many([self.envs[i] for i in stepped])
             for i, obs in zip(stepped, observations, strict=True):
@@ -309,105 +300,15 @@ class WirelessFLVectorEnv(VectorEnv):
         return list(iterate(self.action_space, actions))
 
     def _play_rounds(self, decoded: dict[int, tuple[RoundPlan, dict[str, Any]]]) -> dict[int, Any]:
-        """Play the decoded environments' rounds, local training batched across them."""
-        if not self._batched_round:
-            return {i: self.envs[i]._play_round(plan) for i, (plan, _) in decoded.items()}
-        starts: dict[int, RoundStart] = {}
-        for i, (plan, _) in decoded.items():
-            fed = self._federation(i)
-            starts[i] = fed.begin_round(plan, self.envs[i].np_random, allow_empty=True)
-        trained = self._train(starts)
-        order = list(starts)
-        staged = dict(
-            zip(
-                order,
-                stage_rounds(
-                    [self._federation(i) for i in order],
-                    [starts[i] for i in order],
-                    [trained[i] for i in order],
-                    [self.envs[i].np_random for i in order],
-                ),
-                strict=True,
-            )
+        """The decoded environments' rounds as one run of the round pipeline."""
+        order = list(decoded)
+        reports = self.pipeline.run(
+            [self._federation(i) for i in order],
+            [decoded[i][0] for i in order],
+            [self.envs[i].np_random for i in order],
+            allow_empty=True,
         )
-        evaluations = self._evaluate(list(starts))
-        return {
-            i: self._federation(i).conclude_round(
-                staged[i], *evaluations[i], self.envs[i].np_random
-            )
-            for i in starts
-        }
-
-    def _train(self, starts: dict[int, RoundStart]) -> dict[int, LocalTrainingResult]:
-        """Local training of every started round; one batched call per learning setting."""
-        by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-        for i in starts:
-            fed = self._federation(i)
-            model, cfg = fed.model, fed.config
-            key = (
-                model.num_features,
-                model.num_classes,
-                model.hidden_units,
-                cfg.learning_rate,
-                cfg.weight_decay,
-                fed.device,
-            )
-            by_setting[key].append(i)
-        out: dict[int, LocalTrainingResult] = {}
-        for members in by_setting.values():
-            feds = [self._federation(i) for i in members]
-            groups = [fed.training_group(starts[i]) for fed, i in zip(feds, members, strict=True)]
-            cfg = feds[0].config
-            results = local_sgd_groups(
-                feds[0].model,
-                groups,
-                learning_rate=cfg.learning_rate,
-                weight_decay=cfg.weight_decay,
-            )
-            out.update(zip(members, results, strict=True))
-        return out
-
-    def _evaluate(self, indices: list[int]) -> dict[int, tuple[float, float]]:
-        """``Federation.evaluate()`` of the given environments, one batched pass per setting.
-
-        The models are evaluated on their own test sets as ``BatchedMLP.evaluate`` does for one
-        model; every row of the batched products and of the per-row means is computed as it is
-        alone, so the values are the same bit for bit.
-        """
-        by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-        for i in indices:
-            fed = self._federation(i)
-            model = fed.model
-            key = (model.num_features, model.num_classes, model.hidden_units)
-            by_setting[(*key, tuple(fed.x_test.shape), fed.params.dtype, fed.device)].append(i)
-        out: dict[int, tuple[float, float]] = {}
-        for members in by_setting.values():
-            feds = [self._federation(i) for i in members]
-            params = torch.stack([fed.params for fed in feds])
-            x, y = self._test_sets(feds)
-            with torch.no_grad():
-                logits = _aligned_logits(feds[0].model, params, x)
-                log_probs = _log_softmax(logits)
-                loss = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
-                accuracy = (logits.argmax(dim=2) == y).to(params.dtype).mean(dim=1)
-            out.update(
-                zip(members, zip(loss.tolist(), accuracy.tolist(), strict=True), strict=True)
-            )
-        return out
-
-    def _test_sets(self, feds: list[Federation]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The federations' stacked test sets (cached until one of them changes at a reset)."""
-        key = tuple(fed.x_test for fed in feds)
-        cached = self._test_cache.get(len(feds))
-        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
-            return cached[1], cached[2]
-        # Stacked into 64-byte-aligned rows once, as _aligned_logits needs them.
-        first = feds[0].x_test
-        x = _aligned_rows(len(feds), tuple(first.shape), first)
-        torch.stack([fed.x_test for fed in feds], out=x)
-        y = torch.stack([fed.y_test for fed in feds])
-        self._test_cache[len(feds)] = (key, x, y)
-        return x, y
+        return dict(zip(order, reports, strict=True))
 
     def _federation(self, i: int) -> Federation:
         fed = self.envs[i].federation
@@ -422,43 +323,11 @@ class WirelessFLVectorEnv(VectorEnv):
         return np.stack(observations)  # type: ignore[arg-type]
 
 
-def _aligned_rows(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """An empty ``(batch, *shape)`` tensor whose rows each start 64-byte aligned."""
-    size = math.prod(shape)
-    stride = -(-size // 16) * 16
-    buffer = torch.empty((batch, stride), dtype=like.dtype, device=like.device)
-    return buffer[:, :size].view(batch, *shape)
-
-
-def _aligned_logits(model: BatchedMLP, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``model.logits(params, x)`` with every row of every batched product aligned (``x``'s rows
-    must already start 64-byte aligned, as :func:`_aligned_rows` makes them).
-
-    MKL's batched products can change the last bit of a row whose output does not start on a
-    16-byte boundary (e.g. 449 test samples x 10 classes); with each row aligned as a
-    single model's tensors are, row ``e`` equals ``model.evaluate`` of model ``e`` alone.
-    """
-    batch, num = x.shape[0], x.shape[1]
-    h = x  # rows already aligned (see _test_sets)
-    tensors = model.split(params)
-    num_layers = len(tensors) // 2
-    for i in range(num_layers):
-        weight, bias = tensors[2 * i], tensors[2 * i + 1]
-        w = _aligned_rows(batch, tuple(weight.shape[1:]), weight)
-        w.copy_(weight)
-        out = _aligned_rows(batch, (num, weight.shape[2]), weight)
-        torch.baddbmm(bias.unsqueeze(1), h, w, out=out)
-        if i < num_layers - 1:
-            out.relu_()
-        h = out
-    return h
-
-
 class OverTheAirFLVectorEnv(WirelessFLVectorEnv):
     """E over-the-air FL environments (:class:`~fl_gym.envs.over_the_air.OverTheAirFLEnv`).
 
-    Same conventions and results as :class:`WirelessFLVectorEnv`; the rounds run one environment
-    after the other (the over-the-air round trains inside ``Federation.run_ota_round``).
+    Same conventions as :class:`WirelessFLVectorEnv`; its rounds run through the same pipeline
+    with the over-the-air transport (local training batched across the environments).
     """
 
     env_class: ClassVar[type[WirelessFLEnv]] = OverTheAirFLEnv

@@ -22,6 +22,7 @@ from fl_gym.envs.obs_mode import (
 from fl_gym.sim.config import reject_unknown_arguments
 from fl_gym.sim.federation import Federation
 from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.rounds import DigitalUplink, RoundPipeline, Transport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 from fl_gym.sim.wireless import dbm_to_w, w_to_dbm
 
@@ -217,6 +218,8 @@ class WirelessFLEnv(gym.Env):
         self.num_threads = check_num_threads(num_threads)
         self._build_spaces()
         self.federation: Federation | None = None
+        self.pipeline = RoundPipeline(self.make_transport())
+        """The round's stages (:mod:`fl_gym.sim.rounds`), kept for the environment's life."""
         self._renderer: Any = None
 
     @classmethod
@@ -314,8 +317,9 @@ class WirelessFLEnv(gym.Env):
         self._previous_accuracy = self.federation.accuracy
         self._energy_spent_j = 0.0
         self._accuracy_history = [self.federation.accuracy]
+        self._train_loss = np.zeros(k)
         self._data_share = data.client_sizes / data.client_sizes.max()
-        return self._format_observation(self._observe()), self._info(None, {}, {})
+        return self.observe(), self._info(None, {}, {})
 
     @with_torch_threads
     def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
@@ -330,10 +334,11 @@ class WirelessFLEnv(gym.Env):
         """Everything a step does after the round: bookkeeping, reward, observation, info.
 
         With ``observe=False`` the observation is left out (an empty dict): the caller makes it
-        with :func:`observe_many`, before anything else changes the environment."""
+        with :func:`observe_many`."""
         assert self.federation is not None
         self._last_selected_round[report.selected] = report.round_index
         self._last_report = report
+        self._train_loss = np.where(report.selected, report.train_loss, self._train_loss)
         self._energy_spent_j += float(report.energy_j.sum())
         self._accuracy_history.append(report.accuracy)
         reward, terms = self._reward(report)
@@ -341,17 +346,22 @@ class WirelessFLEnv(gym.Env):
         cell = self.federation.cell
         assert cell is not None
         terminated = report.accuracy >= self.config.target_accuracy or not cell.available.any()
-        obs = self._format_observation(self._observe()) if observe else {}
+        obs = self.observe() if observe else {}
         return obs, reward, bool(terminated), False, self._info(report, terms, decode_info)
 
     def default_config(self) -> WirelessFLConfig:
         """This environment's defaults, which presets and ``config`` overrides apply to."""
         return WirelessFLConfig()
 
+    def make_transport(self) -> Transport:
+        """How this environment's updates reach the server: digital uploads on orthogonal
+        sub-channels (:class:`~fl_gym.sim.rounds.DigitalUplink`)."""
+        return DigitalUplink()
+
     def _play_round(self, plan: RoundPlan) -> RoundReport:
-        """Carry the plan out in the simulator (digital uploads on orthogonal sub-channels)."""
+        """Carry the plan out: the round pipeline on a batch of one."""
         assert self.federation is not None
-        return self.federation.run_round(plan, self.np_random, allow_empty=True)
+        return self.pipeline.run([self.federation], [plan], [self.np_random], allow_empty=True)[0]
 
     # -- action <-> plan ---------------------------------------------------------------------------
 
@@ -450,53 +460,9 @@ class WirelessFLEnv(gym.Env):
         """The Dict observation as this environment's ``obs_mode`` returns it."""
         return observation if self.obs_mode == "dict" else flatten_observation(observation)
 
-    def _observe(self) -> dict[str, np.ndarray]:
-        """The observation as a Dict, whatever the ``obs_mode``."""
-        fed = self.federation
-        assert fed is not None and fed.cell is not None
-        cell, cfg = fed.cell, self.config
-        wcfg = cfg.wireless
-        report = self._last_report
-        k = self.num_devices
-        snr = wcfg.p_max_w * cell.channel_gain / wcfg.noise_power_w
-        with np.errstate(divide="ignore"):
-            snr_db = 10.0 * np.log10(snr)
-        devices = np.zeros((k, len(DEVICE_FEATURES)), dtype=np.float64)
-        devices[:, 0] = np.clip(snr_db / SNR_SCALE_DB, -_OBS_BOUND, _OBS_BOUND)
-        devices[:, 1] = cell.distance_m / wcfg.cell_radius_m
-        devices[:, 2] = cell.battery_j / cell.battery_capacity_j
-        devices[:, 3] = cell.cpu_hz / wcfg.cpu_max_hz
-        devices[:, 4] = (
-            np.minimum(fed.rounds_since_delivery(), STALENESS_SCALE_ROUNDS) / STALENESS_SCALE_ROUNDS
-        )
-        devices[:, 6] = cell.available
-        devices[:, 9] = self._data_share
-        if report is not None:
-            self._train_loss = np.where(report.selected, report.train_loss, self._train_loss)
-            devices[:, 7] = report.selected
-            devices[:, 8] = report.delivered
-        else:
-            self._train_loss = np.zeros(k)
-        devices[:, 5] = np.minimum(self._train_loss / LOSS_SCALE, 1.0)
-        capacity = float(cell.battery_capacity_j.sum())
-        gain = 0.0 if report is None else report.accuracy - self._accuracy_history[-2]
-        server = np.array(
-            [
-                fed.round_index / cfg.max_rounds,
-                fed.accuracy,
-                min(fed.loss / LOSS_SCALE, 1.0),
-                self._energy_spent_j / capacity,
-                0.0 if report is None else report.round_time_s / wcfg.deadline_s,
-                float(cell.available.mean()),
-                np.clip(ACCURACY_GAIN_SCALE * gain, -_OBS_BOUND, _OBS_BOUND),
-            ]
-        )
-        devices = np.nan_to_num(devices, nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
-        server = np.nan_to_num(server, nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
-        return {
-            "devices": np.clip(devices, -_OBS_BOUND, _OBS_BOUND).astype(np.float32),
-            "server": np.clip(server, -_OBS_BOUND, _OBS_BOUND).astype(np.float32),
-        }
+    def observe(self) -> Observation:
+        """The current observation (no side effects): :func:`observe_many` of this environment."""
+        return observe_many([self])[0]
 
     def _reward(self, report: RoundReport) -> tuple[float, dict[str, float]]:
         cfg = self.config
@@ -594,11 +560,13 @@ class WirelessFLEnv(gym.Env):
 
 
 def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
-    """``[env._format_observation(env._observe()) for env in envs]``, bit for bit, the device
-    columns of all the environments in one ``(E, K, F)`` computation (element by element, so each
-    environment's rows are what it computes alone). The environments must share ``num_devices``
-    and observe with :meth:`WirelessFLEnv._observe` itself; in flat mode (all of them) the flat
-    rows are made in one computation too."""
+    """The observations of E environments (that share ``num_devices``): the one observation
+    function of the wireless FL family, for a single environment (E = 1) and the native vector
+    environment alike.
+
+    The device columns of all the environments are one ``(E, K, F)`` computation, element by
+    element, so each environment's rows are what it gets alone; in flat mode (all of them) the
+    flat rows are made in one computation too. Reading state only, it changes nothing."""
     n, k = len(envs), envs[0].num_devices
     feds = [env.federation for env in envs]
     cells = [fed.cell for fed in feds]  # type: ignore[union-attr]
@@ -640,11 +608,8 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
         assert fed is not None and cell is not None
         report = env._last_report
         if report is not None:
-            env._train_loss = np.where(report.selected, report.train_loss, env._train_loss)
             devices[e, :, 7] = report.selected
             devices[e, :, 8] = report.delivered
-        else:
-            env._train_loss = np.zeros(k)
         capacity = float(cell.battery_capacity_j.sum())
         gain = 0.0 if report is None else report.accuracy - env._accuracy_history[-2]
         server.append(

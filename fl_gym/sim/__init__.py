@@ -23,9 +23,18 @@ from fl_gym.sim.data import (
     make_federated_dataset,
     synthetic_fedprox,
 )
-from fl_gym.sim.federation import Federation, FederationConfig, PendingUpdates
+from fl_gym.sim.federation import Federation, FederationConfig
 from fl_gym.sim.models import BatchedMLP, make_model
 from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.rounds import (
+    DigitalUplink,
+    OverTheAir,
+    PendingUpdates,
+    RoundPipeline,
+    Transport,
+    UpdateTransform,
+    run_rounds,
+)
 from fl_gym.sim.training import ClientTensors, local_sgd
 
 __all__ = [
@@ -37,12 +46,17 @@ __all__ = [
     "CompressionResult",
     "Compressor",
     "Dataset",
+    "DigitalUplink",
     "FederatedDataset",
     "Federation",
     "FederationConfig",
+    "OverTheAir",
     "PendingUpdates",
+    "RoundPipeline",
     "RoundPlan",
     "RoundReport",
+    "Transport",
+    "UpdateTransform",
     "coordinate_median",
     "fedavg",
     "federate",
@@ -54,6 +68,7 @@ __all__ = [
     "make_federated_dataset",
     "make_model",
     "parse_compressor",
+    "run_rounds",
     "synthetic_fedprox",
     "trimmed_mean",
 ]

@@ -1,0 +1,935 @@
+"""The round pipeline: E federations' rounds as one computation of named stages.
+
+Every FL round in fl_gym, a single environment's (a batch of one) or a vector environment's (a
+batch of E), runs through :func:`run_rounds`::
+
+    start      Transport.start         validate the plan, seed the round's torch generator
+    train      train_rounds            all federations' selected clients' local SGD, batched
+    transform  UpdateTransform.apply   hooks on the trained models (none by default)
+    compress   compress_rounds         each update through its level's operator (bits counted)
+    transport  Transport.deliver       what reaches the server: the orthogonal digital uplink
+                                       (DigitalUplink) or over-the-air analog aggregation
+                                       (OverTheAir), with energy, latency and losses
+    aggregate  aggregate_round         the server's rule over the updates that arrived (or the
+                                       aggregate the channel already formed) moves the model
+    evaluate   evaluate_models         all new global models on their test sets, batched
+    conclude   conclude_round          the round's RoundReport; the channel moves on
+
+A stage is a function of the federations (and their starts / results) or an object behind a
+small protocol (:class:`Transport`, :class:`UpdateTransform`): adding a transport or a transform
+is one new class, with no change to the environments or the vector environment.
+
+Batched stages are exact: a federation's row of a batched computation is what it computes alone
+(the products are laid out so that every row goes through the same kernel as alone), so one
+federation's trajectory does not depend on the others in its batch.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from fl_gym.sim.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
+from fl_gym.sim.models import BatchedMLP, _log_softmax
+from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.training import LocalTrainingResult, local_sgd_groups
+from fl_gym.sim.wireless import UplinkReport, uplink_many
+
+if TYPE_CHECKING:
+    from fl_gym.sim.federation import Federation
+
+__all__ = [
+    "Delivery",
+    "DigitalUplink",
+    "OverTheAir",
+    "PendingUpdates",
+    "RoundPipeline",
+    "RoundStart",
+    "Transport",
+    "UpdateTransform",
+    "aggregate_round",
+    "compress_rounds",
+    "evaluate_models",
+    "run_rounds",
+    "train_rounds",
+]
+
+
+# -- records passed between stages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RoundStart:
+    """A round after :meth:`Transport.start`, before local training.
+
+    Attributes:
+        plan: The plan that trains (a transport may take devices out of it, e.g. those below
+            the cell's power floor).
+        client_ids: ``(S,)`` int64 the training clients, ascending.
+        local_steps: ``(S,)`` int64 their local steps.
+        generator: The round's torch generator (minibatches, then stochastic compression and
+            receiver noise).
+        silent: With a wireless cell, the selected devices that neither train nor transmit.
+        power_w: With a wireless cell, the devices' transmit powers (or power budget).
+    """
+
+    plan: RoundPlan
+    client_ids: torch.Tensor
+    local_steps: torch.Tensor
+    generator: torch.Generator
+    silent: np.ndarray | None = None
+    power_w: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class PendingUpdates:
+    """One round's updates between compression and the transport.
+
+    Attributes:
+        plan: The round's plan.
+        client_ids: ``(S,)`` the training clients, ascending.
+        updates: ``(S, P)`` what the server decodes from each client (its raw update when the
+            transport does not compress).
+        finite: ``(S,)`` False where local training diverged (the row is zero and never used).
+        bits: ``(S,)`` exact bits each client uploads (0 for analog transports).
+        train_loss: ``(S,)`` each client's mean local training loss (0 where it diverged).
+    """
+
+    plan: RoundPlan
+    client_ids: np.ndarray
+    updates: torch.Tensor
+    finite: np.ndarray
+    bits: np.ndarray
+    train_loss: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Delivery:
+    """What a transport reports for one round.
+
+    Attributes:
+        arrived: ``(S,)`` per pending row, whether its update reached the server.
+        energy_compute_j: ``(K,)`` energy each device spent computing.
+        energy_transmit_j: ``(K,)`` energy each device spent transmitting.
+        latency_s: ``(K,)`` each device's compute + upload time (capped at the deadline).
+        packet_error: ``(K,)`` each device's packet error probability.
+        straggler: ``(K,)`` devices that missed the deadline.
+        packet_lost: ``(K,)`` devices whose packet was lost.
+        round_time_s: Duration of the round.
+        channel_uses: Channel uses the round took.
+        aggregate: The update the channel itself combined (analog aggregation), already the
+            server's estimate of the weighted average; ``None`` when the server aggregates the
+            arrived rows with its rule.
+        aggregation_mse: Per-parameter mean squared error the channel added (analog), or
+            ``None``.
+    """
+
+    arrived: np.ndarray
+    energy_compute_j: np.ndarray
+    energy_transmit_j: np.ndarray
+    latency_s: np.ndarray
+    packet_error: np.ndarray
+    straggler: np.ndarray
+    packet_lost: np.ndarray
+    round_time_s: float
+    channel_uses: float
+    aggregate: torch.Tensor | None = None
+    aggregation_mse: float | None = None
+
+
+def _ideal_delivery(num_rows: int, k: int) -> Delivery:
+    """An ideal channel: every update arrives, at no cost."""
+    zeros = np.zeros(k)
+    return Delivery(
+        arrived=np.ones(num_rows, dtype=bool),
+        energy_compute_j=zeros,
+        energy_transmit_j=zeros,
+        latency_s=zeros,
+        packet_error=zeros,
+        straggler=np.zeros(k, dtype=bool),
+        packet_lost=np.zeros(k, dtype=bool),
+        round_time_s=0.0,
+        channel_uses=0.0,
+    )
+
+
+# -- stage protocols ------------------------------------------------------------------------------
+
+
+class Transport(abc.ABC):
+    """How updates get from the devices to the server (the ``start`` and ``transport`` stages).
+
+    A transport validates a plan against its channel model and starts the round
+    (:meth:`start`), says whether updates are compressed before it (:attr:`compresses`), and
+    carries a batch of rounds' updates (:meth:`deliver`), accounting energy and time.
+    """
+
+    name: str = "transport"
+    compresses: bool = True
+    """Whether the compression stage runs before this transport (analog ones send raw values)."""
+
+    @abc.abstractmethod
+    def start(
+        self, fed: Federation, plan: RoundPlan, rng: np.random.Generator, allow_empty: bool
+    ) -> RoundStart:
+        """Validate ``plan`` for this channel and start the round (seeding its generator)."""
+
+    @abc.abstractmethod
+    def deliver(
+        self,
+        feds: Sequence[Federation],
+        starts: Sequence[RoundStart],
+        pendings: Sequence[PendingUpdates],
+        rngs: Sequence[np.random.Generator],
+    ) -> list[Delivery]:
+        """Carry every round's pending updates; update the cells' batteries."""
+
+
+class UpdateTransform(abc.ABC):
+    """A stage between local training and compression that changes the trained models.
+
+    Where privacy noise, clipping or adversarial clients act on what the devices send. A
+    transform draws its randomness from each round's generator (``start.generator``) so that
+    the same seed gives the same round.
+    """
+
+    name: str = "transform"
+
+    @abc.abstractmethod
+    def apply(
+        self,
+        feds: Sequence[Federation],
+        starts: Sequence[RoundStart],
+        trained: list[LocalTrainingResult],
+    ) -> list[LocalTrainingResult]:
+        """The trained models after this transform (one result per federation)."""
+
+
+# -- start ----------------------------------------------------------------------------------------
+
+
+def _start(fed: Federation, plan: RoundPlan, rng: np.random.Generator, **extra: Any) -> RoundStart:
+    generator = fed._torch_generator(rng)
+    ids_np = plan.selected_ids
+    ids = torch.as_tensor(ids_np, dtype=torch.int64, device=fed.device)
+    steps = torch.as_tensor(plan.local_steps[ids_np], dtype=torch.int64, device=fed.device)
+    return RoundStart(plan, ids, steps, generator, **extra)
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+
+def train_rounds(
+    feds: Sequence[Federation], starts: Sequence[RoundStart]
+) -> list[LocalTrainingResult]:
+    """Local SGD of every started round's clients: one batched call per learning setting.
+
+    Federations that share the model's architecture and the optimiser's settings train in one
+    :func:`~fl_gym.sim.training.local_sgd_groups` call, each from its own global model on its
+    own minibatches (drawn from its own round generator).
+    """
+    by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for e, fed in enumerate(feds):
+        model, cfg = fed.model, fed.config
+        key = (
+            model.num_features,
+            model.num_classes,
+            model.hidden_units,
+            cfg.learning_rate,
+            cfg.weight_decay,
+            fed.device,
+        )
+        by_setting[key].append(e)
+    out: list[LocalTrainingResult | None] = [None] * len(feds)
+    for members in by_setting.values():
+        groups = [feds[e].training_group(starts[e]) for e in members]
+        cfg = feds[members[0]].config
+        results = local_sgd_groups(
+            feds[members[0]].model,
+            groups,
+            learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+        )
+        for e, result in zip(members, results, strict=True):
+            out[e] = result
+    return out  # type: ignore[return-value]
+
+
+# -- compress -------------------------------------------------------------------------------------
+
+_BATCHED_OPERATORS = (NoCompression, TopK, SignSGD, QSGD)
+"""Operators that compress row by row, with no state but error feedback and no randomness but
+uniform draws of the rows' shape (QSGD): the rows of many federations go through one call, each
+federation's draws made from its own generator, and each row's result is the one it gets alone."""
+
+
+def finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """``torch.isfinite(x).all(dim=1)``, through the row sums where they are all finite (a row
+    with a NaN or an infinity has a non-finite sum), which is several times faster."""
+    if bool(torch.isfinite(x.sum(dim=1)).all()):
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    return torch.isfinite(x).all(dim=1)
+
+
+def _updates(
+    feds: Sequence[Federation],
+    starts: Sequence[RoundStart],
+    trained: Sequence[LocalTrainingResult],
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, list[int]]:
+    """All rounds' updates (local - global) stacked, non-finite rows zeroed."""
+    sizes = [start.client_ids.shape[0] for start in starts]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()
+    local = torch.cat([t.params for t in trained])
+    global_rows = torch.cat(
+        [fed.params.unsqueeze(0).expand(n, -1) for fed, n in zip(feds, sizes, strict=True)]
+    )
+    updates = local - global_rows
+    finite = finite_rows(updates)
+    finite_np = finite.cpu().numpy()
+    if not finite_np.all():
+        # A diverged client sends nothing usable; zero its row so that neither the compressor
+        # nor its error-feedback state ever sees a NaN.
+        updates = torch.where(finite.unsqueeze(1), updates, torch.zeros_like(updates))
+    return updates, finite, finite_np, offsets
+
+
+def _pendings(
+    starts: Sequence[RoundStart],
+    trained: Sequence[LocalTrainingResult],
+    updates: torch.Tensor,
+    finite: torch.Tensor,
+    finite_np: np.ndarray,
+    bits: np.ndarray,
+    offsets: list[int],
+) -> list[PendingUpdates]:
+    loss = torch.cat([t.train_loss for t in trained])
+    loss_np = torch.where(finite, loss, torch.zeros_like(loss)).cpu().numpy().astype(np.float64)
+    return [
+        PendingUpdates(
+            plan=start.plan,
+            client_ids=start.plan.selected_ids,
+            updates=updates[offsets[e] : offsets[e + 1]],
+            finite=finite_np[offsets[e] : offsets[e + 1]],
+            bits=bits[offsets[e] : offsets[e + 1]],
+            train_loss=loss_np[offsets[e] : offsets[e + 1]],
+        )
+        for e, start in enumerate(starts)
+    ]
+
+
+def uncompressed_rounds(
+    feds: Sequence[Federation],
+    starts: Sequence[RoundStart],
+    trained: Sequence[LocalTrainingResult],
+) -> list[PendingUpdates]:
+    """The raw updates of every round, for transports that send them as they are (no bits)."""
+    updates, finite, finite_np, offsets = _updates(feds, starts, trained)
+    bits = np.zeros(updates.shape[0], dtype=np.int64)
+    return _pendings(starts, trained, updates, finite, finite_np, bits, offsets)
+
+
+def compress_rounds(
+    feds: Sequence[Federation],
+    starts: Sequence[RoundStart],
+    trained: Sequence[LocalTrainingResult],
+) -> list[PendingUpdates]:
+    """The compression stage: every round's updates through the operators of their levels.
+
+    The updates of all rounds are formed and checked in one pass; every compression level whose
+    operator is row-wise (none, top-k, sign, QSGD) and the same in every federation compresses
+    the rows of all federations in one call. Levels run in ascending order, so every round's
+    generator is drawn in the same order whatever the batch (a stochastic level draws each
+    federation's uniforms from its own generator); other operators (DGC, TernGrad, ...) run per
+    federation through :meth:`Federation.compress_rows`, which keeps the clients' error-feedback
+    and momentum rows.
+    """
+    if not feds:
+        return []
+    first = feds[0]
+    if any(
+        fed.num_params != first.num_params
+        or fed.params.dtype != first.params.dtype
+        or fed.device != first.device
+        for fed in feds
+    ):
+        out: list[PendingUpdates] = []
+        for fed, s, t in zip(feds, starts, trained, strict=True):
+            out += compress_rounds([fed], [s], [t])
+        return out
+    device = first.device
+    updates, finite, finite_np, offsets = _updates(feds, starts, trained)
+    sizes = [offsets[e + 1] - offsets[e] for e in range(len(feds))]
+    reconstructed = torch.zeros_like(updates)
+    bits = torch.zeros(updates.shape[0], dtype=torch.int64, device=device)
+    levels = np.concatenate(
+        [start.plan.compression[start.plan.selected_ids] for start in starts]
+    ).astype(np.int64)
+    owner = np.repeat(np.arange(len(feds)), sizes)
+    for level in np.unique(levels).tolist():
+        at_level = levels == level
+        involved = np.unique(owner[at_level]).tolist()
+        op = feds[involved[0]].compressors[level]
+        if type(op) not in _BATCHED_OPERATORS or any(
+            feds[e].compressors[level] != op for e in involved
+        ):
+            for e in involved:
+                begin, end = offsets[e], offsets[e + 1]
+                rows_np = np.flatnonzero(at_level[begin:end] & finite_np[begin:end])
+                if rows_np.size:
+                    feds[e].compress_rows(
+                        level,
+                        rows_np,
+                        starts[e].client_ids,
+                        updates[begin:end],
+                        reconstructed[begin:end],
+                        bits[begin:end],
+                        starts[e].generator,
+                    )
+            continue
+        rows_np = np.flatnonzero(at_level & finite_np)
+        if rows_np.size == 0:
+            continue
+        rows = torch.as_tensor(rows_np, device=device)
+        if type(op) is NoCompression:
+            # The identity: the same values and bits as the operator, without its copy.
+            reconstructed[rows] = updates[rows]
+            bits[rows] = FLOAT_BITS * updates.shape[1]
+            continue
+        # Each federation's client rows of this level, in row order.
+        members = []
+        for e in np.unique(owner[rows_np]).tolist():
+            mine = rows_np[owner[rows_np] == e] - offsets[e]
+            members.append((e, starts[e].client_ids[torch.as_tensor(mine, device=device)]))
+        x = updates[rows]
+        if type(op) is QSGD:
+            draws = torch.cat(
+                [
+                    torch.rand(
+                        (c.shape[0], x.shape[1]),
+                        generator=starts[e].generator,
+                        device=starts[e].generator.device,
+                        dtype=x.dtype,
+                    ).to(device)
+                    for e, c in members
+                ]
+            )
+            out_rows = op._quantize(x, draws)
+        else:
+            residual = None
+            if op.uses_residual:
+                residual = torch.cat([feds[e].residual[c] for e, c in members])  # type: ignore[index]
+            out_rows = op._compress(x, residual, None, None, 0)
+        reconstructed[rows] = out_rows.reconstructed
+        bits[rows] = out_rows.bits
+        if out_rows.residual is not None:
+            begin = 0
+            for e, client_rows in members:
+                end = begin + client_rows.shape[0]
+                feds[e].set_residual_rows(client_rows, out_rows.residual[begin:end])
+                begin = end
+    return _pendings(starts, trained, reconstructed, finite, finite_np, bits.cpu().numpy(), offsets)
+
+
+# -- transports -----------------------------------------------------------------------------------
+
+
+class DigitalUplink(Transport):
+    """Digital uploads on the cell's orthogonal sub-channels (or an ideal channel without one).
+
+    Each selected device with at least the cell's ``power_floor_w`` trains, gets its own
+    sub-channel (at most M per round) and uploads its compressed update at its power
+    (``p_max`` where the plan has none) by the deadline; stragglers, lost packets and devices
+    whose battery ran out contribute nothing (:func:`~fl_gym.sim.wireless.uplink_many`, all
+    cells of a batch in one array computation). A selected device below the power floor neither
+    trains nor transmits.
+    """
+
+    name = "digital"
+    compresses = True
+
+    def start(
+        self, fed: Federation, plan: RoundPlan, rng: np.random.Generator, allow_empty: bool
+    ) -> RoundStart:
+        fed.check_plan(plan, allow_empty, subchannels=True)
+        if fed.cell is None:
+            return _start(fed, plan, rng)
+        cell_config = fed.cell.config
+        power = (
+            np.full(fed.num_clients, cell_config.p_max_w) if plan.power_w is None else plan.power_w
+        )
+        silent = plan.selected & (power < cell_config.power_floor_w)
+        if silent.any():
+            plan = RoundPlan(plan.selected & ~silent, plan.local_steps, plan.compression, power)
+        return _start(fed, plan, rng, silent=silent, power_w=power)
+
+    def deliver(
+        self,
+        feds: Sequence[Federation],
+        starts: Sequence[RoundStart],
+        pendings: Sequence[PendingUpdates],
+        rngs: Sequence[np.random.Generator],
+    ) -> list[Delivery]:
+        out: list[Delivery | None] = [None] * len(feds)
+        batch: dict[int, list[tuple[int, tuple[np.ndarray, ...]]]] = {}
+        for e, (fed, start, pending) in enumerate(zip(feds, starts, pendings, strict=True)):
+            if fed.cell is None:
+                out[e] = _ideal_delivery(pending.client_ids.shape[0], fed.num_clients)
+                continue
+            args = self._uplink_args(fed, start, pending, rngs[e])
+            if args is None:  # the cell's public method raises the error
+                assert start.power_w is not None and start.silent is not None
+                plan = start.plan
+                fed.cell.uplink(
+                    plan.selected | start.silent,
+                    np.where(plan.selected, start.power_w, 0.0),
+                    _bits_per_device(fed, pending),
+                    plan.local_steps,
+                    fed.config.batch_size,
+                    rngs[e],
+                )
+                raise AssertionError("the uplink accepted inputs the transport rejected")
+            batch.setdefault(fed.config.batch_size, []).append((e, args))
+        for batch_size, members in batch.items():
+            columns = list(zip(*(args for _, args in members), strict=True))
+            reports = uplink_many(
+                [feds[e].cell for e, _ in members],  # type: ignore[misc]
+                *[list(column) for column in columns],
+                batch_size,
+                [rngs[e] for e, _ in members],
+            )
+            for (e, _), uplink in zip(members, reports, strict=True):
+                out[e] = _from_uplink(feds[e], pendings[e], uplink)
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _uplink_args(
+        fed: Federation, start: RoundStart, pending: PendingUpdates, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The validated inputs of the round's uplink (selection, powers, bits, local steps), or
+        ``None`` where the cell's public ``uplink`` must run to raise its error (a power above
+        ``p_max_w``, an ``rng`` that is not a generator). The start stage validated the rest."""
+        assert fed.cell is not None
+        assert start.silent is not None and start.power_w is not None
+        plan = start.plan
+        power = np.where(plan.selected, start.power_w, 0.0)
+        p_max_w = fed.cell.config.p_max_w
+        if not isinstance(rng, np.random.Generator) or (power > p_max_w * (1.0 + 1e-9)).any():
+            return None
+        return (
+            plan.selected | start.silent,
+            np.minimum(power, p_max_w),
+            _bits_per_device(fed, pending),
+            np.asarray(plan.local_steps, dtype=np.float64),
+        )
+
+
+def _bits_per_device(fed: Federation, pending: PendingUpdates) -> np.ndarray:
+    bits = np.zeros(fed.num_clients)
+    bits[pending.client_ids] = pending.bits
+    return bits
+
+
+def _from_uplink(fed: Federation, pending: PendingUpdates, uplink: UplinkReport) -> Delivery:
+    assert fed.cell is not None
+    return Delivery(
+        arrived=uplink.delivered[pending.client_ids],
+        energy_compute_j=uplink.compute_energy_j,
+        energy_transmit_j=uplink.transmit_energy_j,
+        latency_s=uplink.latency_s,
+        packet_error=uplink.packet_error_prob,
+        straggler=uplink.straggler,
+        packet_lost=uplink.packet_lost,
+        round_time_s=uplink.round_time_s,
+        channel_uses=float(uplink.transmit_time_s.sum() * fed.cell.config.subchannel_bandwidth_hz),
+    )
+
+
+@dataclass
+class OverTheAir(Transport):
+    """Over-the-air (analog) aggregation (Yang, Jiang, Shi, Ding, TWC 2020).
+
+    Every selected device trains; those whose compute time plus the airtime fit the deadline
+    and whose battery covers the round then transmit their raw update simultaneously, one
+    parameter per channel use over the whole bandwidth (airtime ``d / bandwidth_hz``), with
+    zero-forcing transmit scalars under the power budget ``P0``; the base station's
+    ``num_antennas`` antennas combine them with a receive beamformer designed for the set
+    (:func:`~fl_gym.sim.over_the_air.receive_beamformer`), and the estimate of the
+    sample-weighted average, receiver noise included, is the aggregate. No sub-channel limit and
+    no compression. Energy: compute as in the digital round, transmit = each device's average
+    power x airtime.
+
+    Args:
+        power_scale: ``P0`` as a fraction of ``p_max``, in (0, 1]; ``None`` (the default) takes
+            each round's budget from its plan: the largest power of a selected device.
+    """
+
+    power_scale: float | None = None
+    name: str = field(default="over-the-air", init=False)
+    compresses: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        s = self.power_scale
+        if s is not None and not (
+            isinstance(s, (int, float)) and not isinstance(s, bool) and 0.0 < s <= 1.0
+        ):
+            raise ValueError(f"power_scale must be in (0, 1], got {s!r}")
+
+    def start(
+        self, fed: Federation, plan: RoundPlan, rng: np.random.Generator, allow_empty: bool
+    ) -> RoundStart:
+        if fed.cell is None:
+            raise ValueError("over-the-air aggregation needs a wireless model (wireless=...)")
+        fed.check_plan(plan, allow_empty, subchannels=False)
+        p_max_w = fed.cell.config.p_max_w
+        scale = self.power_scale
+        if scale is None:
+            scale = (
+                1.0
+                if plan.power_w is None or not plan.selected.any()
+                else float(plan.power_w[plan.selected].max()) / p_max_w
+            )
+            scale = min(max(scale, 1e-12), 1.0)
+        # The analog round sends raw updates: the report shows no compression level.
+        plan = RoundPlan(plan.selected, plan.local_steps, 0, plan.power_w)
+        return _start(fed, plan, rng, power_w=np.full(fed.num_clients, scale * p_max_w))
+
+    def deliver(
+        self,
+        feds: Sequence[Federation],
+        starts: Sequence[RoundStart],
+        pendings: Sequence[PendingUpdates],
+        rngs: Sequence[np.random.Generator],
+    ) -> list[Delivery]:
+        return [
+            self._deliver_one(fed, start, pending)
+            for fed, start, pending in zip(feds, starts, pendings, strict=True)
+        ]
+
+    @staticmethod
+    def _deliver_one(fed: Federation, start: RoundStart, pending: PendingUpdates) -> Delivery:
+        from fl_gym.sim.over_the_air import ota_aggregate, ota_channels, receive_beamformer
+
+        cell = fed.cell
+        assert cell is not None and start.power_w is not None
+        cfg = cell.config
+        plan = start.plan
+        k, d = fed.num_clients, fed.num_params
+        ids_np = pending.client_ids
+        airtime_s = d / cfg.bandwidth_hz
+        p0 = float(start.power_w[0])
+        compute_s, compute_j = cell.compute_cost(plan.local_steps, fed.config.batch_size)
+        compute_s = np.where(plan.selected, compute_s, 0.0)
+        compute_j = np.where(plan.selected, compute_j, 0.0)
+        straggler = plan.selected & (compute_s + airtime_s > cfg.deadline_s)
+        affordable = cell.battery_j >= compute_j + p0 * airtime_s
+        finite = np.zeros(k, dtype=bool)
+        finite[ids_np] = pending.finite
+        send = plan.selected & ~straggler & affordable & finite
+        rows = np.flatnonzero(send[ids_np])
+        transmit_w = np.zeros(k)
+        aggregate = None
+        mse = 0.0
+        if rows.size:
+            send_ids = ids_np[rows]
+            channels = ota_channels(cell.large_scale_gain[send_ids], cell.fading[send_ids])
+            weights = fed.data.client_sizes[send_ids].astype(np.float64)
+            # 20 mirror-descent iterations and one local ascent reach >= 99.9% of the dual bound
+            # on the default cells in ~2 ms; the function's defaults take ten times longer.
+            beamformer = receive_beamformer(
+                channels, weights, num_iterations=20, num_starts=1
+            ).beamformer
+            result = ota_aggregate(
+                pending.updates[torch.as_tensor(rows, device=fed.device)],
+                weights,
+                channels,
+                beamformer,
+                power_w=p0,
+                noise_power_w=cfg.noise_psd_w_per_hz * cfg.bandwidth_hz,
+                generator=start.generator,
+            )
+            aggregate = result.aggregate.to(fed.params.dtype)
+            transmit_w[send_ids] = result.transmit_power_w
+            mse = float(result.aggregate_mse)
+        spent = cell.drain(compute_j + transmit_w * airtime_s)
+        # A device that could not pay for the round spent what it had, computing first.
+        energy_compute = np.minimum(compute_j, spent)
+        latency = np.minimum(np.where(send, compute_s + airtime_s, compute_s), cfg.deadline_s)
+        return Delivery(
+            arrived=send[ids_np],
+            energy_compute_j=energy_compute,
+            energy_transmit_j=spent - energy_compute,
+            latency_s=latency,
+            packet_error=np.zeros(k),
+            straggler=straggler,
+            packet_lost=np.zeros(k, dtype=bool),
+            round_time_s=float(latency.max(initial=0.0)),
+            channel_uses=float(d if rows.size else 0),
+            aggregate=aggregate,
+            aggregation_mse=mse,
+        )
+
+
+# -- aggregate ------------------------------------------------------------------------------------
+
+
+def aggregate_round(fed: Federation, pending: PendingUpdates, delivery: Delivery) -> dict[str, Any]:
+    """The aggregation stage of one round: move the global model; the report's fields but the
+    evaluation.
+
+    With a digital transport the server's rule (``FederationConfig.aggregator``) combines the
+    finite updates that arrived (a robust rule may reject some); with an analog one the channel
+    already formed the aggregate. Either way the step is scaled by the server learning rate.
+    """
+    k = fed.num_clients
+    num = pending.client_ids.shape[0]
+    use = delivery.arrived & pending.finite
+    update_norm = 0.0
+    accepted = np.zeros(num, dtype=bool)
+    if delivery.aggregate is not None:
+        num_rejected = int((~pending.finite).sum())
+        if use.any():
+            step = delivery.aggregate * fed.config.server_learning_rate
+            fed.params = fed.params + step
+            update_norm = float(torch.linalg.vector_norm(step))
+            accepted = use
+    else:
+        num_rejected = int((delivery.arrived & ~pending.finite).sum())
+        if use.any():
+            rows = torch.as_tensor(np.flatnonzero(use), device=fed.device)
+            ids = torch.as_tensor(pending.client_ids[use], device=fed.device)
+            result = fed.aggregator(pending.updates[rows], fed.client_weights[ids])
+            step = result.aggregate * fed.config.server_learning_rate
+            fed.params = fed.params + step
+            update_norm = float(torch.linalg.vector_norm(step))
+            accepted[np.flatnonzero(use)] = result.accepted.cpu().numpy()
+            num_rejected += int(result.num_rejected)
+    delivered = np.zeros(k, dtype=bool)
+    delivered[pending.client_ids[accepted]] = True
+    fed.record_participation(pending.client_ids, delivered)
+    bits_up = np.zeros(k, dtype=np.int64)
+    bits_up[pending.client_ids] = pending.bits
+    train_loss = np.zeros(k, dtype=np.float64)
+    train_loss[pending.client_ids] = pending.train_loss
+    fields = dict(
+        round_index=fed.round_index,
+        selected=pending.plan.selected,
+        delivered=delivered,
+        local_steps=pending.plan.local_steps,
+        compression=pending.plan.compression,
+        bits_up=bits_up,
+        train_loss=train_loss,
+        num_rejected=num_rejected,
+        update_norm=update_norm,
+        energy_compute_j=delivery.energy_compute_j,
+        energy_transmit_j=delivery.energy_transmit_j,
+        latency_s=delivery.latency_s,
+        packet_error=delivery.packet_error,
+        straggler=delivery.straggler,
+        packet_lost=delivery.packet_lost,
+        round_time_s=delivery.round_time_s,
+        channel_uses=delivery.channel_uses,
+    )
+    if delivery.aggregation_mse is not None:
+        fields["aggregation_mse"] = delivery.aggregation_mse
+    return fields
+
+
+# -- evaluate -------------------------------------------------------------------------------------
+
+
+class TestSetCache:
+    """The stacked, row-aligned test sets of a batch of federations, kept until one changes.
+
+    A pipeline keeps one, so a vector environment does not copy its test sets every step.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, feds: Sequence[Federation]) -> tuple[torch.Tensor, torch.Tensor]:
+        key = tuple(fed.x_test for fed in feds)
+        cached = self._cache.get(len(feds))
+        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+            return cached[1], cached[2]
+        first = feds[0].x_test
+        x = _aligned_rows(len(feds), tuple(first.shape), first)
+        torch.stack([fed.x_test for fed in feds], out=x)
+        y = torch.stack([fed.y_test for fed in feds])
+        self._cache[len(feds)] = (key, x, y)
+        return x, y
+
+
+def evaluate_models(
+    feds: Sequence[Federation], cache: TestSetCache | None = None
+) -> list[tuple[float, float]]:
+    """Test loss and accuracy of every federation's global model, one batched pass per setting.
+
+    Every row of the batched products and of the per-row means is computed as it is alone
+    (:func:`_aligned_logits`), so a federation's values do not depend on its batch.
+    """
+    cache = TestSetCache() if cache is None else cache
+    by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for e, fed in enumerate(feds):
+        model = fed.model
+        key = (model.num_features, model.num_classes, model.hidden_units)
+        by_setting[(*key, tuple(fed.x_test.shape), fed.params.dtype, fed.device)].append(e)
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(feds)
+    for members in by_setting.values():
+        group = [feds[e] for e in members]
+        params = torch.stack([fed.params for fed in group])
+        x, y = cache.get(group)
+        with torch.no_grad():
+            logits = _aligned_logits(group[0].model, params, x)
+            log_probs = _log_softmax(logits)
+            loss = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
+            accuracy = (logits.argmax(dim=2) == y).to(params.dtype).mean(dim=1)
+        for e, values in zip(
+            members, zip(loss.tolist(), accuracy.tolist(), strict=True), strict=True
+        ):
+            out[e] = values
+    return out
+
+
+def _aligned_rows(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An empty ``(batch, *shape)`` tensor whose rows each start 64-byte aligned."""
+    size = math.prod(shape)
+    stride = -(-size // 16) * 16
+    buffer = torch.empty((batch, stride), dtype=like.dtype, device=like.device)
+    return buffer[:, :size].view(batch, *shape)
+
+
+def _aligned_logits(model: BatchedMLP, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``model.logits(params, x)`` with every row of every batched product aligned (``x``'s rows
+    must already start 64-byte aligned, as :func:`_aligned_rows` makes them).
+
+    MKL's batched products can change the last bit of a row whose output does not start on a
+    16-byte boundary (e.g. 449 test samples x 10 classes); with each row aligned as a
+    single model's tensors are, row ``e`` equals ``model.evaluate`` of model ``e`` alone.
+    """
+    batch, num = x.shape[0], x.shape[1]
+    h = x
+    tensors = model.split(params)
+    num_layers = len(tensors) // 2
+    for i in range(num_layers):
+        weight, bias = tensors[2 * i], tensors[2 * i + 1]
+        w = _aligned_rows(batch, tuple(weight.shape[1:]), weight)
+        w.copy_(weight)
+        out = _aligned_rows(batch, (num, weight.shape[2]), weight)
+        torch.baddbmm(bias.unsqueeze(1), h, w, out=out)
+        if i < num_layers - 1:
+            out.relu_()
+        h = out
+    return h
+
+
+# -- conclude -------------------------------------------------------------------------------------
+
+
+def conclude_round(
+    fed: Federation, fields: dict[str, Any], loss: float, accuracy: float, rng: np.random.Generator
+) -> RoundReport:
+    """Record the evaluation, build the report, count the round and move the channel on."""
+    fed.loss, fed.accuracy = loss, accuracy
+    report = RoundReport(accuracy=accuracy, loss=loss, **fields)
+    fed.round_index += 1
+    if fed.cell is not None:
+        fed.cell.advance(rng)
+    return report
+
+
+# -- the pipeline ---------------------------------------------------------------------------------
+
+
+class RoundPipeline:
+    """The stages of a round with their settings: a transport and update transforms.
+
+    Holds what is worth keeping between rounds (the stacked test sets), so an environment keeps
+    one pipeline for its lifetime.
+
+    Args:
+        transport: How updates reach the server (:class:`DigitalUplink` by default).
+        transforms: Update transforms applied in order after local training.
+    """
+
+    def __init__(
+        self, transport: Transport | None = None, transforms: Sequence[UpdateTransform] = ()
+    ) -> None:
+        self.transport = DigitalUplink() if transport is None else transport
+        if not isinstance(self.transport, Transport):
+            raise TypeError(f"transport must be a Transport, got {type(self.transport).__name__}")
+        self.transforms = tuple(transforms)
+        for t in self.transforms:
+            if not isinstance(t, UpdateTransform):
+                raise TypeError(f"transforms must be UpdateTransform objects, got {t!r}")
+        self._test_sets = TestSetCache()
+
+    def run(
+        self,
+        feds: Sequence[Federation],
+        plans: Sequence[RoundPlan],
+        rngs: Sequence[np.random.Generator],
+        *,
+        allow_empty: bool = False,
+    ) -> list[RoundReport]:
+        """One round of every federation; see :func:`run_rounds`."""
+        if not (len(feds) == len(plans) == len(rngs)):
+            raise ValueError(
+                f"federations, plans and rngs must have one entry each, got {len(feds)}, "
+                f"{len(plans)} and {len(rngs)}"
+            )
+        if not feds:
+            return []
+        transport = self.transport
+        starts = [
+            transport.start(fed, plan, rng, allow_empty)
+            for fed, plan, rng in zip(feds, plans, rngs, strict=True)
+        ]
+        trained = train_rounds(feds, starts)
+        for transform in self.transforms:
+            trained = transform.apply(feds, starts, trained)
+        stage = compress_rounds if transport.compresses else uncompressed_rounds
+        pendings = stage(feds, starts, trained)
+        deliveries = transport.deliver(feds, starts, pendings, rngs)
+        fields = [
+            aggregate_round(fed, pending, delivery)
+            for fed, pending, delivery in zip(feds, pendings, deliveries, strict=True)
+        ]
+        evaluations = evaluate_models(feds, self._test_sets)
+        return [
+            conclude_round(fed, f, loss, accuracy, rng)
+            for fed, f, (loss, accuracy), rng in zip(feds, fields, evaluations, rngs, strict=True)
+        ]
+
+
+def run_rounds(
+    feds: Sequence[Federation],
+    plans: Sequence[RoundPlan],
+    rngs: Sequence[np.random.Generator],
+    *,
+    transport: Transport | None = None,
+    transforms: Sequence[UpdateTransform] = (),
+    allow_empty: bool = False,
+) -> list[RoundReport]:
+    """One round of each of E federations, as one computation of the pipeline's stages.
+
+    Args:
+        feds: The federations (any mix of sizes and settings; those that share a setting are
+            batched together).
+        plans: One plan per federation.
+        rngs: One generator per federation: the round's randomness (minibatches, compression,
+            packet losses, receiver noise, channel evolution) comes from it alone.
+        transport: :class:`DigitalUplink` (the default) or :class:`OverTheAir`.
+        transforms: Update transforms after local training.
+        allow_empty: Accept plans that select nobody (the model then stays unchanged).
+
+    Returns:
+        One :class:`~fl_gym.sim.plan.RoundReport` per federation.
+    """
+    return RoundPipeline(transport, transforms).run(feds, plans, rngs, allow_empty=allow_empty)
