@@ -10,12 +10,11 @@ caption written from the numbers (:func:`describe_differences`) says where the p
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import textwrap
 
 import numpy as np
 
