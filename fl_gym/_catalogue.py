@@ -15,10 +15,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from gymnasium import spaces
+from fl_gym._console import format_space
 
-__all__ = ["ConfigKey", "EnvEntry", "build_catalogue", "describe_space", "unit_of"]
+__all__ = ["ConfigKey", "EnvEntry", "build_catalogue", "unit_of"]
 
 
 @dataclass(frozen=True)
@@ -100,41 +99,6 @@ def unit_of(name: str) -> str | None:
     return None
 
 
-def describe_space(space: spaces.Space) -> str:
-    """A one-line, readable form of a space: ``Box(-1, 1, (10,), float32)``,
-    ``Dict(devices=Box(-5, 5, (10, 10), float32), server=Box(-5, 5, (7,), float32))``,
-    ``MultiDiscrete([4] x 10)``, ``Discrete(5)``."""
-    if isinstance(space, spaces.Dict):
-        inner = ", ".join(f"{key}={describe_space(sub)}" for key, sub in space.spaces.items())
-        return f"Dict({inner})"
-    if isinstance(space, spaces.Box):
-        return (
-            f"Box({_bound(space.low)}, {_bound(space.high)}, {tuple(space.shape)}, {space.dtype})"
-        )
-    if isinstance(space, spaces.MultiDiscrete):
-        return f"MultiDiscrete({_repeated(space.nvec.ravel().tolist())})"
-    if isinstance(space, spaces.Discrete):
-        start = f", start={int(space.start)}" if int(space.start) != 0 else ""
-        return f"Discrete({int(space.n)}{start})"
-    return str(space)
-
-
-def _bound(values: np.ndarray) -> str:
-    flat = np.unique(np.asarray(values).ravel())
-    if flat.size == 1:
-        return f"{flat[0]:g}"
-    return f"[{flat.min():g}..{flat.max():g}]"
-
-
-def _repeated(values: list[int]) -> str:
-    """``[4, 4, 4]`` -> ``[4] x 3``; a repeating pattern ``[4, 3, 4, 3]`` -> ``[4, 3] x 2``."""
-    n = len(values)
-    for period in range(1, n // 2 + 1):
-        if n % period == 0 and values == values[:period] * (n // period):
-            return f"{values[:period]} x {n // period}"
-    return str(values)
-
-
 def _attribute_docs(cls: type) -> dict[str, str]:
     """``{field: text}`` from the ``Attributes:`` section of a Google-style class docstring."""
     doc = inspect.getdoc(cls) or ""
@@ -184,8 +148,8 @@ def _wireless_entries() -> Iterator[EnvEntry]:
             make=f'gym.make("{env_id}", preset=None, config={{...}})',
             controls=tuple(raw.controls),
             agents=None,
-            action_space=describe_space(env.action_space),
-            observation_space=describe_space(env.observation_space),
+            action_space=format_space(env.action_space),
+            observation_space=format_space(env.observation_space),
             presets=dict(PRESETS),
             policies=tuple(baselines_for(env)),
             config_keys=tuple(_config_keys(raw.config)),
@@ -210,8 +174,8 @@ def _vehicular_entries() -> Iterator[EnvEntry]:
         make=f'gym.make("{env_id}", preset=None, config={{...}})',
         controls=tuple(env.unwrapped.controls),
         agents=None,
-        action_space=describe_space(env.action_space),
-        observation_space=describe_space(env.observation_space),
+        action_space=format_space(env.action_space),
+        observation_space=format_space(env.observation_space),
         presets=dict(SYSTEM_PRESETS),
         policies=tuple(VEHICULAR_BASELINES),
         config_keys=keys,
@@ -226,8 +190,8 @@ def _vehicular_entries() -> Iterator[EnvEntry]:
         make="vehicular_v0.parallel_env(preset=None, config={...})",
         controls=("power", "resource_block"),
         agents=f"{len(par.possible_agents)} x pair_i",
-        action_space=describe_space(par.action_space(first)),
-        observation_space=describe_space(par.observation_space(first)),
+        action_space=format_space(par.action_space(first)),
+        observation_space=format_space(par.observation_space(first)),
         presets=dict(SYSTEM_PRESETS),
         policies=tuple(VEHICULAR_BASELINES),
         config_keys=keys,
@@ -248,8 +212,8 @@ def _uav_entries() -> Iterator[EnvEntry]:
         make="uav_swarm_v0.parallel_env(preset=None, config={...})",
         controls=("acceleration",),
         agents=f"{len(par.possible_agents)} x uav_i",
-        action_space=describe_space(par.action_space(first)),
-        observation_space=describe_space(par.observation_space(first)),
+        action_space=format_space(par.action_space(first)),
+        observation_space=format_space(par.observation_space(first)),
         presets=dict(UAV_PRESETS),
         policies=tuple(CONTROLLERS),
         config_keys=tuple(_config_keys(par.config)),

@@ -51,7 +51,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default 1; the environments' rounds run on their own num_threads=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="environment ids (one line each) and scenario presets")
+    listing = sub.add_parser(
+        "list",
+        help="every environment (Gymnasium and PettingZoo) with its controls, spaces, presets "
+        "and policies; with NAME also its config keys",
+    )
+    listing.add_argument(
+        "name", nargs="?", default=None, help="an environment id or module, e.g. uav_swarm_v0"
+    )
+    listing.add_argument("--json", action="store_true", help="print the catalogue as JSON")
 
     run = sub.add_parser("run", help="play episodes of an environment with a baseline policy")
     run.add_argument("env", help="environment id, e.g. fl_gym/ClientSelection-v0")
@@ -214,38 +222,73 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def _run_list() -> int:
-    import gymnasium as gym
-    from rich.console import Console
+def _run_list(args: argparse.Namespace) -> int:
+    import json
+
     from rich.table import Table
 
-    from fl_gym.baselines import BASELINES
-    from fl_gym.envs import ENV_IDS, PRESETS
+    from fl_gym import catalogue
+    from fl_gym._catalogue import preset_summary
+    from fl_gym._console import make_console
 
-    console = Console()
-    console.print("[bold]Environments[/bold] (gym.make(ID), after import fl_gym)")
-    for env_id in ENV_IDS:
-        env = gym.make(env_id)
-        controls = ",".join(env.unwrapped.controls)
-        console.print(f"  {env_id:34s} controls={controls:38s} action={env.action_space}")
-        env.close()
-    presets = Table(title="Scenario presets (--preset NAME)")
-    presets.add_column("name")
-    presets.add_column("overrides of the defaults")
-    for name, overrides in PRESETS.items():
-        presets.add_row(name, ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults")
+    entries = catalogue()
+    if args.name is not None:
+        wanted = args.name.removeprefix("fl_gym.envs.")
+        chosen = [e for e in entries if wanted in (e.name, e.name.removeprefix("fl_gym.envs."))]
+        if not chosen:
+            names = [e.name for e in entries]
+            raise ValueError(f"unknown environment {args.name!r}; allowed: {names}")
+        entries = tuple(chosen)
+    if args.json:
+        print(json.dumps([_entry_json(e) for e in entries], indent=2, default=repr))
+        return 0
+    console = make_console()
+    overview = Table(title="Environments (after import fl_gym; fl-gym list NAME: config keys)")
+    for column in ("environment", "api", "controls", "action space", "observation space"):
+        overview.add_column(column, overflow="fold")
+    for e in entries:
+        agents = f" ({e.agents}, per agent)" if e.agents else ""
+        overview.add_row(
+            e.name, e.api + agents, ", ".join(e.controls), e.action_space, e.observation_space
+        )
+    console.print(overview)
+    families: dict[str, list[Any]] = {}
+    for e in entries:
+        families.setdefault(e.family, []).append(e)
+    presets = Table(title="Scenario presets (preset=NAME, --preset NAME)")
+    for column in ("preset", "environments", "overrides of the defaults"):
+        presets.add_column(column, overflow="fold")
+    for family, members in families.items():
+        where = f"{family} ({len(members)})" if len(members) > 2 else ", ".join(
+            e.name for e in members
+        )
+        for name, overrides in members[0].presets.items():
+            presets.add_row(name, where, preset_summary(overrides))
     console.print(presets)
-    policies = Table(title="Baseline policies (--policy NAME)")
-    policies.add_column("name")
-    policies.add_column("decides")
-    for name, cls in BASELINES.items():
-        policies.add_row(name, ", ".join(sorted(cls.knobs)))
-    from fl_gym.baselines.vehicular import VEHICULAR_BASELINES
-
-    for name in VEHICULAR_BASELINES:
-        policies.add_row(name, "power, resource block (fl_gym/VehicularURLLC-v0)")
+    policies = Table(title="Heuristic policies (--policy NAME, --controller NAME for the UAVs)")
+    policies.add_column("environment")
+    policies.add_column("policies", overflow="fold")
+    for e in entries:
+        policies.add_row(e.name, ", ".join(e.policies))
     console.print(policies)
+    if args.name is not None:
+        for e in entries:
+            keys = Table(title=f"{e.name}: config keys (config={{KEY: VALUE}}, --config KEY=VALUE)")
+            for column in ("key", "default", "unit", "meaning"):
+                keys.add_column(column, overflow="fold")
+            for key in e.config_keys:
+                keys.add_row(key.name, repr(key.default), key.unit or "", key.doc)
+            console.print(keys)
+            console.print(f"build it with: {e.make}")
     return 0
+
+
+def _entry_json(entry: Any) -> dict[str, Any]:
+    import dataclasses
+
+    out = dataclasses.asdict(entry)
+    out["config_keys"] = [dataclasses.asdict(k) for k in entry.config_keys]
+    return out
 
 
 def _play(
@@ -698,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "list":
-            return _run_list()
+            return _run_list(args)
         if args.command == "run":
             if args.env == "fl_gym/VehicularURLLC-v0":
                 return _run_vehicular(args)
