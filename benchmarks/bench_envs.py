@@ -230,7 +230,7 @@ def iid_synthetic(
         num_classes: Number of classes ``C``.
 
     Returns:
-        The :class:`~fl_gym.sim.data.FederatedDataset`.
+        The :class:`~fl_gym.sim.learning.data.FederatedDataset`.
     """
     from fl_gym.sim import federate, from_arrays
 
@@ -297,7 +297,7 @@ def round_worker(
         included), ``round_peak_mb`` (high-water mark during the rounds, NaN if unknown).
     """
     from fl_gym.sim import Federation, FederationConfig
-    from fl_gym.sim.wireless import WirelessConfig
+    from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
 
     one_core(pin)
     baseline_mb = _rss_mb()
@@ -307,7 +307,10 @@ def round_worker(
     federation = Federation(
         data,
         FederationConfig(model="logreg", compression_levels=("none",)),
-        wireless=WirelessConfig(num_subchannels=num_clients, bandwidth_hz=num_clients * 1e6),
+        cell=WirelessCell(
+            WirelessConfig(num_subchannels=num_clients, bandwidth_hz=num_clients * 1e6),
+            num_clients,
+        ),
         rng=rng,
     )
     setup_s = time.perf_counter() - start

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fl_gym.sim import make_federated_dataset, make_model
-from fl_gym.sim.training import ClientTensors, local_sgd
+from fl_gym.sim.learning.training import ClientTensors, local_sgd
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Steps per second of the native vector env against SyncVectorEnv, same process, one core.
 
 For each env id and each E, ``gym.make_vec(id, num_envs=E, vectorization_mode="sync")`` and
-``vectorization_mode="vector_entry_point"`` (:class:`fl_gym.envs.vector.WirelessFLVectorEnv`) are
+``vectorization_mode="vector_entry_point"``
+(:class:`fl_gym.envs.wireless_fl.vector.WirelessFLVectorEnv`) are
 built side by side, reset with the same seed and driven by the same seeded random actions (drawn
 before the clock starts), so both run the same trajectories (they are bit-identical; autoresets
 included). Blocks of steps alternate between the two; the best block of each is reported (the

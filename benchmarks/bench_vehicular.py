@@ -1,7 +1,7 @@
 """Steps per second of the vehicular URLLC system and environments with 100 and 1,000 pairs.
 
 Three levels, each on one core (torch, used by the federated rounds' FedAvg, and the BLAS
-libraries on one thread): the simulator alone (:class:`fl_gym.sim.vehicular.VehicularSystem`,
+libraries on one thread): the simulator alone (:class:`fl_gym.sim.vehicular.system.VehicularSystem`,
 one slot per step), the Gymnasium environment (``VehicularURLLCEnv``: slot, rewards, federated
 tail round every 10 slots, observation) and the PettingZoo environment (``vehicular_v0``, the
 same plus the per-agent dicts). Actions are drawn before the clock starts (uniform power levels
@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fl_gym.envs import vehicular_v0  # noqa: E402
-from fl_gym.envs.vehicular import VehicularURLLCEnv  # noqa: E402
-from fl_gym.sim.vehicular import VehicularConfig, VehicularSystem  # noqa: E402
+from fl_gym.envs.vehicular.env import VehicularURLLCEnv  # noqa: E402
+from fl_gym.sim.vehicular.system import VehicularConfig, VehicularSystem  # noqa: E402
 
 
 def _time_blocks(step: Callable[[int], None], steps: int, blocks: int) -> tuple[float, float]:

@@ -27,12 +27,12 @@ from fl_gym.sim import (
     local_sgd,
     make_federated_dataset,
 )
-from fl_gym.sim.over_the_air import (
+from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
+from fl_gym.sim.radio.over_the_air import (
     cs_ota_aggregate,
     ota_channels,
     receive_beamformer,
 )
-from fl_gym.sim.wireless import WirelessConfig
 
 DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img")
@@ -206,7 +206,8 @@ def _ota_federation(num_devices: int, seed: int) -> tuple[Federation, np.random.
     rng = np.random.default_rng(seed)
     data = make_federated_dataset("digits", num_devices, rng=rng)
     wireless = WirelessConfig(num_antennas=4, battery_min_j=1e3, battery_max_j=1e3)
-    return Federation(data, FederationConfig(), wireless=wireless, rng=rng), rng
+    cell = WirelessCell(wireless, num_devices)
+    return Federation(data, FederationConfig(), cell=cell, rng=rng), rng
 
 
 def _digital_run(spec: str, num_devices: int, seed: int, rounds: int) -> tuple[float, float]:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from docblock import markers, write_block
 
+from fl_gym.baselines.mean_field import MeanFieldConfig
 from fl_gym.baselines.uav import (
     CONTROLLERS,
     EpisodeMetrics,
@@ -30,8 +31,7 @@ from fl_gym.baselines.uav import (
     run_episode,
 )
 from fl_gym.envs import uav_swarm_v0
-from fl_gym.sim.mean_field import MeanFieldConfig
-from fl_gym.sim.uav import UAVSwarmConfig
+from fl_gym.sim.uav.swarm import UAVSwarmConfig
 
 DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img/uav_controllers.png")

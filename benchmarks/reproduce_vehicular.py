@@ -2,7 +2,8 @@
 
 Writes its section of ``docs/reproductions.md`` (between ``<!-- BEGIN vehicular -->`` and
 ``<!-- END vehicular -->``; other sections are left as they are) and ``docs/img/vehicular_*.png``.
-Every number comes from a run of :mod:`fl_gym.sim.vehicular` and :mod:`fl_gym.sim.tail`:
+Every number comes from a run of :mod:`fl_gym.sim.vehicular.system` and
+:mod:`fl_gym.sim.vehicular.tail`:
 
 (a) Federated against centralised GPD estimation of the queue tail: vehicles collect their
     exceedances over ``q0`` under a fixed allocation policy; the centralised estimate pools every
@@ -29,14 +30,14 @@ import torch
 from docblock import markers, write_block
 
 from fl_gym.baselines.vehicular import make_vehicular_baseline
-from fl_gym.envs.vehicular import VehicularURLLCEnv
-from fl_gym.sim.tail import (
+from fl_gym.envs.vehicular.env import VehicularURLLCEnv
+from fl_gym.sim.vehicular.system import VehicularConfig, VehicularSystem
+from fl_gym.sim.vehicular.tail import (
     fit_gpd_centralised,
     fit_gpd_federated,
     gpd_survival,
     pad_samples,
 )
-from fl_gym.sim.vehicular import VehicularConfig, VehicularSystem
 
 DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img")

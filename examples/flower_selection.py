@@ -2,7 +2,7 @@
 
 Ten Flower clients hold Dirichlet shards of scikit-learn's bundled digits and train a softmax
 regression with local SGD (NumPy). Each client emulates its radio with fl_gym's wireless cell
-(device k of one :class:`~fl_gym.sim.wireless.WirelessCell`): it reports its SNR, distance,
+(device k of one :class:`~fl_gym.sim.radio.cell.WirelessCell`): it reports its SNR, distance,
 battery and CPU through Flower's ``get_properties``, and the cell's uplink drains the batteries
 of the clients that train. Every round :class:`~fl_gym.integrations.flower.FlGymClientSelection`
 turns the reports into an fl_gym observation, asks the policy and sends fit instructions to the
@@ -33,7 +33,7 @@ from fl_gym.integrations.flower import (
     run_in_process,
 )
 from fl_gym.sim import make_federated_dataset
-from fl_gym.sim.wireless import WirelessCell, WirelessConfig
+from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
 
 NUM_CLASSES = 10
 UPDATE_BITS = 32 * (64 + 1) * NUM_CLASSES  # float32 weights and biases of the model

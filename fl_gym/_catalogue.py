@@ -132,8 +132,8 @@ def _wireless_entries() -> Iterator[EnvEntry]:
     import gymnasium as gym
 
     from fl_gym.baselines import baselines_for
-    from fl_gym.envs.config import PRESETS
     from fl_gym.envs.registration import ENV_IDS
+    from fl_gym.envs.wireless_fl.config import PRESETS
 
     for env_id in ENV_IDS:
         env = gym.make(env_id)
@@ -162,7 +162,7 @@ def _vehicular_entries() -> Iterator[EnvEntry]:
 
     from fl_gym.baselines.vehicular import VEHICULAR_BASELINES
     from fl_gym.envs import vehicular_v0
-    from fl_gym.sim.vehicular import PRESETS as SYSTEM_PRESETS
+    from fl_gym.sim.vehicular.system import PRESETS as SYSTEM_PRESETS
 
     env_id = "fl_gym/VehicularURLLC-v0"
     env = gym.make(env_id)
@@ -201,7 +201,7 @@ def _vehicular_entries() -> Iterator[EnvEntry]:
 def _uav_entries() -> Iterator[EnvEntry]:
     from fl_gym.baselines.uav import CONTROLLERS
     from fl_gym.envs import uav_swarm_v0
-    from fl_gym.sim.uav import UAV_PRESETS
+    from fl_gym.sim.uav.swarm import UAV_PRESETS
 
     par = uav_swarm_v0.parallel_env()
     first = par.possible_agents[0]

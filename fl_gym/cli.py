@@ -66,9 +66,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policy", required=True, help="baseline name (see fl-gym list)")
     _add_episode_arguments(run)
 
-    demo = sub.add_parser(
-        "demo", help="compare the selection baselines and the shipped PPO agent"
-    )
+    demo = sub.add_parser("demo", help="compare the selection baselines and the shipped PPO agent")
     _add_episode_arguments(demo, episodes=3, plot="out/demo.png")
     demo.add_argument("--env", default="fl_gym/ClientSelection-v0")
     demo.add_argument(
@@ -259,8 +257,8 @@ def _run_list(args: argparse.Namespace) -> int:
     for column in ("preset", "environments", "overrides of the defaults"):
         presets.add_column(column, overflow="fold")
     for family, members in families.items():
-        where = f"{family} ({len(members)})" if len(members) > 2 else ", ".join(
-            e.name for e in members
+        where = (
+            f"{family} ({len(members)})" if len(members) > 2 else ", ".join(e.name for e in members)
         )
         for name, overrides in members[0].presets.items():
             presets.add_row(name, where, preset_summary(overrides))
@@ -648,7 +646,7 @@ def _run_uav(args: argparse.Namespace) -> int:
     from fl_gym._console import make_console, make_progress, progress_enabled
     from fl_gym.baselines.uav import CONTROLLERS, make_controller, run_episode
     from fl_gym.envs import uav_swarm_v0
-    from fl_gym.envs.uav_rendering import write_gif
+    from fl_gym.envs.uav.rendering import write_gif
 
     console = make_console()
     env = uav_swarm_v0.parallel_env(
@@ -695,7 +693,7 @@ class _WatchedSwarm:
     """A UAV swarm environment as ``run_episode`` sees it from the command line.
 
     Every step calls ``on_step`` (a progress bar advances) and every frame is drawn by
-    :func:`~fl_gym.envs.uav_rendering.render_env`, whose title names the controller; all else
+    :func:`~fl_gym.envs.uav.rendering.render_env`, whose title names the controller; all else
     is the environment's own.
     """
 
@@ -715,7 +713,7 @@ class _WatchedSwarm:
     def render(self) -> np.ndarray | None:
         if self._env.render_mode is None:
             return None
-        from fl_gym.envs.uav_rendering import render_env
+        from fl_gym.envs.uav.rendering import render_env
 
         return render_env(self._env, controller=self._controller)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import optimize, stats
 
-from fl_gym.sim.aggregation import (
+from fl_gym.sim.learning.aggregation import (
     AGGREGATORS,
     AggregationResult,
     coordinate_median,

@@ -21,7 +21,7 @@ from fl_gym.baselines import (
 from fl_gym.baselines.features import STALENESS_SCALE_ROUNDS
 from fl_gym.envs import OverTheAirFLEnv
 from fl_gym.envs.rollout import rollout
-from fl_gym.envs.wireless_fl import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES, WirelessFLEnv
+from fl_gym.envs.wireless_fl.env import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES, WirelessFLEnv
 
 # Fewer sub-channels than devices, so that selection rules really choose.
 FEW_SUBCHANNELS = {"wireless.num_subchannels": 3}

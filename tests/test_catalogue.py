@@ -16,9 +16,9 @@ import fl_gym.envs
 from fl_gym._catalogue import unit_of
 from fl_gym.cli import main
 from fl_gym.envs import uav_swarm_v0, vehicular_v0
-from fl_gym.envs.config import WirelessFLConfig
-from fl_gym.envs.vehicular import VehicularURLLCConfig
-from fl_gym.sim.uav import UAVSwarmConfig
+from fl_gym.envs.vehicular.env import VehicularURLLCConfig
+from fl_gym.envs.wireless_fl.config import WirelessFLConfig
+from fl_gym.sim.uav.swarm import UAVSwarmConfig
 
 CATALOGUE = fl_gym.catalogue()
 BY_NAME = {e.name: e for e in CATALOGUE}

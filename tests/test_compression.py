@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fl_gym.sim.compression import (
+from fl_gym.sim.learning.compression import (
     COMPRESSORS,
     FLOAT_BITS,
     QSGD,

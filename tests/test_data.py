@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 
-from fl_gym.sim.data import (
+from fl_gym.sim.learning.data import (
     Dataset,
     FederatedDataset,
     federate,

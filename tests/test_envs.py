@@ -3,7 +3,7 @@
 Every id registered under ``fl_gym/`` goes through the API checks (Gymnasium's and SB3's env
 checkers, same-seed determinism, pickling, finite observations and rewards, rejection of bad
 actions and configurations, a short SB3 PPO run). The environments built on
-:class:`~fl_gym.envs.wireless_fl.WirelessFLEnv` are also checked for their physics and semantics
+:class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv` are also checked for their physics and semantics
 against the simulator's state: energy leaves the batteries exactly as reported, an idle round
 changes nothing, a tight deadline makes every device a straggler, exhausted devices cannot be
 selected, and the episode ends when it should.
@@ -43,7 +43,7 @@ from fl_gym.envs import (
     make_config,
 )
 from fl_gym.sim.plan import RoundPlan
-from fl_gym.sim.wireless import dbm_to_w
+from fl_gym.sim.radio.cell import dbm_to_w
 
 SEED = 0
 NUM_STEPS = 8
@@ -277,7 +277,7 @@ def test_make_with_module_prefix_in_fresh_interpreter() -> None:
 
 def _rendering_available() -> bool:
     return (
-        importlib.util.find_spec("fl_gym.envs.rendering") is not None
+        importlib.util.find_spec("fl_gym.envs.wireless_fl.rendering") is not None
         and importlib.util.find_spec("matplotlib") is not None
     )
 

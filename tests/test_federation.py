@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fl_gym.sim import Federation, FederationConfig, RoundPlan, make_federated_dataset
-from fl_gym.sim.training import local_sgd
+from fl_gym.sim.learning.training import local_sgd
 
 
 def _digits_federation(

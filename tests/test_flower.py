@@ -27,7 +27,7 @@ from fl_gym.integrations.flower import (
     device_properties,
     run_in_process,
 )
-from fl_gym.sim.wireless import WirelessCell, WirelessConfig
+from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PPO = ROOT / "models" / "ClientSelection-v0_ppo"

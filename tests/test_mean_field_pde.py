@@ -1,4 +1,5 @@
-"""Tests of the PDE-residual training of the mean-field networks (:mod:`fl_gym.sim.mean_field`):
+"""Tests of the PDE-residual training of the mean-field networks
+(:mod:`fl_gym.baselines.mean_field`):
 the HJB and FPK residuals on closed-form solutions, the autograd derivatives, one training step,
 batching over UAVs and averaging."""
 
@@ -9,9 +10,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from fl_gym.baselines.uav import make_controller, run_episode
-from fl_gym.envs import uav_swarm_v0
-from fl_gym.sim.mean_field import (
+from fl_gym.baselines.mean_field import (
     MeanFieldConfig,
     MeanFieldLearner,
     PDEScales,
@@ -19,6 +18,8 @@ from fl_gym.sim.mean_field import (
     hjb_residual,
     input_derivatives,
 )
+from fl_gym.baselines.uav import make_controller, run_episode
+from fl_gym.envs import uav_swarm_v0
 
 torch.set_default_dtype(torch.float32)
 

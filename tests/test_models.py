@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from fl_gym.sim.models import BatchedMLP, make_model
-from fl_gym.sim.training import ClientTensors, local_sgd, sample_minibatch
+from fl_gym.sim.learning.models import BatchedMLP, make_model
+from fl_gym.sim.learning.training import ClientTensors, local_sgd, sample_minibatch
 
 
 def _random_clients(num_clients: int, num_features: int, num_classes: int, seed: int = 0):

@@ -154,12 +154,19 @@ def test_every_parallel_env_module_is_listed() -> None:
     import fl_gym.envs
     from fl_gym.agents.multiagent import MULTI_AGENT_ENVS
 
-    found = set()
-    for info in pkgutil.iter_modules(fl_gym.envs.__path__, "fl_gym.envs."):
+    # Every ParallelEnv class anywhere under fl_gym.envs is the raw_env of a versioned module.
+    classes = set()
+    for info in pkgutil.walk_packages(fl_gym.envs.__path__, "fl_gym.envs."):
         module = importlib.import_module(info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, ParallelEnv) and cls.__module__ == module.__name__:
-                found.add(module.__name__)
-                for name in ("env", "parallel_env", "raw_env"):
-                    assert callable(getattr(module, name, None)), f"{module.__name__}.{name}"
+                classes.add(cls)
+    found = set()
+    for info in pkgutil.iter_modules(fl_gym.envs.__path__, "fl_gym.envs."):
+        module = importlib.import_module(info.name)
+        if getattr(module, "raw_env", None) in classes:
+            found.add(module.__name__)
+            for name in ("env", "parallel_env"):
+                assert callable(getattr(module, name, None)), f"{module.__name__}.{name}"
+    assert len(classes) == len(found)
     assert found == set(MULTI_AGENT_ENVS.values())

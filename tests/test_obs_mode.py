@@ -17,7 +17,7 @@ from fl_gym.baselines.features import split_batch
 from fl_gym.envs import OverTheAirFLEnv, VehicularURLLCEnv, WirelessFLEnv
 from fl_gym.envs.obs_mode import flatten_observation, unflatten_observation
 from fl_gym.envs.registration import _WIRELESS_FL_VARIANTS
-from fl_gym.envs.wireless_fl import DEVICE_FEATURES, SERVER_FEATURES, observe_many
+from fl_gym.envs.wireless_fl.env import DEVICE_FEATURES, SERVER_FEATURES, observe_many
 
 QUICK = {"config": {"target_accuracy": 0.85}, "max_episode_steps": 6}
 

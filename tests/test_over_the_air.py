@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fl_gym.sim.over_the_air import (
+from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
+from fl_gym.sim.radio.over_the_air import (
     cs_ota_aggregate,
     gaussian_measurement_matrix,
     niht_recover,
@@ -21,7 +22,6 @@ from fl_gym.sim.over_the_air import (
     top_k_sparsify,
     truncated_channel_inversion,
 )
-from fl_gym.sim.wireless import WirelessCell, WirelessConfig
 
 
 def rayleigh(rng: np.random.Generator, k: int, n: int) -> np.ndarray:

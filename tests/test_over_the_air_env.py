@@ -9,8 +9,8 @@ import pytest
 import fl_gym  # noqa: F401  (registers the environments)
 from fl_gym.baselines import baselines_for, make_baseline
 from fl_gym.envs.rollout import rollout
-from fl_gym.sim.over_the_air import ota_channels, ota_mse, receive_beamformer
-from fl_gym.sim.wireless import dbm_to_w
+from fl_gym.sim.radio.cell import dbm_to_w
+from fl_gym.sim.radio.over_the_air import ota_channels, ota_mse, receive_beamformer
 
 ENV_ID = "fl_gym/OverTheAirFL-v0"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fl_gym  # noqa: F401  (registers the environments)
-from fl_gym.envs.rendering import (
+from fl_gym.envs.wireless_fl.rendering import (
     FRAME_HEIGHT_PX,
     FRAME_WIDTH_PX,
     SNR_RANGE_DB,
@@ -230,7 +230,7 @@ def _vehicular(seed: int = 0, preset: str | None = None, **overrides) -> gym.Env
 @needs_matplotlib
 @pytest.mark.parametrize(("preset", "road"), [(None, "street"), ("freeway", "road")])
 def test_road_map_has_a_title_a_legend_and_metre_axes(preset: str | None, road: str) -> None:
-    from fl_gym.envs.vehicular_rendering import FREEWAY_FRAME_PX, MANHATTAN_FRAME_PX
+    from fl_gym.envs.vehicular.rendering import FREEWAY_FRAME_PX, MANHATTAN_FRAME_PX
 
     env = _vehicular(preset=preset)
     frames = [env.render()]
@@ -285,7 +285,7 @@ def _swarm_episode(num_uavs: int = 12, max_steps: int = 8) -> tuple[object, list
     """Fly a small swarm with the straight-line controller; frames drawn by render_env."""
     from fl_gym.baselines.uav import make_controller
     from fl_gym.envs import uav_swarm_v0
-    from fl_gym.envs.uav_rendering import render_env
+    from fl_gym.envs.uav.rendering import render_env
 
     config = {"num_uavs": num_uavs, "max_steps": max_steps}
     env = uav_swarm_v0.parallel_env(config=config, render_mode="rgb_array")
@@ -302,9 +302,9 @@ def _swarm_episode(num_uavs: int = 12, max_steps: int = 8) -> tuple[object, list
 
 @needs_matplotlib
 def test_uav_frames_keep_their_size_legend_and_labels_inside_the_figure() -> None:
-    from fl_gym.envs.uav_rendering import FRAME_HEIGHT_PX as UAV_H
-    from fl_gym.envs.uav_rendering import FRAME_WIDTH_PX as UAV_W
-    from fl_gym.envs.uav_rendering import render_env
+    from fl_gym.envs.uav.rendering import FRAME_HEIGHT_PX as UAV_H
+    from fl_gym.envs.uav.rendering import FRAME_WIDTH_PX as UAV_W
+    from fl_gym.envs.uav.rendering import render_env
 
     env, frames = _swarm_episode()
     assert len(frames) == env.swarm.steps + 1
@@ -345,7 +345,7 @@ def test_uav_frames_keep_their_size_legend_and_labels_inside_the_figure() -> Non
 def test_gif_holds_every_frame_exactly_at_the_given_rate(tmp_path) -> None:
     from PIL import Image
 
-    from fl_gym.envs.uav_rendering import write_gif
+    from fl_gym.envs.uav.rendering import write_gif
 
     rows = np.arange(30, dtype=np.uint8)[:, None, None]
     frames = [np.broadcast_to(rows * k, (30, 40, 3)).copy() for k in (1, 3, 5)]

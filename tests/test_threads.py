@@ -11,7 +11,7 @@ import torch
 
 import fl_gym
 from fl_gym.envs import uav_swarm_v0, vehicular_v0
-from fl_gym.envs.wireless_fl import WirelessFLEnv
+from fl_gym.envs.wireless_fl.env import WirelessFLEnv
 from fl_gym.sim.threads import check_num_threads, torch_threads
 
 CALLER_THREADS = 2

@@ -1,5 +1,5 @@
 """Tests of the UAV controllers (:mod:`fl_gym.baselines.uav`) and of the batched mean-field
-networks and their federated averaging (:mod:`fl_gym.sim.mean_field`)."""
+networks and their federated averaging (:mod:`fl_gym.baselines.mean_field`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from fl_gym.baselines.mean_field import (
+    BatchedTanhMLP,
+    MeanFieldConfig,
+    MeanFieldLearner,
+    federated_average,
+)
 from fl_gym.baselines.uav import (
     CONTROLLERS,
     FullInformationController,
@@ -16,12 +22,6 @@ from fl_gym.baselines.uav import (
     run_episode,
 )
 from fl_gym.envs import uav_swarm_v0
-from fl_gym.sim.mean_field import (
-    BatchedTanhMLP,
-    MeanFieldConfig,
-    MeanFieldLearner,
-    federated_average,
-)
 
 # -- federated averaging -----------------------------------------------------------------------
 

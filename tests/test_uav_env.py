@@ -14,7 +14,7 @@ from pettingzoo.test import parallel_api_test, parallel_seed_test
 
 from fl_gym.envs import uav_swarm_v0
 from fl_gym.envs.uav_swarm_v0 import OBS_BOUND, REWARD_TERMS, UAVSwarmEnv
-from fl_gym.sim.uav import UAVSwarmConfig
+from fl_gym.sim.uav.swarm import UAVSwarmConfig
 
 SMALL = {"num_uavs": 12, "max_steps": 40}
 # A close destination: a straight-line controller brings UAVs there within a few dozen steps.
@@ -247,7 +247,7 @@ def test_observations_stay_in_bounds_far_away() -> None:
 
 def test_render_rgb_array_and_gif(tmp_path) -> None:
     pytest.importorskip("matplotlib")
-    from fl_gym.envs.uav_rendering import FRAME_HEIGHT_PX, FRAME_WIDTH_PX, write_gif
+    from fl_gym.envs.uav.rendering import FRAME_HEIGHT_PX, FRAME_WIDTH_PX, write_gif
 
     env = uav_swarm_v0.parallel_env(config=SMALL, render_mode="rgb_array")
     env.reset(seed=0)
@@ -264,7 +264,7 @@ def test_render_rgb_array_and_gif(tmp_path) -> None:
 
 
 def test_rendering_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fl_gym.envs import uav_rendering
+    from fl_gym.envs.uav import rendering as uav_rendering
 
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)

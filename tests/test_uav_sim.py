@@ -1,4 +1,5 @@
-"""Tests of the UAV swarm simulator (:mod:`fl_gym.sim.uav`): kinematics against the closed form,
+"""Tests of the UAV swarm simulator (:mod:`fl_gym.sim.uav.swarm`): kinematics against the closed
+form,
 the wind's exact law, the k-d tree against brute force, the density hashing against a direct
 count, arrivals, the configuration's validation and the randomness discipline."""
 
@@ -9,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from fl_gym.sim.uav import (
+from fl_gym.sim.uav.swarm import (
     UAV_PRESETS,
     UAVSwarm,
     UAVSwarmConfig,

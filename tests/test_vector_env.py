@@ -1,4 +1,5 @@
-"""The native vector env (fl_gym.envs.vector) against SyncVectorEnv, and its SB3 adapter."""
+"""The native vector env (fl_gym.envs.wireless_fl.vector) against SyncVectorEnv, and its SB3
+adapter."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from gymnasium.vector import AutoresetMode
 
 import fl_gym
 from fl_gym.envs.registration import _WIRELESS_FL_VARIANTS, MAX_EPISODE_STEPS
-from fl_gym.envs.vector import OverTheAirFLVectorEnv, WirelessFLVectorEnv
-from fl_gym.envs.wireless_fl import WirelessFLEnv
-from fl_gym.sim.training import (
+from fl_gym.envs.wireless_fl.env import WirelessFLEnv
+from fl_gym.envs.wireless_fl.vector import OverTheAirFLVectorEnv, WirelessFLVectorEnv
+from fl_gym.sim.learning.training import (
     ClientTensors,
     TrainingGroup,
     draw_round_indices,
@@ -96,7 +97,7 @@ def test_registration_offers_the_vector_entry_point() -> None:
 def test_local_sgd_groups_equal_separate_local_sgd() -> None:
     """Groups with different starts, step counts (uniform and masked) and an empty one."""
     rng = np.random.default_rng(0)
-    model = fl_gym.sim.models.make_model("mlp", 8, 3, hidden_units=(6,))
+    model = fl_gym.sim.learning.models.make_model("mlp", 8, 3, hidden_units=(6,))
     groups, expected = [], []
     for g, steps in enumerate(([2, 2], [1, 4, 3], [], [3])):
         x = rng.normal(size=(40, 8))
@@ -247,8 +248,8 @@ def test_matches_sync_with_unaligned_shapes(config: dict) -> None:
 
 def _twin_federations(levels: tuple[str, ...], n: int) -> tuple[list, list]:
     """Two identical sets of ``n`` federations (same seeds), with the given compression levels."""
-    from fl_gym.sim.data import make_federated_dataset
-    from fl_gym.sim.federation import Federation, FederationConfig
+    from fl_gym.sim.learning.data import make_federated_dataset
+    from fl_gym.sim.learning.federation import Federation, FederationConfig
 
     config = FederationConfig(compression_levels=levels, hidden_units=(8,))
     out = []
@@ -314,7 +315,7 @@ def test_compression_stage_rows_do_not_depend_on_the_batch(num_feds: int) -> Non
 
 def test_fedavg_trusted_equals_fedavg() -> None:
     """The federation's unvalidated FedAvg is fedavg bit for bit, including its fallbacks."""
-    from fl_gym.sim.aggregation import fedavg, fedavg_trusted
+    from fl_gym.sim.learning.aggregation import fedavg, fedavg_trusted
 
     gen = torch.Generator().manual_seed(0)
     for rows in (1, 3, 7, 16):
@@ -342,7 +343,7 @@ def test_fedavg_trusted_equals_fedavg() -> None:
 def test_uplink_many_equals_per_cell_uplink() -> None:
     """The stacked uplink of E cells is each cell's own uplink bit for bit (stragglers, lost
     packets, depleted batteries and silent devices included), and draws the same numbers."""
-    from fl_gym.sim.wireless import WirelessCell, WirelessConfig, uplink_many
+    from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig, uplink_many
 
     config = WirelessConfig(battery_min_j=0.02, battery_max_j=0.05, deadline_s=0.5)
     k, m = 10, config.num_subchannels
@@ -379,7 +380,7 @@ def test_uplink_many_equals_per_cell_uplink() -> None:
 def test_observations_do_not_depend_on_the_batch() -> None:
     """Stacked observations of envs with different configs equal each env's own (a batch of
     one), bit for bit, and making them changes nothing."""
-    from fl_gym.envs.wireless_fl import observe_many
+    from fl_gym.envs.wireless_fl.env import observe_many
 
     configs = [{}, {"wireless": {"cell_radius_m": 300.0}}, {"max_rounds": 7}]
     envs = [WirelessFLEnv(config=c) for c in configs]

@@ -18,7 +18,7 @@ from fl_gym.baselines.vehicular import (
     make_vehicular_baseline,
 )
 from fl_gym.envs import vehicular_v0
-from fl_gym.envs.vehicular import REWARD_TERMS, VehicularURLLCEnv, make_urllc_config
+from fl_gym.envs.vehicular.env import REWARD_TERMS, VehicularURLLCEnv, make_urllc_config
 
 ENV_ID = "fl_gym/VehicularURLLC-v0"
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from fl_gym.sim.vehicular import (
+from fl_gym.sim.vehicular.system import (
     SPEED_OF_LIGHT_MPS,
     VehicularConfig,
     VehicularSystem,

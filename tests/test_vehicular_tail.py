@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import genpareto
 
-from fl_gym.sim.tail import (
+from fl_gym.sim.vehicular.tail import (
     GPDParams,
     _gradients,
     federated_round,

@@ -10,7 +10,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from fl_gym.sim.wireless import (
+from fl_gym.sim.radio.cell import (
     CellState,
     UplinkReport,
     WirelessCell,

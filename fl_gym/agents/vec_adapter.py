@@ -1,4 +1,4 @@
-"""SB3 ``VecEnv`` over a native Gymnasium vector env (:mod:`fl_gym.envs.vector`).
+"""SB3 ``VecEnv`` over a native Gymnasium vector env (:mod:`fl_gym.envs.wireless_fl.vector`).
 
 SB3 resets an environment in the same step its episode ends: the step returns ``done = True``,
 the episode's last observation in ``info["terminal_observation"]`` and, as the observation, the
@@ -23,13 +23,13 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs
 
-from fl_gym.envs.vector import WirelessFLVectorEnv
+from fl_gym.envs.wireless_fl.vector import WirelessFLVectorEnv
 
 __all__ = ["NativeVecEnv", "make_native_vec_env"]
 
 
 class NativeVecEnv(VecEnv):
-    """SB3's ``VecEnv`` API on a :class:`~fl_gym.envs.vector.WirelessFLVectorEnv`.
+    """SB3's ``VecEnv`` API on a :class:`~fl_gym.envs.wireless_fl.vector.WirelessFLVectorEnv`.
 
     Args:
         vec_env: The native vector env (e.g. ``gym.make_vec(id, num_envs=E)``); its next-step

@@ -32,7 +32,7 @@ import torch
 
 from fl_gym.baselines.base import BaselinePolicy, EpisodeMemory
 from fl_gym.baselines.features import ObservationFeatures
-from fl_gym.sim.federation import Federation
+from fl_gym.sim.learning.federation import Federation
 
 __all__ = ["AdaptiveFrequency", "LossConstants", "estimate_loss_constants", "wang_bound"]
 

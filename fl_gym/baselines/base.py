@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from fl_gym.baselines.features import ObservationFeatures, read_observation, split_batch
-from fl_gym.envs.wireless_fl import WirelessFLEnv
+from fl_gym.envs.wireless_fl.env import WirelessFLEnv
 from fl_gym.sim.plan import RoundPlan
 from fl_gym.sim.threads import with_torch_threads
 
@@ -90,7 +90,7 @@ def round_robin_selection(memory: EpisodeMemory, available: np.ndarray, m: int) 
 
 def applies_to_uplink(cls: type[BaselinePolicy], env: WirelessFLEnv) -> bool:
     """Whether a policy class's kind of uplink (digital or over-the-air) is ``env``'s."""
-    from fl_gym.envs.over_the_air import OverTheAirFLEnv
+    from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
 
     return cls.over_the_air == isinstance(env, OverTheAirFLEnv)
 

@@ -1,10 +1,10 @@
 """Decoding of a wireless FL observation back into physical units.
 
-:class:`~fl_gym.envs.wireless_fl.WirelessFLEnv` scales every feature into ``[-5, 5]`` (its class
+:class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv` scales every feature into ``[-5, 5]`` (its class
 docstring has the table). The baselines need the quantities themselves (an SNR in dB, a staleness
 in rounds), so the inverse scalings live here, in one place, keyed by the column names of
-:data:`~fl_gym.envs.wireless_fl.DEVICE_FEATURES` and
-:data:`~fl_gym.envs.wireless_fl.SERVER_FEATURES` rather than by hard-coded positions.
+:data:`~fl_gym.envs.wireless_fl.env.DEVICE_FEATURES` and
+:data:`~fl_gym.envs.wireless_fl.env.SERVER_FEATURES` rather than by hard-coded positions.
 
 Both observation modes are read: the Dict observation and the flat one of ``obs_mode="flat"``
 (split by the environment's layout, :func:`fl_gym.envs.obs_mode.flat_slices`), one observation
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fl_gym.envs.obs_mode import flat_slices
-from fl_gym.envs.wireless_fl import (
+from fl_gym.envs.wireless_fl.env import (
     ACCURACY_GAIN_SCALE,
     DEVICE_FEATURES,
     LOSS_SCALE,

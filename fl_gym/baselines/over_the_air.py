@@ -1,7 +1,8 @@
 """Device selection for over-the-air aggregation (Yang, Jiang, Shi, Ding, IEEE TWC 2020).
 
 These policies choose which devices join the analog superposition of
-:class:`~fl_gym.envs.over_the_air.OverTheAirFLEnv`. They need the channel vectors the receive
+:class:`~fl_gym.envs.wireless_fl.over_the_air.OverTheAirFLEnv`. They need the channel vectors the
+receive
 beamformer sees, which the observation summarises only by their norm, so they read the channel
 state of the environment they were built for (``env.unwrapped.federation.cell``): they are
 full-channel-knowledge heuristics, as in the paper, where the base station knows the channels.
@@ -17,7 +18,7 @@ import numpy as np
 
 from fl_gym.baselines.base import BaselinePolicy, EpisodeMemory
 from fl_gym.baselines.features import ObservationFeatures
-from fl_gym.sim.over_the_air import (
+from fl_gym.sim.radio.over_the_air import (
     ota_channels,
     ota_mse,
     receive_beamformer,
@@ -107,7 +108,8 @@ class OTASparseSelection(_OTASelection):
     """The largest set whose aggregation MSE meets a target (the paper's sparse selection).
 
     The paper maximises ``|S|`` subject to ``MSE(S) <= gamma`` by DC programming; the simulator's
-    :func:`~fl_gym.sim.over_the_air.select_ota_devices` approximates it by greedy removal of the
+    :func:`~fl_gym.sim.radio.over_the_air.select_ota_devices` approximates it by greedy removal of
+    the
     device that attains the maximum in the MSE. The target is ``mse_target`` (the paper's
     ``gamma``, in its units) or, by default, the MSE of selecting every available device lowered
     by ``mse_reduction_db``, which adapts to the cell's scale.

@@ -14,7 +14,7 @@ import numpy as np
 
 from fl_gym.baselines.base import BaselinePolicy, EpisodeMemory
 from fl_gym.baselines.features import ObservationFeatures
-from fl_gym.sim.wireless import dbm_to_w
+from fl_gym.sim.radio.cell import dbm_to_w
 
 __all__ = ["ChannelInversionPower", "MaxPower", "MinPower"]
 

@@ -21,7 +21,7 @@ from fl_gym.baselines.selection import (
     RandomSelection,
     RoundRobinSelection,
 )
-from fl_gym.envs.wireless_fl import WirelessFLEnv
+from fl_gym.envs.wireless_fl.env import WirelessFLEnv
 
 __all__ = ["BASELINES", "baseline_options", "baselines_for", "make_baseline"]
 

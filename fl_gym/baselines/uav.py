@@ -15,7 +15,7 @@ the bits its UAVs must exchange (:attr:`SwarmController.bits_exchanged`, reset e
   coordinates sent to each of the ``n - 1`` others).
 - :class:`MeanFieldController`: the straight line plus the correction of a per-UAV HJB network
   steered by a per-UAV FPK (density) network, both trained online
-  (:class:`fl_gym.sim.mean_field.MeanFieldLearner`). With ``training="pde"`` (the paper's
+  (:class:`fl_gym.baselines.mean_field.MeanFieldLearner`). With ``training="pde"`` (the paper's
   method) the HJB network is a value function trained on its HJB residual, with a collision
   term from the FPK density in the running cost, the FPK network is trained on its FPK residual,
   and the UAV flies the deviation that minimises the Hamiltonian; the default
@@ -40,10 +40,10 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from fl_gym.baselines.mean_field import MeanFieldConfig, MeanFieldLearner, PDEScales
 from fl_gym.envs.uav_swarm_v0 import UAVSwarmEnv
-from fl_gym.sim.mean_field import MeanFieldConfig, MeanFieldLearner, PDEScales
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, with_torch_threads
-from fl_gym.sim.uav import UAVSwarmConfig
+from fl_gym.sim.uav.swarm import UAVSwarmConfig
 
 __all__ = [
     "CONTROLLERS",

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fl_gym.envs.vehicular import SNR_SCALE_DB, VehicularURLLCConfig
+from fl_gym.envs.vehicular.env import SNR_SCALE_DB, VehicularURLLCConfig
 
 __all__ = [
     "VEHICULAR_BASELINES",

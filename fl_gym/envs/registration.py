@@ -10,7 +10,7 @@ import gymnasium as gym
 
 __all__ = ["ENV_IDS", "register_envs"]
 
-_WIRELESS_FL_ENTRY = "fl_gym.envs.wireless_fl:WirelessFLEnv"
+_WIRELESS_FL_ENTRY = "fl_gym.envs.wireless_fl.env:WirelessFLEnv"
 
 _WIRELESS_FL_VARIANTS = {
     "fl_gym/ClientSelection-v0": ("selection",),
@@ -21,13 +21,13 @@ _WIRELESS_FL_VARIANTS = {
 }
 
 _OTHER_ENVS = {
-    "fl_gym/OverTheAirFL-v0": "fl_gym.envs.over_the_air:OverTheAirFLEnv",
-    "fl_gym/VehicularURLLC-v0": "fl_gym.envs.vehicular:VehicularURLLCEnv",
+    "fl_gym/OverTheAirFL-v0": "fl_gym.envs.wireless_fl.over_the_air:OverTheAirFLEnv",
+    "fl_gym/VehicularURLLC-v0": "fl_gym.envs.vehicular.env:VehicularURLLCEnv",
 }
 
-_VECTOR_ENTRY = "fl_gym.envs.vector:WirelessFLVectorEnv"
+_VECTOR_ENTRY = "fl_gym.envs.wireless_fl.vector:WirelessFLVectorEnv"
 _OTHER_VECTOR_ENTRIES = {
-    "fl_gym/OverTheAirFL-v0": "fl_gym.envs.vector:OverTheAirFLVectorEnv",
+    "fl_gym/OverTheAirFL-v0": "fl_gym.envs.wireless_fl.vector:OverTheAirFLVectorEnv",
 }
 """Native vector envs (``gym.make_vec(id, num_envs=E)``); the other ids vectorise as "sync"."""
 

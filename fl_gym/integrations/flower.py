@@ -3,7 +3,7 @@
 :class:`FlGymClientSelection` is Flower's ``FedAvg`` with one change: in ``configure_fit`` it
 asks every available client for its properties, assembles the observation an fl_gym wireless FL
 environment would give (``DEVICE_FEATURES`` columns and ``SERVER_FEATURES`` entries, scaled as
-:class:`~fl_gym.envs.wireless_fl.WirelessFLEnv` documents), calls the policy's ``predict`` and
+:class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv` documents), calls the policy's ``predict`` and
 decodes the action with the environment's own ``decode_action`` (the top-M rule, availability and
 every other decoding rule stay in the environment). Fit instructions go to the selected clients
 only; aggregation and evaluation are FedAvg's.
@@ -94,7 +94,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 import fl_gym  # noqa: F401  (registers the environments)
-from fl_gym.envs.wireless_fl import (
+from fl_gym.envs.wireless_fl.env import (
     ACCURACY_GAIN_SCALE,
     DEVICE_FEATURES,
     LOSS_SCALE,
@@ -103,7 +103,7 @@ from fl_gym.envs.wireless_fl import (
     STALENESS_SCALE_ROUNDS,
     WirelessFLEnv,
 )
-from fl_gym.sim.wireless import WirelessCell
+from fl_gym.sim.radio.cell import WirelessCell
 
 __all__ = [
     "DEVICE_PROPERTIES",
@@ -294,7 +294,7 @@ def build_observation(
 ) -> dict[str, np.ndarray]:
     """The ``Dict`` observation of ``env`` for devices described by their properties.
 
-    The scaling is :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv`'s (its docstring's
+    The scaling is :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv`'s (its docstring's
     Observation Space tables), with the environment's configuration (cell radius, maximum CPU
     frequency, battery floor, deadline, ``max_rounds``).
 

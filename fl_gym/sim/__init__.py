@@ -4,7 +4,7 @@ Layers below the environments only: nothing in ``fl_gym.sim`` imports gymnasium,
 stable-baselines3.
 """
 
-from fl_gym.sim.aggregation import (
+from fl_gym.sim.learning.aggregation import (
     AGGREGATORS,
     AggregationResult,
     coordinate_median,
@@ -13,8 +13,13 @@ from fl_gym.sim.aggregation import (
     get_aggregator,
     trimmed_mean,
 )
-from fl_gym.sim.compression import COMPRESSORS, CompressionResult, Compressor, parse_compressor
-from fl_gym.sim.data import (
+from fl_gym.sim.learning.compression import (
+    COMPRESSORS,
+    CompressionResult,
+    Compressor,
+    parse_compressor,
+)
+from fl_gym.sim.learning.data import (
     Dataset,
     FederatedDataset,
     federate,
@@ -23,8 +28,9 @@ from fl_gym.sim.data import (
     make_federated_dataset,
     synthetic_fedprox,
 )
-from fl_gym.sim.federation import Federation, FederationConfig
-from fl_gym.sim.models import BatchedMLP, make_model
+from fl_gym.sim.learning.federation import Federation, FederationConfig
+from fl_gym.sim.learning.models import BatchedMLP, make_model
+from fl_gym.sim.learning.training import ClientTensors, local_sgd
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.rounds import (
     DigitalUplink,
@@ -35,7 +41,6 @@ from fl_gym.sim.rounds import (
     UpdateTransform,
     run_rounds,
 )
-from fl_gym.sim.training import ClientTensors, local_sgd
 
 __all__ = [
     "AGGREGATORS",

@@ -1,7 +1,8 @@
 """The two records that cross the boundary between a controller and the simulator.
 
 A controller (an RL agent, a heuristic, a script) decides a :class:`RoundPlan`; the
-:class:`~fl_gym.sim.federation.Federation` carries it out and answers with a :class:`RoundReport`.
+:class:`~fl_gym.sim.learning.federation.Federation` carries it out and answers with a
+:class:`RoundReport`.
 Both hold one entry per client, as read-only numpy arrays.
 """
 

@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from fl_gym.sim.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
-from fl_gym.sim.models import BatchedMLP, _log_softmax
+from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
+from fl_gym.sim.learning.models import BatchedMLP, _log_softmax
+from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd_groups
 from fl_gym.sim.plan import RoundPlan, RoundReport
-from fl_gym.sim.training import LocalTrainingResult, local_sgd_groups
-from fl_gym.sim.wireless import UplinkReport, uplink_many
+from fl_gym.sim.radio.cell import UplinkReport, uplink_many
 
 if TYPE_CHECKING:
-    from fl_gym.sim.federation import Federation
+    from fl_gym.sim.learning.federation import Federation
 
 __all__ = [
     "Delivery",
@@ -232,7 +232,8 @@ def train_rounds(
     """Local SGD of every started round's clients: one batched call per learning setting.
 
     Federations that share the model's architecture and the optimiser's settings train in one
-    :func:`~fl_gym.sim.training.local_sgd_groups` call, each from its own global model on its
+    :func:`~fl_gym.sim.learning.training.local_sgd_groups` call, each from its own global model on
+    its
     own minibatches (drawn from its own round generator).
     """
     by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
@@ -446,7 +447,7 @@ class DigitalUplink(Transport):
     Each selected device with at least the cell's ``power_floor_w`` trains, gets its own
     sub-channel (at most M per round) and uploads its compressed update at its power
     (``p_max`` where the plan has none) by the deadline; stragglers, lost packets and devices
-    whose battery ran out contribute nothing (:func:`~fl_gym.sim.wireless.uplink_many`, all
+    whose battery ran out contribute nothing (:func:`~fl_gym.sim.radio.cell.uplink_many`, all
     cells of a batch in one array computation). A selected device below the power floor neither
     trains nor transmits.
     """
@@ -560,7 +561,7 @@ class OverTheAir(Transport):
     parameter per channel use over the whole bandwidth (airtime ``d / bandwidth_hz``), with
     zero-forcing transmit scalars under the power budget ``P0``; the base station's
     ``num_antennas`` antennas combine them with a receive beamformer designed for the set
-    (:func:`~fl_gym.sim.over_the_air.receive_beamformer`), and the estimate of the
+    (:func:`~fl_gym.sim.radio.over_the_air.receive_beamformer`), and the estimate of the
     sample-weighted average, receiver noise included, is the aggregate. No sub-channel limit and
     no compression. Energy: compute as in the digital round, transmit = each device's average
     power x airtime.
@@ -585,7 +586,10 @@ class OverTheAir(Transport):
         self, fed: Federation, plan: RoundPlan, rng: np.random.Generator, allow_empty: bool
     ) -> RoundStart:
         if fed.cell is None:
-            raise ValueError("over-the-air aggregation needs a wireless model (wireless=...)")
+            raise ValueError(
+                "over-the-air aggregation needs a wireless cell: "
+                "Federation(..., cell=WirelessCell(...))"
+            )
         fed.check_plan(plan, allow_empty, subchannels=False)
         p_max_w = fed.cell.config.p_max_w
         scale = self.power_scale
@@ -614,7 +618,7 @@ class OverTheAir(Transport):
 
     @staticmethod
     def _deliver_one(fed: Federation, start: RoundStart, pending: PendingUpdates) -> Delivery:
-        from fl_gym.sim.over_the_air import ota_aggregate, ota_channels, receive_beamformer
+        from fl_gym.sim.radio.over_the_air import ota_aggregate, ota_channels, receive_beamformer
 
         cell = fed.cell
         assert cell is not None and start.power_w is not None

@@ -42,7 +42,8 @@ over vehicles in Python):
 * **Queues** (bits): ``Q(t+1) = max(Q(t) - R(t) dt, 0) + A(t)`` with ``A = packet_size_bits
   * Poisson(arrival_rate_packets_per_s * dt)``. The URLLC target is ``Pr(Q > q0) <= eps``; the
   exceedances ``X = Q - q0`` given ``Q > q0`` are modelled by a generalised Pareto distribution
-  (:mod:`fl_gym.sim.tail`) whose conditional mean and second moment must stay below those of the
+  (:mod:`fl_gym.sim.vehicular.tail`) whose conditional mean and second moment must stay below those
+  of the
   target GPD ``(tail_scale_target_bits, tail_shape_target)``.
 
 A :class:`VehicularSystem` is used on its own like this::
@@ -68,7 +69,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fl_gym.sim.config import flatten_overrides, preset_overrides, with_overrides
-from fl_gym.sim.wireless import dbm_to_w
+from fl_gym.sim.radio.cell import dbm_to_w
 
 __all__ = [
     "LAYOUTS",

@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from fl_gym.envs.config import WirelessFLConfig, apply_overrides
-from fl_gym.envs.wireless_fl import WirelessFLEnv
+from fl_gym.envs.wireless_fl.config import WirelessFLConfig, apply_overrides
+from fl_gym.envs.wireless_fl.env import WirelessFLEnv
 from fl_gym.sim.plan import RoundPlan
+from fl_gym.sim.radio.cell import dbm_to_w, w_to_dbm
 from fl_gym.sim.rounds import OverTheAir, Transport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS
-from fl_gym.sim.wireless import dbm_to_w, w_to_dbm
 
 __all__ = ["OverTheAirFLEnv"]
 
@@ -25,7 +25,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
 
     ## Description
 
-    The over-the-air variant of :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv` after Yang,
+    The over-the-air variant of :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv` after Yang,
     Jiang, Shi and Ding, "Federated Learning via Over-the-Air Computation" (IEEE TWC 2020): the
     selected devices train, then transmit their raw updates at the same time, one parameter per
     channel use over the whole band; the base station's N antennas (4 by default) combine the
@@ -44,7 +44,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
 
     ## Observation Space, Rewards, Episode End, Arguments
 
-    As :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv` (the ``snr_db`` feature is the SNR of the
+    As :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv` (the ``snr_db`` feature is the SNR of the
     device's channel summed over the antennas; ``obs_mode="flat"`` gives the same values as one
     1-D Box). ``info`` carries every
     :class:`~fl_gym.sim.plan.RoundReport` field, among them ``aggregation_mse`` (the analytic

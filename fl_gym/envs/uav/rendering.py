@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fl_gym.sim.uav import UAVSwarmConfig
+from fl_gym.sim.uav.swarm import UAVSwarmConfig
 
 __all__ = [
     "FRAME_HEIGHT_PX",

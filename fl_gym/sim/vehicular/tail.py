@@ -18,7 +18,7 @@ Two estimators, after Samarakoon et al. (IEEE Trans. Commun. 2020):
   ``(sigma, xi)`` and takes ``local_steps`` gradient-ascent steps on the mean log-likelihood of
   its own samples (all vehicles in one batched computation over a padded ``(K, W)`` array); the
   RSU averages the vehicles' ``(sigma, xi)`` weighted by their sample counts
-  (:func:`fl_gym.sim.aggregation.fedavg`) and broadcasts the result.
+  (:func:`fl_gym.sim.learning.aggregation.fedavg`) and broadcasts the result.
 
 Both count the values exchanged: the centralised fit uploads ``n_k`` samples per vehicle and
 broadcasts 2 parameters; each federated round uploads 3 values per participating vehicle
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from fl_gym.sim.aggregation import fedavg
+from fl_gym.sim.learning.aggregation import fedavg
 
 __all__ = [
     "FederatedTailResult",

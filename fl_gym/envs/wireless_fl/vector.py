@@ -7,7 +7,7 @@ rewards, terminated, truncated and infos for the same seeds and actions), but it
 one run of the round pipeline (:mod:`fl_gym.sim.rounds`), the same code a single environment
 runs as a batch of one: local training, compression, uplink and evaluation of all E federations
 are batched, every row from its own environment's model and generator; the observations are
-one :func:`~fl_gym.envs.wireless_fl.observe_many` call.
+one :func:`~fl_gym.envs.wireless_fl.env.observe_many` call.
 
 Conventions are Gymnasium 1.x's (those of :class:`gymnasium.vector.SyncVectorEnv`):
 
@@ -38,9 +38,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, iterate
 
 from fl_gym.envs.obs_mode import Observation
-from fl_gym.envs.over_the_air import OverTheAirFLEnv
-from fl_gym.envs.wireless_fl import WirelessFLEnv, observe_many
-from fl_gym.sim.federation import Federation
+from fl_gym.envs.wireless_fl.env import WirelessFLEnv, observe_many
+from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
+from fl_gym.sim.learning.federation import Federation
 from fl_gym.sim.plan import RoundPlan
 from fl_gym.sim.rounds import RoundPipeline
 from fl_gym.sim.threads import with_torch_threads
@@ -57,7 +57,7 @@ class WirelessFLVectorEnv(VectorEnv):
             ``TimeLimit`` wrapper does; ``gym.make_vec`` passes the registration's value.
         **env_kwargs: Arguments of every environment (``controls``, ``config``, ``preset``,
             ``render_mode``, ``device``, ``obs_mode``; see
-            :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv`).
+            :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv`).
 
     Attributes:
         envs: The E environments (raw, unwrapped); read them, do not step them directly.
@@ -324,7 +324,8 @@ class WirelessFLVectorEnv(VectorEnv):
 
 
 class OverTheAirFLVectorEnv(WirelessFLVectorEnv):
-    """E over-the-air FL environments (:class:`~fl_gym.envs.over_the_air.OverTheAirFLEnv`).
+    """E over-the-air FL environments
+    (:class:`~fl_gym.envs.wireless_fl.over_the_air.OverTheAirFLEnv`).
 
     Same conventions as :class:`WirelessFLVectorEnv`; its rounds run through the same pipeline
     with the over-the-air transport (local training batched across the environments).

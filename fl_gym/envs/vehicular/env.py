@@ -4,7 +4,8 @@ This module holds what the Gymnasium environment (:class:`VehicularURLLCEnv`, th
 allocating for every pair) and the PettingZoo environment (:mod:`fl_gym.envs.vehicular_v0`, one
 agent per transmitter) share: the configuration, the decoding of actions, the observation
 features, the reward and the federated tail estimate. The physics is
-:class:`fl_gym.sim.vehicular.VehicularSystem`; the tail model is :mod:`fl_gym.sim.tail`.
+:class:`fl_gym.sim.vehicular.system.VehicularSystem`; the tail model is
+:mod:`fl_gym.sim.vehicular.tail`.
 """
 
 from __future__ import annotations
@@ -32,16 +33,16 @@ from fl_gym.sim.config import (
     reject_unknown_arguments,
     unknown_keys_error,
 )
-from fl_gym.sim.tail import GPDParams, federated_round, gpd_conditional_moments
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
-from fl_gym.sim.vehicular import (
+from fl_gym.sim.vehicular.system import (
     PRESETS as SYSTEM_PRESETS,
 )
-from fl_gym.sim.vehicular import (
+from fl_gym.sim.vehicular.system import (
     SlotReport,
     VehicularConfig,
     VehicularSystem,
 )
+from fl_gym.sim.vehicular.tail import GPDParams, federated_round, gpd_conditional_moments
 
 __all__ = [
     "REWARD_TERMS",
@@ -76,7 +77,7 @@ class VehicularURLLCConfig:
     """Everything a vehicular URLLC environment is built from.
 
     Attributes:
-        system: The physics (:class:`~fl_gym.sim.vehicular.VehicularConfig`).
+        system: The physics (:class:`~fl_gym.sim.vehicular.system.VehicularConfig`).
         max_steps: Episode length in slots: the ``time`` feature is ``slot / max_steps``; the
             PettingZoo environment truncates there (the Gymnasium one through
             ``max_episode_steps``, 100 when registered).
@@ -145,7 +146,8 @@ def make_urllc_config(
     """A configuration from a preset and overrides.
 
     Args:
-        preset: ``"urban"`` (the defaults) or ``"freeway"`` (:data:`fl_gym.sim.vehicular.PRESETS`).
+        preset: ``"urban"`` (the defaults) or ``"freeway"``
+        (:data:`fl_gym.sim.vehicular.system.PRESETS`).
         overrides: A :class:`VehicularURLLCConfig` (used as is) or a dict. Keys are top-level
             field names, ``system.NAME`` or bare names of a ``system`` field; ``system`` may be
             a dict or a :class:`VehicularConfig`. Nested dicts read as dotted keys. Unknown keys
@@ -405,7 +407,7 @@ class VehicularURLLCEnv(gym.Env):
     its own recent exceedances, the roadside unit averages), must have a conditional mean and
     second moment below those of a target GPD (``sigma_th = 2,000`` bits, ``xi_th = 0.1``).
     The controller trades transmit power against these tail constraints.
-    The physics is documented in :mod:`fl_gym.sim.vehicular` (3GPP TR 36.885 path loss with
+    The physics is documented in :mod:`fl_gym.sim.vehicular.system` (3GPP TR 36.885 path loss with
     LOS/NLOS, log-normal shadowing, Rayleigh fading per block).
 
     ## Action Space
@@ -462,14 +464,14 @@ class VehicularURLLCEnv(gym.Env):
     ``gym.make("fl_gym/VehicularURLLC-v0", config=None, preset=None, obs_mode="dict")``:
     ``obs_mode`` is ``"dict"`` or ``"flat"`` (see Observation Space); ``config`` is a
     :class:`VehicularURLLCConfig` or a dict of overrides (top-level names, ``system.NAME`` or
-    bare names of :class:`~fl_gym.sim.vehicular.VehicularConfig` fields; unknown keys are an
+    bare names of :class:`~fl_gym.sim.vehicular.system.VehicularConfig` fields; unknown keys are an
     error naming them) applied on top of the preset (``"urban"``, ``"freeway"``).
     ``reset(options={"config": ...})`` replaces the configuration (same K, N and power levels).
     ``info`` carries the per-pair ``queue_bits``, ``power_w``, ``block``, ``rate_bps``,
     ``sinr``, the tail estimate and the values the federated rounds exchanged so far.
     ``render_mode="rgb_array"`` draws the road map from above with matplotlib (streets grey,
     transmitters green, red where the queue is above ``q0``, receivers and V2V links; legend,
-    title with the slot, axes in metres): see :mod:`fl_gym.envs.vehicular_rendering`.
+    title with the slot, axes in metres): see :mod:`fl_gym.envs.vehicular.rendering`.
 
     ## Version History
 
@@ -592,6 +594,6 @@ class VehicularURLLCEnv(gym.Env):
             return None
         if self.game is None:
             raise RuntimeError("call reset() before render()")
-        from fl_gym.envs.vehicular_rendering import render_road_map
+        from fl_gym.envs.vehicular.rendering import render_road_map
 
         return render_road_map(self)

@@ -10,7 +10,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from fl_gym.envs.config import WirelessFLConfig, apply_overrides, build_dataset, make_config
 from fl_gym.envs.obs_mode import (
     Observation,
     check_obs_mode,
@@ -19,12 +18,18 @@ from fl_gym.envs.obs_mode import (
     flat_slices,
     flatten_observation,
 )
+from fl_gym.envs.wireless_fl.config import (
+    WirelessFLConfig,
+    apply_overrides,
+    build_dataset,
+    make_config,
+)
 from fl_gym.sim.config import reject_unknown_arguments
-from fl_gym.sim.federation import Federation
+from fl_gym.sim.learning.federation import Federation
 from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.radio.cell import WirelessCell, dbm_to_w, w_to_dbm
 from fl_gym.sim.rounds import DigitalUplink, RoundPipeline, Transport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
-from fl_gym.sim.wireless import dbm_to_w, w_to_dbm
 
 __all__ = ["CONTROLS", "DEVICE_FEATURES", "SERVER_FEATURES", "WirelessFLEnv", "observe_many"]
 
@@ -169,9 +174,11 @@ class WirelessFLEnv(gym.Env):
 
     ``gym.make(id, config=None, preset=None, render_mode=None, device="cpu", num_threads=1,
     obs_mode="dict")``: ``config`` is a
-    :class:`~fl_gym.envs.config.WirelessFLConfig` or a dict of overrides (unknown keys are an
+    :class:`~fl_gym.envs.wireless_fl.config.WirelessFLConfig` or a dict of overrides (unknown keys
+    are an
     error naming them), applied on top of the named ``preset`` (see
-    :data:`~fl_gym.envs.config.PRESETS`). ``reset(options={"config": ...})`` replaces the
+    :data:`~fl_gym.envs.wireless_fl.config.PRESETS`). ``reset(options={"config": ...})`` replaces
+    the
     configuration for the coming episodes (same K and action layout required).
     ``render_mode="rgb_array"`` draws the cell and the accuracy curve (matplotlib, a core
     dependency). ``num_threads`` is torch's intra-op thread count inside ``reset`` and
@@ -307,7 +314,7 @@ class WirelessFLEnv(gym.Env):
         self.federation = Federation(
             data,
             self.config.learning,
-            wireless=self.config.wireless,
+            cell=WirelessCell(self.config.wireless, data.num_clients),
             rng=rng,
             device=self.device,
         )
@@ -507,7 +514,7 @@ class WirelessFLEnv(gym.Env):
             return None
         if self.federation is None:
             raise RuntimeError("call reset() before render()")
-        from fl_gym.envs.rendering import render_cell
+        from fl_gym.envs.wireless_fl.rendering import render_cell
 
         return render_cell(self)
 

@@ -79,7 +79,7 @@ def render_cell(env: Any) -> np.ndarray:
     (rebuilt when the environment's configuration changes; ``close()`` drops it).
 
     Args:
-        env: A :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv`, possibly wrapped, after
+        env: A :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv`, possibly wrapped, after
             ``reset()``.
 
     Returns:
@@ -104,7 +104,8 @@ class CellRenderer:
     """One figure of a wireless FL environment, redrawn frame after frame.
 
     Args:
-        config: The environment's :class:`~fl_gym.envs.config.WirelessFLConfig`; the cell
+        config: The environment's :class:`~fl_gym.envs.wireless_fl.config.WirelessFLConfig`; the
+        cell
             geometry, target accuracy and episode length shape the static parts of the figure.
 
     Attributes:
@@ -280,7 +281,7 @@ class CellRenderer:
         """Draw the current state of ``env`` (an unwrapped, reset environment).
 
         Args:
-            env: The :class:`~fl_gym.envs.wireless_fl.WirelessFLEnv` to draw.
+            env: The :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv` to draw.
 
         Returns:
             ``(FRAME_HEIGHT_PX, FRAME_WIDTH_PX, 3)`` uint8 RGB image.

@@ -40,7 +40,7 @@ def render_road_map(env: Any) -> np.ndarray:
     changes).
 
     Args:
-        env: A :class:`~fl_gym.envs.vehicular.VehicularURLLCEnv`.
+        env: A :class:`~fl_gym.envs.vehicular.env.VehicularURLLCEnv`.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB image, :data:`MANHATTAN_FRAME_PX` or :data:`FREEWAY_FRAME_PX`.
@@ -64,7 +64,7 @@ class RoadMapRenderer:
     """One figure of the road map, redrawn frame after frame at a fixed size and layout.
 
     Args:
-        config: The environment's :class:`~fl_gym.envs.vehicular.VehicularURLLCConfig`.
+        config: The environment's :class:`~fl_gym.envs.vehicular.env.VehicularURLLCConfig`.
 
     Attributes:
         config: The configuration the figure was built for.
@@ -184,7 +184,8 @@ class RoadMapRenderer:
         self.__init__(state["config"])  # type: ignore[misc]
 
     def draw(self, game: Any) -> np.ndarray:
-        """Draw the current slot of ``game``, a reset :class:`~fl_gym.envs.vehicular.VehicularGame`.
+        """Draw the current slot of ``game``, a reset
+        :class:`~fl_gym.envs.vehicular.env.VehicularGame`.
 
         Returns:
             ``(H, W, 3)`` uint8 RGB image.

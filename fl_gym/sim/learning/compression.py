@@ -7,7 +7,8 @@ decodes (``reconstructed``, ``(K, d)``) and the exact number of bits each client
 payloads into airtime and energy.
 
 Per-client state (the error-feedback residual and the momentum of Deep Gradient Compression) is
-owned by the caller: the :class:`~fl_gym.sim.federation.Federation` keeps ``(K_total, d)`` tensors
+owned by the caller: the :class:`~fl_gym.sim.learning.federation.Federation` keeps ``(K_total, d)``
+tensors
 and passes in the rows of the clients that take part. Operators are pure apart from the state they
 receive and return; they never modify their inputs and keep nothing between calls. State that an
 operator needs but is not given (``residual=None`` or ``momentum=None``) is taken as zeros, which

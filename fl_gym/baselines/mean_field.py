@@ -38,7 +38,7 @@ simplification: the HJB network outputs the correction ``delta`` itself and mini
 |delta / a_max|^2``, and the FPK network only fits the sensed density.
 
 Every ``average_every_steps`` steps the flying UAVs replace their HJB and/or FPK weights by the
-federated average (:func:`fl_gym.sim.aggregation.fedavg`, weighted by the number of local
+federated average (:func:`fl_gym.sim.learning.aggregation.fedavg`, weighted by the number of local
 training steps), as in the paper's MfgFL-HF (both), MfgFL-H (HJB only), MfgFL-F (FPK only); no
 averaging gives independent learners.
 
@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fl_gym.sim.aggregation import fedavg
+from fl_gym.sim.learning.aggregation import fedavg
 
 __all__ = [
     "AVERAGING_MODES",
@@ -263,7 +263,7 @@ def federated_average(
     Returns:
         A copy of ``params`` whose ``rows`` all hold ``sum_k w_k params_k / sum_k w_k``; the other
         rows are unchanged. A row holding NaN or infinity is left out of the average (and then
-        receives it), as :func:`~fl_gym.sim.aggregation.fedavg` rejects it.
+        receives it), as :func:`~fl_gym.sim.learning.aggregation.fedavg` rejects it.
     """
     out = params.clone()
     if rows.numel() == 0:

@@ -2,8 +2,8 @@
 
 A :class:`WirelessFLConfig` holds the scenario (data, partition, number of devices), the episode
 and reward settings, and two nested configurations: ``learning`` (a
-:class:`~fl_gym.sim.federation.FederationConfig`) and ``wireless`` (a
-:class:`~fl_gym.sim.wireless.WirelessConfig`). :func:`make_config` builds one from a preset and
+:class:`~fl_gym.sim.learning.federation.FederationConfig`) and ``wireless`` (a
+:class:`~fl_gym.sim.radio.cell.WirelessConfig`). :func:`make_config` builds one from a preset and
 overrides given as a dict; a key may name a field of the top level, of ``learning`` or of
 ``wireless`` (``{"deadline_s": 0.5}``, or ``{"wireless.deadline_s": 0.5}`` to be explicit, or
 ``{"wireless": {"deadline_s": 0.5}}``). An unknown key is an error that names it.
@@ -25,9 +25,9 @@ from fl_gym.sim.config import (
     unknown_keys_error,
     with_overrides,
 )
-from fl_gym.sim.data import FederatedDataset, make_federated_dataset
-from fl_gym.sim.federation import FederationConfig
-from fl_gym.sim.wireless import WirelessConfig
+from fl_gym.sim.learning.data import FederatedDataset, make_federated_dataset
+from fl_gym.sim.learning.federation import FederationConfig
+from fl_gym.sim.radio.cell import WirelessConfig
 
 __all__ = [
     "DEFAULT_WIRELESS",

@@ -909,7 +909,9 @@ def federate(
         The federated data set (same arrays as ``dataset``, plus the client indices).
     """
     if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be a fl_gym.sim.data.Dataset, got {type(dataset).__name__}")
+        raise TypeError(
+            f"dataset must be a fl_gym.sim.learning.data.Dataset, got {type(dataset).__name__}"
+        )
     if partition not in _PARTITIONERS:
         raise ValueError(f"partition must be one of {list(PARTITIONS)}, got {partition!r}")
     allowed = _PARTITION_OPTIONS[partition]

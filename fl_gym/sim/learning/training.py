@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fl_gym.sim.models import BatchedMLP
+from fl_gym.sim.learning.models import BatchedMLP
 
 __all__ = [
     "ClientTensors",

@@ -31,7 +31,8 @@ A :class:`WirelessCell` is used on its own like this::
         cell.advance(rng)                          # mobility, shadowing and fading move on
 
 Calibration: :func:`simulate_full_power` runs exactly that loop and summarises the energy per
-round; ``python -m fl_gym.sim.wireless`` prints it for the defaults. With the defaults, 10 devices,
+round; ``python -m fl_gym.sim.radio.cell`` prints it for the defaults. With the defaults, 10
+devices,
 ``1.5e5`` bits (a 4,810-parameter MLP in float32), 5 local steps on batches of 16 and everyone
 selected at 23 dBm, a device spends on average about 1.3 mJ computing and 6-10 mJ transmitting
 per round; cell-edge devices spend several times that, and a straggler at full power keeps

@@ -19,24 +19,23 @@ evaluated on the test set.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from fl_gym.sim.aggregation import fedavg_trusted, get_aggregator
-from fl_gym.sim.compression import FLOAT_BITS, Compressor, NoCompression, parse_compressor
 from fl_gym.sim.config import check_choice, check_positive
-from fl_gym.sim.data import FederatedDataset
-from fl_gym.sim.models import MODEL_NAMES, BatchedMLP, make_model
+from fl_gym.sim.learning.aggregation import fedavg_trusted, get_aggregator
+from fl_gym.sim.learning.compression import FLOAT_BITS, Compressor, NoCompression, parse_compressor
+from fl_gym.sim.learning.data import FederatedDataset
+from fl_gym.sim.learning.models import MODEL_NAMES, BatchedMLP, make_model
+from fl_gym.sim.learning.training import ClientTensors, TrainingGroup, draw_round_indices
 from fl_gym.sim.plan import RoundPlan, RoundReport
-from fl_gym.sim.training import ClientTensors, TrainingGroup, draw_round_indices
-from fl_gym.sim.wireless import WirelessCell, WirelessConfig
 
 if TYPE_CHECKING:
     from fl_gym.sim.rounds import RoundStart, Transport
 
-__all__ = ["Federation", "FederationConfig"]
+__all__ = ["Cell", "Federation", "FederationConfig"]
 
 _SEED_HIGH = 2**63 - 1
 AGGREGATOR_NAMES = ("fedavg", "median", "trimmed_mean", "geometric_median")
@@ -59,7 +58,7 @@ class FederationConfig:
         weighting: Aggregation weights: ``"samples"`` (client dataset sizes, as in FedAvg) or
             ``"uniform"``.
         compression_levels: Operator specs a plan's per-client ``compression`` indexes into
-            (see :func:`fl_gym.sim.compression.parse_compressor`).
+            (see :func:`fl_gym.sim.learning.compression.parse_compressor`).
     """
 
     model: str = "mlp"
@@ -101,16 +100,39 @@ class FederationConfig:
         object.__setattr__(self, "compression_levels", levels)
 
 
+@runtime_checkable
+class Cell(Protocol):
+    """What a federation needs of the cell its clients sit in (the radio side implements it:
+    :class:`fl_gym.sim.radio.cell.WirelessCell`); learning never imports radio."""
+
+    num_devices: int
+
+    @property
+    def available(self) -> np.ndarray:
+        """``(K,)`` devices that can still take part (battery not empty)."""
+        ...
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Draw a fresh cell (placement, channels, batteries)."""
+        ...
+
+    def check_selection(self, selected: np.ndarray) -> np.ndarray:
+        """Raise a clear error unless ``selected`` fits the cell (count, availability)."""
+        ...
+
+
 class Federation:
     """Global model, clients and their state; runs rounds.
 
     Args:
         data: The clients' training data and the global test set.
         config: Learning configuration.
-        wireless: The cell the clients upload through, or ``None`` for an ideal channel on
-            which every update arrives at no cost.
+        cell: The cell the clients upload through (a :class:`Cell`, e.g.
+            ``fl_gym.sim.radio.cell.WirelessCell(WirelessConfig(), K)``), or ``None`` for an
+            ideal channel on which every update arrives at no cost. The federation resets it
+            with the model and checks plans against it; the round's transport uses it.
         rng: Draws the initial model (through a torch generator seeded from it) and, with a
-            wireless model, the devices' placement, channels, CPUs and batteries.
+            cell, the devices' placement, channels, CPUs and batteries.
         device: Torch device of all tensors (``"cpu"`` or ``"cuda"``).
     """
 
@@ -119,12 +141,16 @@ class Federation:
         data: FederatedDataset,
         config: FederationConfig | None = None,
         *,
-        wireless: WirelessConfig | None = None,
+        cell: Cell | None = None,
         rng: np.random.Generator,
         device: torch.device | str = "cpu",
     ) -> None:
         self.config = config if config is not None else FederationConfig()
-        self.cell = WirelessCell(wireless, data.num_clients) if wireless is not None else None
+        if cell is not None and getattr(cell, "num_devices", data.num_clients) != data.num_clients:
+            raise ValueError(
+                f"the cell has {cell.num_devices} devices but the data {data.num_clients} clients"
+            )
+        self.cell: Any = cell
         self.data = data
         self.device = torch.device(device)
         self.model: BatchedMLP = make_model(
@@ -285,7 +311,7 @@ class Federation:
 
     def training_group(self, start: RoundStart) -> TrainingGroup:
         """A started round's local training as one group of a batched
-        :func:`~fl_gym.sim.training.local_sgd_groups` call (the training stage of
+        :func:`~fl_gym.sim.learning.training.local_sgd_groups` call (the training stage of
         :mod:`fl_gym.sim.rounds`): draws the round's minibatch indices from the round's
         generator, so the stages after training go on with the generator where they expect it.
         """

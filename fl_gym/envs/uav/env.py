@@ -1,0 +1,404 @@
+"""Massive-UAV path control as a PettingZoo parallel environment: the class behind
+:mod:`fl_gym.envs.uav_swarm_v0` (build it through that versioned module)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from fl_gym.sim.config import reject_unknown_arguments
+from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
+from fl_gym.sim.uav.swarm import SwarmStep, UAVSwarm, UAVSwarmConfig, make_uav_config
+
+__all__ = [
+    "OBS_BOUND",
+    "REWARD_TERMS",
+    "UAVSwarmEnv",
+    "observation_features",
+]
+
+OBS_BOUND = 10.0
+"""Every observation and state entry is clipped to ``[-OBS_BOUND, OBS_BOUND]``."""
+
+REWARD_TERMS = ("progress", "time", "energy", "collision", "flocking")
+"""Keys of ``infos[agent]["reward_terms"]``; the reward is their sum."""
+
+
+def observation_features(config: UAVSwarmConfig) -> tuple[str, ...]:
+    """Names of the observation entries, in order, for a configuration."""
+    half = config.density_window_cells // 2
+    density = tuple(
+        f"density[{ox:+d},{oy:+d}]"
+        for ox in range(-half, half + 1)
+        for oy in range(-half, half + 1)
+    )
+    return ("x", "y", "vx", "vy", "goal_dx", "goal_dy", *density, "time")
+
+
+class UAVSwarmEnv(ParallelEnv):
+    r"""Many UAVs fly from a source to a destination under wind without colliding.
+
+    ## Description
+
+    After Shiri, Park and Bennis, "Communication-Efficient Massive UAV Online Path Control:
+    Federated Learning Meets Mean-Field Game Theory" (IEEE Trans. Commun. 2020). N UAVs (100 by
+    default; presets ``swarm_1k`` and ``swarm_10k``) start at rest in a source disc, on a jittered
+    lattice 2 m apart, and must reach a destination disc 120 m away. Each UAV is an agent that
+    controls its acceleration; the wind perturbs its velocity (``dv = u dt + sigma dW``, integrated
+    exactly over each 0.1 s step, see :mod:`fl_gym.sim.uav.swarm`). UAVs closer than 1 m collide.
+    Each UAV
+    senses the mean field around it: the number of other UAVs in the 3 x 3 cells of 4 m around its
+    own cell. All agents share one observation space and one action space, so a single policy can
+    control all of them (parameter sharing).
+
+    ## Action Space
+
+    ``Box(-1, 1, (2,), float32)`` per agent: the acceleration along x and y as a fraction of
+    ``max_accel_mps2`` (4 m/s^2). A missing agent's action is zero acceleration. An action for an
+    agent that is not flying, of the wrong shape, or holding NaN or infinity raises ``ValueError``
+    and leaves the environment unchanged; finite values outside ``[-1, 1]`` are clipped.
+
+    ## Observation Space
+
+    ``Box(-10, 10, (7 + w^2,), float32)`` per agent, ``w = density_window_cells`` (16 entries by
+    default); :func:`observation_features` names them. ``L`` is the distance between the source and
+    destination centres (120 m by default).
+
+    | entry | meaning | scaling |
+    | --- | --- | --- |
+    | `x`, `y` | position relative to the source centre, m | / L |
+    | `vx`, `vy` | velocity, m/s | / ``max_speed_mps`` |
+    | `goal_dx`, `goal_dy` | vector to the destination centre, m | / L |
+    | `density[ox,oy]` | other UAVs in the cell offset (ox, oy) from its own | / per lattice cell |
+    | `time` | elapsed steps | / ``max_steps`` |
+
+    Every entry is clipped to [-10, 10]. ``state()`` returns, for all N UAVs in
+    ``possible_agents`` order, ``flying`` (0 or 1), ``x``, ``y``, ``vx``, ``vy`` (scaled as above),
+    then ``time``: ``Box(-10, 10, (5 N + 1,), float32)`` (``state_space``).
+
+    ## Rewards
+
+    Per agent and step, the sum of ``infos[agent]["reward_terms"]``:
+
+    | term | value |
+    | --- | --- |
+    | `progress` | ``progress_reward_per_m`` x metres gained towards the destination centre |
+    | `time` | ``-time_cost_per_s`` x ``time_step_s`` |
+    | `energy` | ``-energy_weight`` x ``|u|^2 dt`` (motion energy, m^2/s^3) |
+    | `collision` | ``-collision_cost`` x other UAVs closer than ``collision_distance_m`` |
+    | `flocking` | ``-flocking_weight`` x ``|v - v_bar|^2 dt`` (``v_bar``: see below) |
+
+    ``v_bar`` is the mean velocity of the other UAVs in the UAV's window of density cells. The
+    density normaliser "per lattice cell" (UAVs per cell at the packing of the start) is
+    ``(density_cell_m / initial_spacing_m)^2``.
+
+    ## Episode End
+
+    An agent terminates when it comes within ``destination_radius_m`` (8 m) of the destination
+    centre; it is then removed from ``agents``. All agents still flying are truncated after
+    ``max_steps`` (400) steps.
+
+    ## Arguments
+
+    ``parallel_env(config=None, preset=None, render_mode=None)``: ``config`` is a
+    :class:`~fl_gym.sim.uav.swarm.UAVSwarmConfig` or a dict of overrides of its fields (an unknown
+    key
+    or a bad value is a ``ValueError`` naming it), applied on top of the named ``preset``
+    (``"default"``, ``"swarm_1k"``, ``"swarm_10k"``; :data:`~fl_gym.sim.uav.swarm.UAV_PRESETS`).
+    ``reset(options={"config": ...})`` changes the configuration for the coming episodes (same
+    ``num_uavs`` and ``density_window_cells``). ``render_mode="rgb_array"`` draws the swarm over
+    its density (matplotlib, a core dependency);
+    :func:`fl_gym.envs.uav.rendering.write_gif` turns frames into a GIF. ``info`` aside, the
+    swarm's own arrays are at ``env.swarm`` and the last step's report at ``env.last_step``.
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "uav_swarm_v0",
+        "render_modes": ["rgb_array"],
+        "render_fps": 10,
+        "is_parallelizable": True,
+    }
+
+    def __init__(
+        self,
+        config: UAVSwarmConfig | Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        render_mode: str | None = None,
+        num_threads: int | None = DEFAULT_NUM_THREADS,
+        **unexpected: Any,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, "
+                f"got {render_mode!r}"
+            )
+        self.num_threads = check_num_threads(num_threads)
+        self.config = make_uav_config(preset, config)
+        reject_unknown_arguments(
+            "uav_swarm_v0.parallel_env",
+            unexpected,
+            self.config,
+            ["config", "preset", "render_mode", "num_threads"],
+        )
+        self.render_mode = render_mode
+        n = self.config.num_uavs
+        self.possible_agents = [f"uav_{i}" for i in range(n)]
+        self._agent_index = {name: i for i, name in enumerate(self.possible_agents)}
+        self.agents: list[str] = []
+        self._flying_set: set[str] = set()
+        self.feature_names = observation_features(self.config)
+        # One space object per kind, shared by every agent: the spaces are identical by design,
+        # and 10,000 copies would cost memory for nothing.
+        self._observation_space = spaces.Box(
+            -OBS_BOUND, OBS_BOUND, (len(self.feature_names),), dtype=np.float32
+        )
+        self._action_space = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+        self.state_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (5 * n + 1,), dtype=np.float32)
+        self.swarm = UAVSwarm(self.config)
+        self.last_step: SwarmStep | None = None
+        self._np_random: np.random.Generator | None = None
+
+    # -- spaces ----------------------------------------------------------------------------------
+
+    def observation_space(self, agent: str) -> spaces.Box:
+        """The observation space of ``agent`` (the same object for every agent)."""
+        return self._observation_space
+
+    def action_space(self, agent: str) -> spaces.Box:
+        """The action space of ``agent`` (the same object for every agent)."""
+        return self._action_space
+
+    # -- episode ---------------------------------------------------------------------------------
+
+    @with_torch_threads
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """Start an episode.
+
+        Args:
+            seed: Seeds the environment's generator (the first reset without a seed draws one).
+            options: ``{"config": UAVSwarmConfig | dict}`` changes the configuration (same
+                ``num_uavs`` and ``density_window_cells``); other keys are ignored.
+
+        Returns:
+            Observations and infos of all agents.
+        """
+        if options and options.get("config") is not None:
+            self._set_config(options["config"])
+        if seed is not None or self._np_random is None:
+            self._np_random = np.random.default_rng(seed)
+        self.swarm.reset(self._np_random)
+        self._set_agents(list(self.possible_agents))
+        self.last_step = None
+        idx = np.arange(self.config.num_uavs)
+        obs = self._observe(idx, self.swarm.local_density())
+        observations = dict(zip(self.agents, obs, strict=True))
+        infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
+        return observations, infos
+
+    def _set_agents(self, agents: list[str]) -> None:
+        self.agents = agents
+        self._flying_set = set(agents)
+
+    def _set_config(self, config: UAVSwarmConfig | Mapping[str, Any]) -> None:
+        if isinstance(config, Mapping):
+            new = make_uav_config(None, {**_fields_of(self.config), **dict(config)})
+        else:
+            new = make_uav_config(None, config)
+        for name in ("num_uavs", "density_window_cells"):
+            if getattr(new, name) != getattr(self.config, name):
+                raise ValueError(
+                    f"reset(options={{'config': ...}}) cannot change {name} "
+                    f"({getattr(self.config, name)!r} -> {getattr(new, name)!r}): the spaces are "
+                    "fixed; build a new environment instead"
+                )
+        self.config = new
+        self.swarm = UAVSwarm(new)
+
+    @with_torch_threads
+    def step(
+        self, actions: Mapping[str, Any]
+    ) -> tuple[
+        dict[str, np.ndarray],
+        dict[str, float],
+        dict[str, bool],
+        dict[str, bool],
+        dict[str, dict[str, Any]],
+    ]:
+        """Apply the agents' accelerations for one time step.
+
+        Args:
+            actions: Agent name -> action in ``[-1, 1]^2`` for any subset of the flying agents
+                (the others get zero acceleration).
+
+        Returns:
+            Observations, rewards, terminations, truncations and infos of the agents that were
+            flying at the start of the step; those that terminated or were truncated are then
+            removed from ``agents``.
+
+        Raises:
+            ValueError: If an action is malformed or names an agent that is not flying, or if
+                the episode has ended (call ``reset``); the environment is left unchanged.
+        """
+        accel = self._decode_actions(actions)
+        report = self.swarm.step(accel, self._np_random)
+        self.last_step = report
+        flying = report.flying
+        # self.agents lists the flying UAVs in index order, as report.flying does.
+        names = self.agents
+        obs = self._observe(flying, report.density)
+        terms = self._reward_terms(report)
+        rewards = terms.sum(axis=1)
+        truncate = self.swarm.steps >= self.config.max_steps
+        arrived = report.arrived.tolist()
+        observations = dict(zip(names, obs, strict=True))
+        reward_dict = dict(zip(names, rewards.tolist(), strict=True))
+        terminations = dict(zip(names, arrived, strict=True))
+        truncations = dict.fromkeys(names, False)
+        if truncate:
+            truncations = {name: not done for name, done in zip(names, arrived, strict=True)}
+        # Per-agent dicts are the largest cost of a large swarm's step: built from dict
+        # literals over column lists (no per-row list), and the inner dicts, holding only
+        # floats, are not tracked by the garbage collector.
+        p, t, e, c, f = REWARD_TERMS
+        infos = {
+            name: {"reward_terms": {p: a, t: b, e: g, c: h, f: k}}
+            for name, a, b, g, h, k in zip(names, *terms.T.tolist(), strict=True)
+        }
+        if truncate:
+            self._set_agents([])
+        elif report.arrived.any():
+            self._set_agents([name for name, done in zip(names, arrived, strict=True) if not done])
+        return observations, reward_dict, terminations, truncations, infos
+
+    # -- the step's pieces -----------------------------------------------------------------------
+
+    def _decode_actions(self, actions: Mapping[str, Any]) -> np.ndarray:
+        if self._np_random is None:
+            raise ValueError("step() called before reset(); call reset() first")
+        if not self.agents:
+            raise ValueError("step() called after the episode ended; call reset() first")
+        if not isinstance(actions, Mapping):
+            raise ValueError(
+                f"actions must be a dict from agent name to action, got {type(actions).__name__}"
+            )
+        accel = np.zeros((self.config.num_uavs, 2))
+        if not actions:
+            return accel
+        index = self._agent_index
+        # One set comparison checks every name when all flying agents act (the usual case).
+        if len(actions) != len(self._flying_set) or actions.keys() != self._flying_set:
+            for name in actions:
+                if name not in self._flying_set:
+                    known = isinstance(name, str) and name in index
+                    what = "is not flying" if known else "is not an agent of this environment"
+                    raise ValueError(
+                        f"action for {name!r}, which {what}; allowed: the names in env.agents "
+                        f"({len(self.agents)} flying, e.g. {self.agents[:3]})"
+                    )
+        rows = [index[name] for name in actions]
+        try:
+            values = np.asarray(list(actions.values()), dtype=np.float64)
+        except (TypeError, ValueError):
+            values = None
+        if values is None or values.shape != (len(rows), 2):
+            name, shape = next(
+                ((k, np.shape(v)) for k, v in actions.items() if np.shape(v) != (2,)),
+                (None, None),
+            )
+            if name is None:
+                name = next(k for k, v in actions.items() if not _is_numeric(v))
+                raise ValueError(
+                    f"action for {name!r} must be 2 finite numbers (shape (2,)), "
+                    f"got {actions[name]!r}"
+                )
+            raise ValueError(f"every action must have shape (2,); {name!r} got shape {shape}")
+        finite = np.isfinite(values).all(axis=1)
+        if not finite.all():
+            name = list(actions)[int(np.flatnonzero(~finite)[0])]
+            raise ValueError(
+                f"action for {name!r} must be finite, got {list(values[~finite][0])}; allowed: "
+                "values in [-1, 1] (others are clipped)"
+            )
+        accel[rows] = np.clip(values, -1.0, 1.0) * self.config.max_accel_mps2
+        return accel
+
+    def _observe(self, idx: np.ndarray, density: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        scale = 1.0 / cfg.source_to_destination_m
+        pos = self.swarm.positions_m[idx]
+        obs = np.empty((idx.size, len(self.feature_names)), dtype=np.float64)
+        obs[:, 0:2] = (pos - np.asarray(cfg.source_center_m)) * scale
+        obs[:, 2:4] = self.swarm.velocities_mps[idx] * (1.0 / cfg.max_speed_mps)
+        obs[:, 4:6] = (np.asarray(cfg.destination_center_m) - pos) * scale
+        obs[:, 6:-1] = density * (1.0 / cfg.lattice_cell_count)
+        obs[:, -1] = self.swarm.steps / cfg.max_steps
+        np.clip(obs, -OBS_BOUND, OBS_BOUND, out=obs)
+        return obs.astype(np.float32)
+
+    def _reward_terms(self, report: SwarmStep) -> np.ndarray:
+        cfg = self.config
+        terms = np.empty((report.flying.size, len(REWARD_TERMS)))
+        terms[:, 0] = cfg.progress_reward_per_m * report.progress_m
+        terms[:, 1] = -cfg.time_cost_per_s * cfg.time_step_s
+        terms[:, 2] = -cfg.energy_weight * report.energy_m2_s3
+        terms[:, 3] = -cfg.collision_cost * report.collisions
+        terms[:, 4] = -cfg.flocking_weight * report.flocking_m2_s
+        return terms
+
+    # -- centralised state, rendering ------------------------------------------------------------
+
+    def state(self) -> np.ndarray:
+        """Global state for centralised critics: see the class docstring (``state_space``)."""
+        cfg = self.config
+        scale = 1.0 / cfg.source_to_destination_m
+        n = cfg.num_uavs
+        out = np.empty(5 * n + 1, dtype=np.float64)
+        per = out[:-1].reshape(n, 5)
+        per[:, 0] = self.swarm.flying
+        per[:, 1:3] = (self.swarm.positions_m - np.asarray(cfg.source_center_m)) * scale
+        per[:, 3:5] = self.swarm.velocities_mps * (1.0 / cfg.max_speed_mps)
+        out[-1] = self.swarm.steps / cfg.max_steps
+        np.clip(out, -OBS_BOUND, OBS_BOUND, out=out)
+        return out.astype(np.float32)
+
+    def render(self) -> np.ndarray | None:
+        """The swarm over its density as an ``(H, W, 3)`` uint8 image (``render_mode="rgb_array"``).
+
+        Returns ``None`` (with no drawing) when the environment was built without a render mode.
+        """
+        if self.render_mode is None:
+            return None
+        from fl_gym.envs.uav.rendering import render_swarm
+
+        return render_swarm(
+            self.swarm.positions_m,
+            self.swarm.flying,
+            self.config,
+            step=self.swarm.steps,
+            collisions=None if self.last_step is None else self.last_step.num_collision_pairs,
+        )
+
+    def close(self) -> None:
+        """Nothing to release: frames are drawn on figures that are closed after each frame."""
+
+
+def _is_numeric(value: Any) -> bool:
+    try:
+        np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _fields_of(config: UAVSwarmConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
