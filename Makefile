@@ -31,6 +31,7 @@ test: $(VENV)/.installed-dev
 # with a plain install (no extras), as a user who runs `pip install fl-gym` gets it.
 check-plain:
 	$(PYTHON) -m venv .venv-plain
+	rm -rf build  # setuptools keeps stale modules there across layouts
 	.venv-plain/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt .
 	cd .ci && ../.venv-plain/bin/python check_plain_install.py
 
