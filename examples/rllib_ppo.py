@@ -12,8 +12,9 @@ Multi-agent: ``vehicular_v0`` or ``uav_swarm_v0``, every agent mapped to one sha
 
 Sampling is spread over ``--env-runners`` Ray actors (one CPU each); the learner updates the
 network in this process (one more CPU). The default uses every CPU of the cluster but the
-learner's. ``--address`` joins a running cluster (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``)
-instead of starting a local Ray instance, whose size ``--num-cpus`` sets.
+learner's, and samples in this process when that leaves fewer than two runners.
+``--address`` joins a running cluster (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) instead of
+starting a local Ray instance, whose size ``--num-cpus`` sets.
 
 The script prints, after every iteration, the env steps sampled, the time it took and the mean
 episode return, and exits non-zero when a return is not finite.
@@ -69,15 +70,18 @@ def _multi_agent_creator(name: str):
 def default_env_runners(resources: Mapping[str, float]) -> int:
     """Env runners for a cluster with ``resources`` (``ray.cluster_resources()``).
 
-    Every CPU but one samples; the one left is the learner's (this process).
+    Every CPU but one samples; the one left is the learner's (this process). PPO samples and
+    learns in turn, so a single runner would only add the transfers to sampling in this
+    process: below two runners the default is 0.
 
     Args:
         resources: The cluster's resources; ``"CPU"`` is its number of CPUs.
 
     Returns:
-        ``CPUs - 1``, and 0 (sampling in this process) on a one-CPU cluster.
+        ``CPUs - 1`` when that is at least 2, else 0 (sampling in this process).
     """
-    return max(int(resources.get("CPU", 0)) - 1, 0)
+    runners = int(resources.get("CPU", 0)) - 1
+    return runners if runners >= 2 else 0
 
 
 def build_config(
@@ -152,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--env-runners",
         type=_non_negative_int,
         default=None,
-        help="sampling actors, one CPU each (default: the cluster's CPUs minus one)",
+        help="sampling actors, one CPU each (default: the cluster's CPUs minus one, 0 below 2)",
     )
     parser.add_argument(
         "--num-cpus",

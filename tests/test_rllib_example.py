@@ -64,7 +64,7 @@ def test_sampling_is_spread_over_env_runners() -> None:
     assert result["num_env_steps_sampled_lifetime"] >= 64
 
 
-@pytest.mark.parametrize(("cpus", "runners"), [(0, 0), (1, 0), (2, 1), (16, 15), (2.5, 1)])
+@pytest.mark.parametrize(("cpus", "runners"), [(0, 0), (1, 0), (2, 0), (3, 2), (16, 15), (3.5, 2)])
 def test_default_env_runners_leave_one_cpu_for_the_learner(cpus: float, runners: int) -> None:
     from rllib_ppo import default_env_runners
 

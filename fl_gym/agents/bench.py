@@ -334,7 +334,7 @@ def connect_ray(address: str | None = None, **init_kwargs: Any) -> bool:
         ray.init(address=address, **init_kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "auto"
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
         raise RayConnectionError(
             f"could not connect to a Ray cluster at {where}: {reason}"
         ) from exc
