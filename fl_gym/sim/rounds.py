@@ -29,7 +29,7 @@ from __future__ import annotations
 import abc
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -287,11 +287,14 @@ def _updates(
     """All rounds' updates (local - global) stacked, non-finite rows zeroed."""
     sizes = [start.client_ids.shape[0] for start in starts]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()
-    local = torch.cat([t.params for t in trained])
-    global_rows = torch.cat(
-        [fed.params.unsqueeze(0).expand(n, -1) for fed, n in zip(feds, sizes, strict=True)]
-    )
-    updates = local - global_rows
+    if len(feds) == 1:  # a batch of one: the same element-wise difference, without the copies
+        updates = trained[0].params - feds[0].params
+    else:
+        local = torch.cat([t.params for t in trained])
+        global_rows = torch.cat(
+            [fed.params.unsqueeze(0).expand(n, -1) for fed, n in zip(feds, sizes, strict=True)]
+        )
+        updates = local - global_rows
     finite = finite_rows(updates)
     finite_np = finite.cpu().numpy()
     if not finite_np.all():
@@ -310,7 +313,9 @@ def _pendings(
     bits: np.ndarray,
     offsets: list[int],
 ) -> list[PendingUpdates]:
-    loss = torch.cat([t.train_loss for t in trained])
+    loss = (
+        trained[0].train_loss if len(trained) == 1 else torch.cat([t.train_loss for t in trained])
+    )
     loss_np = torch.where(finite, loss, torch.zeros_like(loss)).cpu().numpy().astype(np.float64)
     return [
         PendingUpdates(
@@ -748,7 +753,7 @@ def aggregate_round(fed: Federation, pending: PendingUpdates, delivery: Delivery
 # -- evaluate -------------------------------------------------------------------------------------
 
 
-class TestSetCache:
+class EvaluationCache:
     """The stacked, row-aligned test sets of a batch of federations, kept until one changes.
 
     A pipeline keeps one, so a vector environment does not copy its test sets every step.
@@ -756,6 +761,18 @@ class TestSetCache:
 
     def __init__(self) -> None:
         self._cache: dict[int, tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]] = {}
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def buffer(
+        self, slot: str, batch: int, shape: tuple[int, ...], like: torch.Tensor
+    ) -> torch.Tensor:
+        """A reusable row-aligned ``(batch, *shape)`` work tensor (see :func:`_aligned_rows`);
+        ``slot`` names its use, so two live tensors never share one buffer."""
+        key = (slot, batch, shape, like.dtype, like.device)
+        out = self._buffers.get(key)
+        if out is None:
+            out = self._buffers[key] = _aligned_rows(batch, shape, like)
+        return out
 
     def get(self, feds: Sequence[Federation]) -> tuple[torch.Tensor, torch.Tensor]:
         key = tuple(fed.x_test for fed in feds)
@@ -771,14 +788,14 @@ class TestSetCache:
 
 
 def evaluate_models(
-    feds: Sequence[Federation], cache: TestSetCache | None = None
+    feds: Sequence[Federation], cache: EvaluationCache | None = None
 ) -> list[tuple[float, float]]:
     """Test loss and accuracy of every federation's global model, one batched pass per setting.
 
     Every row of the batched products and of the per-row means is computed as it is alone
     (:func:`_aligned_logits`), so a federation's values do not depend on its batch.
     """
-    cache = TestSetCache() if cache is None else cache
+    cache = EvaluationCache() if cache is None else cache
     by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for e, fed in enumerate(feds):
         model = fed.model
@@ -787,10 +804,14 @@ def evaluate_models(
     out: list[tuple[float, float]] = [(0.0, 0.0)] * len(feds)
     for members in by_setting.values():
         group = [feds[e] for e in members]
-        params = torch.stack([fed.params for fed in group])
+        params = (
+            group[0].params.unsqueeze(0)
+            if len(group) == 1
+            else torch.stack([fed.params for fed in group])
+        )
         x, y = cache.get(group)
         with torch.no_grad():
-            logits = _aligned_logits(group[0].model, params, x)
+            logits = _aligned_logits(group[0].model, params, x, cache.buffer)
             log_probs = _log_softmax(logits)
             loss = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
             accuracy = (logits.argmax(dim=2) == y).to(params.dtype).mean(dim=1)
@@ -809,7 +830,12 @@ def _aligned_rows(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> tor
     return buffer[:, :size].view(batch, *shape)
 
 
-def _aligned_logits(model: BatchedMLP, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _aligned_logits(
+    model: BatchedMLP,
+    params: torch.Tensor,
+    x: torch.Tensor,
+    buffer: Callable[[str, int, tuple[int, ...], torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """``model.logits(params, x)`` with every row of every batched product aligned (``x``'s rows
     must already start 64-byte aligned, as :func:`_aligned_rows` makes them).
 
@@ -818,14 +844,19 @@ def _aligned_logits(model: BatchedMLP, params: torch.Tensor, x: torch.Tensor) ->
     single model's tensors are, row ``e`` equals ``model.evaluate`` of model ``e`` alone.
     """
     batch, num = x.shape[0], x.shape[1]
+    make = (
+        buffer
+        if buffer is not None
+        else (lambda _slot, b, shape, like: _aligned_rows(b, shape, like))
+    )
     h = x
     tensors = model.split(params)
     num_layers = len(tensors) // 2
     for i in range(num_layers):
         weight, bias = tensors[2 * i], tensors[2 * i + 1]
-        w = _aligned_rows(batch, tuple(weight.shape[1:]), weight)
+        w = make(f"weight{i}", batch, tuple(weight.shape[1:]), weight)
         w.copy_(weight)
-        out = _aligned_rows(batch, (num, weight.shape[2]), weight)
+        out = make(f"out{i}", batch, (num, weight.shape[2]), weight)
         torch.baddbmm(bias.unsqueeze(1), h, w, out=out)
         if i < num_layers - 1:
             out.relu_()
@@ -872,7 +903,7 @@ class RoundPipeline:
         for t in self.transforms:
             if not isinstance(t, UpdateTransform):
                 raise TypeError(f"transforms must be UpdateTransform objects, got {t!r}")
-        self._test_sets = TestSetCache()
+        self._test_sets = EvaluationCache()
 
     def run(
         self,
