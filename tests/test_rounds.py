@@ -21,8 +21,8 @@ from fl_gym.sim.learning.training import LocalTrainingResult
 from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
 from fl_gym.sim.rounds import (
     DigitalUplink,
-    RoundStart,
     EvaluationCache,
+    RoundStart,
     aggregate_round,
     compress_rounds,
     evaluate_models,
