@@ -211,7 +211,7 @@ def test_bad_plan_objects() -> None:
         ({"aggregator": "mean"}, "aggregator must be one of"),
         ({"compression_levels": ("none", "gzip")}, "gzip"),
         ({"compression_levels": ()}, "at least one operator"),
-        ({"trim_ratio": 0.5}, r"trim_ratio must be in \[0, 0.5\)"),
+        ({"trim_ratio": 0.5}, r"trim_ratio must be a finite number in \[0, 0.5\)"),
         ({"hidden_units": "abc"}, r"hidden_units must be a tuple of integers >= 1"),
         ({"hidden_units": (64, 0)}, r"hidden_units must be a tuple of integers >= 1"),
     ],

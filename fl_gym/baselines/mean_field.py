@@ -56,6 +56,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fl_gym.sim.config import check_choice, check_int, check_positive
 from fl_gym.sim.learning.aggregation import fedavg
 
 __all__ = [
@@ -340,18 +341,12 @@ class MeanFieldConfig:
     pde_iterations: int = 3
 
     def __post_init__(self) -> None:
-        if self.training not in TRAINING_MODES:
-            raise ValueError(
-                f"training must be one of {list(TRAINING_MODES)}, got {self.training!r}"
-            )
+        check_choice("training", self.training, TRAINING_MODES)
         for name in ("hidden_units", "collocation_points", "pde_iterations"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, getattr(self, name), minimum=1)
         for name in (
             "hjb_learning_rate",
             "fpk_learning_rate",
-            "length_scale_m",
             "lookahead_s",
             "density_weight",
             "deviation_weight",
@@ -367,20 +362,11 @@ class MeanFieldConfig:
             "collocation_speed_spread_mps",
             "max_grad_norm",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            check_positive(name, getattr(self, name), allow_zero=True)
         for name in ("energy_weight", "length_scale_m"):
-            value = getattr(self, name)
-            if not value > 0:
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        steps = self.average_every_steps
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"average_every_steps must be an integer >= 1, got {steps!r}")
-        if self.averaging not in AVERAGING_MODES:
-            raise ValueError(
-                f"averaging must be one of {list(AVERAGING_MODES)}, got {self.averaging!r}"
-            )
+            check_positive(name, getattr(self, name))
+        check_int("average_every_steps", self.average_every_steps, minimum=1)
+        check_choice("averaging", self.averaging, AVERAGING_MODES)
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,290 @@
-"""Helpers shared by the frozen configuration dataclasses."""
+"""Validators and the override resolver shared by every frozen configuration dataclass.
+
+Validators (:func:`check_int`, :func:`check_real`, :func:`check_choice`, :func:`check_bool`,
+:func:`check_int_tuple`, ...) raise one message style, ``NAME must be ALLOWED, got VALUE``,
+naming the field, what it may be and the value given. A value of the wrong type raises
+:class:`ConfigTypeError`, which is both a ``TypeError`` and a ``ValueError``: a config field set
+by a user is bad input whichever way it is wrong, and callers catch either.
+
+:func:`resolve_config` is the one override resolver: a frozen config dataclass (nested config
+dataclasses included) plus a named preset plus overrides given as dotted keys, bare names of
+nested fields, nested dicts or config objects. Every family's builder (``make_config``,
+``make_urllc_config``, ``make_vehicular_config``, ``make_uav_config``) is a thin call to it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+import numbers
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+import numpy as np
+
 __all__ = [
+    "ConfigTypeError",
+    "apply_overrides",
+    "check_bool",
     "check_choice",
+    "check_instance",
+    "check_int",
+    "check_int_tuple",
+    "check_point",
     "check_positive",
+    "check_real",
+    "check_rng",
     "config_key_names",
     "flatten_overrides",
+    "is_int",
+    "is_real",
     "preset_overrides",
     "reject_unknown_arguments",
+    "resolve_config",
     "unknown_keys_error",
     "with_overrides",
 ]
 
 C = TypeVar("C")
+
+
+# -- validators ----------------------------------------------------------------------------------
+
+
+class ConfigTypeError(TypeError, ValueError):
+    """A value of the wrong type for a configuration field or argument.
+
+    Both a ``TypeError`` and a ``ValueError`` (as numpy's ``AxisError`` is both a ``ValueError``
+    and an ``IndexError``): code that validates a whole config catches ``ValueError``, code that
+    checks an argument's type catches ``TypeError``, and both see this error.
+    """
+
+
+def _bad_type(name: str, value: object, allowed: str) -> ConfigTypeError:
+    return ConfigTypeError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _bad_value(name: str, value: object, allowed: str) -> ValueError:
+    return ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _fmt(bound: float) -> str:
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+def is_int(value: object) -> bool:
+    """Whether ``value`` is a whole number (Python or numpy integer), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a real number (Python or numpy, integer or float), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _int_range(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f"an integer in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f"an integer >= {minimum}"
+    if maximum is not None:
+        return f"an integer <= {maximum}"
+    return "an integer"
+
+
+def check_int(
+    name: str, value: object, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """Validate a whole number in ``[minimum, maximum]`` (either bound optional).
+
+    Args:
+        name: The field or argument, for the message.
+        value: The value given.
+        minimum: Smallest allowed value, or ``None``.
+        maximum: Largest allowed value, or ``None``.
+
+    Returns:
+        ``value`` as a Python ``int``.
+
+    Raises:
+        ConfigTypeError: Not an integer (bools and floats such as ``2.0`` are not).
+        ValueError: Out of range.
+    """
+    allowed = _int_range(minimum, maximum)
+    if not is_int(value):
+        raise _bad_type(name, value, allowed)
+    number = int(value)  # type: ignore[call-overload]
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise _bad_value(name, value, allowed)
+    return number
+
+
+def _real_range(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        return f"a finite number in {left}{_fmt(low)}, {_fmt(high)}{right}"
+    if low is not None:
+        return f"a finite number {'>' if low_open else '>='} {_fmt(low)}"
+    if high is not None:
+        return f"a finite number {'<' if high_open else '<='} {_fmt(high)}"
+    return "a finite number"
+
+
+def check_real(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Validate a finite real number within optional bounds.
+
+    Args:
+        name: The field or argument, for the message.
+        value: The value given.
+        low: Lower bound, or ``None``.
+        high: Upper bound, or ``None``.
+        low_open: Whether ``low`` itself is excluded.
+        high_open: Whether ``high`` itself is excluded.
+
+    Returns:
+        ``value`` as a Python ``float``.
+
+    Raises:
+        ConfigTypeError: Not a real number (bools and strings are not).
+        ValueError: NaN, infinite or out of range.
+    """
+    allowed = _real_range(low, high, low_open, high_open)
+    if not is_real(value):
+        raise _bad_type(name, value, allowed)
+    number = float(value)  # type: ignore[arg-type]
+    ok = math.isfinite(number)
+    if ok and low is not None:
+        ok = number > low if low_open else number >= low
+    if ok and high is not None:
+        ok = number < high if high_open else number <= high
+    if not ok:
+        raise _bad_value(name, value, allowed)
+    return number
+
+
+def check_positive(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Validate a finite number ``> 0`` (or ``>= 0`` with ``allow_zero``); see
+    :func:`check_real`."""
+    return check_real(name, value, low=0.0, low_open=not allow_zero)
+
+
+def check_choice(name: str, value: object, allowed: Iterable[Any]) -> Any:
+    """Validate that ``value`` is one of ``allowed``; returns it.
+
+    Raises:
+        ValueError: ``NAME must be one of [...], got VALUE``.
+    """
+    options = list(allowed)
+    try:
+        ok = value in options
+    except TypeError:  # an unhashable or uncomparable value is not a choice
+        ok = False
+    if not ok:
+        raise _bad_value(name, value, f"one of {options}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Validate ``True`` or ``False`` (numpy bools too); returns a Python ``bool``.
+
+    Raises:
+        ConfigTypeError: Anything else, including ``0``, ``1`` and ``"yes"``.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise _bad_type(name, value, "True or False")
+    return bool(value)
+
+
+def check_int_tuple(
+    name: str,
+    value: object,
+    *,
+    minimum: int = 1,
+    distinct: bool = False,
+    nonempty: bool = True,
+    example: str | None = None,
+) -> tuple[int, ...]:
+    """Validate a sequence (tuple, list or 1-D array, not a string) of whole numbers.
+
+    Args:
+        name: The field or argument, for the message.
+        value: The value given.
+        minimum: Smallest allowed item.
+        distinct: Whether items must differ.
+        nonempty: Whether at least one item is required.
+        example: A valid value for the message (e.g. ``"(64,)"``).
+
+    Returns:
+        The items as a tuple of Python ints.
+
+    Raises:
+        ValueError: ``NAME must be a [non-empty ]tuple of [distinct ]integers >= MIN, got VALUE``
+            (no ``float``, whose ``int()`` would truncate, and no string, whose items are
+            characters).
+    """
+    allowed = (
+        f"a {'non-empty ' if nonempty else ''}tuple of {'distinct ' if distinct else ''}"
+        f"integers >= {minimum}" + (f", e.g. {example}" if example else "")
+    )
+    if not isinstance(value, (tuple, list, np.ndarray)) or np.ndim(value) != 1:
+        raise _bad_value(name, value, allowed)
+    items = tuple(value)
+    if not all(is_int(v) and v >= minimum for v in items):
+        raise _bad_value(name, value, allowed)
+    out = tuple(int(v) for v in items)
+    if (nonempty and not out) or (distinct and len(set(out)) != len(out)):
+        raise _bad_value(name, value, allowed)
+    return out
+
+
+def check_point(name: str, value: object) -> tuple[float, float]:
+    """Validate a 2-D point: two finite numbers ``(x_m, y_m)``; returns them as floats."""
+    items = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else ()
+    if len(items) != 2 or not all(is_real(c) and math.isfinite(float(c)) for c in items):
+        raise _bad_value(name, value, "two finite numbers (x_m, y_m)")
+    return (float(items[0]), float(items[1]))
+
+
+def check_instance(name: str, value: object, cls: type[C]) -> C:
+    """Validate that ``value`` is a ``cls`` (a nested config, typically); returns it.
+
+    Raises:
+        TypeError: ``NAME must be a CLS, got VALUE``.
+    """
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {value!r}")
+    return value
+
+
+def check_rng(value: object, where: str | None = None) -> np.random.Generator:
+    """Validate a ``numpy.random.Generator``; returns it.
+
+    Args:
+        value: The value given.
+        where: What needs it, for the message (a function name), or ``None``.
+
+    Raises:
+        TypeError: ``rng must be a numpy.random.Generator ..., got TYPE`` (``WHERE needs
+            rng=numpy.random.Generator ...`` with ``where``).
+    """
+    if not isinstance(value, np.random.Generator):
+        head = "rng must be" if where is None else f"{where} needs rng="
+        raise TypeError(
+            f"{head}{'' if where else ' a '}numpy.random.Generator "
+            f"(e.g. numpy.random.default_rng(0)), got {type(value).__name__}"
+        )
+    return value
+
+
+# -- overrides -----------------------------------------------------------------------------------
 
 
 def flatten_overrides(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -44,50 +311,32 @@ def flatten_overrides(overrides: Mapping[str, Any], prefix: str = "") -> dict[st
     return out
 
 
-def with_overrides(config: C, overrides: Mapping[str, Any] | C | None) -> C:
-    """Return ``config`` with some fields replaced.
-
-    Args:
-        config: A frozen dataclass instance.
-        overrides: ``None`` (no change), an instance of the same dataclass (used as is), or a
-            mapping from field names to new values. Unknown names are an error that lists them
-            and the allowed names.
-
-    Returns:
-        The new configuration; its ``__post_init__`` validates the values.
-    """
-    if overrides is None:
-        return config
-    if isinstance(overrides, type(config)):
-        return overrides
-    if not isinstance(overrides, Mapping):
-        raise TypeError(
-            f"config overrides must be a {type(config).__name__} or a dict, "
-            f"got {type(overrides).__name__}"
-        )
-    allowed = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ValueError(
-            f"unknown {type(config).__name__} field(s) {unknown}; allowed: {sorted(allowed)}"
-        )
-    return dataclasses.replace(config, **dict(overrides))  # type: ignore[type-var]
+def _is_config(value: object) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise a ValueError naming ``name`` unless ``value`` is a finite number > 0 (or >= 0)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and value == value and abs(value) != float("inf")
-    ok = ok and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+def _nested_fields(config: Any) -> dict[str, Any]:
+    """The fields of ``config`` that hold a config dataclass, by name."""
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if _is_config(getattr(config, f.name))
+    }
 
 
-def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    """Raise a ValueError naming ``name`` unless ``value`` is one of ``allowed``."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+def _dotted_leaf_paths(config: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every field below ``config``'s nested configs (not its own fields)."""
+    paths: list[str] = []
+    for name, inner in _nested_fields(config).items():
+        for f in dataclasses.fields(inner):
+            paths.append(f"{prefix}{name}.{f.name}")
+        paths += _dotted_leaf_paths(inner, f"{prefix}{name}.")
+    return paths
+
+
+def _allowed_keys(config: Any) -> list[str]:
+    """The keys an unknown-key error lists: own fields, then dotted fields of nested configs."""
+    return sorted(f.name for f in dataclasses.fields(config)) + _dotted_leaf_paths(config)
 
 
 def preset_overrides(
@@ -113,6 +362,157 @@ def unknown_keys_error(unknown: list[str], allowed: list[str] | str, family: str
     return ValueError(f"unknown config key(s) {sorted(unknown)} for {family}; allowed: {allowed}")
 
 
+@dataclasses.dataclass
+class _Routed:
+    """Overrides sorted by where they go: own fields, and per nested config its own routing."""
+
+    own: dict[str, Any]
+    nested: dict[str, _Routed]
+
+
+def _route(config: Any, flat: Mapping[str, Any], prefix: str, unknown: list[str]) -> _Routed:
+    """Sort flat (dotted) overrides of ``config`` by the field they set; unknown keys are
+    appended to ``unknown`` with their full dotted path."""
+    own_names = {f.name for f in dataclasses.fields(config)}
+    # Bare names of fields anywhere below, with the dotted paths they name.
+    bare: dict[str, list[str]] = {}
+    for path in _dotted_leaf_paths(config):
+        bare.setdefault(path.rsplit(".", 1)[1], []).append(path)
+    own: dict[str, Any] = {}
+    inner: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        head, dot, rest = key.partition(".")
+        if head in own_names:
+            if not dot:
+                own[head] = value
+            elif _is_config(getattr(config, head)):
+                inner.setdefault(head, {})[rest] = value
+            else:
+                unknown.append(prefix + key)
+            continue
+        paths = bare.get(head, [])
+        if len(paths) > 1:
+            raise ValueError(
+                f"config key {prefix + key!r} is ambiguous: {head!r} is a field of several "
+                f"nested configs; name one of {[prefix + p for p in paths]}"
+            )
+        if not paths:
+            unknown.append(prefix + key)
+            continue
+        first, _, path_rest = paths[0].partition(".")
+        inner.setdefault(first, {})[path_rest + dot + rest] = value
+    nested: dict[str, _Routed] = {}
+    for name, keys in inner.items():
+        # Keys inside a nested config apply to the object given for it, if any.
+        target = own.get(name, getattr(config, name))
+        if _is_config(target):
+            nested[name] = _route(target, keys, f"{prefix}{name}.", unknown)
+    return _Routed(own, nested)
+
+
+def _apply(config: C, routed: _Routed) -> C:
+    changes = dict(routed.own)
+    for name, inner in routed.nested.items():
+        changes[name] = _apply(changes.get(name, getattr(config, name)), inner)
+    return dataclasses.replace(config, **changes) if changes else config  # type: ignore[type-var]
+
+
+def apply_overrides(config: C, overrides: Mapping[str, Any], family: str) -> C:
+    """``config`` with overrides applied, in :func:`resolve_config`'s key syntax.
+
+    Args:
+        config: A frozen config dataclass instance, possibly with nested config fields.
+        overrides: ``{key: value}``; see :func:`resolve_config`.
+        family: What the configuration is of, for error messages.
+
+    Returns:
+        The new configuration (validated by the dataclasses' ``__post_init__``).
+
+    Raises:
+        TypeError: ``overrides`` is not a mapping, or a key is not a string.
+        ValueError: An unknown or ambiguous key, or an invalid value.
+    """
+    if not isinstance(overrides, Mapping):
+        raise TypeError(f"config overrides must be a dict, got {type(overrides).__name__}")
+    unknown: list[str] = []
+    routed = _route(config, flatten_overrides(overrides), "", unknown)
+    if unknown:
+        raise unknown_keys_error(unknown, _allowed_keys(config), family)
+    return _apply(config, routed)
+
+
+def resolve_config(
+    base: C,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | C | None = None,
+    *,
+    presets: Mapping[str, Mapping[str, Any]],
+    family: str,
+) -> C:
+    """A configuration from a base, a named preset and overrides: the one resolver of all families.
+
+    Keys of a preset or of ``overrides`` may be:
+
+    * a field of the config itself (``"num_devices"``); a nested config field takes a config
+      object (which replaces it) or a dict of its own keys (``{"wireless": {"deadline_s": 1}}``);
+    * a dotted path into nested configs (``"wireless.deadline_s"``);
+    * the bare name of a field of a nested config (``"deadline_s"``), when exactly one nested
+      config has it (an own field wins over a nested one; a name in several nested configs is an
+      error listing their dotted paths).
+
+    Nested dicts read as dotted keys. Nested config objects apply first, then the keys inside them.
+
+    Args:
+        base: The configuration the preset and overrides apply to (its type is the result's).
+        preset: A name in ``presets``, or ``None``.
+        overrides: ``None``, a dict of overrides applied after the preset's, or a complete
+            config object of ``base``'s type, returned as it is (it cannot be combined with a
+            preset, which it would silently drop).
+        presets: The family's named presets, in the same key syntax.
+        family: How errors name the family (``"the wireless FL envs"``).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        TypeError: ``overrides`` is neither a dict, a config of ``base``'s type nor ``None``.
+        ValueError: An unknown preset, an unknown or ambiguous key, a preset beside a config
+            object, or an invalid value.
+    """
+    kind = type(base).__name__
+    if isinstance(overrides, type(base)):
+        if preset is not None:
+            raise ValueError(
+                f"preset={preset!r} and a {kind} object cannot be combined (the object is "
+                "complete); pass the preset with a dict of overrides, or the object alone"
+            )
+        return overrides
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(
+            f"config must be a {kind} or a dict of overrides, got {type(overrides).__name__}"
+        )
+    config = base
+    if preset is not None:
+        config = apply_overrides(config, preset_overrides(preset, presets, family), family)
+    if overrides:
+        config = apply_overrides(config, overrides, family)
+    return config
+
+
+def with_overrides(config: C, overrides: Mapping[str, Any] | C | None) -> C:
+    """Return ``config`` with some fields replaced (:func:`resolve_config` without presets).
+
+    Args:
+        config: A frozen dataclass instance.
+        overrides: ``None`` (no change), an instance of the same dataclass (used as is), or a
+            mapping of keys (:func:`resolve_config`'s syntax) to new values.
+
+    Returns:
+        The new configuration; its ``__post_init__`` validates the values.
+    """
+    return resolve_config(config, None, overrides, presets={}, family=type(config).__name__)
+
+
 def config_key_names(config: Any) -> set[str]:
     """Every key ``config=`` may name in a (nested) configuration dataclass: field names,
     dotted paths of nested fields and, for nested fields, their bare names."""
@@ -120,7 +520,7 @@ def config_key_names(config: Any) -> set[str]:
     for f in dataclasses.fields(config):
         names.add(f.name)
         value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if _is_config(value):
             for inner in config_key_names(value):
                 names.add(f"{f.name}.{inner}")
                 names.add(inner)

@@ -10,7 +10,6 @@ features, the reward and the federated tail estimate. The physics is
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -27,11 +26,13 @@ from fl_gym.envs.obs_mode import (
     flat_slices,
     flatten_observation,
 )
+from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.sim.config import (
-    flatten_overrides,
-    preset_overrides,
+    check_instance,
+    check_int,
+    check_real,
     reject_unknown_arguments,
-    unknown_keys_error,
+    resolve_config,
 )
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 from fl_gym.sim.vehicular.system import (
@@ -64,6 +65,12 @@ SERVER_FEATURES = ("tail_scale", "tail_shape", "time", "share_above_q0")
 """Entries of ``obs["server"]`` (and the last entries of a PettingZoo agent's observation)."""
 REWARD_TERMS = ("power", "exceedance", "tail_mean", "tail_second_moment")
 """Terms of each pair's reward, in ``info["reward_terms"]``."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    name: {"system": dict(system)} for name, system in SYSTEM_PRESETS.items()
+}
+"""Named scenarios: the system presets (:data:`fl_gym.sim.vehicular.system.PRESETS`)."""
 
 
 def device_features(num_resource_blocks: int) -> tuple[str, ...]:
@@ -109,32 +116,23 @@ class VehicularURLLCConfig:
     tail_buffer_size: int = 64
 
     def __post_init__(self) -> None:
-        if not isinstance(self.system, VehicularConfig):
-            raise TypeError(f"system must be a VehicularConfig, got {self.system!r}")
+        check_instance("system", self.system, VehicularConfig)
         for name, low in (
             ("max_steps", 1),
             ("fl_interval_slots", 1),
             ("fl_local_steps", 1),
             ("tail_buffer_size", 2),
         ):
-            value = getattr(self, name)
-            ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-            if not ok or not low <= value <= 1_000_000:
-                raise ValueError(f"{name} must be an integer in [{low}, 1000000], got {value!r}")
+            check_int(name, getattr(self, name), minimum=low, maximum=1_000_000)
         for name in (
             "power_weight",
             "exceedance_weight",
             "tail_mean_weight",
             "tail_second_moment_weight",
             "penalty_cap",
-            "fl_learning_rate",
         ):
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-            if not ok or not (np.isfinite(value) and 0.0 <= value <= 1e6):
-                raise ValueError(f"{name} must be a finite number in [0, 1e6], got {value!r}")
-        if self.fl_learning_rate == 0.0:
-            raise ValueError("fl_learning_rate must be > 0, got 0.0")
+            check_real(name, getattr(self, name), low=0.0, high=1e6)
+        check_real("fl_learning_rate", self.fl_learning_rate, low=0.0, high=1e6, low_open=True)
 
 
 def make_urllc_config(
@@ -157,47 +155,8 @@ def make_urllc_config(
     Returns:
         The validated configuration.
     """
-    if isinstance(overrides, VehicularURLLCConfig):
-        if preset is not None:
-            raise ValueError(
-                f"preset={preset!r} and a VehicularURLLCConfig object cannot be combined (the "
-                "object is complete); pass the preset with a dict of overrides, or the object alone"
-            )
-        return overrides
-    config = VehicularURLLCConfig() if base is None else base
-    if preset is not None:
-        preset_system = preset_overrides(preset, SYSTEM_PRESETS, FAMILY)
-        system = dataclasses.replace(config.system, **preset_system)
-        config = dataclasses.replace(config, system=system)
-    if overrides is None:
-        return config
-    if not isinstance(overrides, Mapping):
-        raise TypeError(
-            f"config must be a VehicularURLLCConfig or a dict, got {type(overrides).__name__}"
-        )
-    top_names = {f.name for f in dataclasses.fields(VehicularURLLCConfig)} - {"system"}
-    system_names = {f.name for f in dataclasses.fields(VehicularConfig)}
-    top: dict[str, Any] = {}
-    sub: dict[str, Any] = {}
-    system_obj: VehicularConfig | None = None
-    unknown: list[str] = []
-    for key, value in flatten_overrides(overrides).items():
-        name = key.removeprefix("system.")
-        if key == "system" and isinstance(value, VehicularConfig):
-            system_obj = value
-        elif key in top_names:
-            top[key] = value
-        elif name in system_names:
-            sub[name] = value
-        else:
-            unknown.append(key)
-    if unknown:
-        allowed = sorted(top_names) + [f"system.{n}" for n in sorted(system_names)]
-        raise unknown_keys_error(unknown, allowed, FAMILY)
-    system = system_obj if system_obj is not None else config.system
-    if sub:
-        system = dataclasses.replace(system, **sub)
-    return dataclasses.replace(config, system=system, **top)
+    base = VehicularURLLCConfig() if base is None else base
+    return resolve_config(base, preset, overrides, presets=PRESETS, family=FAMILY)
 
 
 # -- the shared game ---------------------------------------------------------------------------
@@ -358,36 +317,6 @@ class VehicularGame:
         return out
 
 
-def check_levels_and_blocks(
-    action: Any, shape: tuple[int, ...], num_levels: int, num_blocks: int
-) -> np.ndarray:
-    """Validate an integer action whose last axis alternates (power level, block).
-
-    Raises ``TypeError`` for what is not an array of numbers and ``ValueError`` for wrong
-    shapes, non-integers, NaN and values out of range, naming the allowed ranges.
-    """
-    expected = f"action must be integers of shape {shape} (power level, resource block pairs)"
-    try:
-        arr = np.asarray(action)
-    except (TypeError, ValueError) as exc:  # ragged sequences
-        raise TypeError(f"{expected}, got {action!r}") from exc
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{expected}, got {action!r} (dtype {arr.dtype})")
-    if arr.shape != shape:
-        raise ValueError(f"action must have shape {shape}, got shape {arr.shape}")
-    if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))):
-        raise ValueError(f"action must hold whole numbers, got {arr.tolist()}")
-    arr = arr.astype(np.int64)
-    pairs = arr.reshape(-1, 2)
-    bad = (pairs < 0) | (pairs >= np.array([num_levels, num_blocks]))
-    if np.any(bad):
-        raise ValueError(
-            f"action must hold power levels in 0..{num_levels - 1} and resource blocks in "
-            f"0..{num_blocks - 1}, got {arr.tolist()}"
-        )
-    return arr
-
-
 # -- the Gymnasium environment -----------------------------------------------------------------
 
 
@@ -513,9 +442,9 @@ class VehicularURLLCEnv(gym.Env):
         sys_cfg = self.config.system
         k, n = sys_cfg.num_pairs, sys_cfg.num_resource_blocks
         self.num_pairs = k
-        self.action_space = spaces.MultiDiscrete(
-            np.tile([sys_cfg.num_power_levels, n], k).astype(np.int64)
-        )
+        self.codec = VehicularCodec.from_system(sys_cfg)
+        """The action codec (:mod:`fl_gym.envs.vehicular.codec`), shared with the baselines."""
+        self.action_space = self.codec.action_space
         self.dict_observation_space = spaces.Dict(
             {
                 "devices": spaces.Box(-OBS_BOUND, OBS_BOUND, (k, 1 + 2 * n), dtype=np.float32),
@@ -571,17 +500,11 @@ class VehicularURLLCEnv(gym.Env):
 
     def decode_action(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
         """Validated ``(power levels (K,), blocks (K,))`` of an action of this space."""
-        sys_cfg = self.config.system
-        arr = check_levels_and_blocks(
-            action, self.action_space.shape, sys_cfg.num_power_levels, sys_cfg.num_resource_blocks
-        )
-        return arr[0::2], arr[1::2]
+        return self.codec.decode(action)
 
     def encode_action(self, levels: np.ndarray, blocks: np.ndarray) -> np.ndarray:
         """The action of per-pair power levels and blocks (validated on decoding)."""
-        out = np.empty(2 * self.num_pairs, dtype=np.int64)
-        out[0::2], out[1::2] = levels, blocks
-        return out
+        return self.codec.encode(levels, blocks)
 
     def _observe(self) -> Observation:
         assert self.game is not None

@@ -11,19 +11,25 @@ overrides given as a dict; a key may name a field of the top level, of ``learnin
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from fl_gym.sim.config import apply_overrides as sim_apply_overrides
 from fl_gym.sim.config import (
+    check_bool,
     check_choice,
+    check_instance,
+    check_int,
+    check_int_tuple,
     check_positive,
-    preset_overrides,
-    unknown_keys_error,
-    with_overrides,
+    check_real,
+    is_int,
+    is_real,
+    resolve_config,
 )
 from fl_gym.sim.learning.data import FederatedDataset, make_federated_dataset
 from fl_gym.sim.learning.federation import FederationConfig
@@ -105,43 +111,32 @@ class WirelessFLConfig:
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
-        _check_int("num_devices", self.num_devices, 1)
+        check_int("num_devices", self.num_devices, minimum=1)
         check_choice("partition", self.partition, PARTITIONS)
         check_positive("dirichlet_alpha", self.dirichlet_alpha)
         check_positive("synthetic_alpha", self.synthetic_alpha, allow_zero=True)
         check_positive("synthetic_beta", self.synthetic_beta, allow_zero=True)
-        if not isinstance(self.synthetic_iid, (bool, np.bool_)):
-            raise ValueError(f"synthetic_iid must be True or False, got {self.synthetic_iid!r}")
-        if not _is_real(self.target_accuracy) or not 0.0 < self.target_accuracy <= 1.0:
-            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
-        _check_int("max_rounds", self.max_rounds, 1)
-        raw = self.local_step_choices
+        check_bool("synthetic_iid", self.synthetic_iid)
+        check_real("target_accuracy", self.target_accuracy, low=0.0, high=1.0, low_open=True)
+        check_int("max_rounds", self.max_rounds, minimum=1)
         # Only a sequence of whole numbers: int() would silently truncate 1.5 or parse "12".
-        items = tuple(raw) if isinstance(raw, (tuple, list, np.ndarray)) else ()
-        valid = all(_is_int(c) and c >= 1 for c in items)
-        choices = tuple(int(c) for c in items) if valid else ()
-        if not choices or len(set(choices)) != len(choices):
-            raise ValueError(
-                "local_step_choices must be distinct integers >= 1, "
-                f"got {self.local_step_choices!r}"
-            )
+        choices = check_int_tuple("local_step_choices", self.local_step_choices, distinct=True)
         object.__setattr__(self, "local_step_choices", choices)
-        _check_int("default_local_steps", self.default_local_steps, 1)
-        if not isinstance(self.learning, FederationConfig):
-            raise TypeError(f"learning must be a FederationConfig, got {self.learning!r}")
-        if not isinstance(self.wireless, WirelessConfig):
-            raise TypeError(f"wireless must be a WirelessConfig, got {self.wireless!r}")
+        check_int("default_local_steps", self.default_local_steps, minimum=1)
+        check_instance("learning", self.learning, FederationConfig)
+        check_instance("wireless", self.wireless, WirelessConfig)
         levels = len(self.learning.compression_levels)
-        if not _is_int(self.default_compression) or not 0 <= self.default_compression < levels:
+        if not is_int(self.default_compression) or not 0 <= self.default_compression < levels:
             raise ValueError(
                 f"default_compression must be a level in 0..{levels - 1} of "
                 f"{list(self.learning.compression_levels)}, got {self.default_compression!r}"
             )
-        finite = _is_real(self.power_min_dbm) and np.isfinite(self.power_min_dbm)
-        if not finite or not self.power_min_dbm < self.wireless.p_max_dbm:
+        p_max_dbm = self.wireless.p_max_dbm
+        finite = is_real(self.power_min_dbm) and math.isfinite(self.power_min_dbm)
+        if not finite or not self.power_min_dbm < p_max_dbm:
             raise ValueError(
-                f"power_min_dbm must be a finite number below p_max_dbm "
-                f"({self.wireless.p_max_dbm}), got {self.power_min_dbm!r}"
+                f"power_min_dbm must be a finite number below p_max_dbm ({p_max_dbm}), "
+                f"got {self.power_min_dbm!r}"
             )
         for name in ("accuracy_weight", "energy_weight_per_j", "time_weight_per_s"):
             check_positive(name, getattr(self, name), allow_zero=True)
@@ -149,21 +144,6 @@ class WirelessFLConfig:
     @property
     def num_compression_levels(self) -> int:
         return len(self.learning.compression_levels)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -189,7 +169,7 @@ def make_config(
     *,
     base: WirelessFLConfig | None = None,
 ) -> WirelessFLConfig:
-    """Build a configuration from a preset and overrides.
+    """Build a configuration from a preset and overrides (:func:`fl_gym.sim.config.resolve_config`).
 
     Args:
         preset: A name in :data:`PRESETS`, or ``None`` for the defaults.
@@ -202,61 +182,13 @@ def make_config(
     Returns:
         The validated configuration.
     """
-    if isinstance(overrides, WirelessFLConfig):
-        if preset is not None:
-            raise ValueError(
-                f"preset={preset!r} and a WirelessFLConfig object cannot be combined (the object "
-                "is complete); pass the preset with a dict of overrides, or the object alone"
-            )
-        return overrides
-    config = WirelessFLConfig() if base is None else base
-    if preset is not None:
-        config = apply_overrides(config, preset_overrides(preset, PRESETS, FAMILY))
-    if overrides is not None:
-        if not isinstance(overrides, Mapping):
-            raise TypeError(
-                f"config must be a WirelessFLConfig or a dict, got {type(overrides).__name__}"
-            )
-        config = apply_overrides(config, overrides)
-    return config
+    base = WirelessFLConfig() if base is None else base
+    return resolve_config(base, preset, overrides, presets=PRESETS, family=FAMILY)
 
 
 def apply_overrides(config: WirelessFLConfig, overrides: Mapping[str, Any]) -> WirelessFLConfig:
     """``config`` with the overrides applied (key syntax of :func:`make_config`)."""
-    if not isinstance(overrides, Mapping):
-        raise TypeError(f"config overrides must be a dict, got {type(overrides).__name__}")
-    top_names = {f.name for f in dataclasses.fields(WirelessFLConfig)}
-    nested = {
-        "learning": {f.name for f in dataclasses.fields(FederationConfig)},
-        "wireless": {f.name for f in dataclasses.fields(WirelessConfig)},
-    }
-    top: dict[str, Any] = {}
-    sub: dict[str, dict[str, Any]] = {"learning": {}, "wireless": {}}
-    unknown = []
-    for key, value in overrides.items():
-        if not isinstance(key, str):
-            raise TypeError(f"config keys must be strings, got {key!r}")
-        if key in nested and isinstance(value, Mapping):
-            sub[key].update(value)
-        elif key in top_names:
-            top[key] = value
-        elif "." in key and key.split(".", 1)[0] in nested:
-            group, name = key.split(".", 1)
-            if name not in nested[group]:
-                unknown.append(key)
-            sub[group][name] = value
-        else:
-            owners = [group for group, names in nested.items() if key in names]
-            if owners:
-                sub[owners[0]][key] = value
-            else:
-                unknown.append(key)
-    if unknown:
-        allowed = sorted(top_names) + [f"{g}.{n}" for g in nested for n in sorted(nested[g])]
-        raise unknown_keys_error(unknown, allowed, FAMILY)
-    learning = with_overrides(top.pop("learning", config.learning), sub["learning"] or None)
-    wireless = with_overrides(top.pop("wireless", config.wireless), sub["wireless"] or None)
-    return dataclasses.replace(config, learning=learning, wireless=wireless, **top)
+    return sim_apply_overrides(config, overrides, FAMILY)
 
 
 def build_dataset(config: WirelessFLConfig, rng: np.random.Generator) -> FederatedDataset:

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from fl_gym.sim.config import check_choice, check_positive
+from fl_gym.sim.config import (
+    check_choice,
+    check_int,
+    check_int_tuple,
+    check_positive,
+    check_real,
+)
 from fl_gym.sim.learning.aggregation import fedavg_trusted, get_aggregator
 from fl_gym.sim.learning.compression import FLOAT_BITS, Compressor, NoCompression, parse_compressor
 from fl_gym.sim.learning.data import FederatedDataset
@@ -74,23 +80,16 @@ class FederationConfig:
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODEL_NAMES)
-        hidden = self.hidden_units
-        if isinstance(hidden, (str, bytes)) or not all(
-            isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1
-            for h in (hidden if isinstance(hidden, (tuple, list)) else [None])
-        ):
-            raise ValueError(
-                f"hidden_units must be a tuple of integers >= 1, e.g. (64,), got {hidden!r}"
-            )
-        object.__setattr__(self, "hidden_units", tuple(int(h) for h in hidden))
+        hidden = check_int_tuple(
+            "hidden_units", self.hidden_units, nonempty=False, example="(64,)"
+        )
+        object.__setattr__(self, "hidden_units", hidden)
         check_positive("learning_rate", self.learning_rate)
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        check_int("batch_size", self.batch_size, minimum=1)
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("server_learning_rate", self.server_learning_rate)
         check_choice("aggregator", self.aggregator, AGGREGATOR_NAMES)
-        if not 0.0 <= self.trim_ratio < 0.5:
-            raise ValueError(f"trim_ratio must be in [0, 0.5), got {self.trim_ratio!r}")
+        check_real("trim_ratio", self.trim_ratio, low=0.0, high=0.5, high_open=True)
         check_choice("weighting", self.weighting, WEIGHTINGS)
         levels = tuple(self.compression_levels)
         if not levels:

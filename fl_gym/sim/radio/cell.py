@@ -51,7 +51,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import j0
 
-from fl_gym.sim.config import check_positive
+from fl_gym.sim.config import check_int, check_positive, check_real, check_rng
 
 __all__ = [
     "CellState",
@@ -231,17 +231,6 @@ def _packet_error(received_w: np.ndarray, noise_w: ArrayLike, waterfall: float) 
 # -- configuration -----------------------------------------------------------------------------
 
 
-def _check_finite(name: str, value: object) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value):  # type: ignore[arg-type]
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class WirelessConfig:
     """Physical parameters of the cell; every number carries its unit in its name.
@@ -342,7 +331,6 @@ class WirelessConfig:
         ):
             check_positive(name, getattr(self, name))
         for name in (
-            "edge_fraction",
             "speed_min_mps",
             "speed_max_mps",
             "shadowing_std_db",
@@ -351,10 +339,11 @@ class WirelessConfig:
             "battery_floor_j",
         ):
             check_positive(name, getattr(self, name), allow_zero=True)
+        check_real("edge_fraction", self.edge_fraction, low=0.0, high=1.0)
         for name in ("path_loss_intercept_db", "noise_psd_dbm_per_hz", "p_max_dbm"):
-            _check_finite(name, getattr(self, name))
-        _check_int("num_antennas", self.num_antennas, 1)
-        _check_int("num_subchannels", self.num_subchannels, 1)
+            check_real(name, getattr(self, name))
+        check_int("num_antennas", self.num_antennas, minimum=1)
+        check_int("num_subchannels", self.num_subchannels, minimum=1)
         if self.min_distance_m >= self.cell_radius_m:
             raise ValueError(
                 f"min_distance_m must be < cell_radius_m ({self.cell_radius_m!r}), "
@@ -369,8 +358,6 @@ class WirelessConfig:
                 f"[{self.min_distance_m!r}, {self.cell_radius_m!r}), "
                 f"got {self.edge_inner_radius_m!r}"
             )
-        if self.edge_fraction > 1.0:
-            raise ValueError(f"edge_fraction must lie in [0, 1], got {self.edge_fraction!r}")
         for low, high in (
             ("speed_min_mps", "speed_max_mps"),
             ("cpu_min_hz", "cpu_max_hz"),
@@ -559,7 +546,7 @@ class WirelessCell:
             config = WirelessConfig()
         if not isinstance(config, WirelessConfig):
             raise TypeError(f"config must be a WirelessConfig, got {type(config).__name__}")
-        _check_int("num_devices", num_devices, 1)
+        check_int("num_devices", num_devices, minimum=1)
         self.config = config
         self.num_devices = int(num_devices)
         self._state: CellState | None = None
@@ -738,7 +725,7 @@ class WirelessCell:
         Args:
             rng: Source of every draw.
         """
-        _check_rng(rng)
+        check_rng(rng)
         cfg, k = self.config, self.num_devices
         num_edge = round(cfg.edge_fraction * k)
         inner_m = np.full(k, cfg.min_distance_m)
@@ -776,7 +763,7 @@ class WirelessCell:
         Args:
             rng: Source of every draw.
         """
-        _check_rng(rng)
+        check_rng(rng)
         state = self._require_state()
         cfg = self.config
         positions_m, waypoints_m = state.positions_m, state.waypoints_m
@@ -868,7 +855,7 @@ class WirelessCell:
         state = self._require_state()
         cfg = self.config
         steps = self._per_device_float(local_steps, "local_steps")
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, minimum=1)
         cycles = cfg.cycles_per_sample * batch_size * steps
         return cycles / state.cpu_hz, cfg.effective_capacitance * cycles * state.cpu_hz**2
 
@@ -915,7 +902,7 @@ class WirelessCell:
         Returns:
             The round's :class:`UplinkReport`.
         """
-        _check_rng(rng)
+        check_rng(rng)
         self._require_state()
         cfg = self.config
         sel = self.check_selection(selected)
@@ -932,7 +919,7 @@ class WirelessCell:
         steps = self._per_device_float(local_steps, "local_steps")
         if np.any(steps != np.round(steps)):
             raise ValueError(f"local_steps must be whole numbers, got {local_steps!r}")
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, minimum=1)
         return self._uplink(sel, power, size_bits, steps, batch_size, rng)
 
     def _uplink(
@@ -1100,10 +1087,6 @@ def _state_dict(state: CellState) -> dict[str, np.ndarray]:
     return {f.name: getattr(state, f.name) for f in fields(state)}
 
 
-def _check_rng(rng: object) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-
 
 # -- calibration -------------------------------------------------------------------------------
 
@@ -1167,7 +1150,7 @@ def simulate_full_power(
     Returns:
         The :class:`DrainSummary`.
     """
-    _check_int("rounds", rounds, 1)
+    check_int("rounds", rounds, minimum=1)
     cell = WirelessCell(config, num_devices)
     cell.reset(rng)
     cfg, k = cell.config, num_devices

@@ -39,9 +39,7 @@ taking part (no motion, no collisions, no density). All randomness comes from th
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +47,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from fl_gym.sim.config import preset_overrides, unknown_keys_error
+from fl_gym.sim.config import check_int, check_point, check_positive, resolve_config
 
 __all__ = [
     "UAV_PRESETS",
@@ -68,30 +66,6 @@ _TREE_RADIUS_SLACK = 1e-6
 # (fast direct indexing); a swarm spread far apart hashes its occupied cells instead.
 _DENSE_GRID_CELLS_PER_UAV = 16
 _DENSE_GRID_MIN_CELLS = 65_536
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_real(name: str, value: object, *, low: float, allow_low: bool) -> None:
-    ok = _is_real(value) and math.isfinite(float(value))  # type: ignore[arg-type]
-    ok = ok and (float(value) >= low if allow_low else float(value) > low)  # type: ignore[arg-type]
-    if not ok:
-        bound = f">= {low:g}" if allow_low else f"> {low:g}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_point(name: str, value: object) -> tuple[float, float]:
-    items = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else ()
-    if len(items) != 2 or not all(_is_real(c) and math.isfinite(float(c)) for c in items):
-        raise ValueError(f"{name} must be two finite numbers (x_m, y_m), got {value!r}")
-    return (float(items[0]), float(items[1]))
 
 
 @dataclass(frozen=True)
@@ -145,21 +119,19 @@ class UAVSwarmConfig:
     flocking_weight: float = 0.005
 
     def __post_init__(self) -> None:
-        _check_int("num_uavs", self.num_uavs, 1)
-        _check_real("time_step_s", self.time_step_s, low=0.0, allow_low=False)
-        _check_int("max_steps", self.max_steps, 1)
-        _check_real("max_accel_mps2", self.max_accel_mps2, low=0.0, allow_low=False)
-        _check_real("max_speed_mps", self.max_speed_mps, low=0.0, allow_low=False)
-        _check_real(
-            "wind_std_mps_per_sqrt_s", self.wind_std_mps_per_sqrt_s, low=0.0, allow_low=True
-        )
+        check_int("num_uavs", self.num_uavs, minimum=1)
+        check_positive("time_step_s", self.time_step_s)
+        check_int("max_steps", self.max_steps, minimum=1)
+        check_positive("max_accel_mps2", self.max_accel_mps2)
+        check_positive("max_speed_mps", self.max_speed_mps)
+        check_positive("wind_std_mps_per_sqrt_s", self.wind_std_mps_per_sqrt_s, allow_zero=True)
         object.__setattr__(
-            self, "source_center_m", _check_point("source_center_m", self.source_center_m)
+            self, "source_center_m", check_point("source_center_m", self.source_center_m)
         )
         object.__setattr__(
             self,
             "destination_center_m",
-            _check_point("destination_center_m", self.destination_center_m),
+            check_point("destination_center_m", self.destination_center_m),
         )
         for name in (
             "source_radius_m",
@@ -168,8 +140,8 @@ class UAVSwarmConfig:
             "collision_distance_m",
             "density_cell_m",
         ):
-            _check_real(name, getattr(self, name), low=0.0, allow_low=False)
-        _check_int("density_window_cells", self.density_window_cells, 1)
+            check_positive(name, getattr(self, name))
+        check_int("density_window_cells", self.density_window_cells, minimum=1)
         if self.density_window_cells % 2 == 0:
             raise ValueError(
                 "density_window_cells must be an odd integer >= 1 (the window is centred on the "
@@ -182,7 +154,7 @@ class UAVSwarmConfig:
             "collision_cost",
             "flocking_weight",
         ):
-            _check_real(name, getattr(self, name), low=0.0, allow_low=True)
+            check_positive(name, getattr(self, name), allow_zero=True)
         sites = len(_lattice_sites(self.source_radius_m, self.initial_spacing_m))
         if sites < self.num_uavs:
             needed_m = self.initial_spacing_m * math.sqrt(self.num_uavs / math.pi)
@@ -247,8 +219,9 @@ def make_uav_config(
     """Build a configuration from a named preset and overrides.
 
     Args:
-        preset: A key of :data:`UAV_PRESETS`, or ``None`` for ``"default"``.
-        overrides: A :class:`UAVSwarmConfig` (used as is, the preset ignored), a mapping of field
+        preset: A key of :data:`UAV_PRESETS`, or ``None`` for ``"default"`` (no changes).
+        overrides: A :class:`UAVSwarmConfig` (used as is; beside a preset it is an error), a
+            mapping of field
             names to values applied on top of the preset, or ``None``.
 
     Returns:
@@ -258,26 +231,9 @@ def make_uav_config(
         ValueError: If the preset or a field name is unknown, or a value is invalid.
         TypeError: If ``overrides`` is neither a config, a mapping nor ``None``.
     """
-    if isinstance(overrides, UAVSwarmConfig):
-        if preset is not None:
-            raise ValueError(
-                f"preset={preset!r} and a UAVSwarmConfig object cannot be combined (the object "
-                "is complete); pass the preset with a dict of overrides, or the object alone"
-            )
-        return overrides
-    name = "default" if preset is None else preset
-    preset_fields = preset_overrides(name, UAV_PRESETS, UAV_FAMILY)
-    if overrides is not None and not isinstance(overrides, Mapping):
-        raise TypeError(
-            "config must be a UAVSwarmConfig or a dict of overrides, "
-            f"got {type(overrides).__name__}"
-        )
-    merged = {**preset_fields, **dict(overrides or {})}
-    allowed = {f.name for f in dataclasses.fields(UAVSwarmConfig)}
-    unknown = sorted(set(merged) - allowed)
-    if unknown:
-        raise unknown_keys_error(unknown, sorted(allowed), UAV_FAMILY)
-    return UAVSwarmConfig(**merged)
+    return resolve_config(
+        UAVSwarmConfig(), preset, overrides, presets=UAV_PRESETS, family=UAV_FAMILY
+    )
 
 
 # -- spatial index ---------------------------------------------------------------------------

@@ -57,7 +57,6 @@ A :class:`VehicularSystem` is used on its own like this::
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import math
@@ -68,7 +67,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fl_gym.sim.config import flatten_overrides, preset_overrides, with_overrides
+from fl_gym.sim.config import (
+    check_choice,
+    check_int,
+    check_real,
+    check_rng,
+    is_real,
+    resolve_config,
+)
 from fl_gym.sim.radio.cell import dbm_to_w
 
 __all__ = [
@@ -157,30 +163,6 @@ def nlos_path_loss_db(
 # -- configuration -----------------------------------------------------------------------------
 
 
-def _bad(name: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def _check_real(name: str, value: object, low: float, high: float, *, open_low: bool) -> None:
-    ok = _is_real(value) and math.isfinite(value)  # type: ignore[arg-type]
-    ok = ok and (value > low if open_low else value >= low) and value <= high  # type: ignore[operator]
-    if not ok:
-        bracket = "(" if open_low else "["
-        raise _bad(name, value, f"a finite number in {bracket}{low}, {high}]")
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if not ok or not low <= value <= high:  # type: ignore[operator]
-        raise _bad(name, value, f"an integer in [{low}, {high}]")
-
-
 @dataclass(frozen=True)
 class VehicularConfig:
     """Parameters of the vehicular system; every number carries its unit in its name.
@@ -260,10 +242,9 @@ class VehicularConfig:
     tail_shape_target: float = 0.1
 
     def __post_init__(self) -> None:
-        _check_int("num_pairs", self.num_pairs, 1, 100_000)
-        _check_int("num_resource_blocks", self.num_resource_blocks, 1, 1000)
-        if self.layout not in LAYOUTS:
-            raise _bad("layout", self.layout, f"one of {list(LAYOUTS)}")
+        check_int("num_pairs", self.num_pairs, minimum=1, maximum=100_000)
+        check_int("num_resource_blocks", self.num_resource_blocks, minimum=1, maximum=1000)
+        check_choice("layout", self.layout, LAYOUTS)
         inf = math.inf
         positive = {
             "block_size_m": 1e5,
@@ -283,7 +264,7 @@ class VehicularConfig:
             "tail_scale_target_bits": 1e12,
         }
         for name, high in positive.items():
-            _check_real(name, getattr(self, name), 0.0, high, open_low=True)
+            check_real(name, getattr(self, name), low=0.0, high=high, low_open=True)
         for name, high in {
             "speed_min_mps": 150.0,
             "turn_probability": 1.0,
@@ -292,35 +273,46 @@ class VehicularConfig:
             "noise_figure_db": 30.0,
             "arrival_rate_packets_per_s": 1e9,
         }.items():
-            _check_real(name, getattr(self, name), 0.0, high, open_low=False)
-        _check_real("noise_psd_dbm_per_hz", self.noise_psd_dbm_per_hz, -250.0, 0.0, open_low=False)
-        _check_real("antenna_height_m", self.antenna_height_m, 1.0, 100.0, open_low=True)
-        _check_real(
-            "tail_probability_target", self.tail_probability_target, 0.0, 1.0, open_low=True
+            check_real(name, getattr(self, name), low=0.0, high=high)
+        check_real("noise_psd_dbm_per_hz", self.noise_psd_dbm_per_hz, low=-250.0, high=0.0)
+        check_real("antenna_height_m", self.antenna_height_m, low=1.0, high=100.0, low_open=True)
+        check_real(
+            "tail_probability_target",
+            self.tail_probability_target,
+            low=0.0,
+            high=1.0,
+            low_open=True,
         )
-        _check_real("tail_shape_target", self.tail_shape_target, 0.0, 0.49, open_low=False)
-        _check_int("num_streets", self.num_streets, 1, 1000)
-        _check_int("large_scale_interval_slots", self.large_scale_interval_slots, 1, 100_000)
-        _check_int("freeway_lanes", self.freeway_lanes, 1, 100)
+        check_real("tail_shape_target", self.tail_shape_target, low=0.0, high=0.49)
+        check_int("num_streets", self.num_streets, minimum=1, maximum=1000)
+        check_int(
+            "large_scale_interval_slots",
+            self.large_scale_interval_slots,
+            minimum=1,
+            maximum=100_000,
+        )
+        check_int("freeway_lanes", self.freeway_lanes, minimum=1, maximum=100)
         for low, high in (
             ("speed_min_mps", "speed_max_mps"),
             ("pair_distance_min_m", "pair_distance_max_m"),
         ):
             if getattr(self, low) > getattr(self, high):
-                raise _bad(low, getattr(self, low), f"<= {high} ({getattr(self, high)!r})")
+                raise ValueError(
+                    f"{low} must be <= {high} ({getattr(self, high)!r}), got {getattr(self, low)!r}"
+                )
         if self.street_width_m >= self.block_size_m:
-            raise _bad(
-                "street_width_m", self.street_width_m, f"< block_size_m ({self.block_size_m!r})"
+            raise ValueError(
+                f"street_width_m must be < block_size_m ({self.block_size_m!r}), "
+                f"got {self.street_width_m!r}"
             )
         levels = self.power_levels_dbm
         items = tuple(levels) if isinstance(levels, (tuple, list, np.ndarray)) else ()
-        valid = bool(items) and all(_is_real(v) and -100.0 <= v <= 60.0 for v in items)
+        valid = bool(items) and all(is_real(v) and -100.0 <= v <= 60.0 for v in items)
         valid = valid and all(a < b for a, b in itertools.pairwise(items))
         if not valid:
-            raise _bad(
-                "power_levels_dbm",
-                levels,
-                "a non-empty, strictly increasing sequence of numbers in [-100, 60] dBm",
+            raise ValueError(
+                "power_levels_dbm must be a non-empty, strictly increasing sequence of numbers "
+                f"in [-100, 60] dBm, got {levels!r}"
             )
         object.__setattr__(self, "power_levels_dbm", tuple(float(v) for v in items))
 
@@ -398,27 +390,17 @@ def make_vehicular_config(
 
     Args:
         preset: A name in :data:`PRESETS` or ``None`` (the defaults).
-        overrides: A :class:`VehicularConfig` (used as is) or a dict of field overrides. Nested
+        overrides: A :class:`VehicularConfig` (used as is; beside a preset it is an error, the
+            object being complete) or a dict of field overrides. Nested
             dicts are read as dotted keys (``{"a": {"b": 1}}`` is ``{"a.b": 1}``), which are never
             fields: every unknown key is an error naming it.
 
     Returns:
         The validated configuration.
     """
-    if isinstance(overrides, VehicularConfig):
-        return overrides
-    config = VehicularConfig()
-    if preset is not None:
-        config = dataclasses.replace(
-            config, **preset_overrides(preset, PRESETS, "the vehicular envs")
-        )
-    if overrides is None:
-        return config
-    if not isinstance(overrides, Mapping):
-        raise TypeError(
-            f"config must be a VehicularConfig or a dict, got {type(overrides).__name__}"
-        )
-    return with_overrides(config, flatten_overrides(overrides))
+    return resolve_config(
+        VehicularConfig(), preset, overrides, presets=PRESETS, family="the vehicular envs"
+    )
 
 
 # -- the system --------------------------------------------------------------------------------
@@ -477,7 +459,7 @@ class VehicularSystem:
         Args:
             rng: The only source of randomness.
         """
-        _check_rng(rng)
+        check_rng(rng)
         cfg, k = self.config, self.num_pairs
         if cfg.layout == "manhattan":
             side = cfg.area_side_m
@@ -593,7 +575,7 @@ class VehicularSystem:
         """
         if not self._ready:
             raise RuntimeError("call reset() before step()")
-        _check_rng(rng)
+        check_rng(rng)
         p, b = self.check_allocation(power_w, block)
         report = self._transmit(p, b, rng)
         self._advance(rng)
@@ -693,8 +675,3 @@ class VehicularSystem:
         p = p[:, None] if p.ndim == 1 else p
         sinr = p * self.own_gain / (self.config.noise_power_w + np.asarray(interference_w))
         return self.config.rb_bandwidth_hz * np.log1p(sinr) / _LN2
-
-
-def _check_rng(rng: object) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
