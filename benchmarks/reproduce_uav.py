@@ -38,18 +38,18 @@ IMG = Path("docs/img/uav_controllers.png")
 BEGIN, END = markers("uav")
 
 LABELS = {
-    "straight_line": "straight line (PD, no coordination)",
-    "hjb_full_info": "HJB, full information (all positions every step)",
-    "mfgfl_hf": "MfgFL-HF (HJB + FPK averaged), look-ahead (default)",
-    "mfgfl_h": "MfgFL-H (HJB averaged), look-ahead (default)",
-    "mfgfl_f": "MfgFL-F (FPK averaged), look-ahead (default)",
-    "mfg_local": "mean field, no averaging, look-ahead (default)",
-    "mfgfl_hf/pde": "MfgFL-HF (HJB + FPK averaged), PDE residuals",
-    "mfgfl_h/pde": "MfgFL-H (HJB averaged), PDE residuals",
-    "mfgfl_f/pde": "MfgFL-F (FPK averaged), PDE residuals",
-    "mfg_local/pde": "mean field, no averaging, PDE residuals",
+    "straight-line": "straight line (PD, no coordination)",
+    "hjb-full-info": "HJB, full information (all positions every step)",
+    "mfgfl-hf": "MfgFL-HF (HJB + FPK averaged), look-ahead (default)",
+    "mfgfl-h": "MfgFL-H (HJB averaged), look-ahead (default)",
+    "mfgfl-f": "MfgFL-F (FPK averaged), look-ahead (default)",
+    "mfg-local": "mean field, no averaging, look-ahead (default)",
+    "mfgfl-hf/pde": "MfgFL-HF (HJB + FPK averaged), PDE residuals",
+    "mfgfl-h/pde": "MfgFL-H (HJB averaged), PDE residuals",
+    "mfgfl-f/pde": "MfgFL-F (FPK averaged), PDE residuals",
+    "mfg-local/pde": "mean field, no averaging, PDE residuals",
 }
-PDE = ("mfgfl_hf/pde", "mfgfl_h/pde", "mfgfl_f/pde", "mfg_local/pde")
+PDE = ("mfgfl-hf/pde", "mfgfl-h/pde", "mfgfl-f/pde", "mfg-local/pde")
 """The mean-field controllers trained on the HJB and FPK residuals (``training="pde"``)."""
 
 
@@ -160,16 +160,16 @@ def main() -> None:
     large = (
         {}
         if args.no_1k
-        else _run("swarm_1k", ("straight_line", "hjb_full_info", "mfgfl_hf", "mfgfl_hf/pde"), [0])
+        else _run("swarm-1k", ("straight-line", "hjb-full-info", "mfgfl-hf", "mfgfl-hf/pde"), [0])
     )
     _plot(small, IMG)
     elapsed = time.perf_counter() - start
 
-    sl, fi, hf = small["straight_line"], small["hjb_full_info"], small["mfgfl_hf"]
-    local, hf_pde, local_pde = small["mfg_local"], small["mfgfl_hf/pde"], small["mfg_local/pde"]
+    sl, fi, hf = small["straight-line"], small["hjb-full-info"], small["mfgfl-hf"]
+    local, hf_pde, local_pde = small["mfg-local"], small["mfgfl-hf/pde"], small["mfg-local/pde"]
     env_config = uav_swarm_v0.parallel_env().config
     sizes = {}
-    for key in ("mfgfl_hf", "mfgfl_hf/pde"):
+    for key in ("mfgfl-hf", "mfgfl-hf/pde"):
         probe = _controller(key, env_config)
         sizes[key] = (probe.learner.hjb.num_params, probe.learner.fpk.num_params)
     mf = MeanFieldConfig(training="pde")
@@ -197,10 +197,10 @@ def main() -> None:
 
     cps = "collisions_per_uav_step"
     short = {
-        "mfgfl_hf": "MfgFL-HF",
-        "mfgfl_h": "MfgFL-H",
-        "mfgfl_f": "MfgFL-F",
-        "mfg_local": "no averaging",
+        "mfgfl-hf": "MfgFL-HF",
+        "mfgfl-h": "MfgFL-H",
+        "mfgfl-f": "MfgFL-F",
+        "mfg-local": "no averaging",
     }
     pde_worse = [
         f"{name} ({m(small[f'{k}/pde'], cps):.3f} against {m(small[k], cps):.3f})"
@@ -225,8 +225,8 @@ def main() -> None:
         "Communication: full information sends two float32 coordinates from every UAV to every "
         "other at every step; the mean-field controllers send float32 weights up and down in "
         "a FedAvg round every 10 steps (HJB network "
-        f"{sizes['mfgfl_hf'][0]} and FPK network {sizes['mfgfl_hf'][1]} parameters with "
-        f"look-ahead training, {sizes['mfgfl_hf/pde'][0]} and {sizes['mfgfl_hf/pde'][1]} with "
+        f"{sizes['mfgfl-hf'][0]} and FPK network {sizes['mfgfl-hf'][1]} parameters with "
+        f"look-ahead training, {sizes['mfgfl-hf/pde'][0]} and {sizes['mfgfl-hf/pde'][1]} with "
         "PDE-residual training); the density they learn from is sensed on board, not "
         "communicated.",
         "",
@@ -296,9 +296,9 @@ def main() -> None:
         f"{change(m(hf, 'travel_distance_m'), m(sl, 'travel_distance_m'))})."
         + (
             " At 1,000 UAVs (one seed) MfgFL-HF changes collisions per UAV-step by "
-            f"{change(m(large['mfgfl_hf/pde'], cps), m(large['straight_line'], cps))} with PDE "
+            f"{change(m(large['mfgfl-hf/pde'], cps), m(large['straight-line'], cps))} with PDE "
             "residuals and "
-            f"{change(m(large['mfgfl_hf'], cps), m(large['straight_line'], cps))} with "
+            f"{change(m(large['mfgfl-hf'], cps), m(large['straight-line'], cps))} with "
             "look-ahead training: far from the paper's halving."
             if large
             else ""

@@ -160,7 +160,7 @@ def _wireless_entries() -> Iterator[EnvEntry]:
 def _vehicular_entries() -> Iterator[EnvEntry]:
     import gymnasium as gym
 
-    from fl_gym.baselines.vehicular import VEHICULAR_BASELINES
+    from fl_gym.baselines import baselines_for
     from fl_gym.envs import vehicular_v0
     from fl_gym.sim.vehicular.system import PRESETS as SYSTEM_PRESETS
 
@@ -177,7 +177,7 @@ def _vehicular_entries() -> Iterator[EnvEntry]:
         action_space=format_space(env.action_space),
         observation_space=format_space(env.observation_space),
         presets=dict(SYSTEM_PRESETS),
-        policies=tuple(VEHICULAR_BASELINES),
+        policies=tuple(baselines_for(env)),
         config_keys=keys,
     )
     env.close()
@@ -193,13 +193,13 @@ def _vehicular_entries() -> Iterator[EnvEntry]:
         action_space=format_space(par.action_space(first)),
         observation_space=format_space(par.observation_space(first)),
         presets=dict(SYSTEM_PRESETS),
-        policies=tuple(VEHICULAR_BASELINES),
+        policies=tuple(baselines_for(par)),
         config_keys=keys,
     )
 
 
 def _uav_entries() -> Iterator[EnvEntry]:
-    from fl_gym.baselines.uav import CONTROLLERS
+    from fl_gym.baselines import baselines_for
     from fl_gym.envs import uav_swarm_v0
     from fl_gym.sim.uav.swarm import UAV_PRESETS
 
@@ -215,7 +215,7 @@ def _uav_entries() -> Iterator[EnvEntry]:
         action_space=format_space(par.action_space(first)),
         observation_space=format_space(par.observation_space(first)),
         presets=dict(UAV_PRESETS),
-        policies=tuple(CONTROLLERS),
+        policies=tuple(baselines_for(par)),
         config_keys=tuple(_config_keys(par.config)),
     )
 

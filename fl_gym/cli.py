@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -167,8 +167,10 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_progress_argument(bench)
 
     uav = sub.add_parser("uav", help="fly a UAV swarm with a controller; metrics and a GIF")
-    uav.add_argument("--controller", default="straight_line", help="see fl_gym.baselines.uav")
-    uav.add_argument("--preset", default=None, help="default, swarm_1k or swarm_10k")
+    uav.add_argument(
+        "--controller", default="straight-line", help="a UAV policy (see fl-gym list uav_swarm_v0)"
+    )
+    uav.add_argument("--preset", default=None, help="default, swarm-1k or swarm-10k")
     uav.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
     uav.add_argument("--seed", type=int, default=0)
     uav.add_argument("--gif", default=None, metavar="PATH", help="write the episode as a GIF")
@@ -299,7 +301,7 @@ def _play(
     import gymnasium as gym
 
     from fl_gym._console import make_progress, progress_enabled
-    from fl_gym.baselines import make_baseline
+    from fl_gym.baselines import make_policy
     from fl_gym.envs.rollout import rollout
 
     overrides = _parse_overrides(args.config)
@@ -314,7 +316,7 @@ def _play(
 
                 policy = resolve_policy(name, env)
             else:
-                policy = make_baseline(name, env)
+                policy = make_policy(name, env)
             results[name] = []
             for seed in seeds:
                 progress.update(task, description=f"{name} (seed {seed})")
@@ -364,14 +366,15 @@ def _run_episodes(args: argparse.Namespace, env_id: str, policies: Sequence[str]
 
 
 def _run_vehicular(args: argparse.Namespace) -> int:
-    """Episodes of the roadside-unit environment with a vehicular baseline."""
-    import gymnasium as gym
+    """Episodes of a vehicular environment (Gymnasium or PettingZoo) with a vehicular policy."""
     from rich.table import Table
 
     from fl_gym._console import make_console, make_progress, progress_enabled
-    from fl_gym.baselines.vehicular import make_vehicular_baseline
+    from fl_gym.baselines import make_policy
+    from fl_gym.envs.rollout import rollout
 
-    env = gym.make(args.env, config=_parse_overrides(args.config) or None, preset=args.preset)
+    env = _make_env(args.env, _parse_overrides(args.config) or None, args.preset)
+    policy = make_policy(args.policy, env)
     table = Table(title=f"{args.policy} on {args.env}")
     for column in ("seed", "slots", "mean power mW", "queues > q0", "values exchanged", "return"):
         table.add_column(column, justify="right")
@@ -379,29 +382,36 @@ def _run_vehicular(args: argparse.Namespace) -> int:
         task = progress.add_task(args.policy, total=args.episodes)
         for seed in range(args.seed, args.seed + args.episodes):
             progress.update(task, description=f"{args.policy} (seed {seed})")
-            policy = make_vehicular_baseline(args.policy, env)
-            obs, info = env.reset(seed=seed)
-            power, above, total, done, slots = [], [], 0.0, False, 0
-            while not done:
-                action, _ = policy.predict(obs)
-                obs, reward, terminated, truncated, info = env.step(action)
-                power.append(info["mean_power_w"])
-                above.append(info["share_above_q0"])
-                total += float(reward)
-                slots += 1
-                done = terminated or truncated
+            episode = rollout(env, policy, seed=seed)
             table.add_row(
                 str(seed),
-                str(slots),
-                f"{1e3 * np.mean(power):.3f}",
-                f"{np.mean(above):.2%}",
-                str(info["values_exchanged"]),
-                f"{total:.2f}",
+                str(episode.slots),
+                f"{1e3 * np.mean(episode.mean_power_w):.3f}",
+                f"{np.mean(episode.share_above_q0):.2%}",
+                str(episode.values_exchanged),
+                f"{episode.episode_return:.2f}",
             )
             progress.advance(task)
     env.close()
     make_console().print(table)
     return 0
+
+
+def _make_env(name: str, config: dict[str, Any] | None, preset: str | None) -> Any:
+    """A Gymnasium environment by id or a PettingZoo parallel environment by module name."""
+    import importlib
+
+    import gymnasium as gym
+
+    module = name.removeprefix("fl_gym.envs.")
+    if "/" not in module:
+        from fl_gym.envs.rollout import family_of_id
+
+        family_of_id(module)  # an unknown name is an error that lists the allowed ones
+        return importlib.import_module(f"fl_gym.envs.{module}").parallel_env(
+            config=config, preset=preset
+        )
+    return gym.make(name, config=config, preset=preset)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -644,8 +654,11 @@ def _run_uav(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from fl_gym._console import make_console, make_progress, progress_enabled
-    from fl_gym.baselines.uav import CONTROLLERS, make_controller, run_episode
+    from fl_gym.baselines import make_policy
+    from fl_gym.baselines.registry import canonical_policy_name
+    from fl_gym.baselines.uav import CONTROLLERS
     from fl_gym.envs import uav_swarm_v0
+    from fl_gym.envs.rollout import rollout
     from fl_gym.envs.uav.rendering import write_gif
 
     console = make_console()
@@ -655,19 +668,19 @@ def _run_uav(args: argparse.Namespace) -> int:
         render_mode="rgb_array" if args.gif else None,
     )
     mean_field = [name for name in CONTROLLERS if name.startswith("mfg")]
-    if args.training and args.controller not in mean_field:
+    if args.training and canonical_policy_name(args.controller) not in mean_field:
         raise ValueError(
             f"--training applies to the mean-field controllers {mean_field}, "
             f"not {args.controller!r}"
         )
     options = {"training": args.training} if args.training else {}
-    controller = make_controller(args.controller, env.config, **options)
+    controller = make_policy(args.controller, env, **options)
     frames: list[np.ndarray] | None = [] if args.gif else None
     path = None
     with make_progress(enabled=progress_enabled(args.no_progress), unit="steps") as progress:
         steps = progress.add_task(f"{args.controller}: steps", total=env.config.max_steps)
         watched = _WatchedSwarm(env, lambda: progress.advance(steps), args.controller)
-        metrics = run_episode(cast(Any, watched), controller, args.seed, frames=frames)
+        metrics = rollout(watched, controller, seed=args.seed, frames=frames, num_threads=None)
         progress.update(steps, total=metrics.steps, completed=metrics.steps)
         if frames is not None:
             gif = progress.add_task("GIF frames", total=len(frames))
@@ -690,7 +703,7 @@ def _run_uav(args: argparse.Namespace) -> int:
 
 
 class _WatchedSwarm:
-    """A UAV swarm environment as ``run_episode`` sees it from the command line.
+    """A UAV swarm environment as the rollout loop sees it from the command line.
 
     Every step calls ``on_step`` (a progress bar advances) and every frame is drawn by
     :func:`~fl_gym.envs.uav.rendering.render_env`, whose title names the controller; all else
@@ -741,8 +754,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "list":
             return _run_list(args)
         if args.command == "run":
-            if args.env == "fl_gym/VehicularURLLC-v0":
+            from fl_gym.envs.rollout import family_of_id
+
+            family = family_of_id(args.env)
+            if family == "vehicular":
                 return _run_vehicular(args)
+            if family == "uav":
+                raise ValueError(
+                    f"fl-gym run plays one-agent-per-env episodes; fly {args.env} with "
+                    "fl-gym uav --controller NAME"
+                )
             return _run_episodes(args, args.env, [args.policy])
         if args.command == "demo":
             return _run_demo(args)

@@ -52,7 +52,7 @@ def test_every_listed_key_and_preset_is_accepted(entry: Any) -> None:
         env = build(config={key.name: key.default})  # the listed default round-trips
         env.close()
     for preset in entry.presets:
-        if preset == "swarm_10k":
+        if preset == "swarm-10k":
             continue  # 10,000 agents: accepted by make_uav_config in test_uav_sim
         build(preset=preset).close()
 
@@ -96,7 +96,7 @@ def test_fl_gym_list_shows_everything_unwrapped_when_piped(capsys: Any) -> None:
 def test_fl_gym_list_name_shows_config_keys_and_json(capsys: Any) -> None:
     assert main(["list", "uav_swarm_v0"]) == 0
     out = capsys.readouterr().out
-    assert "max_accel_mps2" in out and "m/s^2" in out and "swarm_1k" in out
+    assert "max_accel_mps2" in out and "m/s^2" in out and "swarm-1k" in out
     assert main(["list", "fl_gym/WirelessFL-v0", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [d["name"] for d in data] == ["fl_gym/WirelessFL-v0"]

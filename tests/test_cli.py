@@ -126,11 +126,11 @@ def test_uav_command_matches_run_episode_and_writes_a_gif(
     from fl_gym.envs import uav_swarm_v0
 
     gif = tmp_path / "swarm.gif"
-    args = ["uav", "--controller", "hjb_full_info", "--seed", "4", "--gif", str(gif)]
+    args = ["uav", "--controller", "hjb-full-info", "--seed", "4", "--gif", str(gif)]
     assert main([*args, "--config", "num_uavs=12", "max_steps=6"]) == 0
     out = capsys.readouterr().out
     env = uav_swarm_v0.parallel_env(config={"num_uavs": 12, "max_steps": 6})
-    expected = run_episode(env, make_controller("hjb_full_info", env.config), 4)
+    expected = run_episode(env, make_controller("hjb-full-info", env.config), 4)
     assert f"{expected.motion_energy_m2_s3:.4g}" in out
     assert "7 frames" in out and gif.read_bytes()[:6] == b"GIF89a"
 
@@ -159,8 +159,8 @@ def test_run_plays_the_vehicular_env_with_its_baselines(
 
 def test_uav_training_option(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["uav", "--config", "num_uavs=6", "max_steps=3", "--training", "pde"]
-    assert main([*args, "--controller", "mfgfl_hf"]) == 0
-    assert main([*args, "--controller", "straight_line"]) == 2
+    assert main([*args, "--controller", "mfgfl-hf"]) == 0
+    assert main([*args, "--controller", "straight-line"]) == 2
     assert "--training applies to the mean-field controllers" in capsys.readouterr().err
 
 

@@ -310,11 +310,11 @@ def test_averaging_the_pde_networks_preserves_the_weighted_mean_and_counts_bits(
 
 def test_pde_controller_is_deterministic_and_deviates_from_the_straight_line() -> None:
     env = uav_swarm_v0.parallel_env(config={"num_uavs": 12, "max_steps": 30})
-    ctrl = [make_controller("mfg_local", env.config, training="pde") for _ in range(2)]
+    ctrl = [make_controller("mfg-local", env.config, training="pde") for _ in range(2)]
     runs = [run_episode(env, c, seed=3) for c in ctrl]
     assert runs[0] == runs[1]
     assert ctrl[0].learner.hjb.widths == (5, 16, 1)  # the value network, not the look-ahead one
-    straight = run_episode(env, make_controller("straight_line", env.config), seed=3)
+    straight = run_episode(env, make_controller("straight-line", env.config), seed=3)
     assert runs[0].motion_energy_m2_s3 != straight.motion_energy_m2_s3
 
 

@@ -290,13 +290,13 @@ def _swarm_episode(num_uavs: int = 12, max_steps: int = 8) -> tuple[object, list
     config = {"num_uavs": num_uavs, "max_steps": max_steps}
     env = uav_swarm_v0.parallel_env(config=config, render_mode="rgb_array")
     obs, _ = env.reset(seed=0)
-    controller = make_controller("straight_line", env.config)
+    controller = make_controller("straight-line", env.config)
     controller.reset(0)
-    frames = [render_env(env, controller="straight_line")]
+    frames = [render_env(env, controller="straight-line")]
     while env.agents:
         live = obs if len(obs) == len(env.agents) else {a: obs[a] for a in env.agents}
-        obs, *_ = env.step(controller.act(live))
-        frames.append(render_env(env, controller="straight_line"))
+        obs, *_ = env.step(controller.predict(live)[0])
+        frames.append(render_env(env, controller="straight-line"))
     return env, frames
 
 
@@ -317,7 +317,7 @@ def test_uav_frames_keep_their_size_legend_and_labels_inside_the_figure() -> Non
     ]
     flying = int(env.swarm.flying.sum())
     assert renderer.title.get_text().startswith(
-        f"straight_line | step {env.swarm.steps}: {flying} of 12 UAVs flying"
+        f"straight-line | step {env.swarm.steps}: {flying} of 12 UAVs flying"
     )
     # No label is clipped: every text lies inside the figure.
     canvas_renderer = renderer.figure.canvas.get_renderer()
@@ -338,7 +338,7 @@ def test_uav_frames_keep_their_size_legend_and_labels_inside_the_figure() -> Non
     assert dx == pytest.approx(dy, rel=1e-6)
     # Blitting onto the cached background draws what a fresh figure draws.
     env._swarm_renderer = None
-    np.testing.assert_array_equal(render_env(env, controller="straight_line"), frames[-1])
+    np.testing.assert_array_equal(render_env(env, controller="straight-line"), frames[-1])
 
 
 @needs_matplotlib

@@ -159,7 +159,7 @@ def test_straight_line_accelerates_towards_the_destination() -> None:
     env = uav_swarm_v0.parallel_env(config={"num_uavs": 8, "wind_std_mps_per_sqrt_s": 0.0})
     obs, _ = env.reset(seed=0)
     ctrl = StraightLineController(env.config, cruise_speed_mps=1.5)  # 3 m/s^2: not clipped
-    actions = ctrl.act(obs)
+    actions, _ = ctrl.predict(obs)
     assert list(actions) == env.agents
     goal = np.asarray(env.config.destination_center_m) - env.swarm.positions_m
     for i, agent in enumerate(env.agents):
@@ -178,12 +178,12 @@ def test_full_information_repels_close_pairs_and_counts_broadcast_bits() -> None
     obs, *_ = env.step({})
     full = FullInformationController(env.config)
     plain = StraightLineController(env.config)
-    a, b = full.act(obs), plain.act(obs)
+    a, b = full.predict(obs)[0], plain.predict(obs)[0]
     # UAV 0 is pushed away from UAV 1 (towards -y), UAV 1 towards +y; UAV 2 is alone.
     assert a["uav_0"][1] < b["uav_0"][1] and a["uav_1"][1] > b["uav_1"][1]
     np.testing.assert_array_equal(a["uav_2"], b["uav_2"])
     assert full.bits_exchanged == 3 * 2 * 64
-    full.act({k: obs[k] for k in ("uav_0", "uav_1")})
+    full.predict({k: obs[k] for k in ("uav_0", "uav_1")})
     assert full.bits_exchanged == 3 * 2 * 64 + 2 * 1 * 64
 
 
@@ -191,8 +191,8 @@ def test_mean_field_controller_counts_averaging_bits_and_is_deterministic() -> N
     env = uav_swarm_v0.parallel_env(config={"num_uavs": 10, "max_steps": 25})
     runs = []
     for _ in range(2):
-        ctrl = make_controller("mfgfl_hf", env.config, average_every_steps=10)
-        assert isinstance(ctrl, MeanFieldController) and ctrl.name == "mfgfl_hf"
+        ctrl = make_controller("mfgfl-hf", env.config, average_every_steps=10)
+        assert isinstance(ctrl, MeanFieldController) and ctrl.name == "mfgfl-hf"
         metrics = run_episode(env, ctrl, seed=2)
         runs.append((metrics, ctrl.learner.hjb_params.clone()))
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
@@ -200,7 +200,7 @@ def test_mean_field_controller_counts_averaging_bits_and_is_deterministic() -> N
     per_round = 2 * 32 * (learner.hjb.num_params + learner.fpk.num_params) * 10
     assert runs[0][0].bits_per_episode == 2 * per_round  # steps 10 and 20, all 10 flying
     # Right after an averaging round all flying UAVs share one HJB model.
-    assert make_controller("mfg_local", env.config).name == "mfg_local"
+    assert make_controller("mfg-local", env.config).name == "mfg-local"
 
 
 def test_make_controller_names() -> None:

@@ -45,6 +45,8 @@ def test_module_exposes_the_pettingzoo_entry_points() -> None:
 def test_parallel_api_test() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the API test warns about live/dead agents mismatches
+        # ... and resets with options={"options": 1}, which the env warns of and ignores.
+        warnings.filterwarnings("ignore", "unknown reset option", UserWarning)
         parallel_api_test(uav_swarm_v0.parallel_env(config=SMALL), num_cycles=60)
         parallel_api_test(uav_swarm_v0.parallel_env(config=NEAR), num_cycles=300)
 
@@ -217,7 +219,7 @@ def test_bad_configs_name_the_key_and_value() -> None:
         uav_swarm_v0.parallel_env(preset="swarm_3k")
     with pytest.raises(ValueError, match="render_mode"):
         uav_swarm_v0.parallel_env(render_mode="human")
-    env = uav_swarm_v0.parallel_env(preset="swarm_1k", config={"max_steps": 9})
+    env = uav_swarm_v0.parallel_env(preset="swarm-1k", config={"max_steps": 9})
     assert env.config.num_uavs == 1_000 and env.config.max_steps == 9
     assert uav_swarm_v0.parallel_env(config=UAVSwarmConfig(num_uavs=7)).max_num_agents == 7
 

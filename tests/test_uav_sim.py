@@ -234,15 +234,15 @@ def test_config_errors_for_unknown_keys_presets_and_a_too_small_source() -> None
         make_uav_config(None, {"source_radius_m": 5.0})
     with pytest.raises(ValueError, match="destination_center_m"):
         make_uav_config(None, {"destination_center_m": (0.0, 0.0)})
-    assert make_uav_config("swarm_10k").num_uavs == 10_000
-    assert set(UAV_PRESETS) == {"default", "swarm_1k", "swarm_10k"}
+    assert make_uav_config("swarm-10k").num_uavs == 10_000
+    assert set(UAV_PRESETS) == {"default", "swarm-1k", "swarm-10k"}
     for name in UAV_PRESETS:
         make_uav_config(name)  # every preset is valid (its lattice holds its swarm)
     cfg = UAVSwarmConfig()
     assert make_uav_config(None, cfg) is cfg
     # A preset would be silently dropped beside a complete config object: an error instead.
-    with pytest.raises(ValueError, match="preset='swarm_1k' and a UAVSwarmConfig object"):
-        make_uav_config("swarm_1k", cfg)
+    with pytest.raises(ValueError, match="preset='swarm-1k' and a UAVSwarmConfig object"):
+        make_uav_config("swarm-1k", cfg)
 
 
 def test_same_generator_seed_gives_identical_trajectories_and_global_rng_is_untouched() -> None:

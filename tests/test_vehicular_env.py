@@ -213,7 +213,7 @@ def test_baselines_give_valid_actions_in_both_forms(name: str) -> None:
     g_policy = make_vehicular_baseline(name, genv)
     gobs, _ = genv.reset(seed=0)
     for t in range(5):
-        acts = p_policy.act(pobs, episode_start=t == 0)
+        acts, _ = p_policy.predict(pobs, episode_start=t == 0)
         gact, _ = g_policy.predict(gobs, episode_start=t == 0)
         assert all(penv.action_space(a).contains(v) for a, v in acts.items())
         np.testing.assert_array_equal(np.concatenate([acts[a] for a in penv.agents]), gact)

@@ -108,15 +108,16 @@ def resolve_policy(spec: str | Policy, env: gym.Env) -> Policy:
     """Turn a policy name into a policy for ``env`` (objects with ``predict`` pass through).
 
     Args:
-        spec: A baseline name (optionally ``name:key=value,...``), ``"ALGO:PATH"`` of a trained
-            agent, or an object with SB3's ``predict``.
+        spec: A heuristic's registry name of any family (optionally ``name:key=value,...``;
+            see :data:`fl_gym.baselines.POLICIES`), ``"ALGO:PATH"`` of a trained agent, or an
+            object with SB3's ``predict``.
         env: The environment the policy will play (baselines read its configuration).
 
     Returns:
         The policy.
     """
     from fl_gym.agents.training import ALGORITHMS, load_agent
-    from fl_gym.baselines import BASELINES, make_baseline
+    from fl_gym.baselines import POLICIES, POLICY_ALIASES, baselines_for, make_policy
 
     if not isinstance(spec, str):
         if not callable(getattr(spec, "predict", None)):
@@ -134,10 +135,10 @@ def resolve_policy(spec: str | Policy, env: gym.Env) -> Policy:
         if trained_for and env_id and trained_for != env_id:
             raise ValueError(f"{spec} was trained on {trained_for}, not {env_id}")
         return agent
-    if head in BASELINES:
-        return make_baseline(head, env, **_baseline_options(rest))
+    if head in POLICIES or head in POLICY_ALIASES:
+        return make_policy(head, env, **_baseline_options(rest))
     raise ValueError(
-        f"unknown policy {spec!r}: use a baseline name ({', '.join(BASELINES)}) or "
+        f"unknown policy {spec!r}: use a baseline name ({', '.join(baselines_for(env))}) or "
         f"ALGO:PATH with ALGO in {ALGORITHMS}"
     )
 

@@ -31,6 +31,10 @@ batch, so heuristics and trained agents are evaluated by the same code::
 | `fixed-steps` | frequency | one local-step count (option `steps`) |
 | `adaptive-frequency` | frequency | bound-optimal period within a budget (Wang et al. 2019) |
 
+The vehicular policies (``vehicular-lyapunov``, ...) and the UAV controllers (``straight-line``,
+``mfgfl-hf``, ...) are in the same registry, :data:`POLICIES`: ``make_policy(name, env)`` builds
+any of them for an environment of its family and ``baselines_for(env)`` lists those that play it.
+
 Knobs a baseline does not decide take the environment's defaults (round-robin selection,
 ``p_max``, ``default_compression``, ``default_local_steps``).
 """
@@ -40,7 +44,16 @@ from fl_gym.baselines.base import BaselinePolicy, EpisodeMemory
 from fl_gym.baselines.features import ObservationFeatures, read_observation
 from fl_gym.baselines.fixed import FixedCompression, FixedLocalSteps
 from fl_gym.baselines.power import ChannelInversionPower, MaxPower, MinPower
-from fl_gym.baselines.registry import BASELINES, baseline_options, baselines_for, make_baseline
+from fl_gym.baselines.registry import (
+    BASELINES,
+    POLICIES,
+    POLICY_ALIASES,
+    PolicyEntry,
+    baseline_options,
+    baselines_for,
+    make_baseline,
+    make_policy,
+)
 from fl_gym.baselines.selection import (
     AgeBasedSelection,
     BestChannelSelection,
@@ -53,6 +66,8 @@ from fl_gym.baselines.selection import (
 
 __all__ = [
     "BASELINES",
+    "POLICIES",
+    "POLICY_ALIASES",
     "AdaptiveFrequency",
     "AgeBasedSelection",
     "BaselinePolicy",
@@ -66,11 +81,13 @@ __all__ = [
     "MaxPower",
     "MinPower",
     "ObservationFeatures",
+    "PolicyEntry",
     "ProportionalFairSelection",
     "RandomSelection",
     "RoundRobinSelection",
     "baseline_options",
     "baselines_for",
     "make_baseline",
+    "make_policy",
     "read_observation",
 ]

@@ -1,14 +1,16 @@
 """Controllers of the UAV swarm (``uav_swarm_v0``) and an episode runner that measures them.
 
 One controller object drives every UAV. It reads the agents' observations (the documented layout
-of :class:`~fl_gym.envs.uav_swarm_v0.UAVSwarmEnv`) and returns their actions, either as dicts,
-:meth:`SwarmController.act`, or as arrays, :meth:`SwarmController.act_batch` (rows of
-observations with the UAVs' indices), which is what :meth:`act` calls. Each controller counts
+of :class:`~fl_gym.envs.uav_swarm_v0.UAVSwarmEnv`) and returns their actions with
+Stable-Baselines3's calling convention, :meth:`SwarmController.predict` (the dict of the live
+agents' observations in, the dict of their actions out), or as arrays,
+:meth:`SwarmController.act_batch` (rows of observations with the UAVs' indices), which is what
+:meth:`predict` calls. Each controller counts
 the bits its UAVs must exchange (:attr:`SwarmController.bits_exchanged`, reset every episode):
 
-- :class:`StraightLineController` (``"straight_line"``): a PD law that tracks a cruise velocity
+- :class:`StraightLineController` (``"straight-line"``): a PD law that tracks a cruise velocity
   pointing at the destination. No coordination, no communication.
-- :class:`FullInformationController` (``"hjb_full_info"``): the straight line plus repulsion from
+- :class:`FullInformationController` (``"hjb-full-info"``): the straight line plus repulsion from
   every neighbour within ``repulsion_radius_m``, computed from the instantaneous positions of all
   UAVs, the plain (non mean-field) HJB comparison of Shiri, Park and Bennis (2020): every UAV
   needs every other UAV's position at every step, ``n (n - 1) 64`` bits per step (two float32
@@ -21,8 +23,8 @@ the bits its UAVs must exchange (:attr:`SwarmController.bits_exchanged`, reset e
   and the UAV flies the deviation that minimises the Hamiltonian; the default
   ``training="lookahead"`` trains the correction on a one-second look-ahead of the predicted
   density instead (it collides less here). Every ``average_every_steps`` the flying UAVs
-  federated-average both networks (``"mfgfl_hf"``), the HJB network only (``"mfgfl_h"``),
-  the FPK network only (``"mfgfl_f"``) or nothing (``"mfg_local"``). Each averaging round costs
+  federated-average both networks (``"mfgfl-hf"``), the HJB network only (``"mfgfl-h"``),
+  the FPK network only (``"mfgfl-f"``) or nothing (``"mfg-local"``). Each averaging round costs
   ``2 * 32 * P * n`` bits (upload and download of P float32 weights by n UAVs). The density the
   networks learn from is sensed locally (the observation's window counts), not communicated.
 
@@ -33,7 +35,8 @@ collision probability, motion energy, communication).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+import warnings
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,12 +44,14 @@ import torch
 from scipy.spatial import cKDTree
 
 from fl_gym.baselines.mean_field import MeanFieldConfig, MeanFieldLearner, PDEScales
+from fl_gym.envs.rollout import SwarmEpisode, rollout
 from fl_gym.envs.uav_swarm_v0 import UAVSwarmEnv
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, with_torch_threads
 from fl_gym.sim.uav.swarm import UAVSwarmConfig
 
 __all__ = [
     "CONTROLLERS",
+    "CONTROLLER_ALIASES",
     "EpisodeMetrics",
     "FullInformationController",
     "MeanFieldController",
@@ -75,6 +80,8 @@ class SwarmController(abc.ABC):
     """
 
     name: ClassVar[str] = "controller"
+    family: ClassVar[str] = "uav"
+    """The environment family the controller plays (see :func:`fl_gym.envs.rollout.env_family`)."""
     num_threads: int | None = DEFAULT_NUM_THREADS
     """torch intra-op threads inside :meth:`reset` and :meth:`act_batch` (see
     :mod:`fl_gym.sim.threads`); set it on an instance to change it."""
@@ -105,21 +112,33 @@ class SwarmController(abc.ABC):
         self.bits_exchanged = 0
         self.steps = 0
 
-    def act(self, observations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Actions of all observed agents.
+    def predict(
+        self,
+        observation: Mapping[str, np.ndarray],
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[dict[str, np.ndarray], Any]:
+        """Actions of all observed agents, with Stable-Baselines3's calling convention.
 
         Args:
-            observations: Agent name -> observation, as returned by the environment.
+            observation: Agent name -> observation of the live agents, as returned by the
+                environment.
+            state: Returned unchanged (the controller keeps its own episode state, cleared by
+                :meth:`reset`).
+            episode_start: Ignored: a controller's episode starts with :meth:`reset`, which the
+                rollout loop calls with the episode's seed.
+            deterministic: Ignored (the controllers are deterministic given their seed).
 
         Returns:
-            Agent name -> float32 action in ``[-1, 1]^2``.
+            Agent name -> float32 action in ``[-1, 1]^2``, and ``state``.
         """
-        names = list(observations)
+        names = list(observation)
         if not names:
-            return {}
-        obs = np.stack([observations[name] for name in names])
+            return {}, state
+        obs = np.stack([observation[name] for name in names])
         index = np.fromiter((self._index[name] for name in names), dtype=np.int64, count=len(names))
-        return dict(zip(names, self.act_batch(obs, index), strict=True))
+        return dict(zip(names, self.act_batch(obs, index), strict=True)), state
 
     @with_torch_threads
     def act_batch(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
@@ -154,7 +173,7 @@ class SwarmController(abc.ABC):
 class StraightLineController(SwarmController):
     """Each UAV flies straight at the destination (PD on velocity); no coordination."""
 
-    name: ClassVar[str] = "straight_line"
+    name: ClassVar[str] = "straight-line"
 
     def _accel_fraction(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
         return self.nominal_accel_mps2(obs) / self.config.max_accel_mps2
@@ -173,7 +192,7 @@ class FullInformationController(SwarmController):
         **kwargs: Passed to :class:`SwarmController`.
     """
 
-    name: ClassVar[str] = "hjb_full_info"
+    name: ClassVar[str] = "hjb-full-info"
 
     def __init__(
         self,
@@ -203,7 +222,7 @@ class FullInformationController(SwarmController):
         return accel / self.config.max_accel_mps2
 
 
-_MEAN_FIELD_NAMES = {"both": "mfgfl_hf", "hjb": "mfgfl_h", "fpk": "mfgfl_f", "none": "mfg_local"}
+_MEAN_FIELD_NAMES = {"both": "mfgfl-hf", "hjb": "mfgfl-h", "fpk": "mfgfl-f", "none": "mfg-local"}
 
 
 class MeanFieldController(SwarmController):
@@ -216,7 +235,7 @@ class MeanFieldController(SwarmController):
         **kwargs: Passed to :class:`SwarmController`.
     """
 
-    name: ClassVar[str] = "mfgfl_hf"
+    name: ClassVar[str] = "mfgfl-hf"
 
     def __init__(
         self,
@@ -367,12 +386,15 @@ class MeanFieldController(SwarmController):
             return learner.correction(rows, features).numpy().astype(np.float64)
 
 
-CONTROLLERS = ("straight_line", "hjb_full_info", "mfgfl_hf", "mfgfl_h", "mfgfl_f", "mfg_local")
-"""Names accepted by :func:`make_controller`."""
+CONTROLLERS = ("straight-line", "hjb-full-info", "mfgfl-hf", "mfgfl-h", "mfgfl-f", "mfg-local")
+"""Names accepted by :func:`make_controller` (and by :func:`fl_gym.baselines.make_policy`)."""
+
+CONTROLLER_ALIASES = {name.replace("-", "_"): name for name in CONTROLLERS}
+"""The former snake_case names, still accepted (with a ``DeprecationWarning``)."""
 
 
 def make_controller(name: str, config: UAVSwarmConfig, **kwargs: Any) -> SwarmController:
-    """Build a controller by name (one of :data:`CONTROLLERS`).
+    """Build a controller by name (one of :data:`CONTROLLERS`, or a former alias).
 
     Args:
         name: The controller's name.
@@ -383,9 +405,16 @@ def make_controller(name: str, config: UAVSwarmConfig, **kwargs: Any) -> SwarmCo
     Raises:
         ValueError: If the name is unknown.
     """
-    if name == "straight_line":
+    if name in CONTROLLER_ALIASES:
+        warnings.warn(
+            f"controller name {name!r} is deprecated; use {CONTROLLER_ALIASES[name]!r}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        name = CONTROLLER_ALIASES[name]
+    if name == "straight-line":
         return StraightLineController(config, **kwargs)
-    if name == "hjb_full_info":
+    if name == "hjb-full-info":
         return FullInformationController(config, **kwargs)
     modes = {v: k for k, v in _MEAN_FIELD_NAMES.items()}
     if name in modes:
@@ -397,41 +426,14 @@ def make_controller(name: str, config: UAVSwarmConfig, **kwargs: Any) -> SwarmCo
     raise ValueError(f"unknown controller {name!r}; allowed: {list(CONTROLLERS)}")
 
 
-@dataclass(frozen=True)
-class EpisodeMetrics:
-    """What one episode of one controller cost.
-
-    Attributes:
-        controller: The controller's name.
-        steps: Steps played.
-        arrived_fraction: Fraction of UAVs that reached the destination.
-        travel_distance_m: Mean distance flown per UAV.
-        travel_time_s: Mean time per UAV until arrival (the episode's end for the others).
-        collision_probability: Fraction of UAVs that collided at least once.
-        collisions_per_uav_step: Colliding (UAV, step) occurrences per UAV-step flown.
-        motion_energy_m2_s3: Mean motion energy ``sum |u|^2 dt`` per UAV.
-        bits_per_episode: Bits exchanged in the episode.
-        bits_per_step: ``bits_per_episode / steps``.
-        mean_return: Mean sum of rewards per UAV.
-    """
-
-    controller: str
-    steps: int
-    arrived_fraction: float
-    travel_distance_m: float
-    travel_time_s: float
-    collision_probability: float
-    collisions_per_uav_step: float
-    motion_energy_m2_s3: float
-    bits_per_episode: float
-    bits_per_step: float
-    mean_return: float
+EpisodeMetrics = SwarmEpisode
+"""What one episode of one controller cost (:class:`fl_gym.envs.rollout.SwarmEpisode`)."""
 
 
 def run_episode(
     env: UAVSwarmEnv, controller: SwarmController, seed: int, frames: list | None = None
-) -> EpisodeMetrics:
-    """Play one episode and measure it.
+) -> SwarmEpisode:
+    """Play one episode and measure it (:func:`fl_gym.envs.rollout.rollout` on the swarm).
 
     Args:
         env: The environment (its configuration must be the controller's).
@@ -442,45 +444,4 @@ def run_episode(
     Returns:
         The episode's metrics.
     """
-    obs, _ = env.reset(seed=seed)
-    controller.reset(seed)
-    n = env.config.num_uavs
-    distance = np.zeros(n)
-    energy = np.zeros(n)
-    collided = np.zeros(n, dtype=bool)
-    collision_steps = 0
-    uav_steps = 0
-    returns = np.zeros(n)
-    flight_steps = np.zeros(n)
-    if frames is not None:
-        frames.append(env.render())
-    while env.agents:
-        # The step's observations include the agents that just finished; only live ones act.
-        live = obs if len(obs) == len(env.agents) else {a: obs[a] for a in env.agents}
-        obs, rewards, *_ = env.step(controller.act(live))
-        report = env.last_step
-        assert report is not None
-        idx = report.flying
-        distance[idx] += report.distance_m
-        energy[idx] += report.energy_m2_s3
-        collided[idx] |= report.collisions > 0
-        collision_steps += int(np.count_nonzero(report.collisions))
-        uav_steps += idx.size
-        flight_steps[idx] += 1
-        returns[idx] += np.fromiter(rewards.values(), dtype=np.float64, count=idx.size)
-        if frames is not None:
-            frames.append(env.render())
-    steps = env.swarm.steps
-    return EpisodeMetrics(
-        controller=controller.name,
-        steps=steps,
-        arrived_fraction=float(np.mean(~env.swarm.flying)),
-        travel_distance_m=float(distance.mean()),
-        travel_time_s=float(flight_steps.mean() * env.config.time_step_s),
-        collision_probability=float(collided.mean()),
-        collisions_per_uav_step=collision_steps / max(uav_steps, 1),
-        motion_energy_m2_s3=float(energy.mean()),
-        bits_per_episode=float(controller.bits_exchanged),
-        bits_per_step=controller.bits_exchanged / max(steps, 1),
-        mean_return=float(returns.mean()),
-    )
+    return rollout(env, controller, seed=seed, frames=frames, num_threads=None)

@@ -5,10 +5,10 @@ and the roadside unit's federated tail estimate) and decides for all pairs at on
 vectorised computation. It serves both environments:
 
 * ``fl_gym/VehicularURLLC-v0`` (Gymnasium): ``predict(obs, state, episode_start,
-  deterministic) -> (action, state)``, Stable-Baselines3's convention (one observation or a
-  vector env's batch);
-* ``vehicular_v0`` (PettingZoo): ``act(observations) -> actions``, a dict of every agent's
-  action from the dict of their observations.
+  deterministic) -> (action, state)``, Stable-Baselines3's convention, for its Dict
+  observation (one observation or a vector env's batch);
+* ``vehicular_v0`` (PettingZoo): the same ``predict`` given the dict of the agents'
+  observations returns the dict of their actions.
 
 | name | power | block |
 | --- | --- | --- |
@@ -57,6 +57,8 @@ class VehicularPolicy(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    family: ClassVar[str] = "vehicular"
+    """The environment family the policy plays (see :func:`fl_gym.envs.rollout.env_family`)."""
 
     def __init__(self, env: Any) -> None:
         config = getattr(getattr(env, "unwrapped", env), "config", None)
@@ -102,7 +104,7 @@ class VehicularPolicy(abc.ABC):
         return {}
 
     def reset(self) -> None:
-        """Forget every episode (the next call starts afresh)."""
+        """Forget every episode (the next call starts afresh, as a newly built policy would)."""
         self._memories = {}
 
     def predict(
@@ -111,8 +113,23 @@ class VehicularPolicy(abc.ABC):
         state: Any = None,
         episode_start: Any = None,
         deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
-        """The Gymnasium environment's action(s) for one observation or a batch of them."""
+    ) -> tuple[Any, Any]:
+        """The action(s) for an observation, with Stable-Baselines3's calling convention.
+
+        Args:
+            observation: The Gymnasium environment's Dict observation (``devices``,
+                ``server``; one or a vector env's batch), or the PettingZoo environment's dict
+                of agents' observations (agents named ``pair_<k>``).
+            state: Returned unchanged (episode memory is kept per environment of a batch).
+            episode_start: True where an episode starts (clears that environment's memory).
+            deterministic: Ignored (the policies are deterministic given their seed).
+
+        Returns:
+            The action(s) of the Gymnasium space, or the dict of every agent's action; and
+            ``state``.
+        """
+        if "devices" not in observation:
+            return self._predict_agents(observation, episode_start), state
         devices = np.asarray(observation["devices"])
         server = np.asarray(observation["server"])
         batched = devices.ndim == 3
@@ -131,10 +148,10 @@ class VehicularPolicy(abc.ABC):
             actions[env_index, 0::2], actions[env_index, 1::2] = levels, blocks
         return (actions if batched else actions[0]), state
 
-    def act(
-        self, observations: Mapping[str, np.ndarray], episode_start: bool = False
+    def _predict_agents(
+        self, observations: Mapping[str, np.ndarray], episode_start: Any
     ) -> dict[str, np.ndarray]:
-        """Every agent's action of the PettingZoo environment (agents named ``pair_<k>``)."""
+        """Every agent's action of the PettingZoo environment from the agents' observations."""
         names = list(observations)
         if not names:
             return {}
@@ -143,7 +160,8 @@ class VehicularPolicy(abc.ABC):
         index = np.array([int(name.rsplit("_", 1)[1]) for name in names])
         devices = np.zeros((self.num_pairs, width))
         devices[index] = rows[:, :width]
-        if episode_start or 0 not in self._memories:
+        start = bool(np.any(episode_start)) if episode_start is not None else False
+        if start or 0 not in self._memories:
             self._memories[0] = self.new_memory()
         levels, blocks = self.decide(devices, rows[0, width:], self._memories[0])
         chosen = np.stack([levels[index], blocks[index]], axis=1)
@@ -199,6 +217,11 @@ class RandomBlockPolicy(VehicularPolicy):
         super().__init__(env)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        """Forget every episode and re-seed the block draws, as a newly built policy would."""
+        super().reset()
+        self._rng = np.random.default_rng(self.seed)
 
     def decide(
         self, devices: np.ndarray, server: np.ndarray, memory: dict[str, np.ndarray]

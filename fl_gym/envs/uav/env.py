@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from fl_gym.sim.uav.swarm import SwarmStep, UAVSwarm, UAVSwarmConfig, make_uav_c
 
 __all__ = [
     "OBS_BOUND",
+    "PRESET_ALIASES",
     "REWARD_TERMS",
     "UAVSwarmEnv",
     "observation_features",
@@ -23,6 +25,9 @@ __all__ = [
 
 OBS_BOUND = 10.0
 """Every observation and state entry is clipped to ``[-OBS_BOUND, OBS_BOUND]``."""
+
+PRESET_ALIASES = {"swarm_1k": "swarm-1k", "swarm_10k": "swarm-10k"}
+"""Former preset names, still accepted (with a ``DeprecationWarning``)."""
 
 REWARD_TERMS = ("progress", "time", "energy", "collision", "flocking")
 """Keys of ``infos[agent]["reward_terms"]``; the reward is their sum."""
@@ -46,7 +51,7 @@ class UAVSwarmEnv(ParallelEnv):
 
     After Shiri, Park and Bennis, "Communication-Efficient Massive UAV Online Path Control:
     Federated Learning Meets Mean-Field Game Theory" (IEEE Trans. Commun. 2020). N UAVs (100 by
-    default; presets ``swarm_1k`` and ``swarm_10k``) start at rest in a source disc, on a jittered
+    default; presets ``swarm-1k`` and ``swarm-10k``) start at rest in a source disc, on a jittered
     lattice 2 m apart, and must reach a destination disc 120 m away. Each UAV is an agent that
     controls its acceleration; the wind perturbs its velocity (``dv = u dt + sigma dW``, integrated
     exactly over each 0.1 s step, see :mod:`fl_gym.sim.uav.swarm`). UAVs closer than 1 m collide.
@@ -108,7 +113,9 @@ class UAVSwarmEnv(ParallelEnv):
     :class:`~fl_gym.sim.uav.swarm.UAVSwarmConfig` or a dict of overrides of its fields (an unknown
     key
     or a bad value is a ``ValueError`` naming it), applied on top of the named ``preset``
-    (``"default"``, ``"swarm_1k"``, ``"swarm_10k"``; :data:`~fl_gym.sim.uav.swarm.UAV_PRESETS`).
+    (``"default"``, ``"swarm-1k"``, ``"swarm-10k"``; :data:`~fl_gym.sim.uav.swarm.UAV_PRESETS`;
+    the former ``"swarm_1k"``, ``"swarm_10k"`` are deprecated aliases). An unknown reset option
+    is a ``ValueError``, ``step()`` before ``reset()`` a ``RuntimeError``, as in every family.
     ``reset(options={"config": ...})`` changes the configuration for the coming episodes (same
     ``num_uavs`` and ``density_window_cells``). ``render_mode="rgb_array"`` draws the swarm over
     its density (matplotlib, a core dependency);
@@ -141,6 +148,13 @@ class UAVSwarmEnv(ParallelEnv):
                 f"got {render_mode!r}"
             )
         self.num_threads = check_num_threads(num_threads)
+        if preset in PRESET_ALIASES:
+            warnings.warn(
+                f"preset {preset!r} is deprecated; use {PRESET_ALIASES[preset]!r}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            preset = PRESET_ALIASES[preset]
         self.config = make_uav_config(preset, config)
         reject_unknown_arguments(
             "uav_swarm_v0.parallel_env",
@@ -187,11 +201,24 @@ class UAVSwarmEnv(ParallelEnv):
         Args:
             seed: Seeds the environment's generator (the first reset without a seed draws one).
             options: ``{"config": UAVSwarmConfig | dict}`` changes the configuration (same
-                ``num_uavs`` and ``density_window_cells``); other keys are ignored.
+                ``num_uavs`` and ``density_window_cells``).
 
         Returns:
             Observations and infos of all agents.
+
+        Warns:
+            UserWarning: If ``options`` holds another key (the Gymnasium envs raise; PettingZoo's
+                API test resets with an arbitrary option, so a PettingZoo env must accept it).
         """
+        unknown = set(options or {}) - {"config"}
+        if unknown:
+            # PettingZoo's parallel_api_test resets with options={"options": 1} and must pass,
+            # so a PettingZoo env warns, with the Gymnasium envs' error text, where they raise.
+            warnings.warn(
+                f"unknown reset option(s) {sorted(unknown)}; allowed: ['config'] (ignored)",
+                UserWarning,
+                stacklevel=2,
+            )
         if options and options.get("config") is not None:
             self._set_config(options["config"])
         if seed is not None or self._np_random is None:
@@ -248,6 +275,7 @@ class UAVSwarmEnv(ParallelEnv):
         Raises:
             ValueError: If an action is malformed or names an agent that is not flying, or if
                 the episode has ended (call ``reset``); the environment is left unchanged.
+            RuntimeError: If ``reset`` was never called.
         """
         accel = self._decode_actions(actions)
         report = self.swarm.step(accel, self._np_random)
@@ -284,7 +312,7 @@ class UAVSwarmEnv(ParallelEnv):
 
     def _decode_actions(self, actions: Mapping[str, Any]) -> np.ndarray:
         if self._np_random is None:
-            raise ValueError("step() called before reset(); call reset() first")
+            raise RuntimeError("call reset() before step()")
         if not self.agents:
             raise ValueError("step() called after the episode ended; call reset() first")
         if not isinstance(actions, Mapping):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -93,8 +94,11 @@ class VehicularEnv(ParallelEnv):
         num_threads: int | None = DEFAULT_NUM_THREADS,
         **unexpected: Any,
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(f"render_mode must be None (no rendering yet), got {render_mode!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, "
+                f"got {render_mode!r}"
+            )
         self.render_mode = render_mode
         self.num_threads = check_num_threads(num_threads)
         self.config = make_urllc_config(preset, config)
@@ -134,7 +138,21 @@ class VehicularEnv(ParallelEnv):
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        """Start an episode; ``options={"config": ...}`` may change the configuration."""
+        """Start an episode; ``options={"config": ...}`` may change the configuration.
+
+        Warns:
+            UserWarning: If ``options`` holds another key (the Gymnasium envs raise; PettingZoo's
+                API test resets with an arbitrary option, so a PettingZoo env must accept it).
+        """
+        unknown = set(options or {}) - {"config"}
+        if unknown:
+            # PettingZoo's parallel_api_test resets with options={"options": 1} and must pass,
+            # so a PettingZoo env warns, with the Gymnasium envs' error text, where they raise.
+            warnings.warn(
+                f"unknown reset option(s) {sorted(unknown)}; allowed: ['config'] (ignored)",
+                UserWarning,
+                stacklevel=2,
+            )
         if options and options.get("config") is not None:
             new = make_urllc_config(None, options["config"], base=self.config)
             old, now = self.config.system, new.system
@@ -186,7 +204,7 @@ class VehicularEnv(ParallelEnv):
     def decode_actions(self, actions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Validated per-pair ``(levels (K,), blocks (K,))`` of an actions dict."""
         if self._np_random is None:
-            raise ValueError("step() called before reset(); call reset() first")
+            raise RuntimeError("call reset() before step()")
         if not self.agents:
             raise ValueError("step() called after the episode ended; call reset() first")
         if not isinstance(actions, Mapping):

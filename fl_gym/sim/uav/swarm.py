@@ -193,14 +193,14 @@ UAV_FAMILY = "uav_swarm_v0"
 
 UAV_PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "swarm_1k": {
+    "swarm-1k": {
         "num_uavs": 1_000,
         "source_radius_m": 45.0,
         "destination_center_m": (300.0, 0.0),
         "destination_radius_m": 25.0,
         "max_steps": 700,
     },
-    "swarm_10k": {
+    "swarm-10k": {
         "num_uavs": 10_000,
         "source_radius_m": 135.0,
         "destination_center_m": (900.0, 0.0),

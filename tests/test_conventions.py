@@ -1,0 +1,178 @@
+"""The conventions every environment family shares: errors, presets, policies, the rollout loop."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import fl_gym
+from fl_gym.baselines import POLICIES, POLICY_ALIASES, baselines_for, make_policy
+from fl_gym.envs.registration import ENV_IDS
+from fl_gym.envs.rollout import env_family, family_of_id, rollout
+
+PETTINGZOO_MODULES = ("vehicular_v0", "uav_swarm_v0")
+SMALL = {"uav_swarm_v0": {"num_uavs": 4, "max_steps": 3}}
+ALL_ENVS = [*ENV_IDS, *PETTINGZOO_MODULES]
+
+
+def _make(name: str, **kwargs: Any) -> Any:
+    if name in PETTINGZOO_MODULES:
+        return importlib.import_module(f"fl_gym.envs.{name}").parallel_env(**kwargs)
+    return gym.make(name, **kwargs)
+
+
+def _raw(env: Any) -> Any:
+    return getattr(env, "unwrapped", env)
+
+
+def _no_action(env: Any) -> Any:
+    return env.action_space.sample() if isinstance(env, gym.Env) else {}
+
+
+def test_the_list_holds_every_env_of_every_family() -> None:
+    assert len(ENV_IDS) == 7
+    assert sorted({family_of_id(name) for name in ALL_ENVS}) == ["uav", "vehicular", "wireless-fl"]
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_unknown_reset_option_is_the_same_message(name: str) -> None:
+    """A Gymnasium env raises it; a PettingZoo env warns it, since PettingZoo's own
+    ``parallel_api_test`` resets with ``options={"options": 1}`` and must pass."""
+    env = _raw(_make(name, config=SMALL.get(name)))
+    message = "unknown reset option(s) ['bogus']; allowed: ['config']"
+    if isinstance(env, gym.Env):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            env.reset(seed=0, options={"bogus": 1})
+    else:
+        with pytest.warns(UserWarning, match=re.escape(message)):
+            env.reset(seed=0, options={"bogus": 1})
+    env.reset(seed=0, options={"config": {}})  # the allowed option still works
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_step_before_reset_is_the_same_error(name: str) -> None:
+    env = _raw(_make(name, config=SMALL.get(name)))
+    with pytest.raises(RuntimeError, match=re.escape("call reset() before step()")):
+        env.step(_no_action(env))
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_bad_render_mode_is_the_same_error(name: str) -> None:
+    env = _raw(_make(name, config=SMALL.get(name)))
+    modes = env.metadata["render_modes"]
+    message = f"render_mode must be None or one of {modes}, got 'human-ish'"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _make(name, render_mode="human-ish")
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_unknown_preset_and_unknown_config_key_are_the_same_errors(name: str) -> None:
+    with pytest.raises(ValueError, match=r"unknown preset 'nowhere' for .*; allowed: \["):
+        _make(name, preset="nowhere")
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['no_such_key'\] for .*"):
+        _make(name, config={"no_such_key": 1})
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_presets_are_kebab_case(name: str) -> None:
+    entry = next(e for e in fl_gym.catalogue() if e.name.removeprefix("fl_gym.envs.") == name)
+    for preset in entry.presets:
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", preset), preset
+
+
+def test_former_uav_preset_names_are_aliases() -> None:
+    from fl_gym.envs import uav_swarm_v0
+
+    with pytest.warns(DeprecationWarning, match="'swarm-1k'"):
+        old = uav_swarm_v0.parallel_env(preset="swarm_1k", config={"max_steps": 2})
+    assert (
+        old.config == uav_swarm_v0.parallel_env(preset="swarm-1k", config={"max_steps": 2}).config
+    )
+
+
+# -- one registry --------------------------------------------------------------------------------
+
+
+def test_every_policy_name_is_kebab_case_and_aliases_resolve_to_entries() -> None:
+    for name in POLICIES:
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name), name
+    assert POLICY_ALIASES["mfgfl_hf"] == "mfgfl-hf"
+    assert all(target in POLICIES for target in POLICY_ALIASES.values())
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_baselines_for_every_env_build_with_make_policy_and_act(name: str) -> None:
+    env = _make(name, config=SMALL.get(name))
+    names = baselines_for(env)
+    assert names and all(POLICIES[n].family == env_family(env) for n in names)
+    policy = make_policy(names[0], env)
+    obs, _ = env.reset(seed=0)
+    action, state = policy.predict(obs, episode_start=np.ones(1, dtype=bool))
+    assert state is None
+    if isinstance(env, gym.Env):
+        assert env.action_space.contains(action)
+    else:
+        assert set(action) == set(env.agents)
+        assert all(env.action_space(a).contains(v) for a, v in action.items())
+
+
+def test_make_policy_refuses_another_family() -> None:
+    env = gym.make("fl_gym/ClientSelection-v0")
+    with pytest.raises(ValueError, match="plays the uav envs, not wireless-fl ones; allowed here"):
+        make_policy("straight-line", env)
+    with pytest.raises(ValueError, match="unknown policy 'teleport'; allowed: "):
+        make_policy("teleport", env)
+
+
+def test_former_controller_names_resolve_to_the_same_entry() -> None:
+    from fl_gym.envs import uav_swarm_v0
+
+    env = uav_swarm_v0.parallel_env(config=SMALL["uav_swarm_v0"])
+    with pytest.warns(DeprecationWarning, match="'hjb-full-info'"):
+        old = make_policy("hjb_full_info", env)
+    new = make_policy("hjb-full-info", env)
+    assert type(old) is type(new) and old.name == new.name == "hjb-full-info"
+
+
+# -- one rollout loop ----------------------------------------------------------------------------
+
+
+def test_rollout_of_the_vehicular_envs_equals_a_hand_loop_in_both_forms() -> None:
+    """Same seed, same policy: the loop's numbers are those of a plain loop, and the PettingZoo
+    form (dict of agents) plays exactly the Gymnasium form's actions."""
+    from fl_gym.envs import vehicular_v0
+
+    config = {"system.num_pairs": 4, "max_steps": 12}
+    genv = gym.make("fl_gym/VehicularURLLC-v0", config=config, max_episode_steps=12)
+    policy = make_policy("vehicular-random-rb", genv, seed=3)
+    episode = rollout(genv, policy, seed=5)
+    hand = make_policy("vehicular-random-rb", genv, seed=3)
+    obs, _ = genv.reset(seed=5)
+    power, rewards, done = [], [], False
+    while not done:
+        obs, reward, terminated, truncated, info = genv.step(hand.predict(obs)[0])
+        power.append(info["mean_power_w"])
+        rewards.append(float(reward))
+        done = terminated or truncated
+    assert episode.mean_power_w == power and episode.rewards == rewards
+    assert rollout(genv, policy, seed=5) == episode  # the policy restarts with the episode
+    penv = vehicular_v0.parallel_env(config=config)
+    pz = rollout(penv, make_policy("vehicular-random-rb", penv, seed=3), seed=5)
+    assert pz.mean_power_w == episode.mean_power_w and pz.slots == episode.slots == 12
+    assert pz.rewards == episode.rewards  # the mean of the agents' rewards is the env's reward
+
+
+def test_run_episode_is_the_rollout_loop() -> None:
+    from fl_gym.baselines.uav import run_episode
+    from fl_gym.envs import uav_swarm_v0
+
+    env = uav_swarm_v0.parallel_env(config={"num_uavs": 6, "max_steps": 5})
+    a = run_episode(env, make_policy("hjb-full-info", env), seed=1)
+    b = rollout(env, make_policy("hjb-full-info", env), seed=1, num_threads=None)
+    assert a == b and a.steps == 5 and a.controller == "hjb-full-info"
+    assert a.bits_per_episode == 5 * 6 * 5 * 64  # n (n - 1) 64 bits in each of the 5 steps
