@@ -18,6 +18,7 @@ from fl_gym.envs.obs_mode import (
     flat_slices,
     flatten_observation,
 )
+from fl_gym.envs.wireless_fl.codec import CONTROLS, SelectionState, WirelessFLCodec, check_controls
 from fl_gym.envs.wireless_fl.config import (
     WirelessFLConfig,
     apply_overrides,
@@ -27,14 +28,11 @@ from fl_gym.envs.wireless_fl.config import (
 from fl_gym.sim.config import reject_unknown_arguments
 from fl_gym.sim.learning.federation import Federation
 from fl_gym.sim.plan import RoundPlan, RoundReport
-from fl_gym.sim.radio.cell import WirelessCell, dbm_to_w, w_to_dbm
+from fl_gym.sim.radio.cell import WirelessCell
 from fl_gym.sim.rounds import DigitalUplink, RoundPipeline, Transport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 
 __all__ = ["CONTROLS", "DEVICE_FEATURES", "SERVER_FEATURES", "WirelessFLEnv", "observe_many"]
-
-CONTROLS = ("selection", "power", "compression", "frequency")
-"""The knobs an environment may control, in the order of the joint action layout."""
 
 DEVICE_FEATURES = (
     "snr_db",
@@ -206,18 +204,13 @@ class WirelessFLEnv(gym.Env):
         **unexpected: Any,
     ) -> None:
         self.obs_mode = check_obs_mode(obs_mode)
-        controls = tuple(controls)
-        unknown = [c for c in controls if c not in CONTROLS]
-        if unknown or not controls or len(set(controls)) != len(controls):
-            raise ValueError(
-                f"controls must be distinct names from {list(CONTROLS)}, got {list(controls)}"
-            )
+        controls = check_controls(controls)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, "
                 f"got {render_mode!r}"
             )
-        self.controls = tuple(c for c in CONTROLS if c in controls)
+        self.controls = controls
         self.config = make_config(preset, config, base=self.default_config())
         reject_unknown_arguments(type(self).__name__, unexpected, self.config, self._arguments())
         self.render_mode = render_mode
@@ -244,14 +237,8 @@ class WirelessFLEnv(gym.Env):
         cfg = self.config
         k = cfg.num_devices
         self.num_devices = k
-        if self.controls == ("compression",):
-            self.action_space = spaces.MultiDiscrete(
-                np.full(k, cfg.num_compression_levels, dtype=np.int64)
-            )
-        elif self.controls == ("frequency",):
-            self.action_space = spaces.Discrete(len(cfg.local_step_choices))
-        else:
-            self.action_space = spaces.Box(-1.0, 1.0, (self._box_size(),), dtype=np.float32)
+        self._codec: WirelessFLCodec | None = None
+        self.action_space = self.codec.action_space
         self.dict_observation_space = spaces.Dict(
             {
                 "devices": spaces.Box(
@@ -271,19 +258,18 @@ class WirelessFLEnv(gym.Env):
             else flat_observation_space(self.dict_observation_space)
         )
 
-    def _box_size(self) -> int:
-        k = self.config.num_devices
-        sizes = {"selection": k, "power": k, "compression": k, "frequency": 1}
-        return sum(sizes[c] for c in self.controls)
+    @property
+    def codec(self) -> WirelessFLCodec:
+        """This environment's action codec (:mod:`fl_gym.envs.wireless_fl.codec`): every rule
+        between its actions and the :class:`RoundPlan` they play, for the environment and for
+        every baseline. Rebuilt when the configuration changes (``reset(options=...)``)."""
+        if self._codec is None or self._codec.config is not self.config:
+            self._codec = self.make_codec()
+        return self._codec
 
-    def _slices(self) -> dict[str, slice]:
-        k = self.config.num_devices
-        sizes = {"selection": k, "power": k, "compression": k, "frequency": 1}
-        out, start = {}, 0
-        for c in self.controls:
-            out[c] = slice(start, start + sizes[c])
-            start += sizes[c]
-        return out
+    def make_codec(self) -> WirelessFLCodec:
+        """The codec of this environment's controls and configuration."""
+        return WirelessFLCodec(self.config, self.controls)
 
     # -- gymnasium API -----------------------------------------------------------------------------
 
@@ -372,94 +358,35 @@ class WirelessFLEnv(gym.Env):
 
     # -- action <-> plan ---------------------------------------------------------------------------
 
+    def selection_state(self) -> SelectionState:
+        """The devices' availability and selection history, as decoding needs them."""
+        if self.federation is None:
+            raise RuntimeError("call reset() before decoding actions")
+        cell = self.federation.cell
+        assert cell is not None
+        return SelectionState(cell.available, self._last_selected_round)
+
     def decode_action(self, action: Any) -> tuple[RoundPlan, dict[str, Any]]:
-        """Turn an action of this environment's space into a validated :class:`RoundPlan`.
+        """Turn an action of this environment's space into a validated :class:`RoundPlan`
+        (:meth:`WirelessFLCodec.decode <fl_gym.envs.wireless_fl.codec.WirelessFLCodec.decode>`
+        with the current devices).
 
         Returns:
             The plan and what decoding changed: ``action_clipped`` (a Box action had entries
             outside [-1, 1]) and ``dropped_unavailable`` (devices scored > 0 whose battery is
             empty).
         """
-        if self.federation is None:
-            raise RuntimeError("call reset() before decoding actions")
-        cfg = self.config
-        k = self.num_devices
-        info: dict[str, Any] = {"action_clipped": False, "dropped_unavailable": []}
-        values: dict[str, np.ndarray] = {}
-        if isinstance(self.action_space, spaces.MultiDiscrete):
-            values["compression"] = self._check_discrete(action, (k,), cfg.num_compression_levels)
-        elif isinstance(self.action_space, spaces.Discrete):
-            index = self._check_discrete(action, (), len(cfg.local_step_choices))
-            values["frequency"] = np.array([index])
-        else:
-            box = self._check_box(action)
-            info["action_clipped"] = bool(np.any((box < -1.0) | (box > 1.0)))
-            box = np.clip(box, -1.0, 1.0)
-            for name, sl in self._slices().items():
-                values[name] = box[sl]
-                if name == "compression":
-                    values[name] = _bin(box[sl], cfg.num_compression_levels)
-                elif name == "frequency":
-                    values[name] = _bin(box[sl], len(cfg.local_step_choices))
-
-        cell = self.federation.cell
-        assert cell is not None
-        available = cell.available
-        m = cfg.wireless.num_subchannels
-        if "selection" in values:
-            scores = values["selection"]
-            wanted = scores > 0
-            info["dropped_unavailable"] = np.flatnonzero(wanted & ~available).tolist()
-            selected = _top(scores, wanted & available, m)
-        else:
-            # Round-robin: the longest-unselected available devices, lower index first on ties.
-            order = np.lexsort((np.arange(k), self._last_selected_round))
-            selected = np.zeros(k, dtype=bool)
-            selected[order[available[order]][:m]] = True
-        if "power" in values:
-            span = cfg.wireless.p_max_dbm - cfg.power_min_dbm
-            power_dbm = cfg.power_min_dbm + (values["power"] + 1.0) / 2.0 * span
-            power_w = np.minimum(dbm_to_w(power_dbm), cfg.wireless.p_max_w)
-        else:
-            power_w = np.full(k, cfg.wireless.p_max_w)
-        compression = values.get("compression", np.full(k, cfg.default_compression))
-        if "frequency" in values:
-            local_steps = cfg.local_step_choices[int(values["frequency"][0])]
-        else:
-            local_steps = cfg.default_local_steps
-        plan = RoundPlan(selected, local_steps, compression.astype(np.int64), power_w)
-        return plan, info
+        return self.codec.decode(action, self.selection_state())
 
     def encode_plan(self, plan: RoundPlan) -> np.ndarray | int:
-        """The action of this environment's space that decodes to (as nearly as possible) ``plan``.
+        """The action of this environment's space that decodes to (as nearly as possible) ``plan``
+        (:meth:`WirelessFLCodec.encode <fl_gym.envs.wireless_fl.codec.WirelessFLCodec.encode>`).
 
         Knobs the environment does not control are ignored. Local steps that are not one of
         ``local_step_choices`` map to the nearest choice (of the selected devices' largest
         count); powers outside ``[power_min_dbm, p_max_dbm]`` map to the nearest end.
         """
-        cfg = self.config
-        k = self.num_devices
-        if not isinstance(plan, RoundPlan) or plan.num_clients != k:
-            raise ValueError(f"plan must be a RoundPlan for {k} devices, got {plan!r}")
-        parts: dict[str, np.ndarray] = {}
-        parts["selection"] = np.where(plan.selected, 1.0, -1.0)
-        if plan.power_w is None:
-            parts["power"] = np.ones(k)
-        else:
-            with np.errstate(divide="ignore"):
-                power_dbm = w_to_dbm(np.maximum(plan.power_w, 0.0))
-            span = cfg.wireless.p_max_dbm - cfg.power_min_dbm
-            parts["power"] = np.clip(2.0 * (power_dbm - cfg.power_min_dbm) / span - 1.0, -1, 1)
-        levels = np.minimum(plan.compression, cfg.num_compression_levels - 1)
-        parts["compression"] = _unbin(levels, cfg.num_compression_levels)
-        steps = int(plan.local_steps.max()) if plan.selected.any() else cfg.default_local_steps
-        choice = int(np.argmin(np.abs(np.asarray(cfg.local_step_choices) - steps)))
-        parts["frequency"] = _unbin(np.array([choice]), len(cfg.local_step_choices))
-        if isinstance(self.action_space, spaces.MultiDiscrete):
-            return levels.astype(np.int64)
-        if isinstance(self.action_space, spaces.Discrete):
-            return choice
-        return np.concatenate([parts[c] for c in self.controls]).astype(np.float32)
+        return self.codec.encode(plan)
 
     # -- observation, reward, info -----------------------------------------------------------------
 
@@ -521,45 +448,7 @@ class WirelessFLEnv(gym.Env):
     def close(self) -> None:
         self._renderer = None
 
-    # -- validation helpers ------------------------------------------------------------------------
-
-    def _check_box(self, action: Any) -> np.ndarray:
-        expected = f"action must be an array of floats of shape {self.action_space.shape}"
-        try:
-            arr = np.asarray(action)
-        except (TypeError, ValueError) as exc:  # ragged sequences, objects numpy cannot read
-            raise TypeError(f"{expected}, got {action!r}") from exc
-        # Casting first would parse strings, turn None into NaN and drop imaginary parts.
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{expected}, got {action!r} (dtype {arr.dtype})")
-        arr = arr.astype(np.float64)
-        if arr.shape != self.action_space.shape:
-            raise ValueError(
-                f"action must have shape {self.action_space.shape}, got shape {arr.shape}"
-            )
-        if not np.all(np.isfinite(arr)):
-            bad = np.flatnonzero(~np.isfinite(arr)).tolist()
-            raise ValueError(f"action has non-finite entries at {bad}; allowed: [-1, 1]")
-        return arr
-
-    @staticmethod
-    def _check_discrete(action: Any, shape: tuple[int, ...], n: int) -> np.ndarray:
-        try:
-            arr = np.asarray(action)
-        except (TypeError, ValueError) as exc:  # ragged sequences, objects numpy cannot read
-            raise TypeError(f"action must be integer(s) of shape {shape}, got {action!r}") from exc
-        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-            raise TypeError(f"action must be integer(s) of shape {shape}, got {action!r}")
-        if arr.shape != shape:
-            raise ValueError(f"action must have shape {shape}, got shape {arr.shape}")
-        if np.issubdtype(arr.dtype, np.floating) and (
-            not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
-        ):
-            raise ValueError(f"action must hold whole numbers, got {action!r}")
-        arr = arr.astype(np.int64)
-        if np.any((arr < 0) | (arr >= n)):
-            raise ValueError(f"action entries must be in 0..{n - 1}, got {arr.tolist()}")
-        return arr
+    # -- helpers -----------------------------------------------------------------------------------
 
     @staticmethod
     def _layout(config: WirelessFLConfig) -> tuple[Any, ...]:
@@ -642,20 +531,3 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
         env._format_observation({"devices": devices32[e], "server": servers32[e]})
         for e, env in enumerate(envs)
     ]
-
-
-def _bin(values: np.ndarray, n: int) -> np.ndarray:
-    return np.minimum(np.floor((values + 1.0) / 2.0 * n), n - 1).astype(np.int64)
-
-
-def _unbin(levels: np.ndarray, n: int) -> np.ndarray:
-    return 2.0 * (levels + 0.5) / n - 1.0
-
-
-def _top(scores: np.ndarray, eligible: np.ndarray, m: int) -> np.ndarray:
-    """The ``m`` highest-scoring eligible entries (lower index first on ties)."""
-    order = np.lexsort((np.arange(scores.shape[0]), -scores))
-    chosen = order[eligible[order]][:m]
-    mask = np.zeros(scores.shape[0], dtype=bool)
-    mask[chosen] = True
-    return mask
