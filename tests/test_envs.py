@@ -407,7 +407,7 @@ def test_selecting_nobody_changes_nothing(env_id: str, score: float) -> None:
     _, reset_info = env.reset(seed=SEED)
     raw = _unwrapped(env)
     action = np.asarray(_plan_action(env, np.zeros(raw.num_devices, dtype=bool)))
-    action[raw._slices()["selection"]] = score  # a score must be > 0 to select
+    action[raw.codec.slices["selection"]] = score  # a score must be > 0 to select
     before = _snapshot(env)
     out = env.step(action)
     _check_step(env, before, reset_info["accuracy"], out)

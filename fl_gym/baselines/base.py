@@ -3,18 +3,19 @@
 A :class:`BaselinePolicy` turns one observation into a :class:`~fl_gym.sim.plan.RoundPlan` and,
 through the environment's ``encode_plan``, into an action of that environment's space. It decides
 only its own knobs (:attr:`BaselinePolicy.knobs`); the others take the environment's documented
-defaults, so a plan is exactly what the environment plays:
+defaults from the environment's own action codec
+(:class:`~fl_gym.envs.wireless_fl.codec.WirelessFLCodec`), so a plan is exactly what the
+environment plays:
 
 * selection: round-robin, the M available devices that have gone longest without being
-  selected, lower index first on ties (the rule of ``WirelessFLEnv.decode_action``, replayed
-  from the observations' ``selected`` column);
+  selected, lower index first on ties (the codec's rule, replayed from the observations'
+  ``selected`` column);
 * power: ``p_max``; compression: ``default_compression``; local steps: ``default_local_steps``.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 from fl_gym.baselines.features import ObservationFeatures, read_observation, split_batch
+from fl_gym.envs.wireless_fl.codec import SelectionState, WirelessFLCodec, rank_select
 from fl_gym.envs.wireless_fl.env import WirelessFLEnv
 from fl_gym.sim.plan import RoundPlan
 from fl_gym.sim.threads import with_torch_threads
@@ -31,7 +33,6 @@ __all__ = [
     "EpisodeMemory",
     "applies_to_uplink",
     "rank_select",
-    "round_robin_selection",
 ]
 
 
@@ -50,42 +51,6 @@ class EpisodeMemory:
     rounds_planned: int
     last_selected_round: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def rank_select(keys: Sequence[np.ndarray], eligible: np.ndarray, m: int) -> np.ndarray:
-    """The ``m`` best eligible devices by ``keys``, lower index first on full ties.
-
-    Args:
-        keys: ``(K,)`` arrays, most significant first; larger is better in each. An empty
-            sequence ranks by index alone.
-        eligible: ``(K,)`` bool mask of the devices that may be chosen.
-        m: Most devices to choose.
-
-    Returns:
-        ``(K,)`` bool mask of at most ``m`` chosen devices.
-    """
-    k = eligible.shape[0]
-    # np.lexsort sorts by its last key first; the index comes first so it breaks the last ties.
-    order = np.lexsort((np.arange(k), *(-np.asarray(key) for key in reversed(keys))))
-    chosen = order[eligible[order]][:m]
-    mask = np.zeros(k, dtype=bool)
-    mask[chosen] = True
-    return mask
-
-
-def round_robin_selection(memory: EpisodeMemory, available: np.ndarray, m: int) -> np.ndarray:
-    """The environment's default selection: the ``m`` available devices unselected the longest.
-
-    Args:
-        memory: The episode's memory (its ``last_selected_round``).
-        available: ``(K,)`` bool mask of the devices with energy left.
-        m: Number of sub-channels.
-
-    Returns:
-        ``(K,)`` bool mask. With everyone available this is cyclic over device indices (rounds
-        select ``0..M-1``, ``M..2M-1``, ...); an exhausted device is skipped and never returns.
-    """
-    return rank_select((-memory.last_selected_round,), available, m)
 
 
 def applies_to_uplink(cls: type[BaselinePolicy], env: WirelessFLEnv) -> bool:
@@ -176,9 +141,16 @@ class BaselinePolicy(abc.ABC):
         return self.env.num_threads
 
     @property
-    def num_subchannels(self) -> int:
-        """M: the most devices a round can select."""
-        return self.env.config.wireless.num_subchannels
+    def codec(self) -> WirelessFLCodec:
+        """The environment's action codec: its power map, top-M and round-robin rules and the
+        defaults of the knobs this policy leaves alone."""
+        return self.env.codec
+
+    @staticmethod
+    def selection_state(features: ObservationFeatures, memory: EpisodeMemory) -> SelectionState:
+        """The devices' availability (from the observation) and selection history (from the
+        episode's memory), as the codec's selection rules take them."""
+        return SelectionState(features.available, memory.last_selected_round)
 
     # -- public API --------------------------------------------------------------------------------
 
@@ -262,16 +234,7 @@ class BaselinePolicy(abc.ABC):
                 f"baseline {self.name!r} decided {sorted(decided)}, expected {sorted(self.knobs)}"
             )
         memory.rounds_planned += 1
-        config = self.env.config
-        if "selection" in decided:
-            selected = np.asarray(decided["selection"], dtype=bool)
-        else:
-            selected = round_robin_selection(memory, features.available, self.num_subchannels)
-        k = features.num_devices
-        power_w = decided.get("power", np.full(k, config.wireless.p_max_w))
-        compression = decided.get("compression", config.default_compression)
-        local_steps = decided.get("frequency", config.default_local_steps)
-        return RoundPlan(selected, local_steps, compression, power_w)
+        return self.codec.complete(decided, self.selection_state(features, memory))
 
 
 def _episode_starts(episode_start: Any, n: int) -> np.ndarray:

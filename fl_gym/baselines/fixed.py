@@ -91,8 +91,7 @@ class FixedLocalSteps(BaselinePolicy):
         choices = config.local_step_choices
         if steps is None:
             # The nearest choice, first in the tuple on ties: what encode_plan would pick.
-            gaps = np.abs(np.asarray(choices) - config.default_local_steps)
-            steps = choices[int(np.argmin(gaps))]
+            steps = choices[self.codec.local_steps_choice(config.default_local_steps)]
         elif isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
             raise TypeError(f"steps must be an int, one of {list(choices)}, got {steps!r}")
         elif steps not in choices:

@@ -151,7 +151,9 @@ class OTASparseSelection(_OTASelection):
         if ids.size == 0:
             return {"selection": np.zeros(features.num_devices, dtype=bool)}
         wireless = self.env.config.wireless
-        power_w, noise_w = wireless.p_max_w, wireless.noise_psd_w_per_hz * wireless.bandwidth_hz
+        # The design assumes the default budget P0 = p_max (the policy leaves power alone).
+        power_w = self.codec.max_power_w
+        noise_w = wireless.noise_psd_w_per_hz * wireless.bandwidth_hz
         target = self.mse_target
         if target is None:
             design = receive_beamformer(channels, weights, num_iterations=20, num_starts=1)

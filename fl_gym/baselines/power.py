@@ -1,7 +1,8 @@
 """Transmit-power heuristics: fixed maximum, fixed minimum and channel inversion.
 
 Powers stay within the environment's action range ``[power_min_dbm, p_max_dbm]`` so that the
-plan survives ``encode_plan`` / ``decode_action`` unchanged.
+plan survives ``encode_plan`` / ``decode_action`` unchanged; the range and the dBm <-> W
+conversion are the environment's codec's (:class:`~fl_gym.envs.wireless_fl.codec.WirelessFLCodec`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import numpy as np
 
 from fl_gym.baselines.base import BaselinePolicy, EpisodeMemory
 from fl_gym.baselines.features import ObservationFeatures
-from fl_gym.sim.radio.cell import dbm_to_w
 
 __all__ = ["ChannelInversionPower", "MaxPower", "MinPower"]
 
@@ -36,7 +36,7 @@ class MaxPower(BaselinePolicy):
         super().__init__(env)
 
     def _decide(self, features: ObservationFeatures, memory: EpisodeMemory) -> dict[str, Any]:
-        return {"power": np.full(features.num_devices, self.env.config.wireless.p_max_w)}
+        return {"power": np.full(features.num_devices, self.codec.max_power_w)}
 
 
 class MinPower(BaselinePolicy):
@@ -52,8 +52,7 @@ class MinPower(BaselinePolicy):
         super().__init__(env)
 
     def _decide(self, features: ObservationFeatures, memory: EpisodeMemory) -> dict[str, Any]:
-        power_w = float(dbm_to_w(self.env.config.power_min_dbm))
-        return {"power": np.full(features.num_devices, power_w)}
+        return {"power": np.full(features.num_devices, self.codec.min_power_w)}
 
 
 class ChannelInversionPower(BaselinePolicy):
@@ -88,9 +87,8 @@ class ChannelInversionPower(BaselinePolicy):
         self.target_snr_db = float(target_snr_db)
 
     def _decide(self, features: ObservationFeatures, memory: EpisodeMemory) -> dict[str, Any]:
-        config = self.env.config
-        p_max_dbm = config.wireless.p_max_dbm
-        power_dbm = np.clip(
-            p_max_dbm + self.target_snr_db - features.snr_db, config.power_min_dbm, p_max_dbm
-        )
-        return {"power": dbm_to_w(power_dbm)}
+        # snr_db is the SNR at p_max: the power for the target is p_max's, shifted by the gap.
+        _, max_dbm = self.codec.power_range_dbm
+        return {
+            "power": self.codec.clip_power_dbm_to_w(max_dbm + self.target_snr_db - features.snr_db)
+        }

@@ -1,7 +1,9 @@
 """Device-selection heuristics from the literature on federated learning over wireless links.
 
-Each policy selects at most M (``config.wireless.num_subchannels``) devices, and only available
-ones (battery not empty). Rankings break ties by the lower device index, as the environment does.
+Each policy selects at most M (``config.wireless.num_subchannels``, the codec's ``max_selected``)
+devices, and only available ones (battery not empty). Rankings break ties by the lower device
+index, with the ranking rule of the environment's codec (``self.codec.rank``,
+:func:`~fl_gym.envs.wireless_fl.codec.rank_select`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from fl_gym.baselines.base import (
-    BaselinePolicy,
-    EpisodeMemory,
-    rank_select,
-    round_robin_selection,
-)
+from fl_gym.baselines.base import BaselinePolicy, EpisodeMemory
 from fl_gym.baselines.features import ObservationFeatures
 
 __all__ = [
@@ -65,7 +62,7 @@ class RandomSelection(BaselinePolicy):
         # Uniform keys for every device (not only the available ones), so the stream of draws
         # does not depend on who is available; the M smallest keys form a uniform subset.
         keys = self.rng.random(features.num_devices)
-        return {"selection": rank_select((-keys,), features.available, self.num_subchannels)}
+        return {"selection": self.codec.rank((-keys,), features.available)}
 
 
 class RoundRobinSelection(BaselinePolicy):
@@ -86,9 +83,7 @@ class RoundRobinSelection(BaselinePolicy):
         super().__init__(env)
 
     def _decide(self, features: ObservationFeatures, memory: EpisodeMemory) -> dict[str, Any]:
-        return {
-            "selection": round_robin_selection(memory, features.available, self.num_subchannels)
-        }
+        return {"selection": self.codec.round_robin(self.selection_state(features, memory))}
 
 
 class FullParticipation(BaselinePolicy):
@@ -108,7 +103,7 @@ class FullParticipation(BaselinePolicy):
         super().__init__(env)
 
     def _decide(self, features: ObservationFeatures, memory: EpisodeMemory) -> dict[str, Any]:
-        return {"selection": rank_select((), features.available, self.num_subchannels)}
+        return {"selection": self.codec.rank((), features.available)}
 
 
 class BestChannelSelection(BaselinePolicy):
@@ -128,9 +123,7 @@ class BestChannelSelection(BaselinePolicy):
         super().__init__(env)
 
     def _decide(self, features: ObservationFeatures, memory: EpisodeMemory) -> dict[str, Any]:
-        return {
-            "selection": rank_select((features.snr_db,), features.available, self.num_subchannels)
-        }
+        return {"selection": self.codec.rank((features.snr_db,), features.available)}
 
 
 class ProportionalFairSelection(BaselinePolicy):
@@ -187,9 +180,7 @@ class ProportionalFairSelection(BaselinePolicy):
             state["average_rate"] = (1.0 - forget) * state["average_rate"] + forget * served
         state["last_rate"] = rate
         priority = rate / np.maximum(state["average_rate"], self._RATE_FLOOR)
-        return {
-            "selection": rank_select((priority, rate), features.available, self.num_subchannels)
-        }
+        return {"selection": self.codec.rank((priority, rate), features.available)}
 
 
 class AgeBasedSelection(BaselinePolicy):
@@ -211,7 +202,7 @@ class AgeBasedSelection(BaselinePolicy):
 
     def _decide(self, features: ObservationFeatures, memory: EpisodeMemory) -> dict[str, Any]:
         keys = (features.staleness_rounds, features.snr_db)
-        return {"selection": rank_select(keys, features.available, self.num_subchannels)}
+        return {"selection": self.codec.rank(keys, features.available)}
 
 
 class EnergyAwareSelection(BaselinePolicy):
@@ -235,4 +226,4 @@ class EnergyAwareSelection(BaselinePolicy):
 
     def _decide(self, features: ObservationFeatures, memory: EpisodeMemory) -> dict[str, Any]:
         score = features.battery_fraction * features.spectral_efficiency
-        return {"selection": rank_select((score,), features.available, self.num_subchannels)}
+        return {"selection": self.codec.rank((score,), features.available)}

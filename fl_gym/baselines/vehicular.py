@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.envs.vehicular.env import SNR_SCALE_DB, VehicularURLLCConfig
 
 __all__ = [
@@ -66,6 +67,8 @@ class VehicularPolicy(abc.ABC):
             raise TypeError(f"env must be a vehicular URLLC environment, got {env!r}")
         self.config = config
         sys_cfg = config.system
+        self.codec = VehicularCodec.from_system(sys_cfg)
+        """The environments' action codec: levels and blocks <-> actions, agents' names."""
         self.num_pairs = sys_cfg.num_pairs
         self.num_blocks = sys_cfg.num_resource_blocks
         self.power_fraction = sys_cfg.power_levels_w / sys_cfg.p_max_w  # (L,)
@@ -145,7 +148,7 @@ class VehicularPolicy(abc.ABC):
             levels, blocks = self.decide(
                 devices[env_index], server[env_index], self._memories[env_index]
             )
-            actions[env_index, 0::2], actions[env_index, 1::2] = levels, blocks
+            actions[env_index] = self.codec.encode(levels, blocks)
         return (actions if batched else actions[0]), state
 
     def _predict_agents(
@@ -157,15 +160,14 @@ class VehicularPolicy(abc.ABC):
             return {}
         rows = np.stack([observations[name] for name in names])
         width = 1 + 2 * self.num_blocks
-        index = np.array([int(name.rsplit("_", 1)[1]) for name in names])
+        index = np.array([self.codec.agent_index(name) for name in names])
         devices = np.zeros((self.num_pairs, width))
         devices[index] = rows[:, :width]
         start = bool(np.any(episode_start)) if episode_start is not None else False
         if start or 0 not in self._memories:
             self._memories[0] = self.new_memory()
         levels, blocks = self.decide(devices, rows[0, width:], self._memories[0])
-        chosen = np.stack([levels[index], blocks[index]], axis=1)
-        return dict(zip(names, chosen, strict=True))
+        return self.codec.encode_agents(levels, blocks, names)
 
 
 class MaxPowerPolicy(VehicularPolicy):
@@ -181,7 +183,7 @@ class MaxPowerPolicy(VehicularPolicy):
         self, devices: np.ndarray, server: np.ndarray, memory: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         obs = self._decode(devices)
-        levels = np.full(self.num_pairs, len(self.power_fraction) - 1)
+        levels = np.full(self.num_pairs, self.codec.max_level)
         return levels, self._best_block(obs["effective_snr"])
 
 
@@ -197,7 +199,7 @@ class QueueProportionalPolicy(VehicularPolicy):
         self, devices: np.ndarray, server: np.ndarray, memory: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         obs = self._decode(devices)
-        top = len(self.power_fraction) - 1
+        top = self.codec.max_level
         ratio = np.minimum(obs["queue_bits"] / self.config.system.queue_threshold_bits, 1.0)
         levels = np.ceil(top * ratio - 1e-12).clip(0, top).astype(np.int64)
         return levels, self._best_block(obs["effective_snr"])
@@ -226,7 +228,7 @@ class RandomBlockPolicy(VehicularPolicy):
     def decide(
         self, devices: np.ndarray, server: np.ndarray, memory: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        levels = np.full(self.num_pairs, len(self.power_fraction) - 1)
+        levels = np.full(self.num_pairs, self.codec.max_level)
         return levels, self._rng.integers(0, self.num_blocks, self.num_pairs)
 
 

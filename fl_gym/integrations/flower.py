@@ -4,9 +4,10 @@
 asks every available client for its properties, assembles the observation an fl_gym wireless FL
 environment would give (``DEVICE_FEATURES`` columns and ``SERVER_FEATURES`` entries, scaled as
 :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv` documents), calls the policy's ``predict`` and
-decodes the action with the environment's own ``decode_action`` (the top-M rule, availability and
-every other decoding rule stay in the environment). Fit instructions go to the selected clients
-only; aggregation and evaluation are FedAvg's.
+decodes the action with the environment's action codec (``env.unwrapped.codec``, the one the
+environment's ``decode_action`` uses: the top-M rule and every other decoding rule stay there),
+for the clients' availability and the strategy's selection history. Fit instructions go to the
+selected clients only; aggregation and evaluation are FedAvg's.
 
 The client side reports its device through Flower's ``get_properties``: subclass
 :class:`DeviceClient` (a ``NumPyClient``) or return :func:`device_properties` from your own
@@ -94,6 +95,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 import fl_gym  # noqa: F401  (registers the environments)
+from fl_gym.envs.wireless_fl.codec import SelectionState
 from fl_gym.envs.wireless_fl.env import (
     ACCURACY_GAIN_SCALE,
     DEVICE_FEATURES,
@@ -521,11 +523,10 @@ class FlGymClientSelection(FedAvg):
         properties = [self._properties(client, server_round) for client in clients]
         env = self.prepare(len(clients))
         obs = self.observation(cids, properties, server_round)
-        self._sync_batteries(env, properties)
         action, _ = self.policy.predict(
             obs, episode_start=np.array([server_round == 1]), deterministic=self.deterministic
         )
-        plan, _ = env.unwrapped.decode_action(action)
+        plan, _ = env.unwrapped.codec.decode(action, self.selection_state(cids, obs))
         self.last_observation, self.last_plan = obs, plan
         chosen = np.flatnonzero(plan.selected)
         self._pending = (server_round, time.monotonic())
@@ -640,14 +641,18 @@ class FlGymClientSelection(FedAvg):
             )
         return dict(res.properties)
 
-    def _sync_batteries(self, env: gym.Env, properties: Sequence[Mapping[str, Any]]) -> None:
-        """Give the environment's cell the clients' batteries, so that ``decode_action`` sees the
-        same availability as the observation."""
-        cell = env.unwrapped.federation.cell
-        state = cell.snapshot()
-        capacity = np.array([float(p["battery_capacity_j"]) for p in properties])
-        battery = np.clip([float(p["battery_j"]) for p in properties], 0.0, capacity)
-        cell.restore(dataclasses.replace(state, battery_j=battery, battery_capacity_j=capacity))
+    def selection_state(
+        self, client_ids: Sequence[str], observation: Mapping[str, np.ndarray]
+    ) -> SelectionState:
+        """What the codec decodes an action against: the availability the observation shows
+        (``battery_j > battery_floor_j``) and the round in which each client was last selected
+        (0-based, -1 if never), from :attr:`selection_history`."""
+        last = {
+            cid: server_round - 1 for server_round, ids in self.selection_history for cid in ids
+        }
+        available = np.asarray(observation["devices"])[:, DEVICE_FEATURES.index("available")] > 0.5
+        rounds = np.array([last.get(cid, -1) for cid in client_ids], dtype=np.int64)
+        return SelectionState(available, rounds)
 
     def _close_pending_round(
         self, delivered: set[str] | None = None, round_time_s: float | None = None

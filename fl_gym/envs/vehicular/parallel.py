@@ -11,13 +11,13 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.envs.vehicular.env import (
     OBS_BOUND,
     REWARD_TERMS,
     SERVER_FEATURES,
     VehicularGame,
     VehicularURLLCConfig,
-    check_levels_and_blocks,
     device_features,
     make_urllc_config,
 )
@@ -110,16 +110,15 @@ class VehicularEnv(ParallelEnv):
         )
         sys_cfg = self.config.system
         k, n = sys_cfg.num_pairs, sys_cfg.num_resource_blocks
-        self.possible_agents = [f"pair_{i}" for i in range(k)]
-        self._index = {name: i for i, name in enumerate(self.possible_agents)}
+        self.codec = VehicularCodec.from_system(sys_cfg)
+        """The action codec (:mod:`fl_gym.envs.vehicular.codec`), shared with the baselines."""
+        self.possible_agents = list(self.codec.agent_names)
         self.agents: list[str] = []
         self.feature_names = (*device_features(n), *SERVER_FEATURES)
         self._observation_space = spaces.Box(
             -OBS_BOUND, OBS_BOUND, (len(self.feature_names),), dtype=np.float32
         )
-        self._action_space = spaces.MultiDiscrete(
-            np.array([sys_cfg.num_power_levels, n], dtype=np.int64)
-        )
+        self._action_space = self.codec.agent_action_space
         self.state_space = spaces.Box(
             -OBS_BOUND, OBS_BOUND, (k * (1 + 2 * n) + len(SERVER_FEATURES),), dtype=np.float32
         )
@@ -211,38 +210,7 @@ class VehicularEnv(ParallelEnv):
             raise TypeError(
                 f"actions must be a dict from agent name to action, got {type(actions).__name__}"
             )
-        k = self.config.system.num_pairs
-        levels = np.zeros(k, dtype=np.int64)
-        blocks = np.zeros(k, dtype=np.int64)
-        if not actions:
-            return levels, blocks
-        unknown = [name for name in actions if name not in self._index]
-        if unknown:
-            raise ValueError(
-                f"actions for {unknown[:3]!r}, which are not agents of this environment; "
-                f"allowed: the names in env.agents (e.g. {self.agents[:3]})"
-            )
-        rows = np.array([self._index[name] for name in actions])
-        num_levels, num_blocks = (int(v) for v in self._action_space.nvec)
-        arr: np.ndarray | None = None
-        try:
-            stacked = np.asarray(list(actions.values()))
-            if stacked.shape == (len(rows), 2) and stacked.dtype.kind in "biuf":
-                arr = check_levels_and_blocks(
-                    stacked.reshape(-1), (2 * len(rows),), num_levels, num_blocks
-                )
-        except (TypeError, ValueError):
-            arr = None
-        if arr is None:
-            # Error path only: find the first bad action and name its agent.
-            for name, value in actions.items():
-                try:
-                    check_levels_and_blocks(value, (2,), num_levels, num_blocks)
-                except (TypeError, ValueError) as exc:
-                    raise type(exc)(f"action of {name!r}: {exc}") from exc
-            raise TypeError(f"actions must be arrays of shape (2,), got {actions!r}")
-        levels[rows], blocks[rows] = arr[0::2], arr[1::2]
-        return levels, blocks
+        return self.codec.decode_agents(actions)
 
     def _observations(self) -> dict[str, np.ndarray]:
         devices = self.game.device_matrix()

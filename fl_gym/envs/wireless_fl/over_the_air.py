@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-from gymnasium import spaces
-
+from fl_gym.envs.wireless_fl.codec import OverTheAirCodec
 from fl_gym.envs.wireless_fl.config import WirelessFLConfig, apply_overrides
 from fl_gym.envs.wireless_fl.env import WirelessFLEnv
-from fl_gym.sim.plan import RoundPlan
-from fl_gym.sim.radio.cell import dbm_to_w, w_to_dbm
 from fl_gym.sim.rounds import OverTheAir, Transport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS
 
@@ -80,54 +76,12 @@ class OverTheAirFLEnv(WirelessFLEnv):
     def default_config(self) -> WirelessFLConfig:
         return apply_overrides(WirelessFLConfig(), OTA_DEFAULTS)
 
-    def _build_spaces(self) -> None:
-        super()._build_spaces()
-        self.action_space = spaces.Box(-1.0, 1.0, (self.config.num_devices + 1,), np.float32)
+    def make_codec(self) -> OverTheAirCodec:
+        """K scores and one power budget (:class:`~fl_gym.envs.wireless_fl.codec.OverTheAirCodec`);
+        ``decode_action`` and ``encode_plan`` go through it."""
+        return OverTheAirCodec(self.config)
 
     def make_transport(self) -> Transport:
         """Over-the-air aggregation, each round's power budget the plan's (the action's last
         entry)."""
         return OverTheAir()
-
-    def decode_action(self, action: Any) -> tuple[RoundPlan, dict[str, Any]]:
-        """Scores and power budget -> plan; every selected device gets the budget ``P0``."""
-        if self.federation is None:
-            raise RuntimeError("call reset() before decoding actions")
-        cfg = self.config
-        box = self._check_box(action)
-        info: dict[str, Any] = {"action_clipped": bool(np.any((box < -1.0) | (box > 1.0)))}
-        box = np.clip(box, -1.0, 1.0)
-        scores, power = box[:-1], float(box[-1])
-        cell = self.federation.cell
-        assert cell is not None
-        wanted = scores > 0
-        info["dropped_unavailable"] = np.flatnonzero(wanted & ~cell.available).tolist()
-        selected = wanted & cell.available
-        span = cfg.wireless.p_max_dbm - cfg.power_min_dbm
-        p0_w = min(
-            float(dbm_to_w(cfg.power_min_dbm + (power + 1.0) / 2.0 * span)), cfg.wireless.p_max_w
-        )
-        plan = RoundPlan(
-            selected,
-            cfg.default_local_steps,
-            cfg.default_compression,
-            np.full(self.num_devices, p0_w),
-        )
-        return plan, info
-
-    def encode_plan(self, plan: RoundPlan) -> np.ndarray:
-        """The action selecting ``plan.selected`` at the largest selected power budget."""
-        cfg = self.config
-        if not isinstance(plan, RoundPlan) or plan.num_clients != self.num_devices:
-            raise ValueError(
-                f"plan must be a RoundPlan for {self.num_devices} devices, got {plan!r}"
-            )
-        scores = np.where(plan.selected, 1.0, -1.0)
-        if plan.power_w is None or not plan.selected.any():
-            power = 1.0
-        else:
-            with np.errstate(divide="ignore"):
-                p_dbm = float(w_to_dbm(max(float(plan.power_w[plan.selected].max()), 0.0)))
-            span = cfg.wireless.p_max_dbm - cfg.power_min_dbm
-            power = float(np.clip(2.0 * (p_dbm - cfg.power_min_dbm) / span - 1.0, -1.0, 1.0))
-        return np.append(scores, power).astype(np.float32)
