@@ -531,9 +531,9 @@ def test_specs_written_by_operators() -> None:
         ("topk", "needs a ratio"),
         ("topk:", "no parameters"),
         ("topk:abc", r"invalid ratio.*expected a number, got 'abc'"),
-        ("topk:2", r"ratio must be in \(0, 1\], got 2.0"),
-        ("topk:0", r"ratio must be in \(0, 1\]"),
-        ("topk:nan", r"ratio must be in \(0, 1\]"),
+        ("topk:2", r"ratio must be a finite number in \(0, 1\], got 2.0"),
+        ("topk:0", r"ratio must be a finite number in \(0, 1\]"),
+        ("topk:nan", r"ratio must be a finite number in \(0, 1\]"),
         ("topk:0.1,foo=1", r"unknown option 'foo'.*allowed: ratio, error_feedback"),
         ("topk:0.1,ratio=0.2", "given twice"),
         ("topk:0.1,,", "empty parameter"),
@@ -543,9 +543,9 @@ def test_specs_written_by_operators() -> None:
         ("sign:0.5", "key=value"),
         ("qsgd:4.5", "expected an integer"),
         ("qsgd:0", r"levels must be an integer >= 1, got 0"),
-        ("threshold:-1", r"tau must be >= 0"),
-        ("dgc:0.1,momentum=1", r"momentum must be in \[0, 1\)"),
-        ("dgc:0.1,clip_norm=0", r"clip_norm must be > 0"),
+        ("threshold:-1", r"tau must be a finite number >= 0"),
+        ("dgc:0.1,momentum=1", r"momentum must be a finite number in \[0, 1\)"),
+        ("dgc:0.1,clip_norm=0", r"clip_norm must be a finite number > 0"),
         ("dgc:0.1,warmup_rounds=-1", r"warmup_rounds must be an integer >= 0"),
     ],
 )
@@ -555,15 +555,15 @@ def test_bad_specs_raise_clear_errors(spec: str, match: str) -> None:
 
 
 def test_bad_constructor_arguments() -> None:
-    with pytest.raises(TypeError, match="ratio must be a number"):
+    with pytest.raises(TypeError, match="ratio must be a finite number"):
         TopK(True)
-    with pytest.raises(TypeError, match="ratio must be a number"):
+    with pytest.raises(TypeError, match="ratio must be a finite number"):
         TopK("0.1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="error_feedback must be True or False"):
         TopK(0.1, error_feedback=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="levels must be an integer"):
         QSGD(4.0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="tau must be >= 0"):
+    with pytest.raises(ValueError, match="tau must be a finite number >= 0"):
         Threshold(float("inf"))
     with pytest.raises(TypeError, match="spec must be a string"):
         parse_compressor(3)  # type: ignore[arg-type]
@@ -651,3 +651,93 @@ def test_sparse_qsgd_bits_conservation_and_unbiasedness() -> None:
         [op.compress(update, residual=residual, generator=gen).reconstructed for _ in range(4000)]
     ).mean(dim=0)
     torch.testing.assert_close(mean, topk, atol=0.05, rtol=0.0)
+
+
+# -- the template: error feedback handled once in the base ----------------------------------------
+
+ERROR_FEEDBACK_OPERATORS = [
+    TopK(0.2),
+    RandomK(0.3, error_feedback=True),
+    RandomK(0.3, error_feedback=True, unbiased=False),
+    Threshold(0.5),
+    SignSGD(),
+    # DGC with no momentum and no clipping is plain top-k error feedback at its density.
+    DeepGradientCompression(0.1, momentum=0.0, warmup_rounds=2),
+]
+
+
+@pytest.mark.parametrize("op", ERROR_FEEDBACK_OPERATORS, ids=lambda op: op.spec)
+def test_error_feedback_conserves_the_signal(op: Compressor) -> None:
+    """Sum of what was sent over the rounds plus the final residual is the sum of the updates."""
+    data = torch.Generator().manual_seed(7)
+    draws = torch.Generator().manual_seed(8)
+    k, d, rounds = 3, 40, 12
+    residual = None
+    momentum = None
+    sent_total = torch.zeros(k, d, dtype=torch.float64)
+    raw_total = torch.zeros(k, d, dtype=torch.float64)
+    for r in range(rounds):
+        update = torch.randn(k, d, generator=data, dtype=torch.float64)
+        out = op.compress(
+            update, residual=residual, momentum=momentum, generator=draws, round_index=r
+        )
+        assert out.residual is not None
+        residual, momentum = out.residual, out.momentum
+        sent_total += out.reconstructed
+        raw_total += update
+    assert residual is not None and bool(residual.abs().sum() > 0)  # something was held back
+    torch.testing.assert_close(sent_total + residual, raw_total, rtol=0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("with_feedback", "without"),
+    [
+        (TopK(0.2), TopK(0.2, error_feedback=False)),
+        (Threshold(0.5), Threshold(0.5, error_feedback=False)),
+        (SignSGD(), SignSGD(error_feedback=False)),
+    ],
+    ids=lambda op: op.spec,
+)
+def test_error_feedback_encodes_update_plus_residual(
+    with_feedback: Compressor, without: Compressor
+) -> None:
+    gen = torch.Generator().manual_seed(3)
+    update = torch.randn(4, 25, generator=gen, dtype=torch.float64)
+    residual = torch.randn(4, 25, generator=gen, dtype=torch.float64)
+    fed = with_feedback.compress(update, residual=residual)
+    plain = without.compress(update + residual)
+    assert torch.equal(fed.reconstructed, plain.reconstructed)
+    assert torch.equal(fed.bits, plain.bits)
+    assert torch.equal(fed.residual, update + residual - plain.reconstructed)
+    assert plain.residual is None
+
+
+def test_sparse_qsgd_feeds_back_only_the_sparsification_error() -> None:
+    """Its residual is top-k's (same ratio, same input), whatever the quantiser drew."""
+    gen = torch.Generator().manual_seed(5)
+    update = torch.randn(3, 50, generator=gen, dtype=torch.float64)
+    residual = torch.randn(3, 50, generator=gen, dtype=torch.float64)
+    out = SparseQSGD(0.2, levels=2).compress(
+        update, residual=residual, generator=torch.Generator().manual_seed(1)
+    )
+    topk = TopK(0.2).compress(update, residual=residual)
+    assert torch.equal(out.residual, topk.residual)
+    assert not torch.equal(out.reconstructed, topk.reconstructed)  # the values were quantised
+    # Nothing outside top-k's support is sent.
+    assert not bool(out.reconstructed[topk.reconstructed == 0].any())
+
+
+def test_dgc_keeps_its_momentum_correction_and_masking() -> None:
+    """v_new + sent == v_old + u_new, and both states are zero where something was sent."""
+    gen = torch.Generator().manual_seed(9)
+    op = DeepGradientCompression(0.1, momentum=0.9, warmup_rounds=0)
+    update = torch.randn(2, 30, generator=gen, dtype=torch.float64)
+    u_old = torch.randn(2, 30, generator=gen, dtype=torch.float64)
+    v_old = torch.randn(2, 30, generator=gen, dtype=torch.float64)
+    out = op.compress(update, residual=v_old, momentum=u_old)
+    u_new = 0.9 * u_old + update
+    torch.testing.assert_close(out.residual + out.reconstructed, v_old + u_new, rtol=0, atol=1e-12)
+    sent = out.reconstructed != 0
+    assert int(sent.sum()) == 2 * 3
+    assert not bool(out.residual[sent].any()) and not bool(out.momentum[sent].any())
+    torch.testing.assert_close(out.momentum[~sent], u_new[~sent], rtol=0, atol=0)

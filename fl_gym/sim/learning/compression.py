@@ -42,14 +42,14 @@ from __future__ import annotations
 
 import abc
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from fractions import Fraction
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
+
+from fl_gym.sim.config import check_bool, check_int, check_positive, check_real
 
 __all__ = [
     "COMPRESSORS",
@@ -102,6 +102,23 @@ class CompressionResult:
     bits: torch.Tensor
     residual: torch.Tensor | None = None
     momentum: torch.Tensor | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Encoding:
+    """What an operator's encoding produces for ``K`` rows.
+
+    Attributes:
+        reconstructed: ``(K, d)`` values as the server decodes them.
+        bits: ``(K,)`` int64 exact bits per row.
+        fed_back: ``(K, d)`` what error feedback counts as sent, where that is not
+            ``reconstructed`` (top-k + QSGD feeds back only the sparsification error), else
+            ``None``.
+    """
+
+    reconstructed: torch.Tensor
+    bits: torch.Tensor
+    fed_back: torch.Tensor | None = None
 
 
 # -- bit accounting --------------------------------------------------------------------------------
@@ -160,36 +177,7 @@ def num_kept(fraction: float, num_params: int) -> int:
 
 
 def _check_fraction(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number in (0, 1], got {value!r}")
-    value = float(value)
-    if not 0.0 < value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-    return value
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
-def _check_real(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number {allowed}, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and ok(value)):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return value
+    return check_real(name, value, low=0.0, high=1.0, low_open=True)
 
 
 def _check_update(update: object) -> torch.Tensor:
@@ -279,7 +267,12 @@ class Compressor(abc.ABC):
     Subclasses are frozen dataclasses; they set the class attributes ``name`` (the spec name),
     ``_positional`` (the field a bare spec value sets, or ``None``), ``_option_parsers`` (field
     name -> parser of its spec text) and ``_example`` (a valid spec, for error messages), and
-    implement :meth:`_compress`.
+    implement :meth:`_encode` (values kept, bits counted). :meth:`_compress` is the template
+    around it that handles the state once: under error feedback (``uses_residual``) it encodes
+    ``x = update + residual`` and keeps ``x - sent`` as the new residual. Deep Gradient
+    Compression overrides the template (momentum correction before, masking of both states
+    after); top-k + QSGD feeds back only its sparsification error (its encoding names the part
+    error feedback counts as sent).
     """
 
     name: ClassVar[str]
@@ -290,8 +283,9 @@ class Compressor(abc.ABC):
 
     @property
     def uses_residual(self) -> bool:
-        """Whether the operator needs the caller's error-feedback residual rows."""
-        return False
+        """Whether the operator needs the caller's error-feedback residual rows (its
+        ``error_feedback`` field, where it has one)."""
+        return bool(getattr(self, "error_feedback", False))
 
     @property
     def uses_momentum(self) -> bool:
@@ -358,10 +352,9 @@ class Compressor(abc.ABC):
             raise ValueError(
                 f"{self.spec!r} draws random numbers: pass generator=torch.Generator(...)"
             )
-        round_index = _check_int("round_index", round_index, 0)
+        round_index = check_int("round_index", round_index, minimum=0)
         return self._compress(update, residual, momentum, generator, round_index)
 
-    @abc.abstractmethod
     def _compress(
         self,
         update: torch.Tensor,
@@ -370,7 +363,24 @@ class Compressor(abc.ABC):
         generator: torch.Generator | None,
         round_index: int,
     ) -> CompressionResult:
-        """Operator body, on validated inputs (``None`` state means zeros)."""
+        """The template, on validated inputs (``None`` state means zeros): error feedback adds
+        the residual before encoding and keeps what was not sent as the new residual,
+        ``residual_new = x - sent``, so ``reconstructed + residual_new == update + residual``
+        (to float rounding); the operator itself only encodes (:meth:`_encode`)."""
+        x = _add_residual(update, residual)
+        encoded = self._encode(x, generator, round_index)
+        new_residual = None
+        if self.uses_residual:
+            sent = encoded.reconstructed if encoded.fed_back is None else encoded.fed_back
+            new_residual = x - sent
+        return CompressionResult(encoded.reconstructed, encoded.bits, new_residual)
+
+    @abc.abstractmethod
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
+        """Encode the rows of ``x`` (the update, plus the residual under error feedback): the
+        values the server decodes and the exact bits of each row."""
 
 
 def _add_residual(update: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
@@ -409,15 +419,10 @@ class NoCompression(Compressor):
     name: ClassVar[str] = "none"
     _example: ClassVar[str] = "none"
 
-    def _compress(
-        self,
-        update: torch.Tensor,
-        residual: torch.Tensor | None,
-        momentum_state: torch.Tensor | None,
-        generator: torch.Generator | None,
-        round_index: int,
-    ) -> CompressionResult:
-        return CompressionResult(update.clone(), _full_bits(update, FLOAT_BITS * update.shape[1]))
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
+        return Encoding(x.clone(), _full_bits(x, FLOAT_BITS * x.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -451,28 +456,16 @@ class TopK(Compressor):
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratio", _check_fraction("ratio", self.ratio))
         object.__setattr__(
-            self, "error_feedback", _check_bool("error_feedback", self.error_feedback)
+            self, "error_feedback", check_bool("error_feedback", self.error_feedback)
         )
 
-    @property
-    def uses_residual(self) -> bool:
-        return self.error_feedback
-
-    def _compress(
-        self,
-        update: torch.Tensor,
-        residual: torch.Tensor | None,
-        momentum_state: torch.Tensor | None,
-        generator: torch.Generator | None,
-        round_index: int,
-    ) -> CompressionResult:
-        d = update.shape[1]
-        x = _add_residual(update, residual)
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
+        d = x.shape[1]
         k = num_kept(self.ratio, d)
         reconstructed, _ = _keep_top_k(x, k)
-        bits = sparse_bits(_full_bits(update, k), d)
-        new_residual = x - reconstructed if self.error_feedback else None
-        return CompressionResult(reconstructed, bits, new_residual)
+        return Encoding(reconstructed, sparse_bits(_full_bits(x, k), d))
 
 
 @dataclass(frozen=True)
@@ -513,25 +506,15 @@ class RandomK(Compressor):
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratio", _check_fraction("ratio", self.ratio))
         object.__setattr__(
-            self, "error_feedback", _check_bool("error_feedback", self.error_feedback)
+            self, "error_feedback", check_bool("error_feedback", self.error_feedback)
         )
-        object.__setattr__(self, "unbiased", _check_bool("unbiased", self.unbiased))
+        object.__setattr__(self, "unbiased", check_bool("unbiased", self.unbiased))
 
-    @property
-    def uses_residual(self) -> bool:
-        return self.error_feedback
-
-    def _compress(
-        self,
-        update: torch.Tensor,
-        residual: torch.Tensor | None,
-        momentum_state: torch.Tensor | None,
-        generator: torch.Generator | None,
-        round_index: int,
-    ) -> CompressionResult:
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
         assert generator is not None  # checked in compress()
-        d = update.shape[1]
-        x = _add_residual(update, residual)
+        d = x.shape[1]
         k = num_kept(self.ratio, d)
         # The k largest of d i.i.d. uniform keys form a uniform k-subset; float64 keys make ties
         # (which topk would break by position) vanishingly rare even for large d.
@@ -540,9 +523,7 @@ class RandomK(Compressor):
         reconstructed = torch.where(mask, x, torch.zeros_like(x))
         if self.unbiased:
             reconstructed = reconstructed * (d / k)
-        bits = _full_bits(update, FLOAT_BITS * k + SEED_BITS)
-        new_residual = x - reconstructed if self.error_feedback else None
-        return CompressionResult(reconstructed, bits, new_residual)
+        return Encoding(reconstructed, _full_bits(x, FLOAT_BITS * k + SEED_BITS))
 
 
 @dataclass(frozen=True)
@@ -574,31 +555,20 @@ class Threshold(Compressor):
     _example: ClassVar[str] = "threshold:0.001"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tau", _check_real("tau", self.tau, ">= 0", lambda t: t >= 0))
+        object.__setattr__(self, "tau", check_positive("tau", self.tau, allow_zero=True))
         object.__setattr__(
-            self, "error_feedback", _check_bool("error_feedback", self.error_feedback)
+            self, "error_feedback", check_bool("error_feedback", self.error_feedback)
         )
 
-    @property
-    def uses_residual(self) -> bool:
-        return self.error_feedback
-
-    def _compress(
-        self,
-        update: torch.Tensor,
-        residual: torch.Tensor | None,
-        momentum_state: torch.Tensor | None,
-        generator: torch.Generator | None,
-        round_index: int,
-    ) -> CompressionResult:
-        d = update.shape[1]
-        x = _add_residual(update, residual)
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
+        d = x.shape[1]
         mask = x.abs() >= self.tau
         reconstructed = torch.where(mask, x, torch.zeros_like(x))
         kept = mask.sum(dim=1, dtype=torch.int64)
         bits = d.bit_length() + sparse_bits(kept, d)  # d.bit_length() == ceil(log2(d + 1))
-        new_residual = x - reconstructed if self.error_feedback else None
-        return CompressionResult(reconstructed, bits, new_residual)
+        return Encoding(reconstructed, bits)
 
 
 @dataclass(frozen=True)
@@ -625,28 +595,16 @@ class SignSGD(Compressor):
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "error_feedback", _check_bool("error_feedback", self.error_feedback)
+            self, "error_feedback", check_bool("error_feedback", self.error_feedback)
         )
 
-    @property
-    def uses_residual(self) -> bool:
-        return self.error_feedback
-
-    def _compress(
-        self,
-        update: torch.Tensor,
-        residual: torch.Tensor | None,
-        momentum_state: torch.Tensor | None,
-        generator: torch.Generator | None,
-        round_index: int,
-    ) -> CompressionResult:
-        d = update.shape[1]
-        x = _add_residual(update, residual)
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
+        d = x.shape[1]
         scale = x.abs().sum(dim=1, keepdim=True) / d
         reconstructed = torch.where(x >= 0, scale, -scale)
-        bits = _full_bits(update, d + FLOAT_BITS)
-        new_residual = x - reconstructed if self.error_feedback else None
-        return CompressionResult(reconstructed, bits, new_residual)
+        return Encoding(reconstructed, _full_bits(x, d + FLOAT_BITS))
 
 
 @dataclass(frozen=True)
@@ -665,24 +623,18 @@ class TernGrad(Compressor):
     stochastic: ClassVar[bool] = True
     _example: ClassVar[str] = "terngrad"
 
-    def _compress(
-        self,
-        update: torch.Tensor,
-        residual: torch.Tensor | None,
-        momentum_state: torch.Tensor | None,
-        generator: torch.Generator | None,
-        round_index: int,
-    ) -> CompressionResult:
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
         assert generator is not None  # checked in compress()
-        d = update.shape[1]
-        magnitude = update.abs()
+        d = x.shape[1]
+        magnitude = x.abs()
         scale = magnitude.amax(dim=1, keepdim=True)
         # A zero row has scale 0 and all-zero magnitudes: the clamp turns 0/0 into 0/tiny = 0.
-        prob = magnitude / scale.clamp_min(torch.finfo(update.dtype).tiny)
-        keep = _uniform(update, generator, update.dtype) < prob
-        reconstructed = torch.where(keep, scale * torch.sign(update), torch.zeros_like(update))
-        bits = _full_bits(update, 2 * d + FLOAT_BITS)
-        return CompressionResult(reconstructed, bits)
+        prob = magnitude / scale.clamp_min(torch.finfo(x.dtype).tiny)
+        keep = _uniform(x, generator, x.dtype) < prob
+        reconstructed = torch.where(keep, scale * torch.sign(x), torch.zeros_like(x))
+        return Encoding(reconstructed, _full_bits(x, 2 * d + FLOAT_BITS))
 
 
 @dataclass(frozen=True)
@@ -713,18 +665,14 @@ class QSGD(Compressor):
     _example: ClassVar[str] = "qsgd:4"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "levels", _check_int("levels", self.levels, 1))
+        object.__setattr__(self, "levels", check_int("levels", self.levels, minimum=1))
 
-    def _compress(
-        self,
-        update: torch.Tensor,
-        residual: torch.Tensor | None,
-        momentum_state: torch.Tensor | None,
-        generator: torch.Generator | None,
-        round_index: int,
-    ) -> CompressionResult:
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
         assert generator is not None  # checked in compress()
-        return self._quantize(update, _uniform(update, generator, update.dtype))
+        out = self._quantize(x, _uniform(x, generator, x.dtype))
+        return Encoding(out.reconstructed, out.bits)
 
     def _quantize(self, update: torch.Tensor, draws: torch.Tensor) -> CompressionResult:
         """The operator on given uniform ``draws`` (``update``'s shape): row by row, so rows of
@@ -789,16 +737,16 @@ class DeepGradientCompression(Compressor):
         object.__setattr__(
             self,
             "momentum",
-            _check_real("momentum", self.momentum, "in [0, 1)", lambda m: 0.0 <= m < 1.0),
+            check_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True),
         )
         if self.clip_norm is not None:
             object.__setattr__(
                 self,
                 "clip_norm",
-                _check_real("clip_norm", self.clip_norm, "> 0 or None", lambda c: c > 0.0),
+                check_positive("clip_norm", self.clip_norm),
             )
         object.__setattr__(
-            self, "warmup_rounds", _check_int("warmup_rounds", self.warmup_rounds, 0)
+            self, "warmup_rounds", check_int("warmup_rounds", self.warmup_rounds, minimum=0)
         )
 
     @property
@@ -818,7 +766,7 @@ class DeepGradientCompression(Compressor):
         Returns:
             ``max(density, 0.25 * 4**-round_index)`` during warm-up, else ``density``.
         """
-        round_index = _check_int("round_index", round_index, 0)
+        round_index = check_int("round_index", round_index, minimum=0)
         if round_index < self.warmup_rounds:
             warmup = DGC_WARMUP_START_DENSITY * DGC_WARMUP_DECAY ** (-round_index)
             return max(self.density, warmup)
@@ -832,7 +780,10 @@ class DeepGradientCompression(Compressor):
         generator: torch.Generator | None,
         round_index: int,
     ) -> CompressionResult:
-        d = update.shape[1]
+        """DGC's own state update around the shared top-k encoding: clipping and momentum
+        correction before it, and momentum factor masking of both states after it (the
+        template's ``residual = x - sent`` equals the masked accumulation; the momentum's
+        masking is DGC's own)."""
         grad = update
         if self.clip_norm is not None:
             norm = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
@@ -840,13 +791,26 @@ class DeepGradientCompression(Compressor):
             grad = grad * (self.clip_norm / norm.clamp_min(self.clip_norm))
         u = grad if momentum_state is None else self.momentum * momentum_state + grad
         v = u if residual is None else residual + u
-        k = num_kept(self.density_at(round_index), d)
-        reconstructed, sent = _keep_top_k(v, k)
+        reconstructed, sent, bits = self._top_k(v, round_index)
         zeros = torch.zeros_like(v)
         new_v = torch.where(sent, zeros, v)
         new_u = torch.where(sent, zeros, u)
-        bits = sparse_bits(_full_bits(update, k), d)
         return CompressionResult(reconstructed, bits, new_v, new_u)
+
+    def _top_k(
+        self, v: torch.Tensor, round_index: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sent values, the mask of sent entries and the bits (top-k's encoding) of ``v``."""
+        d = v.shape[1]
+        k = num_kept(self.density_at(round_index), d)
+        reconstructed, sent = _keep_top_k(v, k)
+        return reconstructed, sent, sparse_bits(_full_bits(v, k), d)
+
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
+        reconstructed, _, bits = self._top_k(x, round_index)
+        return Encoding(reconstructed, bits)
 
 
 @dataclass(frozen=True)
@@ -891,33 +855,23 @@ class SparseQSGD(Compressor):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratio", _check_fraction("ratio", self.ratio))
-        object.__setattr__(self, "levels", _check_int("levels", self.levels, 1))
+        object.__setattr__(self, "levels", check_int("levels", self.levels, minimum=1))
         object.__setattr__(
-            self, "error_feedback", _check_bool("error_feedback", self.error_feedback)
+            self, "error_feedback", check_bool("error_feedback", self.error_feedback)
         )
 
-    @property
-    def uses_residual(self) -> bool:
-        return self.error_feedback
-
-    def _compress(
-        self,
-        update: torch.Tensor,
-        residual: torch.Tensor | None,
-        momentum_state: torch.Tensor | None,
-        generator: torch.Generator | None,
-        round_index: int,
-    ) -> CompressionResult:
+    def _encode(
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+    ) -> Encoding:
         assert generator is not None  # checked in compress()
-        d, s = update.shape[1], self.levels
-        x = _add_residual(update, residual)
+        d, s = x.shape[1], self.levels
         k = num_kept(self.ratio, d)
         sparse, _ = _keep_top_k(x, k)
-        quantised = QSGD(s)._compress(sparse, None, None, generator, round_index).reconstructed
+        quantised = QSGD(s)._encode(sparse, generator, round_index).reconstructed
         per_value = 1 + _ceil_log2(s + 1)
-        bits = _full_bits(update, FLOAT_BITS + k * per_value + min(k * _ceil_log2(d), d))
-        new_residual = x - sparse if self.error_feedback else None
-        return CompressionResult(quantised, bits, new_residual)
+        bits = _full_bits(x, FLOAT_BITS + k * per_value + min(k * _ceil_log2(d), d))
+        # The published scheme feeds back only the sparsification error (see the docstring).
+        return Encoding(quantised, bits, fed_back=sparse)
 
 
 COMPRESSORS: dict[str, type[Compressor]] = {
