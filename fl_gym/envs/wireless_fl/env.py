@@ -471,34 +471,37 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     def column(values: list[float]) -> np.ndarray:
         return np.array(values, dtype=np.float64).reshape(n, 1)
 
+    # A batch of one is a view of its arrays, not a stacked copy (the same values).
+    stack = (lambda arrays: arrays[0][None]) if n == 1 else np.stack
+
     snr = (
         column([w.p_max_w for w in wcfgs])
-        * np.stack([c.channel_gain for c in cells])  # type: ignore[union-attr]
+        * stack([c.channel_gain for c in cells])  # type: ignore[union-attr]
         / column([w.noise_power_w for w in wcfgs])
     )
     with np.errstate(divide="ignore"):
         snr_db = 10.0 * np.log10(snr)
     devices = np.zeros((n, k, len(DEVICE_FEATURES)), dtype=np.float64)
     devices[:, :, 0] = np.clip(snr_db / SNR_SCALE_DB, -_OBS_BOUND, _OBS_BOUND)
-    devices[:, :, 1] = np.stack([c.distance_m for c in cells]) / column(  # type: ignore[union-attr]
+    devices[:, :, 1] = stack([c.distance_m for c in cells]) / column(  # type: ignore[union-attr]
         [w.cell_radius_m for w in wcfgs]
     )
-    devices[:, :, 2] = np.stack([c.battery_j for c in cells]) / np.stack(  # type: ignore[union-attr]
+    devices[:, :, 2] = stack([c.battery_j for c in cells]) / stack(  # type: ignore[union-attr]
         [c.battery_capacity_j for c in cells]  # type: ignore[union-attr]
     )
-    devices[:, :, 3] = np.stack([c.cpu_hz for c in cells]) / column(  # type: ignore[union-attr]
+    devices[:, :, 3] = stack([c.cpu_hz for c in cells]) / column(  # type: ignore[union-attr]
         [w.cpu_max_hz for w in wcfgs]
     )
     devices[:, :, 4] = (
         np.minimum(
-            np.stack([fed.rounds_since_delivery() for fed in feds]),  # type: ignore[union-attr]
+            stack([fed.rounds_since_delivery() for fed in feds]),  # type: ignore[union-attr]
             STALENESS_SCALE_ROUNDS,
         )
         / STALENESS_SCALE_ROUNDS
     )
-    available = np.stack([c.available for c in cells])  # type: ignore[union-attr]
+    available = stack([c.available for c in cells])  # type: ignore[union-attr]
     devices[:, :, 6] = available
-    devices[:, :, 9] = np.stack([env._data_share for env in envs])
+    devices[:, :, 9] = stack([env._data_share for env in envs])
     server = []
     for e, (env, fed, cell, wcfg) in enumerate(zip(envs, feds, cells, wcfgs, strict=True)):
         assert fed is not None and cell is not None
@@ -519,7 +522,7 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
                 np.clip(ACCURACY_GAIN_SCALE * gain, -_OBS_BOUND, _OBS_BOUND),
             ]
         )
-    devices[:, :, 5] = np.minimum(np.stack([env._train_loss for env in envs]) / LOSS_SCALE, 1.0)
+    devices[:, :, 5] = np.minimum(stack([env._train_loss for env in envs]) / LOSS_SCALE, 1.0)
     devices = np.nan_to_num(devices, nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
     servers = np.nan_to_num(np.array(server), nan=0.0, posinf=_OBS_BOUND, neginf=-_OBS_BOUND)
     devices32 = np.clip(devices, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
