@@ -91,11 +91,18 @@ class FederationConfig:
         check_choice("aggregator", self.aggregator, AGGREGATOR_NAMES)
         check_real("trim_ratio", self.trim_ratio, low=0.0, high=0.5, high_open=True)
         check_choice("weighting", self.weighting, WEIGHTINGS)
-        levels = tuple(self.compression_levels)
-        if not levels:
-            raise ValueError("compression_levels must name at least one operator, e.g. ('none',)")
+        levels = self.compression_levels
+        if isinstance(levels, (str, bytes)) or not isinstance(levels, (tuple, list)) or not levels:
+            raise ValueError(
+                "compression_levels must name at least one operator in a tuple of specs, e.g. "
+                f"('none', 'topk:0.1'), got {levels!r}"
+            )
+        levels = tuple(levels)
         for spec in levels:
-            parse_compressor(spec)  # raises a clear error for an unknown or malformed spec
+            try:
+                parse_compressor(spec)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"compression_levels holds {spec!r}: {exc}") from None
         object.__setattr__(self, "compression_levels", levels)
 
 
