@@ -25,13 +25,14 @@ disjoint and together hold every sample. Example::
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse
+
+from fl_gym.sim.config import check_int, check_positive, check_real, check_rng
 
 __all__ = [
     "DATASETS",
@@ -56,42 +57,6 @@ PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "quantity")
 
 
 # -- validation helpers ------------------------------------------------------------------------
-
-
-def _check_rng(rng: object, where: str) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"{where} needs rng=numpy.random.Generator (e.g. numpy.random.default_rng(0)), "
-            f"got {type(rng).__name__}"
-        )
-    return rng
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(name: str, value: object, *, allow_zero: bool) -> float:
-    bound = ">= 0" if allow_zero else "> 0"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number {bound}, got {value!r}")
-    number = float(value)
-    if not np.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return number
-
-
-def _check_fraction(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number in (0, 1), got {value!r}")
-    number = float(value)
-    if not 0.0 < number < 1.0:
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
-    return number
 
 
 def _as_features(name: str, x: object) -> np.ndarray:
@@ -162,7 +127,7 @@ def _as_partition_labels(labels: object, where: str) -> np.ndarray:
 
 
 def _check_num_clients(num_clients: object, num_samples: int) -> int:
-    clients = _check_int("num_clients", num_clients, minimum=1)
+    clients = check_int("num_clients", num_clients, minimum=1)
     if clients > num_samples:
         raise ValueError(
             f"num_clients={clients} exceeds the {num_samples} samples; every client needs at "
@@ -217,7 +182,7 @@ class Dataset:
 def _validated_splits(
     x_train: object, y_train: object, x_test: object, y_test: object, num_classes: object
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    classes = _check_int("num_classes", num_classes, minimum=2)
+    classes = check_int("num_classes", num_classes, minimum=2)
     xs_train = _as_features("x_train", x_train)
     ys_train = _as_labels("y_train", y_train, xs_train.shape[0])
     xs_test = _as_features("x_test", x_test)
@@ -296,7 +261,7 @@ class FederatedDataset:
         Returns:
             ``(x, y)``: copies of the client's features ``(n_k, d)`` and labels ``(n_k,)``.
         """
-        client = _check_int("k", k, minimum=0)
+        client = check_int("k", k, minimum=0)
         if client >= self.num_clients:
             raise ValueError(f"k must lie in [0, {self.num_clients}), got {k!r}")
         idx = self.client_indices[client]
@@ -473,12 +438,14 @@ def from_arrays(
             )
         all_labels = np.concatenate([labels, test_labels])
     else:
-        fraction = _check_fraction("test_fraction", test_fraction)
+        fraction = check_real(
+            "test_fraction", test_fraction, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         if features.shape[0] < 2:
             raise ValueError(
                 f"splitting needs at least 2 samples (1 train, 1 test), got {features.shape[0]}"
             )
-        generator = _check_rng(rng, "from_arrays (to draw the train/test split)")
+        generator = check_rng(rng, "from_arrays (to draw the train/test split)")
         train_idx, test_idx = _stratified_split(labels, fraction, generator)
         features, test_features = features[train_idx], features[test_idx]
         labels, test_labels = labels[train_idx], labels[test_idx]
@@ -491,7 +458,7 @@ def from_arrays(
                 "needs at least 2 classes (pass num_classes= if some classes have no samples)"
             )
     else:
-        classes = _check_int("num_classes", num_classes, minimum=2)
+        classes = check_int("num_classes", num_classes, minimum=2)
     if standardize:
         features, test_features = _standardize(features, test_features)
     return Dataset(features, labels, test_features, test_labels, classes, str(name))
@@ -526,7 +493,7 @@ def load_digits_dataset(*, test_fraction: float = 0.25, rng: np.random.Generator
     Returns:
         The data set, named ``"digits"``.
     """
-    generator = _check_rng(rng, "load_digits_dataset")
+    generator = check_rng(rng, "load_digits_dataset")
     images, labels = _digits_arrays()
     return from_arrays(
         images,
@@ -597,11 +564,11 @@ def synthetic_fedprox(
     Returns:
         The federated data set: client ``k`` holds user ``k``'s training samples.
     """
-    alpha_std = _check_real("alpha", alpha, allow_zero=True)
-    beta_std = _check_real("beta", beta, allow_zero=True)
-    users = _check_int("num_users", num_users, minimum=1)
-    d = _check_int("dimension", dimension, minimum=1)
-    classes = _check_int("num_classes", num_classes, minimum=2)
+    alpha_std = check_positive("alpha", alpha, allow_zero=True)
+    beta_std = check_positive("beta", beta, allow_zero=True)
+    users = check_int("num_users", num_users, minimum=1)
+    d = check_int("dimension", dimension, minimum=1)
+    classes = check_int("num_classes", num_classes, minimum=2)
     if not isinstance(iid, (bool, np.bool_)):
         raise TypeError(f"iid must be a bool, got {iid!r}")
     if iid and (alpha_std != 0 or beta_std != 0):
@@ -609,7 +576,7 @@ def synthetic_fedprox(
             f"the IID variant (generate_iid.py) has no alpha or beta; pass alpha=0, beta=0 with "
             f"iid=True, got alpha={alpha!r}, beta={beta!r}"
         )
-    generator = _check_rng(rng, "synthetic_fedprox")
+    generator = check_rng(rng, "synthetic_fedprox")
 
     sizes = generator.lognormal(4.0, 2.0, users).astype(np.int64) + 50
     feature_std = np.sqrt(np.arange(1, d + 1, dtype=np.float64) ** -1.2)
@@ -699,9 +666,9 @@ def partition_iid(
     Returns:
         ``K`` disjoint ascending ``int64`` index arrays covering ``range(n)``.
     """
-    n = _check_int("num_samples", num_samples, minimum=1)
+    n = check_int("num_samples", num_samples, minimum=1)
     clients = _check_num_clients(num_clients, n)
-    generator = _check_rng(rng, "partition_iid")
+    generator = check_rng(rng, "partition_iid")
     sizes = np.full(clients, n // clients, dtype=np.int64)
     sizes[: n % clients] += 1
     owner = generator.permutation(np.repeat(np.arange(clients), sizes))
@@ -740,10 +707,10 @@ def partition_dirichlet(
     values = _as_partition_labels(labels, "partition_dirichlet")
     n = values.shape[0]
     clients = _check_num_clients(num_clients, n)
-    concentration = _check_real("alpha", alpha, allow_zero=False)
-    smallest = _check_int("min_size", min_size, minimum=1)
-    tries = _check_int("max_tries", max_tries, minimum=1)
-    generator = _check_rng(rng, "partition_dirichlet")
+    concentration = check_positive("alpha", alpha)
+    smallest = check_int("min_size", min_size, minimum=1)
+    tries = check_int("max_tries", max_tries, minimum=1)
+    generator = check_rng(rng, "partition_dirichlet")
     if clients * smallest > n:
         raise ValueError(
             f"num_clients * min_size = {clients} * {smallest} = {clients * smallest} exceeds "
@@ -803,8 +770,8 @@ def partition_shards(
     values = _as_partition_labels(labels, "partition_shards")
     n = values.shape[0]
     clients = _check_num_clients(num_clients, n)
-    per_client = _check_int("shards_per_client", shards_per_client, minimum=1)
-    generator = _check_rng(rng, "partition_shards")
+    per_client = check_int("shards_per_client", shards_per_client, minimum=1)
+    generator = check_rng(rng, "partition_shards")
     shards = clients * per_client
     if shards > n:
         raise ValueError(
@@ -848,11 +815,11 @@ def partition_quantity_skew(
     Returns:
         ``K`` disjoint ascending ``int64`` index arrays covering ``range(n)``.
     """
-    n = _check_int("num_samples", num_samples, minimum=1)
+    n = check_int("num_samples", num_samples, minimum=1)
     clients = _check_num_clients(num_clients, n)
-    spread = _check_real("sigma", sigma, allow_zero=True)
-    smallest = _check_int("min_size", min_size, minimum=1)
-    generator = _check_rng(rng, "partition_quantity_skew")
+    spread = check_positive("sigma", sigma, allow_zero=True)
+    smallest = check_int("min_size", min_size, minimum=1)
+    generator = check_rng(rng, "partition_quantity_skew")
     if clients * smallest > n:
         raise ValueError(
             f"num_clients * min_size = {clients} * {smallest} = {clients * smallest} exceeds "
@@ -922,7 +889,7 @@ def federate(
         )
     if partition == "dirichlet" and "alpha" not in partition_kwargs:
         raise TypeError("partition='dirichlet' needs alpha= (Dirichlet concentration > 0)")
-    generator = _check_rng(rng, "federate")
+    generator = check_rng(rng, "federate")
     indices = _PARTITIONERS[partition](dataset.y_train, num_clients, generator, **partition_kwargs)
     return FederatedDataset(
         x_train=dataset.x_train,
@@ -975,7 +942,7 @@ def make_federated_dataset(
             f"partition must be one of {list(PARTITIONS)} (or 'natural' for 'synthetic'), "
             f"got {partition!r}"
         )
-    generator = _check_rng(rng, "make_federated_dataset")
+    generator = check_rng(rng, "make_federated_dataset")
     if name == "digits":
         if partition == "natural":
             raise ValueError(
@@ -996,7 +963,7 @@ def make_federated_dataset(
     default_std = 0.0 if iid is True else 1.0
     alpha = options.pop("alpha", default_std)
     beta = options.pop("beta", default_std)
-    users = _check_int("num_clients", num_clients, minimum=1)
+    users = check_int("num_clients", num_clients, minimum=1)
     if partition in (None, "natural"):
         if kwargs:
             raise TypeError(

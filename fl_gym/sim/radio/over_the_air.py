@@ -42,6 +42,8 @@ import torch
 from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 
+from fl_gym.sim.config import check_int
+
 __all__ = [
     "BeamformerDesign",
     "CSOTAResult",
@@ -218,12 +220,6 @@ def _check_noise(noise_power_w: float, generator: torch.Generator | None) -> flo
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return sigma2
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _complex_noise(
@@ -419,7 +415,7 @@ def receive_beamformer(
     """
     h = _check_channels(channels, None)
     phi = _check_weights(weights, h.shape[0])
-    iterations = _check_int("num_iterations", num_iterations, 0)
+    iterations = check_int("num_iterations", num_iterations, minimum=0)
     g = h / phi[:, None]
     # Normalising the gains keeps the exponent of the weight update O(1) whatever the scale.
     gain_unit = float(np.max(np.sum(g.real**2 + g.imag**2, axis=1)))
@@ -451,7 +447,7 @@ def receive_beamformer(
     # Local refinement from the best eigenvector and the best starting directions: the
     # landscape has several local optima when K > N, and distinct starts reach different ones
     # (successive eigenvectors are near-copies of each other, so only the best one is used).
-    starts = _check_int("num_starts", num_starts, 1)
+    starts = check_int("num_starts", num_starts, minimum=1)
     order = np.argsort(-values[:initial_count], kind="stable")[: starts - 1]
     order = np.concatenate([[int(np.argmax(values))], order])
     best_m, best_value = candidates[order[0]], float(values[order[0]])
@@ -566,7 +562,7 @@ def select_ota_devices(
     if method == "greedy_channel":
         if num_devices is None:
             raise ValueError("method 'greedy_channel' needs num_devices")
-        count = _check_int("num_devices", num_devices, 0)
+        count = check_int("num_devices", num_devices, minimum=0)
         strength = np.sum(h.real**2 + h.imag**2, axis=1) / phi**2
         mask = np.zeros(k, dtype=bool)
         # A stable sort breaks ties by index, so equal channels give a reproducible set.
@@ -693,8 +689,8 @@ def gaussian_measurement_matrix(
     Returns:
         The ``(s, d)`` matrix.
     """
-    s = _check_int("num_measurements", num_measurements, 1)
-    d = _check_int("dim", dim, 1)
+    s = check_int("num_measurements", num_measurements, minimum=1)
+    d = check_int("dim", dim, minimum=1)
     generator = torch.Generator().manual_seed(int(seed))
     return torch.randn((s, d), generator=generator, dtype=dtype) / math.sqrt(s)
 
@@ -710,7 +706,7 @@ def top_k_sparsify(updates: torch.Tensor, k: int) -> torch.Tensor:
         ``(K, d)`` sparsified updates.
     """
     u = _check_updates(updates)
-    keep = min(_check_int("k", k, 0), u.shape[1])
+    keep = min(check_int("k", k, minimum=0), u.shape[1])
     index = torch.topk(u.abs(), keep, dim=1).indices
     return torch.zeros_like(u).scatter_(1, index, u.gather(1, index))
 
@@ -755,11 +751,11 @@ def niht_recover(
             f"{tuple(measurements.shape)}"
         )
     dim = matrix.shape[1]
-    keep = min(_check_int("sparsity", sparsity, 1), dim)
+    keep = min(check_int("sparsity", sparsity, minimum=1), dim)
     y = measurements.to(matrix.dtype)
     x = torch.zeros(dim, dtype=matrix.dtype, device=matrix.device)
     support = torch.topk((matrix.T @ y).abs(), keep).indices
-    for _ in range(_check_int("num_iterations", num_iterations, 0)):
+    for _ in range(check_int("num_iterations", num_iterations, minimum=0)):
         gradient = matrix.T @ (y - matrix @ x)
         if bool((x != 0).any()):
             support = torch.nonzero(x, as_tuple=True)[0]
@@ -834,14 +830,14 @@ def cs_ota_aggregate(
     u = _check_updates(updates)
     num_devices, dim = u.shape
     phi = np.ones(num_devices) if weights is None else _check_weights(weights, num_devices)
-    keep = _check_int("sparsity", sparsity, 1)
-    s = _check_int("num_measurements", num_measurements, 1)
+    keep = check_int("sparsity", sparsity, minimum=1)
+    s = check_int("num_measurements", num_measurements, minimum=1)
     rho0 = _check_positive("receive_power_w", receive_power_w)
     sigma2 = _check_noise(noise_power_w, generator)
     target = (
         min(dim, num_devices * keep)
         if recovery_sparsity is None
-        else _check_int("recovery_sparsity", recovery_sparsity, 1)
+        else check_int("recovery_sparsity", recovery_sparsity, minimum=1)
     )
 
     device = u.device
