@@ -1,6 +1,6 @@
 """Steps per second of the UAV swarm environment ``uav_swarm_v0`` at 100, 1,000 and 10,000 UAVs.
 
-The parallel environment on its presets (``default``, ``swarm_1k``, ``swarm_10k``), on one core
+The parallel environment on its presets (``default``, ``swarm-1k``, ``swarm-10k``), on one core
 (torch and the BLAS libraries on one thread), driven by uniform random actions in ``[-1, 1]^2``.
 The action dicts are built before the clock starts (a caller that already has its actions as an
 array pays ``dict(zip(env.agents, actions))``, about 0.1 ms per 1,000 agents, on top). After a
@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from fl_gym.envs import uav_swarm_v0  # noqa: E402
 
 TARGET_STEPS_PER_S_1K = 200.0
-PRESETS = {100: "default", 1_000: "swarm_1k", 10_000: "swarm_10k"}
+PRESETS = {100: "default", 1_000: "swarm-1k", 10_000: "swarm-10k"}
 STEPS_PER_BLOCK = {100: 1_000, 1_000: 300, 10_000: 30}
 
 
@@ -52,7 +52,7 @@ def time_block(
     while done < steps:
         if not env.agents:
             env.reset()
-        chunk = min(steps - done, env.config.max_steps - env.swarm.steps)
+        chunk = min(steps - done, env.config.swarm.max_steps - env.swarm.steps)
         actions = _actions(env, rng, chunk)
         for action in actions:
             if len(action) != len(env.agents):  # someone arrived: rebuild outside the clock
@@ -108,7 +108,7 @@ def main() -> None:
             f"{TARGET_STEPS_PER_S_1K:.0f} steps/s target"
         )
     if args.profile:
-        env = uav_swarm_v0.parallel_env(preset="swarm_1k")
+        env = uav_swarm_v0.parallel_env(preset="swarm-1k")
         env.reset(seed=0)
         rng = np.random.default_rng(1)
         profiler = cProfile.Profile()

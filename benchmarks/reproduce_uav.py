@@ -167,7 +167,7 @@ def main() -> None:
 
     sl, fi, hf = small["straight-line"], small["hjb-full-info"], small["mfgfl-hf"]
     local, hf_pde, local_pde = small["mfg-local"], small["mfgfl-hf/pde"], small["mfg-local/pde"]
-    env_config = uav_swarm_v0.parallel_env().config
+    env_config = uav_swarm_v0.parallel_env().config.swarm
     sizes = {}
     for key in ("mfgfl-hf", "mfgfl-hf/pde"):
         probe = _controller(key, env_config)
@@ -259,7 +259,7 @@ def main() -> None:
     ]
     if large:
         body += [
-            "1,000 UAVs (preset `swarm_1k`, one seed): communication grows as n² with full "
+            "1,000 UAVs (preset `swarm-1k`, one seed): communication grows as n² with full "
             "information and as n with federated averaging.",
             "",
             *_table(large, 1),

@@ -72,10 +72,13 @@ class EnvEntry:
 
 # Longest suffix first: "_per_j" before "_j", "_mps2" before "_mps".
 _UNITS: tuple[tuple[str, str], ...] = (
+    ("_per_m2_s3", "1/(m^2/s^3)"),
+    ("_per_m2_s", "1/(m^2/s)"),
     ("_per_pair", "per pair"),
     ("_per_step", "per step"),
     ("_per_j", "1/J"),
     ("_per_s", "1/s"),
+    ("_per_m", "1/m"),
     ("_mps2", "m/s^2"),
     ("_mps", "m/s"),
     ("_dbm", "dBm"),

@@ -678,7 +678,7 @@ def _run_uav(args: argparse.Namespace) -> int:
     frames: list[np.ndarray] | None = [] if args.gif else None
     path = None
     with make_progress(enabled=progress_enabled(args.no_progress), unit="steps") as progress:
-        steps = progress.add_task(f"{args.controller}: steps", total=env.config.max_steps)
+        steps = progress.add_task(f"{args.controller}: steps", total=env.config.swarm.max_steps)
         watched = _WatchedSwarm(env, lambda: progress.advance(steps), args.controller)
         metrics = rollout(watched, controller, seed=args.seed, frames=frames, num_threads=None)
         progress.update(steps, total=metrics.steps, completed=metrics.steps)
@@ -690,7 +690,7 @@ def _run_uav(args: argparse.Namespace) -> int:
                 fps=env.metadata["render_fps"],
                 on_frame=lambda: progress.advance(gif),
             )
-    table = Table(title=f"{args.controller}: {env.config.num_uavs} UAVs, seed {args.seed}")
+    table = Table(title=f"{args.controller}: {env.config.swarm.num_uavs} UAVs, seed {args.seed}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in vars(metrics).items():

@@ -65,8 +65,12 @@ def test_config_key_defaults_are_the_envs() -> None:
     assert keys["energy_weight_per_j"].unit == "1/J"
     assert keys["num_devices"].unit is None
     keys = {k.name: k for k in BY_NAME["fl_gym.envs.uav_swarm_v0"].config_keys}
-    assert keys["max_accel_mps2"].default == UAVSwarmConfig().max_accel_mps2
-    assert keys["max_accel_mps2"].unit == "m/s^2"
+    assert keys["swarm.max_accel_mps2"].default == UAVSwarmConfig().max_accel_mps2
+    assert keys["swarm.max_accel_mps2"].unit == "m/s^2"
+    assert keys["energy_weight_per_m2_s3"].unit == "1/(m^2/s^3)"
+    assert keys["flocking_weight_per_m2_s"].unit == "1/(m^2/s)"
+    assert keys["progress_reward_per_m"].unit == "1/m"
+    assert keys["collision_cost_per_pair"].unit == "per pair"
     keys = {k.name: k for k in BY_NAME["fl_gym/VehicularURLLC-v0"].config_keys}
     assert keys["system.num_pairs"].default == VehicularURLLCConfig().system.num_pairs
 

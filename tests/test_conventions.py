@@ -176,3 +176,47 @@ def test_run_episode_is_the_rollout_loop() -> None:
     b = rollout(env, make_policy("hjb-full-info", env), seed=1, num_threads=None)
     assert a == b and a.steps == 5 and a.controller == "hjb-full-info"
     assert a.bits_per_episode == 5 * 6 * 5 * 64  # n (n - 1) 64 bits in each of the 5 steps
+
+
+# -- reward weights at the env layer -------------------------------------------------------------
+
+
+def test_uav_reward_weights_live_in_the_env_config_and_keys_stay_flat() -> None:
+    from fl_gym.envs import uav_swarm_v0
+    from fl_gym.envs.uav.env import UAVSwarmEnvConfig
+    from fl_gym.sim.uav.swarm import UAVSwarmConfig
+
+    assert not {"energy_weight", "collision_cost", "flocking_weight"} & set(
+        UAVSwarmConfig.__dataclass_fields__
+    )
+    env = uav_swarm_v0.parallel_env(config={"num_uavs": 5, "collision_cost_per_pair": 2.5})
+    assert isinstance(env.config, UAVSwarmEnvConfig)
+    assert env.config.swarm.num_uavs == 5 and env.config.collision_cost_per_pair == 2.5
+    dotted = uav_swarm_v0.parallel_env(config={"swarm.num_uavs": 5, "collision_cost_per_pair": 2.5})
+    assert dotted.config == env.config
+    with pytest.warns(DeprecationWarning, match="'energy_weight_per_m2_s3'"):
+        old = uav_swarm_v0.parallel_env(config={"num_uavs": 5, "energy_weight": 0.5})
+    assert old.config.energy_weight_per_m2_s3 == 0.5
+    with pytest.raises(ValueError, match=r"collision_cost_per_pair.*-1\.0"):
+        uav_swarm_v0.parallel_env(config={"collision_cost_per_pair": -1.0})
+    # A swarm configuration object is the swarm part; the env's weights stay.
+    swarm_only = uav_swarm_v0.parallel_env(config=UAVSwarmConfig(num_uavs=5))
+    assert swarm_only.config == UAVSwarmEnvConfig(swarm=UAVSwarmConfig(num_uavs=5))
+
+
+def test_uav_reward_weights_scale_their_terms_exactly() -> None:
+    """Doubling a weight doubles its term, bit for bit, and leaves the others alone."""
+    from fl_gym.envs import uav_swarm_v0
+
+    def terms(**weights: float) -> list[dict[str, float]]:
+        env = uav_swarm_v0.parallel_env(config={"num_uavs": 6, **weights})
+        env.reset(seed=3)
+        actions = {a: np.array([0.7, -0.4], np.float32) for a in env.agents}
+        infos = env.step(actions)[4]
+        return [infos[a]["reward_terms"] for a in env.possible_agents]
+
+    base = terms()
+    doubled = terms(energy_weight_per_m2_s3=0.01, flocking_weight_per_m2_s=0.01)
+    for b, d in zip(base, doubled, strict=True):
+        assert d["energy"] == 2 * b["energy"] != 0 and d["flocking"] == 2 * b["flocking"]
+        assert d["progress"] == b["progress"] and d["time"] == b["time"]

@@ -161,13 +161,13 @@ def test_straight_line_accelerates_towards_the_destination() -> None:
     ctrl = StraightLineController(env.config, cruise_speed_mps=1.5)  # 3 m/s^2: not clipped
     actions, _ = ctrl.predict(obs)
     assert list(actions) == env.agents
-    goal = np.asarray(env.config.destination_center_m) - env.swarm.positions_m
+    goal = np.asarray(env.config.swarm.destination_center_m) - env.swarm.positions_m
     for i, agent in enumerate(env.agents):
         a = actions[agent]
         assert a.dtype == np.float32 and np.all(np.abs(a) <= 1)
         cos = a @ goal[i] / (np.linalg.norm(a) * np.linalg.norm(goal[i]))
         assert cos > 1 - 1e-6
-        assert np.linalg.norm(a) * env.config.max_accel_mps2 == pytest.approx(3.0, rel=1e-6)
+        assert np.linalg.norm(a) * env.config.swarm.max_accel_mps2 == pytest.approx(3.0, rel=1e-6)
     assert ctrl.bits_exchanged == 0
 
 
@@ -204,7 +204,7 @@ def test_mean_field_controller_counts_averaging_bits_and_is_deterministic() -> N
 
 
 def test_make_controller_names() -> None:
-    cfg = uav_swarm_v0.parallel_env(config={"num_uavs": 4}).config
+    cfg = uav_swarm_v0.parallel_env(config={"num_uavs": 4}).config.swarm
     assert [make_controller(name, cfg).name for name in CONTROLLERS] == list(CONTROLLERS)
     with pytest.raises(ValueError, match="teleport"):
         make_controller("teleport", cfg)
@@ -217,8 +217,8 @@ def test_run_episode_metrics_and_coordination_reduces_collisions() -> None:
     for m in (straight, full):
         assert m.arrived_fraction == 1.0
         # Everyone flies at least the gap between the discs and not much more.
-        gap = env.config.source_to_destination_m - env.config.destination_radius_m
-        assert gap - env.config.source_radius_m < m.travel_distance_m < gap + 15
+        gap = env.config.swarm.source_to_destination_m - env.config.swarm.destination_radius_m
+        assert gap - env.config.swarm.source_radius_m < m.travel_distance_m < gap + 15
         assert m.motion_energy_m2_s3 > 0
     assert straight.bits_per_episode == 0 and full.bits_per_step > 100 * 99 * 64 * 0.5
     assert full.collision_probability < 0.5 * straight.collision_probability

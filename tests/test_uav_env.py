@@ -23,7 +23,7 @@ NEAR = {"num_uavs": 12, "destination_center_m": (25.0, 0.0), "max_steps": 200}
 
 def _toward_goal(env: UAVSwarmEnv, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A straight-line PD controller written against the documented observation layout."""
-    cfg = env.config
+    cfg = env.config.swarm
     o = np.stack([obs[a] for a in env.agents])
     goal = o[:, 4:6] * cfg.source_to_destination_m
     vel = o[:, 2:4] * cfg.max_speed_mps
@@ -83,7 +83,7 @@ def test_spaces_are_identical_for_all_agents_and_observations_match_the_swarm() 
     assert box.dtype == np.float32 and box.shape == (len(env.feature_names),) == (16,)
     for _ in range(5):
         obs, *_ = env.step({a: np.array([0.5, -0.25], np.float32) for a in env.agents})
-    cfg = env.config
+    cfg = env.config.swarm
     swarm = env.swarm
     scale = cfg.source_to_destination_m
     o = np.stack([obs[a] for a in env.agents])
@@ -102,7 +102,7 @@ def test_spaces_are_identical_for_all_agents_and_observations_match_the_swarm() 
 def test_rewards_are_the_sum_of_their_documented_terms() -> None:
     env = uav_swarm_v0.parallel_env(config={"num_uavs": 20, "wind_std_mps_per_sqrt_s": 0.0})
     env.reset(seed=0)
-    cfg = env.config
+    cfg, weights = env.config.swarm, env.config
     action = np.array([0.5, -1.0], np.float32)
     before = env.swarm.distance_to_destination_m()
     _, rewards, _, _, infos = env.step(dict.fromkeys(env.agents, action))
@@ -112,10 +112,11 @@ def test_rewards_are_the_sum_of_their_documented_terms() -> None:
         terms = infos[agent]["reward_terms"]
         assert tuple(terms) == REWARD_TERMS
         assert rewards[agent] == pytest.approx(sum(terms.values()), abs=1e-12)
-        assert terms["energy"] == pytest.approx(-cfg.energy_weight * (u @ u) * cfg.time_step_s)
-        assert terms["time"] == pytest.approx(-cfg.time_cost_per_s * cfg.time_step_s)
+        energy = -weights.energy_weight_per_m2_s3 * (u @ u) * cfg.time_step_s
+        assert terms["energy"] == pytest.approx(energy)
+        assert terms["time"] == pytest.approx(-weights.time_cost_per_s * cfg.time_step_s)
         assert terms["progress"] == pytest.approx(
-            cfg.progress_reward_per_m * (before[i] - after[i])
+            weights.progress_reward_per_m * (before[i] - after[i])
         )
         assert terms["collision"] == 0.0  # the start is collision-free and UAVs move alike
         assert terms["flocking"] == pytest.approx(0.0, abs=1e-20)  # all share one velocity
@@ -147,7 +148,10 @@ def test_arrived_agents_terminate_and_are_removed_then_the_rest_truncate() -> No
                 assert agent not in env.agents
                 i = env._agent_index[agent]
                 assert not env.swarm.flying[i]
-                assert env.swarm.distance_to_destination_m()[i] <= env.config.destination_radius_m
+                assert (
+                    env.swarm.distance_to_destination_m()[i]
+                    <= env.config.swarm.destination_radius_m
+                )
         finished |= {a for a in acting if terms[a]}
         assert finished.isdisjoint(env.agents)
     assert steps == 60 or not env.swarm.flying.any()
@@ -195,7 +199,7 @@ def test_bad_actions_raise_and_leave_the_env_usable(actions: object, match: str)
 def test_an_action_for_an_arrived_agent_is_rejected() -> None:
     env = uav_swarm_v0.parallel_env(config={"num_uavs": 2, "wind_std_mps_per_sqrt_s": 0.0})
     env.reset(seed=0)
-    env.swarm.positions_m[1] = env.config.destination_center_m
+    env.swarm.positions_m[1] = env.config.swarm.destination_center_m
     _, _, terms, _, _ = env.step({})
     assert terms == {"uav_0": False, "uav_1": True} and env.agents == ["uav_0"]
     with pytest.raises(ValueError, match=r"uav_1.*not flying"):
@@ -220,7 +224,7 @@ def test_bad_configs_name_the_key_and_value() -> None:
     with pytest.raises(ValueError, match="render_mode"):
         uav_swarm_v0.parallel_env(render_mode="human")
     env = uav_swarm_v0.parallel_env(preset="swarm-1k", config={"max_steps": 9})
-    assert env.config.num_uavs == 1_000 and env.config.max_steps == 9
+    assert env.config.swarm.num_uavs == 1_000 and env.config.swarm.max_steps == 9
     assert uav_swarm_v0.parallel_env(config=UAVSwarmConfig(num_uavs=7)).max_num_agents == 7
 
 
@@ -235,7 +239,7 @@ def test_reset_options_change_the_config_but_not_the_spaces() -> None:
     with pytest.raises(ValueError, match="bogus"):
         env.reset(options={"config": {"bogus": 1}})
     env.reset(seed=0)
-    assert env.config.max_steps == 2 and len(env.agents) == 12
+    assert env.config.swarm.max_steps == 2 and len(env.agents) == 12
 
 
 def test_observations_stay_in_bounds_far_away() -> None:

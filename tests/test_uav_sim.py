@@ -215,7 +215,6 @@ def test_collision_counts_per_uav_and_arrival_freezes_a_uav() -> None:
         ("destination_center_m", (0.0, float("inf"))),
         ("collision_distance_m", 0),
         ("density_window_cells", 2),
-        ("collision_cost", -1.0),
         ("max_steps", True),
     ],
 )

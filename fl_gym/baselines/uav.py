@@ -45,6 +45,7 @@ from scipy.spatial import cKDTree
 
 from fl_gym.baselines.mean_field import MeanFieldConfig, MeanFieldLearner, PDEScales
 from fl_gym.envs.rollout import SwarmEpisode, rollout
+from fl_gym.envs.uav.env import UAVSwarmEnvConfig
 from fl_gym.envs.uav_swarm_v0 import UAVSwarmEnv
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, with_torch_threads
 from fl_gym.sim.uav.swarm import UAVSwarmConfig
@@ -69,7 +70,8 @@ class SwarmController(abc.ABC):
     """A policy that controls every UAV of a swarm.
 
     Args:
-        config: The swarm's configuration (to read observations in physical units).
+        config: The swarm's configuration (to read observations in physical units), or the
+            environment's ``env.config`` (its ``swarm`` part is read).
         cruise_speed_mps: Speed of the nominal straight-line motion.
         speed_gain_per_s: Gain of the velocity-tracking PD law.
 
@@ -88,10 +90,12 @@ class SwarmController(abc.ABC):
 
     def __init__(
         self,
-        config: UAVSwarmConfig,
+        config: UAVSwarmConfig | UAVSwarmEnvConfig,
         cruise_speed_mps: float = 8.0,
         speed_gain_per_s: float = 2.0,
     ) -> None:
+        if isinstance(config, UAVSwarmEnvConfig):  # the environment's: its swarm part
+            config = config.swarm
         if not 0 < cruise_speed_mps <= config.max_speed_mps:
             raise ValueError(
                 f"cruise_speed_mps must be in (0, max_speed_mps={config.max_speed_mps}], "
@@ -248,7 +252,7 @@ class MeanFieldController(SwarmController):
         self.mean_field = mean_field or MeanFieldConfig()
         self.name = _MEAN_FIELD_NAMES[self.mean_field.averaging]  # type: ignore[misc]
         self.seed = seed
-        half = config.density_window_cells // 2
+        half = self.config.density_window_cells // 2
         shifts = np.arange(-half, half + 1)
         gx, gy = np.meshgrid(shifts, shifts, indexing="ij")
         self._window_offsets = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float64)
@@ -393,12 +397,14 @@ CONTROLLER_ALIASES = {name.replace("-", "_"): name for name in CONTROLLERS}
 """The former snake_case names, still accepted (with a ``DeprecationWarning``)."""
 
 
-def make_controller(name: str, config: UAVSwarmConfig, **kwargs: Any) -> SwarmController:
+def make_controller(
+    name: str, config: UAVSwarmConfig | UAVSwarmEnvConfig, **kwargs: Any
+) -> SwarmController:
     """Build a controller by name (one of :data:`CONTROLLERS`, or a former alias).
 
     Args:
         name: The controller's name.
-        config: The swarm's configuration.
+        config: The swarm's configuration (or the environment's ``env.config``).
         **kwargs: Options of that controller (for the mean-field ones, ``mean_field`` fields such
             as ``average_every_steps`` may be given directly).
 

@@ -278,7 +278,7 @@ class SwarmEpisodeRecorder:
     def start(self, env: Any, policy: Any, seed: int, observation: Any, info: Any) -> None:
         if getattr(policy, "family", None) == "uav":
             policy.reset(seed)
-        n = env.config.num_uavs
+        n = env.swarm.config.num_uavs
         self._distance = np.zeros(n)
         self._energy = np.zeros(n)
         self._collided = np.zeros(n, dtype=bool)
@@ -307,7 +307,7 @@ class SwarmEpisodeRecorder:
             steps=steps,
             arrived_fraction=float(np.mean(~env.swarm.flying)),
             travel_distance_m=float(self._distance.mean()),
-            travel_time_s=float(self._flight_steps.mean() * env.config.time_step_s),
+            travel_time_s=float(self._flight_steps.mean() * env.swarm.config.time_step_s),
             collision_probability=float(self._collided.mean()),
             collisions_per_uav_step=self._collision_steps / max(self._uav_steps, 1),
             motion_energy_m2_s3=float(self._energy.mean()),

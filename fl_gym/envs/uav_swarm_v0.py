@@ -14,7 +14,13 @@ from typing import Any
 from pettingzoo import AECEnv
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from fl_gym.envs.uav.env import OBS_BOUND, REWARD_TERMS, UAVSwarmEnv, observation_features
+from fl_gym.envs.uav.env import (
+    OBS_BOUND,
+    REWARD_TERMS,
+    UAVSwarmEnv,
+    UAVSwarmEnvConfig,
+    observation_features,
+)
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS
 from fl_gym.sim.uav.swarm import UAVSwarmConfig
 
@@ -22,6 +28,7 @@ __all__ = [
     "OBS_BOUND",
     "REWARD_TERMS",
     "UAVSwarmEnv",
+    "UAVSwarmEnvConfig",
     "env",
     "observation_features",
     "parallel_env",
@@ -34,7 +41,7 @@ raw_env = UAVSwarmEnv
 
 
 def parallel_env(
-    config: UAVSwarmConfig | Mapping[str, Any] | None = None,
+    config: UAVSwarmEnvConfig | UAVSwarmConfig | Mapping[str, Any] | None = None,
     preset: str | None = None,
     render_mode: str | None = None,
     num_threads: int | None = DEFAULT_NUM_THREADS,
@@ -47,7 +54,7 @@ def parallel_env(
 
 
 def env(
-    config: UAVSwarmConfig | Mapping[str, Any] | None = None,
+    config: UAVSwarmEnvConfig | UAVSwarmConfig | Mapping[str, Any] | None = None,
     preset: str | None = None,
     render_mode: str | None = None,
     num_threads: int | None = DEFAULT_NUM_THREADS,

@@ -3,23 +3,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from fl_gym.sim.config import reject_unknown_arguments
+from fl_gym.sim.config import check_positive, reject_unknown_arguments, resolve_config
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
-from fl_gym.sim.uav.swarm import SwarmStep, UAVSwarm, UAVSwarmConfig, make_uav_config
+from fl_gym.sim.uav.swarm import UAV_FAMILY, UAV_PRESETS, SwarmStep, UAVSwarm, UAVSwarmConfig
 
 __all__ = [
     "OBS_BOUND",
     "PRESET_ALIASES",
+    "REWARD_KEY_ALIASES",
     "REWARD_TERMS",
     "UAVSwarmEnv",
+    "UAVSwarmEnvConfig",
+    "make_uav_env_config",
     "observation_features",
 ]
 
@@ -31,6 +36,110 @@ PRESET_ALIASES = {"swarm_1k": "swarm-1k", "swarm_10k": "swarm-10k"}
 
 REWARD_TERMS = ("progress", "time", "energy", "collision", "flocking")
 """Keys of ``infos[agent]["reward_terms"]``; the reward is their sum."""
+
+
+REWARD_KEY_ALIASES = {
+    "energy_weight": "energy_weight_per_m2_s3",
+    "collision_cost": "collision_cost_per_pair",
+    "flocking_weight": "flocking_weight_per_m2_s",
+}
+"""Former names of the reward weights (fields of the swarm's configuration until the weights
+moved to :class:`UAVSwarmEnvConfig`), still accepted as config keys with a
+``DeprecationWarning``."""
+
+
+@dataclass(frozen=True)
+class UAVSwarmEnvConfig:
+    """Configuration of ``uav_swarm_v0``: the swarm's scenario and physics, and the reward.
+
+    Keys given to ``config=`` may name a reward weight, a field of the swarm's configuration
+    by its bare name (``num_uavs``) or by its dotted path (``swarm.num_uavs``).
+
+    Attributes:
+        swarm: Scenario and physics of the swarm (:class:`~fl_gym.sim.uav.swarm.UAVSwarmConfig`).
+        progress_reward_per_m: Reward per metre of progress towards the destination centre.
+        time_cost_per_s: Reward cost per second a UAV is still flying.
+        energy_weight_per_m2_s3: Reward cost per unit of motion energy ``|u|^2 dt`` (m^2/s^3).
+        collision_cost_per_pair: Reward cost per other UAV closer than ``collision_distance_m``
+            (per colliding pair the UAV is in).
+        flocking_weight_per_m2_s: Reward cost per unit of velocity misfit ``|v - v_bar|^2 dt``
+            ((m/s)^2 s = m^2/s).
+    """
+
+    swarm: UAVSwarmConfig = field(default_factory=UAVSwarmConfig)
+    progress_reward_per_m: float = 0.1
+    time_cost_per_s: float = 0.1
+    energy_weight_per_m2_s3: float = 0.005
+    collision_cost_per_pair: float = 1.0
+    flocking_weight_per_m2_s: float = 0.005
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.swarm, UAVSwarmConfig):
+            raise TypeError(f"swarm must be a UAVSwarmConfig, got {type(self.swarm).__name__}")
+        for name in (
+            "progress_reward_per_m",
+            "time_cost_per_s",
+            "energy_weight_per_m2_s3",
+            "collision_cost_per_pair",
+            "flocking_weight_per_m2_s",
+        ):
+            object.__setattr__(
+                self, name, check_positive(name, getattr(self, name), allow_zero=True)
+            )
+
+
+def make_uav_env_config(
+    preset: str | None = None,
+    overrides: UAVSwarmEnvConfig | UAVSwarmConfig | Mapping[str, Any] | None = None,
+    *,
+    base: UAVSwarmEnvConfig | None = None,
+) -> UAVSwarmEnvConfig:
+    """The configuration of ``uav_swarm_v0`` from a preset and overrides.
+
+    Args:
+        preset: A name in :data:`~fl_gym.sim.uav.swarm.UAV_PRESETS` (or a former alias,
+            :data:`PRESET_ALIASES`), or ``None``.
+        overrides: A dict of overrides (bare or dotted keys, see :class:`UAVSwarmEnvConfig`;
+            the former reward names of :data:`REWARD_KEY_ALIASES` warn and are renamed), a
+            complete :class:`UAVSwarmEnvConfig`, or a :class:`UAVSwarmConfig` (the swarm part;
+            the reward weights stay those of ``base``), or ``None``.
+        base: What the preset and overrides apply to (the defaults if ``None``).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ValueError: An unknown preset or key, a bad value, or a preset beside a config object.
+        TypeError: ``overrides`` of another type.
+    """
+    base = UAVSwarmEnvConfig() if base is None else base
+    if preset in PRESET_ALIASES:
+        warnings.warn(
+            f"preset {preset!r} is deprecated; use {PRESET_ALIASES[preset]!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        preset = PRESET_ALIASES[preset]
+    if isinstance(overrides, UAVSwarmConfig):
+        if preset is not None:
+            raise ValueError(
+                f"preset={preset!r} and a UAVSwarmConfig object cannot be combined (the object "
+                "is complete); pass the preset with a dict of overrides, or the object alone"
+            )
+        return dataclasses.replace(base, swarm=overrides)
+    if isinstance(overrides, Mapping):
+        renamed = {}
+        for key, value in overrides.items():
+            if key in REWARD_KEY_ALIASES:
+                warnings.warn(
+                    f"config key {key!r} is deprecated; use {REWARD_KEY_ALIASES[key]!r}",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
+                key = REWARD_KEY_ALIASES[key]
+            renamed[key] = value
+        overrides = renamed
+    return resolve_config(base, preset, overrides, presets=UAV_PRESETS, family=UAV_FAMILY)
 
 
 def observation_features(config: UAVSwarmConfig) -> tuple[str, ...]:
@@ -93,9 +202,9 @@ class UAVSwarmEnv(ParallelEnv):
     | --- | --- |
     | `progress` | ``progress_reward_per_m`` x metres gained towards the destination centre |
     | `time` | ``-time_cost_per_s`` x ``time_step_s`` |
-    | `energy` | ``-energy_weight`` x ``|u|^2 dt`` (motion energy, m^2/s^3) |
-    | `collision` | ``-collision_cost`` x other UAVs closer than ``collision_distance_m`` |
-    | `flocking` | ``-flocking_weight`` x ``|v - v_bar|^2 dt`` (``v_bar``: see below) |
+    | `energy` | ``-energy_weight_per_m2_s3`` x ``|u|^2 dt`` (motion energy, m^2/s^3) |
+    | `collision` | ``-collision_cost_per_pair`` x other UAVs closer than ``collision_distance_m`` |
+    | `flocking` | ``-flocking_weight_per_m2_s`` x ``|v - v_bar|^2 dt`` (``v_bar``: see below) |
 
     ``v_bar`` is the mean velocity of the other UAVs in the UAV's window of density cells. The
     density normaliser "per lattice cell" (UAVs per cell at the packing of the start) is
@@ -110,9 +219,10 @@ class UAVSwarmEnv(ParallelEnv):
     ## Arguments
 
     ``parallel_env(config=None, preset=None, render_mode=None)``: ``config`` is a
-    :class:`~fl_gym.sim.uav.swarm.UAVSwarmConfig` or a dict of overrides of its fields (an unknown
-    key
-    or a bad value is a ``ValueError`` naming it), applied on top of the named ``preset``
+    :class:`UAVSwarmEnvConfig` (the reward weights, with the swarm's
+    :class:`~fl_gym.sim.uav.swarm.UAVSwarmConfig` nested as ``swarm``), a ``UAVSwarmConfig``, or a
+    dict of overrides whose keys are reward weights or the swarm's fields by bare name (an unknown
+    key or a bad value is a ``ValueError`` naming it), applied on top of the named ``preset``
     (``"default"``, ``"swarm-1k"``, ``"swarm-10k"``; :data:`~fl_gym.sim.uav.swarm.UAV_PRESETS`;
     the former ``"swarm_1k"``, ``"swarm_10k"`` are deprecated aliases). An unknown reset option
     is a ``ValueError``, ``step()`` before ``reset()`` a ``RuntimeError``, as in every family.
@@ -136,7 +246,7 @@ class UAVSwarmEnv(ParallelEnv):
 
     def __init__(
         self,
-        config: UAVSwarmConfig | Mapping[str, Any] | None = None,
+        config: UAVSwarmEnvConfig | UAVSwarmConfig | Mapping[str, Any] | None = None,
         preset: str | None = None,
         render_mode: str | None = None,
         num_threads: int | None = DEFAULT_NUM_THREADS,
@@ -148,14 +258,7 @@ class UAVSwarmEnv(ParallelEnv):
                 f"got {render_mode!r}"
             )
         self.num_threads = check_num_threads(num_threads)
-        if preset in PRESET_ALIASES:
-            warnings.warn(
-                f"preset {preset!r} is deprecated; use {PRESET_ALIASES[preset]!r}",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            preset = PRESET_ALIASES[preset]
-        self.config = make_uav_config(preset, config)
+        self.config = make_uav_env_config(preset, config)
         reject_unknown_arguments(
             "uav_swarm_v0.parallel_env",
             unexpected,
@@ -163,12 +266,12 @@ class UAVSwarmEnv(ParallelEnv):
             ["config", "preset", "render_mode", "num_threads"],
         )
         self.render_mode = render_mode
-        n = self.config.num_uavs
+        n = self.config.swarm.num_uavs
         self.possible_agents = [f"uav_{i}" for i in range(n)]
         self._agent_index = {name: i for i, name in enumerate(self.possible_agents)}
         self.agents: list[str] = []
         self._flying_set: set[str] = set()
-        self.feature_names = observation_features(self.config)
+        self.feature_names = observation_features(self.config.swarm)
         # One space object per kind, shared by every agent: the spaces are identical by design,
         # and 10,000 copies would cost memory for nothing.
         self._observation_space = spaces.Box(
@@ -176,7 +279,7 @@ class UAVSwarmEnv(ParallelEnv):
         )
         self._action_space = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
         self.state_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (5 * n + 1,), dtype=np.float32)
-        self.swarm = UAVSwarm(self.config)
+        self.swarm = UAVSwarm(self.config.swarm)
         self.last_step: SwarmStep | None = None
         self._np_random: np.random.Generator | None = None
 
@@ -200,7 +303,8 @@ class UAVSwarmEnv(ParallelEnv):
 
         Args:
             seed: Seeds the environment's generator (the first reset without a seed draws one).
-            options: ``{"config": UAVSwarmConfig | dict}`` changes the configuration (same
+            options: ``{"config": UAVSwarmEnvConfig | UAVSwarmConfig | dict}`` changes the
+                configuration (same
                 ``num_uavs`` and ``density_window_cells``).
 
         Returns:
@@ -226,7 +330,7 @@ class UAVSwarmEnv(ParallelEnv):
         self.swarm.reset(self._np_random)
         self._set_agents(list(self.possible_agents))
         self.last_step = None
-        idx = np.arange(self.config.num_uavs)
+        idx = np.arange(self.config.swarm.num_uavs)
         obs = self._observe(idx, self.swarm.local_density())
         observations = dict(zip(self.agents, obs, strict=True))
         infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
@@ -236,20 +340,21 @@ class UAVSwarmEnv(ParallelEnv):
         self.agents = agents
         self._flying_set = set(agents)
 
-    def _set_config(self, config: UAVSwarmConfig | Mapping[str, Any]) -> None:
-        if isinstance(config, Mapping):
-            new = make_uav_config(None, {**_fields_of(self.config), **dict(config)})
+    def _set_config(self, config: UAVSwarmEnvConfig | UAVSwarmConfig | Mapping[str, Any]) -> None:
+        if isinstance(config, UAVSwarmEnvConfig):
+            new = config
         else:
-            new = make_uav_config(None, config)
+            new = make_uav_env_config(None, config, base=self.config)
         for name in ("num_uavs", "density_window_cells"):
-            if getattr(new, name) != getattr(self.config, name):
+            old_value, new_value = getattr(self.config.swarm, name), getattr(new.swarm, name)
+            if new_value != old_value:
                 raise ValueError(
                     f"reset(options={{'config': ...}}) cannot change {name} "
-                    f"({getattr(self.config, name)!r} -> {getattr(new, name)!r}): the spaces are "
+                    f"({old_value!r} -> {new_value!r}): the spaces are "
                     "fixed; build a new environment instead"
                 )
         self.config = new
-        self.swarm = UAVSwarm(new)
+        self.swarm = UAVSwarm(new.swarm)
 
     @with_torch_threads
     def step(
@@ -286,7 +391,7 @@ class UAVSwarmEnv(ParallelEnv):
         obs = self._observe(flying, report.density)
         terms = self._reward_terms(report)
         rewards = terms.sum(axis=1)
-        truncate = self.swarm.steps >= self.config.max_steps
+        truncate = self.swarm.steps >= self.config.swarm.max_steps
         arrived = report.arrived.tolist()
         observations = dict(zip(names, obs, strict=True))
         reward_dict = dict(zip(names, rewards.tolist(), strict=True))
@@ -319,7 +424,7 @@ class UAVSwarmEnv(ParallelEnv):
             raise ValueError(
                 f"actions must be a dict from agent name to action, got {type(actions).__name__}"
             )
-        accel = np.zeros((self.config.num_uavs, 2))
+        accel = np.zeros((self.config.swarm.num_uavs, 2))
         if not actions:
             return accel
         index = self._agent_index
@@ -357,11 +462,11 @@ class UAVSwarmEnv(ParallelEnv):
                 f"action for {name!r} must be finite, got {list(values[~finite][0])}; allowed: "
                 "values in [-1, 1] (others are clipped)"
             )
-        accel[rows] = np.clip(values, -1.0, 1.0) * self.config.max_accel_mps2
+        accel[rows] = np.clip(values, -1.0, 1.0) * self.config.swarm.max_accel_mps2
         return accel
 
     def _observe(self, idx: np.ndarray, density: np.ndarray) -> np.ndarray:
-        cfg = self.config
+        cfg = self.config.swarm
         scale = 1.0 / cfg.source_to_destination_m
         pos = self.swarm.positions_m[idx]
         obs = np.empty((idx.size, len(self.feature_names)), dtype=np.float64)
@@ -377,17 +482,17 @@ class UAVSwarmEnv(ParallelEnv):
         cfg = self.config
         terms = np.empty((report.flying.size, len(REWARD_TERMS)))
         terms[:, 0] = cfg.progress_reward_per_m * report.progress_m
-        terms[:, 1] = -cfg.time_cost_per_s * cfg.time_step_s
-        terms[:, 2] = -cfg.energy_weight * report.energy_m2_s3
-        terms[:, 3] = -cfg.collision_cost * report.collisions
-        terms[:, 4] = -cfg.flocking_weight * report.flocking_m2_s
+        terms[:, 1] = -cfg.time_cost_per_s * cfg.swarm.time_step_s
+        terms[:, 2] = -cfg.energy_weight_per_m2_s3 * report.energy_m2_s3
+        terms[:, 3] = -cfg.collision_cost_per_pair * report.collisions
+        terms[:, 4] = -cfg.flocking_weight_per_m2_s * report.flocking_m2_s
         return terms
 
     # -- centralised state, rendering ------------------------------------------------------------
 
     def state(self) -> np.ndarray:
         """Global state for centralised critics: see the class docstring (``state_space``)."""
-        cfg = self.config
+        cfg = self.config.swarm
         scale = 1.0 / cfg.source_to_destination_m
         n = cfg.num_uavs
         out = np.empty(5 * n + 1, dtype=np.float64)
@@ -411,7 +516,7 @@ class UAVSwarmEnv(ParallelEnv):
         return render_swarm(
             self.swarm.positions_m,
             self.swarm.flying,
-            self.config,
+            self.config.swarm,
             step=self.swarm.steps,
             collisions=None if self.last_step is None else self.last_step.num_collision_pairs,
         )
@@ -426,7 +531,3 @@ def _is_numeric(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _fields_of(config: UAVSwarmConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}

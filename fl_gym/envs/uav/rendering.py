@@ -124,8 +124,8 @@ def render_env(env: Any, *, controller: str | None = None) -> np.ndarray:
     """
     base = getattr(env, "unwrapped", env)
     renderer = getattr(base, "_swarm_renderer", None)
-    if not isinstance(renderer, SwarmRenderer) or renderer.config != base.config:
-        renderer = SwarmRenderer(base.config)
+    if not isinstance(renderer, SwarmRenderer) or renderer.config != base.swarm.config:
+        renderer = SwarmRenderer(base.swarm.config)
         base._swarm_renderer = renderer
     last = base.last_step
     return renderer.draw(

@@ -70,7 +70,8 @@ _DENSE_GRID_MIN_CELLS = 65_536
 
 @dataclass(frozen=True)
 class UAVSwarmConfig:
-    """Scenario, physics and cost weights of a UAV swarm.
+    """Scenario and physics of a UAV swarm (the reward weights are the environment's:
+    :class:`fl_gym.envs.uav.env.UAVSwarmEnvConfig`).
 
     Attributes:
         num_uavs: Number of UAVs N.
@@ -91,11 +92,6 @@ class UAVSwarmConfig:
         density_cell_m: Side of a cell of the density histogram (the mean field).
         density_window_cells: Side, in cells, of the odd square window of density cells a UAV
             observes around its own cell.
-        energy_weight: Reward cost per unit of motion energy ``|u|^2 dt`` (m^2/s^3).
-        time_cost_per_s: Reward cost per second a UAV is still flying.
-        progress_reward_per_m: Reward per metre of progress towards the destination centre.
-        collision_cost: Reward cost per other UAV closer than ``collision_distance_m``.
-        flocking_weight: Reward cost per unit of velocity misfit ``|v - v_bar|^2 dt``.
     """
 
     num_uavs: int = 100
@@ -112,11 +108,6 @@ class UAVSwarmConfig:
     collision_distance_m: float = 1.0
     density_cell_m: float = 4.0
     density_window_cells: int = 3
-    energy_weight: float = 0.005
-    time_cost_per_s: float = 0.1
-    progress_reward_per_m: float = 0.1
-    collision_cost: float = 1.0
-    flocking_weight: float = 0.005
 
     def __post_init__(self) -> None:
         check_int("num_uavs", self.num_uavs, minimum=1)
@@ -147,14 +138,6 @@ class UAVSwarmConfig:
                 "density_window_cells must be an odd integer >= 1 (the window is centred on the "
                 f"UAV's cell), got {self.density_window_cells!r}"
             )
-        for name in (
-            "energy_weight",
-            "time_cost_per_s",
-            "progress_reward_per_m",
-            "collision_cost",
-            "flocking_weight",
-        ):
-            check_positive(name, getattr(self, name), allow_zero=True)
         sites = len(_lattice_sites(self.source_radius_m, self.initial_spacing_m))
         if sites < self.num_uavs:
             needed_m = self.initial_spacing_m * math.sqrt(self.num_uavs / math.pi)
