@@ -24,12 +24,15 @@ import datetime
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from docblock import markers, write_block
+from gymnasium.wrappers import TimeLimit
 
-from fl_gym.baselines.vehicular import make_vehicular_baseline
+from fl_gym.baselines import make_policy
+from fl_gym.envs.rollout import VehicularEpisodeRecorder, rollout
 from fl_gym.envs.vehicular.env import VehicularURLLCEnv
 from fl_gym.sim.vehicular.system import VehicularConfig, VehicularSystem
 from fl_gym.sim.vehicular.tail import (
@@ -138,23 +141,29 @@ def tail_section(args: argparse.Namespace) -> tuple[list[str], dict[str, np.ndar
     return lines, arrays
 
 
+class _QueueRecorder(VehicularEpisodeRecorder):
+    """The vehicular recorder, also keeping every slot's queues."""
+
+    def start(self, env: Any, policy: Any, seed: int, observation: Any, info: Any) -> None:
+        super().start(env, policy, seed, observation, info)
+        self.queue_bits: list[np.ndarray] = []
+
+    def step(self, env: Any, reward: Any, terminated: Any, truncated: Any, info: Any) -> None:
+        super().step(env, reward, terminated, truncated, info)
+        self.queue_bits.append(info["queue_bits"])
+
+
 def _policy_run(name: str, seed: int, slots: int, v: float) -> tuple[float, float, float]:
     """Mean power (mW), time-average share of queues above q0, share of vehicles violating
     Pr(Q > q0) <= eps over the run."""
-    env = VehicularURLLCEnv(config={"max_steps": slots})
-    policy = make_vehicular_baseline(name, env, tradeoff_v=v)
-    obs, _ = env.reset(seed=seed)
-    q0 = env.config.system.queue_threshold_bits
-    eps = env.config.system.tail_probability_target
-    power, over = [], []
-    start = True
-    for _ in range(slots):
-        action, _ = policy.predict(obs, episode_start=start)
-        start = False
-        obs, _, _, _, info = env.step(action)
-        power.append(info["mean_power_w"])
-        over.append(info["queue_bits"] > q0)
-    over_arr = np.array(over[slots // 10 :])
+    env = TimeLimit(VehicularURLLCEnv(config={"max_steps": slots}), slots)
+    policy = make_policy(name, env, tradeoff_v=v)
+    q0 = env.unwrapped.config.system.queue_threshold_bits
+    eps = env.unwrapped.config.system.tail_probability_target
+    recorder = _QueueRecorder()
+    episode = rollout(env, policy, seed=seed, recorder=recorder, num_threads=None)
+    power = episode.mean_power_w
+    over_arr = np.array([q > q0 for q in recorder.queue_bits][slots // 10 :])
     return (
         float(np.mean(power[slots // 10 :]) * 1e3),
         float(over_arr.mean()),
