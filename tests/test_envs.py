@@ -2,7 +2,10 @@
 
 Every id registered under ``fl_gym/`` goes through the API checks (Gymnasium's and SB3's env
 checkers, same-seed determinism, pickling, finite observations and rewards, rejection of bad
-actions and configurations, a short SB3 PPO run). The environments built on
+actions and configurations, SB3 PPO training on the env's own transitions), and every
+versioned PettingZoo module of ``fl_gym.envs`` (found by scanning the package) through
+PettingZoo's ``parallel_api_test``, ``parallel_seed_test`` and AEC ``api_test``, same-seed
+determinism and pickling. The environments built on
 :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv` are also checked for their physics and semantics
 against the simulator's state: energy leaves the batteries exactly as reported, an idle round
 changes nothing, a tight deadline makes every device a straggler, exhausted devices cannot be
@@ -17,6 +20,7 @@ import importlib.util
 import inspect
 import pickle
 import pkgutil
+import re
 import subprocess
 import sys
 import warnings
@@ -29,6 +33,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec, load_env_creator
 from gymnasium.utils.env_checker import check_env, data_equivalence
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -256,6 +261,7 @@ def test_time_limit_matches_config(env_id: str) -> None:
     assert ends == [(False, False), (False, False), (False, True)]
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 5.7 s in the default run
 def test_make_with_module_prefix_in_fresh_interpreter() -> None:
     code = (
         "import sys, gymnasium as gym\n"
@@ -352,6 +358,126 @@ def test_copied_env_steps_identically(env_id: str, clone: str, steps_before: int
             break
     # The copy carries the configuration: both start the next episode alike.
     assert data_equivalence(env.reset(seed=SEED + 3), twin.reset(seed=SEED + 3), exact=True)
+
+
+# -- PettingZoo modules ----------------------------------------------------------------------------
+
+# Every versioned module of fl_gym.envs (``<name>_v<N>``), found by scanning the package: a new
+# multi-agent environment goes through the tests below without being listed anywhere.
+PETTINGZOO_MODULES = sorted(
+    f"fl_gym.envs.{info.name}"
+    for info in pkgutil.iter_modules(fl_gym.envs.__path__)
+    if not info.ispkg and re.fullmatch(r"\w+_v\d+", info.name)
+)
+# Small configurations keep the PettingZoo tests fast (a few agents, short episodes).
+PETTINGZOO_SMALL_CONFIGS: dict[str, dict[str, Any]] = {
+    "fl_gym.envs.vehicular_v0": {"system.num_pairs": 4, "max_steps": 30},
+    "fl_gym.envs.uav_swarm_v0": {"swarm.num_uavs": 6, "swarm.max_steps": 30},
+}
+
+
+def _pz_module(name: str) -> Any:
+    module = importlib.import_module(name)
+    assert name in PETTINGZOO_SMALL_CONFIGS, (
+        f"{name}: add a small configuration to PETTINGZOO_SMALL_CONFIGS in tests/test_envs.py"
+    )
+    return module
+
+
+def _pz_parallel(name: str) -> Any:
+    return _pz_module(name).parallel_env(config=PETTINGZOO_SMALL_CONFIGS[name])
+
+
+def _pz_rollout(env: Any, seed: int, num_steps: int, action_seed: int) -> list[Any]:
+    """Reset a parallel env with ``seed``; step every live agent with seeded sampled actions."""
+    obs, infos = env.reset(seed=seed)
+    records: list[Any] = [(obs, infos)]
+    for i, agent in enumerate(env.possible_agents):
+        env.action_space(agent).seed(action_seed + i)
+    for _ in range(num_steps):
+        if not env.agents:
+            break
+        actions = {agent: env.action_space(agent).sample() for agent in env.agents}
+        records.append((actions, *env.step(actions)))
+    return records
+
+
+def test_pettingzoo_modules_are_found() -> None:
+    assert PETTINGZOO_MODULES == ["fl_gym.envs.uav_swarm_v0", "fl_gym.envs.vehicular_v0"]
+    assert set(PETTINGZOO_SMALL_CONFIGS) == set(PETTINGZOO_MODULES)
+
+
+@pytest.mark.parametrize("name", PETTINGZOO_MODULES)
+def test_pettingzoo_module_entry_points(name: str) -> None:
+    module = _pz_module(name)
+    par = _pz_parallel(name)
+    assert isinstance(par, module.raw_env)
+    assert par.metadata["name"] == name.rsplit(".", 1)[-1]
+    aec = module.env(config=PETTINGZOO_SMALL_CONFIGS[name])
+    aec.reset(seed=SEED)
+    assert aec.possible_agents == par.possible_agents
+
+
+@pytest.mark.parametrize("name", PETTINGZOO_MODULES)
+def test_pettingzoo_parallel_api_test(name: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the API test warns of live/dead agent mismatches
+        # ... and resets with options={"options": 1}, which the envs warn of and ignore.
+        warnings.filterwarnings("ignore", "unknown reset option", UserWarning)
+        parallel_api_test(_pz_parallel(name), num_cycles=60)
+
+
+@pytest.mark.parametrize("name", PETTINGZOO_MODULES)
+def test_pettingzoo_parallel_seed_test(name: str) -> None:
+    parallel_seed_test(lambda: _pz_parallel(name), num_cycles=40)
+
+
+@pytest.mark.parametrize("name", PETTINGZOO_MODULES)
+def test_pettingzoo_aec_api_test(name: str) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "unknown reset option", UserWarning)
+        # PettingZoo suggests Box or Discrete; vehicular_v0's MultiDiscrete is its documented space.
+        warnings.filterwarnings("ignore", "Action space for each agent probably", UserWarning)
+        api_test(_pz_module(name).env(config=PETTINGZOO_SMALL_CONFIGS[name]), num_cycles=40)
+
+
+@pytest.mark.parametrize("name", PETTINGZOO_MODULES)
+def test_pettingzoo_same_seed_same_trajectory(name: str) -> None:
+    first = _pz_rollout(_pz_parallel(name), SEED, NUM_STEPS, action_seed=7)
+    # A reused env (played with another seed first) and disturbed global RNGs change nothing.
+    reused = _pz_parallel(name)
+    _pz_rollout(reused, SEED + 1, 3, action_seed=3)
+    torch.manual_seed(1234)
+    np.random.seed(1234)  # noqa: NPY002 - disturbs the legacy global state on purpose
+    states = _rng_states()
+    second = _pz_rollout(reused, SEED, NUM_STEPS, action_seed=7)
+    assert data_equivalence(first, second, exact=True)
+    after = _rng_states()
+    assert torch.equal(states[0], after[0]) and np.array_equal(states[1], after[1])
+    other = _pz_rollout(_pz_parallel(name), SEED + 1, NUM_STEPS, action_seed=7)
+    assert not data_equivalence(first[0][0], other[0][0], exact=True)
+
+
+@pytest.mark.parametrize("name", PETTINGZOO_MODULES)
+@pytest.mark.parametrize("clone", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("steps_before", [0, 2])
+def test_pettingzoo_copied_env_steps_identically(name: str, clone: str, steps_before: int) -> None:
+    env = _pz_parallel(name)
+    _pz_rollout(env, SEED, steps_before, action_seed=SEED)  # copy after reset and mid-episode
+    twin = pickle.loads(pickle.dumps(env)) if clone == "pickle" else copy.deepcopy(env)
+    spaces_of = {agent: env.action_space(agent) for agent in env.possible_agents}
+    for i, space in enumerate(spaces_of.values()):
+        space.seed(5 + i)
+    for _ in range(NUM_STEPS):
+        actions = {agent: spaces_of[agent].sample() for agent in env.agents}
+        mine, theirs = env.step(actions), twin.step(actions)
+        assert data_equivalence(mine, theirs, exact=True)
+        assert twin.agents == env.agents
+        if not env.agents:
+            break
+    # The copy carries the configuration: both start the next episode alike.
+    assert data_equivalence(env.reset(seed=SEED + 3), twin.reset(seed=SEED + 3), exact=True)
+    assert data_equivalence(env.state(), twin.state(), exact=True)
 
 
 # -- finite observations and rewards ---------------------------------------------------------------
@@ -795,45 +921,63 @@ def test_decode_encode_is_a_projection(env_id: str) -> None:
 # -- SB3 PPO ---------------------------------------------------------------------------------------
 
 
-def _train_ppo(env: Any, total_timesteps: int, n_steps: int) -> PPO:
+def _as_env_action(space: spaces.Space, stored: np.ndarray) -> Any:
+    """The action the env received for an entry of SB3's rollout buffer (Box actions are stored
+    before SB3 clips them to the bounds)."""
+    if isinstance(space, spaces.Box):
+        return np.clip(stored, space.low, space.high).astype(space.dtype)
+    if isinstance(space, spaces.Discrete):
+        return int(stored[0])
+    return stored.astype(space.dtype)
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_sb3_ppo_learns_from_the_envs_own_transitions(env_id: str, n_envs: int) -> None:
+    """SB3 PPO takes every env as is (one env with no wrapper, or SB3's vectorised form), and
+    what it trains on is exactly the env's: replaying the rollout buffer's actions in fresh envs
+    reset with the seeds SB3 used gives the buffer's observations and rewards, bit for bit."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    train_env = gym.make(env_id) if n_envs == 1 else make_vec_env(env_id, n_envs, seed=SEED)
+    n_steps = 32
     model = PPO(
         "MultiInputPolicy",
-        env,
+        train_env,
         n_steps=n_steps,
-        batch_size=64,
-        n_epochs=2,
+        batch_size=32,
+        n_epochs=1,
         seed=SEED,
         device="cpu",
-        verbose=0,
     )
     initial = [p.detach().clone() for p in model.policy.parameters()]
-    model.learn(total_timesteps=total_timesteps)
-    assert model.num_timesteps >= total_timesteps
+    model.learn(total_timesteps=n_steps * n_envs)
     trained = list(model.policy.parameters())
     assert all(torch.isfinite(p).all() for p in trained)
     assert any(not torch.equal(a, b) for a, b in zip(initial, trained, strict=True))
-    return model
-
-
-@pytest.mark.parametrize("env_id", ALL_IDS)
-def test_sb3_ppo_trains(env_id: str) -> None:
-    env = gym.make(env_id)
-    model = _train_ppo(env, total_timesteps=256, n_steps=64)
+    buffer = model.rollout_buffer
+    # Training flattened observations and actions env by env, (n_steps, n_envs, ...) ->
+    # (n_envs * n_steps, ...); rewards and episode starts keep their (n_steps, n_envs) shape.
+    assert buffer.full and buffer.generator_ready
+    for i in range(n_envs):
+        env = gym.make(env_id)
+        obs, _ = env.reset(seed=SEED + i)  # SB3 seeds the i-th env's first reset with seed + i
+        episode_start = True
+        for t in range(n_steps):
+            row = i * n_steps + t
+            assert buffer.episode_starts[t, i] == episode_start
+            for key, value in obs.items():
+                np.testing.assert_array_equal(buffer.observations[key][row], value)
+            action = _as_env_action(env.action_space, buffer.actions[row])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            if not truncated:  # SB3 adds the bootstrapped value to a truncated step's reward
+                assert buffer.rewards[t, i] == np.float32(reward)
+            episode_start = terminated or truncated
+            if episode_start:  # SB3 resets without a seed: the env's generator carries on
+                obs, _ = env.reset()
+    # The trained policy acts inside the action space.
     obs, _ = env.reset(seed=SEED)
-    action, _ = model.predict(obs, deterministic=True)
-    assert env.action_space.contains(action)
-    obs, reward, *_ = env.step(action)
-    assert env.observation_space.contains(obs) and np.isfinite(reward)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("env_id", ALL_IDS)
-def test_sb3_ppo_trains_vectorised(env_id: str) -> None:
-    from stable_baselines3.common.env_util import make_vec_env
-
-    vec_env = make_vec_env(env_id, n_envs=2, seed=SEED)
-    _train_ppo(vec_env, total_timesteps=2048, n_steps=256)
-    vec_env.close()
+    assert env.action_space.contains(model.predict(obs, deterministic=True)[0])
 
 
 @pytest.mark.slow
