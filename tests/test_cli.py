@@ -310,7 +310,9 @@ def test_demo_plays_the_shipped_agent_beside_the_baselines(
     from fl_gym.baselines import baselines_for
 
     played: list[list[str]] = []
-    monkeypatch.setattr(cli, "_run_episodes", lambda args, env_id, names: played.append(names))
+    monkeypatch.setattr(
+        cli.wireless_fl, "run_episodes", lambda args, env_id, names: played.append(names)
+    )
     env_id = "fl_gym/ClientSelection-v0"
     baselines = baselines_for(gym.make(env_id))
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
@@ -344,3 +346,29 @@ def test_demo_plot_shows_the_agent(capsys: pytest.CaptureFixture[str], tmp_path)
         os.chdir(old)
     out = capsys.readouterr().out
     assert cli.DEMO_AGENT in out and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_cli_is_a_package_that_runs_every_family_by_its_family() -> None:
+    """``fl-gym run`` dispatches on the env's family (from the registry), never on an id."""
+    import inspect
+
+    from fl_gym import cli
+
+    assert set(cli.RUN_BY_FAMILY) == {"wireless-fl", "vehicular", "uav"}
+    for module in (cli, cli.wireless_fl, cli.vehicular, cli.uav, cli.agents, cli.catalogue):
+        source = inspect.getsource(module)
+        assert "args.env ==" not in source and "env_id ==" not in source, module.__name__
+
+
+def test_run_flies_the_uav_swarm_through_the_rollout_loop(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fl_gym.baselines import make_policy
+    from fl_gym.envs import uav_swarm_v0
+
+    args = ["run", "uav_swarm_v0", "--policy", "hjb-full-info", "--seed", "3"]
+    assert main([*args, "--config", "num_uavs=6", "max_steps=4"]) == 0
+    out = capsys.readouterr().out
+    env = uav_swarm_v0.parallel_env(config={"num_uavs": 6, "max_steps": 4})
+    expected = rollout(env, make_policy("hjb-full-info", env), seed=3, num_threads=None)
+    assert f"{expected.bits_per_episode:.4g}" in out and f"{expected.mean_return:.4g}" in out

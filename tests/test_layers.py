@@ -53,7 +53,7 @@ def test_the_rules_see_every_module() -> None:
     # The parser sees absolute, nested and relative-free imports (so the rules cannot pass
     # vacuously): the env imports the pipeline, the CLI imports the agents inside a function.
     assert "fl_gym.sim.rounds" in _imports(ROOT / "envs" / "wireless_fl" / "env.py")
-    assert any(i.startswith("fl_gym.agents") for i in _imports(ROOT / "cli.py"))
+    assert any(i.startswith("fl_gym.agents") for i in _imports(ROOT / "cli" / "agents.py"))
     assert _layer("fl_gym.baselines.uav") == "baselines" and _layer("fl_gym._console") is None
 
 
