@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from fl_gym.baselines.mean_field import MeanFieldConfig
+from fl_gym.envs.uav.env import UAVSwarmEnvConfig
 from fl_gym.envs.vehicular.env import VehicularURLLCConfig
 from fl_gym.envs.wireless_fl.config import WirelessFLConfig
 from fl_gym.sim.config import (
@@ -40,6 +41,7 @@ CONFIGS = [
     VehicularConfig,
     VehicularURLLCConfig,
     UAVSwarmConfig,
+    UAVSwarmEnvConfig,
     MeanFieldConfig,
 ]
 

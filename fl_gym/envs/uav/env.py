@@ -13,7 +13,12 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from fl_gym.sim.config import check_positive, reject_unknown_arguments, resolve_config
+from fl_gym.sim.config import (
+    check_instance,
+    check_positive,
+    reject_unknown_arguments,
+    resolve_config,
+)
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 from fl_gym.sim.uav.swarm import UAV_FAMILY, UAV_PRESETS, SwarmStep, UAVSwarm, UAVSwarmConfig
 
@@ -74,8 +79,7 @@ class UAVSwarmEnvConfig:
     flocking_weight_per_m2_s: float = 0.005
 
     def __post_init__(self) -> None:
-        if not isinstance(self.swarm, UAVSwarmConfig):
-            raise TypeError(f"swarm must be a UAVSwarmConfig, got {type(self.swarm).__name__}")
+        check_instance("swarm", self.swarm, UAVSwarmConfig)
         for name in (
             "progress_reward_per_m",
             "time_cost_per_s",
