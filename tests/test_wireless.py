@@ -10,6 +10,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
+from fl_gym.sim.radio.calibration import simulate_full_power
 from fl_gym.sim.radio.cell import (
     CellState,
     UplinkReport,
@@ -20,7 +21,6 @@ from fl_gym.sim.radio.cell import (
     packet_error_probability,
     path_loss_db,
     shannon_rate_bps,
-    simulate_full_power,
     w_to_dbm,
 )
 

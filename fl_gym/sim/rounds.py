@@ -40,7 +40,7 @@ from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, Sig
 from fl_gym.sim.learning.models import BatchedMLP, _log_softmax
 from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd_groups
 from fl_gym.sim.plan import RoundPlan, RoundReport
-from fl_gym.sim.radio.cell import UplinkReport, uplink_many
+from fl_gym.sim.radio.uplink import UplinkReport, uplink_many
 
 if TYPE_CHECKING:
     from fl_gym.sim.learning.federation import Federation
@@ -452,7 +452,7 @@ class DigitalUplink(Transport):
     Each selected device with at least the cell's ``power_floor_w`` trains, gets its own
     sub-channel (at most M per round) and uploads its compressed update at its power
     (``p_max`` where the plan has none) by the deadline; stragglers, lost packets and devices
-    whose battery ran out contribute nothing (:func:`~fl_gym.sim.radio.cell.uplink_many`, all
+    whose battery ran out contribute nothing (:func:`~fl_gym.sim.radio.uplink.uplink_many`, all
     cells of a batch in one array computation). A selected device below the power floor neither
     trains nor transmits.
     """

@@ -30,8 +30,9 @@ A :class:`WirelessCell` is used on its own like this::
                              local_steps=5, batch_size=16, rng=rng)
         cell.advance(rng)                          # mobility, shadowing and fading move on
 
-Calibration: :func:`simulate_full_power` runs exactly that loop and summarises the energy per
-round; ``python -m fl_gym.sim.radio.cell`` prints it for the defaults. With the defaults, 10
+Calibration: :func:`~fl_gym.sim.radio.calibration.simulate_full_power` runs exactly that loop
+and summarises the energy per round; ``python -m fl_gym.sim.radio.calibration`` prints it for the
+defaults. With the defaults, 10
 devices,
 ``1.5e5`` bits (a 4,810-parameter MLP in float32), 5 local steps on batches of 16 and everyone
 selected at 23 dBm, a device spends on average about 1.3 mJ computing and 6-10 mJ transmitting
@@ -49,13 +50,23 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import j0
 
 from fl_gym.sim.config import check_int, check_positive, check_real, check_rng
+from fl_gym.sim.radio.channel import (
+    _finite_array,
+    _readonly,
+    _view,
+    dbm_to_w,
+    jakes_correlation,
+    packet_error_probability,
+    path_loss_db,
+    shannon_rate_bps,
+    w_to_dbm,
+)
+from fl_gym.sim.radio.uplink import UplinkReport, uplink_many
 
 __all__ = [
     "CellState",
-    "DrainSummary",
     "UplinkReport",
     "WirelessCell",
     "WirelessConfig",
@@ -64,168 +75,9 @@ __all__ = [
     "packet_error_probability",
     "path_loss_db",
     "shannon_rate_bps",
-    "simulate_full_power",
     "uplink_many",
     "w_to_dbm",
 ]
-
-_LN2 = math.log(2.0)
-
-
-# -- pure functions ----------------------------------------------------------------------------
-
-
-def _finite_array(value: ArrayLike, name: str, *, minimum: float | None = 0.0) -> np.ndarray:
-    """``value`` as a float64 array, or a ValueError naming ``name`` if NaN/inf/below minimum."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be numeric, got {value!r}") from exc
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if minimum is not None and np.any(arr < minimum):
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return arr
-
-
-def dbm_to_w(x: ArrayLike) -> np.ndarray:
-    """Convert a power from dBm to watts: ``10^((x - 30) / 10)``.
-
-    Args:
-        x: Power in dBm (any finite real; ``-inf`` gives 0 W).
-
-    Returns:
-        Power in watts, same shape as ``x``.
-    """
-    arr = np.asarray(x, dtype=np.float64)
-    if np.any(np.isnan(arr)) or np.any(arr == np.inf):
-        raise ValueError(f"power in dBm must be finite or -inf, got {x!r}")
-    return np.power(10.0, (arr - 30.0) / 10.0)
-
-
-def w_to_dbm(x: ArrayLike) -> np.ndarray:
-    """Convert a power from watts to dBm: ``10 log10(x) + 30``.
-
-    Args:
-        x: Power in watts, finite and ``>= 0``.
-
-    Returns:
-        Power in dBm, same shape as ``x``; 0 W maps to ``-inf`` dBm.
-    """
-    arr = _finite_array(x, "power in watts")
-    positive = arr > 0
-    out = np.full(arr.shape, -np.inf)
-    np.log10(arr, out=out, where=positive)
-    return np.where(positive, 10.0 * out + 30.0, -np.inf)
-
-
-def path_loss_db(
-    distance_m: ArrayLike, intercept_db: float = 128.1, slope_db: float = 37.6
-) -> np.ndarray:
-    """Log-distance path loss ``intercept + slope * log10(d / 1 km)`` in dB (3GPP TR 36.814 macro).
-
-    Args:
-        distance_m: BS-device distance in metres, finite and ``> 0``.
-        intercept_db: Path loss at 1 km, dB.
-        slope_db: dB per decade of distance (10 times the path-loss exponent).
-
-    Returns:
-        Path loss in dB, same shape as ``distance_m``.
-    """
-    d = _finite_array(distance_m, "distance_m")
-    if np.any(d <= 0):
-        raise ValueError(f"distance_m must be > 0 m, got {distance_m!r}")
-    return intercept_db + slope_db * np.log10(d / 1000.0)
-
-
-def jakes_correlation(doppler_hz: float, interval_s: float) -> float:
-    """Correlation of Rayleigh fading samples ``interval_s`` apart under Jakes' model.
-
-    Args:
-        doppler_hz: Maximum Doppler frequency ``f_d`` in Hz, ``>= 0``.
-        interval_s: Time between the two samples ``T`` in seconds, ``>= 0``.
-
-    Returns:
-        ``J0(2 pi f_d T)``, in ``[-0.403, 1]``.
-    """
-    check_positive("doppler_hz", doppler_hz, allow_zero=True)
-    check_positive("interval_s", interval_s, allow_zero=True)
-    return float(j0(2.0 * math.pi * doppler_hz * interval_s))
-
-
-def _snr(
-    bandwidth_hz: ArrayLike, power_w: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: ArrayLike
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Received power ``p g``, noise power ``B N0`` and their validated broadcast."""
-    b = _finite_array(bandwidth_hz, "bandwidth_hz")
-    p = _finite_array(power_w, "power_w")
-    g = _finite_array(gain, "gain")
-    n0 = _finite_array(noise_psd_w_per_hz, "noise_psd_w_per_hz")
-    if np.any(n0 <= 0):
-        raise ValueError(f"noise_psd_w_per_hz must be > 0, got {noise_psd_w_per_hz!r}")
-    received_w, noise_w = np.broadcast_arrays(p * g, b * n0)
-    return received_w, noise_w, np.broadcast_to(b, received_w.shape)
-
-
-def shannon_rate_bps(
-    bandwidth_hz: ArrayLike, power_w: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: ArrayLike
-) -> np.ndarray:
-    """Shannon capacity ``B log2(1 + p g / (B N0))`` of an AWGN link in bit/s.
-
-    Args:
-        bandwidth_hz: Bandwidth ``B`` in Hz, ``>= 0`` (0 gives rate 0).
-        power_w: Transmit power ``p`` in watts, ``>= 0``.
-        gain: Channel power gain ``g`` (linear), ``>= 0``.
-        noise_psd_w_per_hz: Noise power spectral density ``N0`` in W/Hz, ``> 0``.
-
-    Returns:
-        Rate in bit/s, the broadcast shape of the arguments.
-    """
-    received_w, noise_w, b = _snr(bandwidth_hz, power_w, gain, noise_psd_w_per_hz)
-    return _rate(received_w, noise_w, b)
-
-
-def _rate(received_w: np.ndarray, noise_w: np.ndarray, b: ArrayLike) -> np.ndarray:
-    """Shannon rate on validated, broadcast inputs."""
-    snr = np.divide(received_w, noise_w, out=np.zeros(np.shape(received_w)), where=noise_w > 0)
-    # log1p keeps the low-SNR regime (cell edge, deep fades) accurate.
-    return b * np.log1p(snr) / _LN2
-
-
-def packet_error_probability(
-    power_w: ArrayLike,
-    gain: ArrayLike,
-    bandwidth_hz: ArrayLike,
-    noise_psd_w_per_hz: ArrayLike,
-    waterfall: float = 0.023,
-) -> np.ndarray:
-    """Packet error probability ``q = 1 - exp(-m B N0 / (p g))`` (Chen et al., IEEE TWC 2021).
-
-    Args:
-        power_w: Transmit power ``p`` in watts, ``>= 0``.
-        gain: Channel power gain ``g`` (linear), ``>= 0``.
-        bandwidth_hz: Bandwidth ``B`` in Hz, ``>= 0``.
-        noise_psd_w_per_hz: Noise power spectral density ``N0`` in W/Hz, ``> 0``.
-        waterfall: Waterfall threshold ``m`` (linear), ``> 0``.
-
-    Returns:
-        ``q`` in ``[0, 1]``; 1 wherever nothing is received (``p g = 0``).
-    """
-    check_positive("waterfall", waterfall)
-    received_w, noise_w, _ = _snr(bandwidth_hz, power_w, gain, noise_psd_w_per_hz)
-    return _packet_error(received_w, noise_w, waterfall)
-
-
-def _packet_error(received_w: np.ndarray, noise_w: ArrayLike, waterfall: float) -> np.ndarray:
-    """Packet error probability on validated inputs."""
-    inverse_snr = np.divide(
-        waterfall * noise_w,
-        received_w,
-        out=np.full(np.shape(received_w), np.inf),
-        where=received_w > 0,
-    )
-    # -expm1(-x) is 1 - exp(-x) without cancellation at high SNR; exp(-inf) = 0 gives q = 1.
-    return -np.expm1(-inverse_snr)
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -409,93 +261,6 @@ class WirelessConfig:
         return self.speed_max_mps > 0.0
 
 
-# -- records -----------------------------------------------------------------------------------
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    if isinstance(a, np.ndarray) and not a.flags.writeable and a.base is None:
-        return a  # already a read-only array that owns its data: nothing can change it
-    a = np.array(a, copy=True)
-    a.setflags(write=False)
-    return a
-
-
-def _view(a: np.ndarray) -> np.ndarray:
-    # The cell replaces its arrays instead of writing into them, so a read-only view never
-    # changes after it was handed out.
-    v = a.view()
-    v.setflags(write=False)
-    return v
-
-
-@dataclass(frozen=True, eq=False)
-class UplinkReport:
-    """What happened on the uplink in one round.
-
-    Per-device arrays have shape ``(K,)``; they hold 0 / False for devices that were not selected
-    (and the link quantities ``rate_bps``, ``packet_error_prob`` and all times and energies hold
-    0 for selected devices that did not transmit).
-
-    Attributes:
-        selected: Devices asked to take part.
-        transmitted: Selected devices whose power was at least ``power_floor_w``: they trained and
-            started their upload. The others spent nothing.
-        delivered: Updates that reached the BS: transmitted, not a straggler, battery not
-            exhausted during the round, packet not lost.
-        straggler: Transmitting devices whose compute plus upload time exceeds the deadline.
-            Work stops at the deadline: a straggler spends energy up to the deadline and its
-            update is lost.
-        packet_lost: Uploads finished in time whose packet was lost (drawn with probability
-            ``packet_error_prob``).
-        battery_depleted: Transmitting devices whose battery ran out during the round: a device
-            spends what it has (computing first, then transmitting), its update is lost and its
-            battery is left at 0.
-        channel_gain: Effective channel power gain ``g`` of the round.
-        rate_bps: Uplink rate on the device's sub-channel.
-        compute_time_s: Time spent on local training.
-        compute_energy_j: Energy spent on local training.
-        transmit_time_s: Time spent transmitting (``bits / rate`` for a completed upload; less
-            when the deadline or the battery cut it short).
-        transmit_energy_j: Energy spent transmitting, ``power * transmit_time_s``.
-        latency_s: ``compute_time_s + transmit_time_s``; at most ``deadline_s``.
-        packet_error_prob: Packet error probability of the upload.
-        round_time_s: Duration of the round: ``min(deadline, max latency over transmitting
-            devices)``, 0 if nobody transmitted. Because a round with a straggler waits for the
-            deadline, it equals ``deadline_s`` whenever there is one.
-    """
-
-    selected: np.ndarray
-    transmitted: np.ndarray
-    delivered: np.ndarray
-    straggler: np.ndarray
-    packet_lost: np.ndarray
-    battery_depleted: np.ndarray
-    channel_gain: np.ndarray
-    rate_bps: np.ndarray
-    compute_time_s: np.ndarray
-    compute_energy_j: np.ndarray
-    transmit_time_s: np.ndarray
-    transmit_energy_j: np.ndarray
-    latency_s: np.ndarray
-    packet_error_prob: np.ndarray
-    round_time_s: float
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.ndarray):
-                object.__setattr__(self, f.name, _readonly(value))
-
-    @property
-    def energy_j(self) -> np.ndarray:
-        """Total energy spent by each device, compute plus transmit."""
-        return self.compute_energy_j + self.transmit_energy_j
-
-    @property
-    def num_delivered(self) -> int:
-        return int(self.delivered.sum())
-
-
 @dataclass(frozen=True, eq=False)
 class CellState:
     """Everything that evolves in a :class:`WirelessCell`; see :meth:`WirelessCell.snapshot`.
@@ -656,6 +421,11 @@ class WirelessCell:
             self.config.noise_psd_w_per_hz,
             self.config.waterfall_threshold,
         )
+
+    def set_batteries(self, battery_j: np.ndarray) -> None:
+        """Replace the batteries' charge, e.g. after a batched uplink computed the round's
+        spending (:func:`~fl_gym.sim.radio.uplink.uplink_many`); the cell keeps everything else."""
+        self._state = CellState(**{**_state_dict(self._require_state()), "battery_j": battery_j})
 
     def snapshot(self) -> CellState:
         """The cell's current state (immutable; :meth:`restore` puts it back)."""
@@ -937,263 +707,5 @@ class WirelessCell:
         return uplink_many([self], [sel], [power], [size_bits], [steps], batch_size, [rng])[0]
 
 
-def _uplink_arrays(
-    cfg: WirelessConfig,
-    sel: np.ndarray,
-    power: np.ndarray,
-    size_bits: np.ndarray,
-    steps: np.ndarray,
-    batch_size: int,
-    channel_gain: np.ndarray,
-    cpu_hz: np.ndarray,
-    battery: np.ndarray,
-    draws: np.ndarray,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """The arithmetic of :meth:`WirelessCell.uplink`, element by element on arrays of one shape
-    (``(K,)`` for one cell, ``(E, K)`` for E cells of one config): the report's arrays, the new
-    batteries and the largest latency of each row. ``draws`` are the packet-loss uniforms."""
-    transmitted = sel & (power >= cfg.power_floor_w)
-    p = np.where(transmitted, power, 0.0)
-    gain = np.where(sel, channel_gain, 0.0)
-    b_m, n0 = cfg.subchannel_bandwidth_hz, cfg.noise_psd_w_per_hz
-    # p and gain are checked above and by the cell's state, B and N0 by the config.
-    received_w, noise_w = p * gain, b_m * n0
-    rate = np.where(transmitted, _rate(received_w, noise_w, b_m), 0.0)
-    q = np.where(transmitted, _packet_error(received_w, noise_w, cfg.waterfall_threshold), 0.0)
-
-    # Time and energy the whole job needs; an upload at rate 0 never finishes.
-    cycles = np.where(transmitted, cfg.cycles_per_sample * batch_size * steps, 0.0)
-    compute_need_s = cycles / cpu_hz
-    compute_need_j = cfg.effective_capacitance * cycles * cpu_hz**2
-    compute_power_w = cfg.effective_capacitance * cpu_hz**3
-    needs_air = transmitted & (size_bits > 0)
-    with np.errstate(over="ignore"):  # a rate so small the time overflows is an inf time
-        transmit_need_s = np.divide(
-            size_bits, rate, out=np.where(needs_air, np.inf, 0.0), where=needs_air & (rate > 0)
-        )
-    deadline = cfg.deadline_s
-    straggler = transmitted & (compute_need_s + transmit_need_s > deadline)
-
-    # Work stops at the deadline.
-    compute_s = np.minimum(compute_need_s, deadline)
-    compute_j = np.where(compute_need_s <= deadline, compute_need_j, compute_power_w * deadline)
-    transmit_s = np.minimum(transmit_need_s, deadline - compute_s)
-    transmit_j = p * transmit_s
-
-    # A battery that cannot pay for all of it pays compute first, then as much airtime as is
-    # left; the device then stops with an empty battery.
-    depleted = transmitted & (compute_j + transmit_j > battery)
-    short_compute = depleted & (compute_j >= battery)
-    compute_s = np.where(
-        short_compute,
-        np.divide(battery, compute_power_w, out=np.zeros_like(battery), where=short_compute),
-        compute_s,
-    )
-    compute_j = np.where(short_compute, battery, compute_j)
-    left_j = battery - compute_j
-    short_transmit = depleted & ~short_compute
-    transmit_s = np.where(
-        short_transmit,
-        np.divide(left_j, p, out=np.zeros_like(p), where=short_transmit),
-        np.where(short_compute, 0.0, transmit_s),
-    )
-    transmit_j = np.where(depleted, np.where(short_compute, 0.0, left_j), transmit_j)
-
-    finished = transmitted & ~straggler & ~depleted
-    packet_lost = finished & (draws < q)
-    delivered = finished & ~packet_lost
-
-    spent_j = compute_j + transmit_j
-    new_battery = np.where(depleted, 0.0, np.maximum(battery - spent_j, 0.0))
-    latency_s = compute_s + transmit_s
-    fields = dict(
-        selected=sel,
-        transmitted=transmitted,
-        delivered=delivered,
-        straggler=straggler,
-        packet_lost=packet_lost,
-        battery_depleted=depleted,
-        channel_gain=gain,
-        rate_bps=rate,
-        compute_time_s=compute_s,
-        compute_energy_j=compute_j,
-        transmit_time_s=transmit_s,
-        transmit_energy_j=transmit_j,
-        latency_s=latency_s,
-        packet_error_prob=q,
-    )
-    return fields, new_battery, latency_s.max(axis=-1, initial=0.0)
-
-
-def uplink_many(
-    cells: list[WirelessCell],
-    selected: list[np.ndarray],
-    power_w: list[np.ndarray],
-    bits: list[np.ndarray],
-    local_steps: list[np.ndarray],
-    batch_size: int,
-    rngs: list[np.random.Generator],
-) -> list[UplinkReport]:
-    """:meth:`WirelessCell.uplink` of many cells on validated inputs (see
-    :meth:`WirelessCell._uplink`), bit for bit, with one array computation for all of them.
-
-    Every cell draws its packet-loss uniforms from its own generator, as alone; the arithmetic
-    is element by element, so a cell's row of the stacked arrays is what it computes alone.
-    Cells whose configs or sizes differ from the first's are computed one by one.
-    """
-    first = cells[0]
-    if len(cells) > 1 and any(
-        c.config != first.config or c.num_devices != first.num_devices for c in cells
-    ):
-        return [
-            uplink_many([c], [s], [p], [b], [t], batch_size, [r])[0]
-            for c, s, p, b, t, r in zip(
-                cells, selected, power_w, bits, local_steps, rngs, strict=True
-            )
-        ]
-    states = [c._require_state() for c in cells]
-    draws = [rng.random(c.num_devices) for c, rng in zip(cells, rngs, strict=True)]
-    if len(cells) == 1:
-        stack = lambda arrays: arrays[0]  # noqa: E731
-    else:
-        stack = np.stack
-    fields, new_battery, latency_max = _uplink_arrays(
-        first.config,
-        stack(selected),
-        stack(power_w),
-        stack(bits),
-        stack(local_steps),
-        batch_size,
-        stack([c.channel_gain for c in cells]),
-        stack([s.cpu_hz for s in states]),
-        stack([s.battery_j for s in states]),
-        stack(draws),
-    )
-    deadline = first.config.deadline_s
-    reports = []
-    for e, (cell, state) in enumerate(zip(cells, states, strict=True)):
-        row = (lambda a: a) if len(cells) == 1 else (lambda a, e=e: a[e])
-        cell._state = CellState(**{**_state_dict(state), "battery_j": row(new_battery)})
-        reports.append(
-            UplinkReport(
-                **{name: row(value) for name, value in fields.items()},
-                round_time_s=float(min(deadline, row(latency_max))),
-            )
-        )
-    return reports
-
-
 def _state_dict(state: CellState) -> dict[str, np.ndarray]:
     return {f.name: getattr(state, f.name) for f in fields(state)}
-
-
-
-# -- calibration -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DrainSummary:
-    """How fast full participation at full power empties the batteries.
-
-    Attributes:
-        rounds: Rounds simulated.
-        compute_energy_j: Mean compute energy per transmitting device and round.
-        transmit_energy_j: Mean transmit energy per transmitting device and round.
-        max_energy_j: Largest energy one device spent in one round.
-        mean_battery_j: Mean battery capacity.
-        first_depletion_round: 0-based round at the end of which the first device was exhausted,
-            ``None`` if none was.
-        median_depletion_round: Round by the end of which half of the devices were exhausted,
-            ``None`` if fewer were.
-        depleted_fraction: Fraction of the devices exhausted at the end.
-        straggler_fraction: Stragglers per transmission.
-        packet_loss_fraction: Lost packets per transmission.
-    """
-
-    rounds: int
-    compute_energy_j: float
-    transmit_energy_j: float
-    max_energy_j: float
-    mean_battery_j: float
-    first_depletion_round: int | None
-    median_depletion_round: int | None
-    depleted_fraction: float
-    straggler_fraction: float
-    packet_loss_fraction: float
-
-
-def simulate_full_power(
-    config: WirelessConfig | None = None,
-    num_devices: int = 10,
-    *,
-    bits: float = 1.5e5,
-    local_steps: int = 5,
-    batch_size: int = 16,
-    rounds: int = 100,
-    rng: np.random.Generator,
-) -> DrainSummary:
-    """Run ``rounds`` rounds in which the available devices upload at ``p_max``.
-
-    Every round selects up to ``num_subchannels`` available devices in round-robin order (all of
-    them when ``num_devices <= num_subchannels``). Use it to calibrate battery sizes against an
-    episode length.
-
-    Args:
-        config: Physical parameters (defaults if ``None``).
-        num_devices: ``K``.
-        bits: Upload size per device and round.
-        local_steps: Local steps per round.
-        batch_size: Samples per local step.
-        rounds: Rounds to simulate.
-        rng: Source of every draw.
-
-    Returns:
-        The :class:`DrainSummary`.
-    """
-    check_int("rounds", rounds, minimum=1)
-    cell = WirelessCell(config, num_devices)
-    cell.reset(rng)
-    cfg, k = cell.config, num_devices
-    compute = transmit = max_energy = 0.0
-    transmissions = stragglers = lost = 0
-    never = rounds  # marks a device that outlived the simulation
-    depleted_at = np.full(k, never)
-    for t in range(rounds):
-        # Round robin: rotate a priority over the devices and take the first M available.
-        priority = (np.arange(k) - t * cfg.num_subchannels) % k
-        priority = np.where(cell.available, priority, k + np.arange(k))
-        selected = np.zeros(k, dtype=bool)
-        selected[np.argsort(priority, kind="stable")[: cfg.num_subchannels]] = True
-        selected &= cell.available
-        report = cell.uplink(selected, cfg.p_max_w, bits, local_steps, batch_size, rng)
-        compute += float(report.compute_energy_j.sum())
-        transmit += float(report.transmit_energy_j.sum())
-        max_energy = max(max_energy, float(report.energy_j.max()))
-        transmissions += int(report.transmitted.sum())
-        stragglers += int(report.straggler.sum())
-        lost += int(report.packet_lost.sum())
-        depleted_at = np.where(~cell.available & (depleted_at == never), t, depleted_at)
-        if not cell.available.any():
-            break
-        cell.advance(rng)
-    per = max(transmissions, 1)
-    ordered = np.sort(depleted_at)
-    first, median = int(ordered[0]), int(ordered[(k - 1) // 2])
-    return DrainSummary(
-        rounds=t + 1,
-        compute_energy_j=compute / per,
-        transmit_energy_j=transmit / per,
-        max_energy_j=max_energy,
-        mean_battery_j=float(cell.battery_capacity_j.mean()),
-        first_depletion_round=first if first < never else None,
-        median_depletion_round=median if median < never else None,
-        depleted_fraction=float(np.mean(depleted_at < never)),
-        straggler_fraction=stragglers / per,
-        packet_loss_fraction=lost / per,
-    )
-
-
-if __name__ == "__main__":
-    summary = simulate_full_power(rng=np.random.default_rng(0))
-    for f in fields(summary):
-        print(f"{f.name:>24}: {getattr(summary, f.name)}")
