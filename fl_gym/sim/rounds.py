@@ -236,6 +236,15 @@ def train_rounds(
     its
     own minibatches (drawn from its own round generator).
     """
+    if len(feds) == 1:  # a batch of one is its own setting
+        fed = feds[0]
+        cfg = fed.config
+        return local_sgd_groups(
+            fed.model,
+            [fed.training_group(starts[0])],
+            learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+        )
     by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for e, fed in enumerate(feds):
         model, cfg = fed.model, fed.config
@@ -285,11 +294,12 @@ def _updates(
     trained: Sequence[LocalTrainingResult],
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, list[int]]:
     """All rounds' updates (local - global) stacked, non-finite rows zeroed."""
-    sizes = [start.client_ids.shape[0] for start in starts]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()
     if len(feds) == 1:  # a batch of one: the same element-wise difference, without the copies
+        offsets = [0, int(starts[0].client_ids.shape[0])]
         updates = trained[0].params - feds[0].params
     else:
+        sizes = [start.client_ids.shape[0] for start in starts]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist()
         local = torch.cat([t.params for t in trained])
         global_rows = torch.cat(
             [fed.params.unsqueeze(0).expand(n, -1) for fed, n in zip(feds, sizes, strict=True)]
@@ -374,6 +384,26 @@ def compress_rounds(
     sizes = [offsets[e + 1] - offsets[e] for e in range(len(feds))]
     reconstructed = torch.zeros_like(updates)
     bits = torch.zeros(updates.shape[0], dtype=torch.int64, device=device)
+    if len(feds) == 1:
+        # A batch of one has nothing to gather across federations: its federation compresses
+        # its own rows, level by level in ascending order (the same operator calls).
+        start = starts[0]
+        levels_one = start.plan.compression[start.plan.selected_ids]
+        for level in np.unique(levels_one).tolist():
+            rows_np = np.flatnonzero((levels_one == level) & finite_np)
+            if rows_np.size:
+                first.compress_rows(
+                    level,
+                    rows_np,
+                    start.client_ids,
+                    updates,
+                    reconstructed,
+                    bits,
+                    start.generator,
+                )
+        return _pendings(
+            starts, trained, reconstructed, finite, finite_np, bits.cpu().numpy(), offsets
+        )
     levels = np.concatenate(
         [start.plan.compression[start.plan.selected_ids] for start in starts]
     ).astype(np.int64)
@@ -797,7 +827,9 @@ def evaluate_models(
     """
     cache = EvaluationCache() if cache is None else cache
     by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for e, fed in enumerate(feds):
+    if len(feds) == 1:  # a batch of one is its own setting
+        by_setting[()] = [0]
+    for e, fed in enumerate(feds if len(feds) > 1 else ()):
         model = fed.model
         key = (model.num_features, model.num_classes, model.hidden_units)
         by_setting[(*key, tuple(fed.x_test.shape), fed.params.dtype, fed.device)].append(e)

@@ -468,8 +468,9 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     cells = [fed.cell for fed in feds]  # type: ignore[union-attr]
     wcfgs = [env.config.wireless for env in envs]
 
-    def column(values: list[float]) -> np.ndarray:
-        return np.array(values, dtype=np.float64).reshape(n, 1)
+    def column(values: list[float]) -> np.ndarray | float:
+        # A batch of one broadcasts a plain float: the same element-wise values.
+        return float(values[0]) if n == 1 else np.array(values, dtype=np.float64).reshape(n, 1)
 
     # A batch of one is a view of its arrays, not a stacked copy (the same values).
     stack = (lambda arrays: arrays[0][None]) if n == 1 else np.stack

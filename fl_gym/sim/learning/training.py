@@ -208,17 +208,10 @@ def local_sgd(
     if int(local_steps.min()) < 1:
         raise ValueError(f"local_steps must all be >= 1, got min {int(local_steps.min())}")
     steps = local_steps.to(device)
+    all_idx = draw_round_indices(data, client_ids, int(steps.max()), batch_size, generator)
     with torch.no_grad():
         return _sgd_loop(
-            model,
-            global_params,
-            data,
-            client_ids,
-            steps,
-            batch_size,
-            learning_rate,
-            generator,
-            weight_decay,
+            model, global_params, data, client_ids, steps, learning_rate, weight_decay, all_idx
         )
 
 
@@ -228,18 +221,17 @@ def _sgd_loop(
     data: ClientTensors,
     client_ids: torch.Tensor,
     steps: torch.Tensor,
-    batch_size: int,
     learning_rate: float,
-    generator: torch.Generator,
     weight_decay: float,
+    all_idx: torch.Tensor,
 ) -> LocalTrainingResult:
+    """One federation's clients' local SGD on pre-drawn minibatch indices ``(T, S, B)``."""
     num = client_ids.shape[0]
     dtype = global_params.dtype
     loss_sum = torch.zeros(num, dtype=dtype, device=global_params.device)
     max_steps = int(steps.max())
     uniform = bool((steps == max_steps).all())
     tensors = model.split_repeated(global_params, num)
-    all_idx = draw_round_indices(data, client_ids, max_steps, batch_size, generator)
     for t in range(max_steps):
         idx = all_idx[t]
         xb, yb = data.x[idx], data.y[idx]
@@ -337,7 +329,23 @@ def local_sgd_groups(
     order = sorted(live, key=lambda i: -int(groups[i].indices.shape[0]))  # type: ignore[union-attr]
     batch_sizes = {int(groups[i].indices.shape[2]) for i in live}  # type: ignore[union-attr]
     with torch.no_grad():
-        if len(batch_sizes) == 1 and _rows_aligned(model, batch_sizes.pop()):
+        if len(live) == 1:
+            # One group is one federation's round: local_sgd's own loop on its indices.
+            g = groups[live[0]]
+            steps = g.local_steps.to(g.global_params.device)
+            trained = [
+                _sgd_loop(
+                    model,
+                    g.global_params,
+                    g.data,
+                    g.client_ids,
+                    steps,
+                    learning_rate,
+                    weight_decay,
+                    g.indices,  # type: ignore[arg-type]
+                )
+            ]
+        elif len(batch_sizes) == 1 and _rows_aligned(model, batch_sizes.pop()):
             trained = _sgd_groups_loop(
                 model, [groups[i] for i in order], learning_rate, weight_decay
             )
