@@ -15,6 +15,7 @@ nested fields, nested dicts or config objects. Every family's builder (``make_co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Iterable, Mapping
@@ -35,6 +36,7 @@ __all__ = [
     "check_real",
     "check_rng",
     "config_key_names",
+    "field_names",
     "flatten_overrides",
     "is_int",
     "is_real",
@@ -557,3 +559,10 @@ def reject_unknown_arguments(
         f"{owner}() got unexpected keyword argument(s) {sorted(arguments)}; allowed: {allowed} "
         "(configuration goes in config={...}; fl-gym list NAME shows the keys)"
     )
+
+
+@functools.cache
+def field_names(cls: type) -> tuple[str, ...]:
+    """The field names of a dataclass, computed once per class (``dataclasses.fields`` walks
+    the class every call, which shows in the records made every round)."""
+    return tuple(f.name for f in dataclasses.fields(cls))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from fl_gym.sim.config import field_names
+
 __all__ = ["RoundPlan", "RoundReport"]
 
 
@@ -180,10 +182,10 @@ class RoundReport:
         return self.energy_compute_j + self.energy_transmit_j
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, np.ndarray):
-                object.__setattr__(self, f.name, _readonly(value))
+                object.__setattr__(self, name, _readonly(value))
 
     @property
     def num_delivered(self) -> int:

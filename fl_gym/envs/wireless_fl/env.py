@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import fields
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -25,7 +24,7 @@ from fl_gym.envs.wireless_fl.config import (
     build_dataset,
     make_config,
 )
-from fl_gym.sim.config import reject_unknown_arguments
+from fl_gym.sim.config import field_names, reject_unknown_arguments
 from fl_gym.sim.learning.federation import Federation
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.radio.cell import WirelessCell
@@ -422,7 +421,7 @@ class WirelessFLEnv(gym.Env):
             "energy_spent_j": self._energy_spent_j,
         }
         if report is not None:
-            info.update({f.name: getattr(report, f.name) for f in fields(report)})
+            info.update({name: getattr(report, name) for name in field_names(type(report))})
             info["energy_j"] = float(report.energy_j.sum())
             info["reward_terms"] = terms
             info.update(decode_info)

@@ -80,9 +80,7 @@ class FederationConfig:
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODEL_NAMES)
-        hidden = check_int_tuple(
-            "hidden_units", self.hidden_units, nonempty=False, example="(64,)"
-        )
+        hidden = check_int_tuple("hidden_units", self.hidden_units, nonempty=False, example="(64,)")
         object.__setattr__(self, "hidden_units", hidden)
         check_positive("learning_rate", self.learning_rate)
         check_int("batch_size", self.batch_size, minimum=1)

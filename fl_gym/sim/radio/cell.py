@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fl_gym.sim.config import check_int, check_positive, check_real, check_rng
+from fl_gym.sim.config import check_int, check_positive, check_real, check_rng, field_names
 from fl_gym.sim.radio.channel import (
     _finite_array,
     _readonly,
@@ -286,8 +286,8 @@ class CellState:
     speed_mps: np.ndarray
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            object.__setattr__(self, f.name, _readonly(getattr(self, f.name)))
+        for name in field_names(type(self)):
+            object.__setattr__(self, name, _readonly(getattr(self, name)))
 
 
 # -- the cell ----------------------------------------------------------------------------------
@@ -708,4 +708,4 @@ class WirelessCell:
 
 
 def _state_dict(state: CellState) -> dict[str, np.ndarray]:
-    return {f.name: getattr(state, f.name) for f in fields(state)}
+    return {name: getattr(state, name) for name in field_names(type(state))}

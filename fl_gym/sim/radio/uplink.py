@@ -6,11 +6,12 @@ so a cell's row is what it computes alone); each cell then applies its new batte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fl_gym.sim.config import field_names
 from fl_gym.sim.radio.channel import _packet_error, _rate, _readonly
 
 if TYPE_CHECKING:
@@ -72,10 +73,10 @@ class UplinkReport:
     round_time_s: float
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, np.ndarray):
-                object.__setattr__(self, f.name, _readonly(value))
+                object.__setattr__(self, name, _readonly(value))
 
     @property
     def energy_j(self) -> np.ndarray:
