@@ -37,11 +37,19 @@ ENV_IDS = ("fl_gym/WirelessFL-v0", "fl_gym/ClientSelection-v0")
 MODES = ("sync", "vector_entry_point")
 
 
-def measure(env_id: str, num_envs: int, steps: int, blocks: int) -> dict[str, float]:
-    """Best-block env steps per second of both vector envs (``num_envs * steps`` per block)."""
+def measure(
+    env_id: str, num_envs: int, steps: int, blocks: int, num_threads: int = 1
+) -> dict[str, float]:
+    """Best-block env steps per second of both vector envs (``num_envs * steps`` per block),
+    their environments on ``num_threads`` torch threads."""
     vecs, actions = {}, {}
     for mode in MODES:
-        vec = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+        vec = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode=mode,
+            num_threads=num_threads,
+        )
         vec.reset(seed=0)
         space = vec.action_space
         space.seed(0)
@@ -85,12 +93,16 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=5, help="timed blocks per env kind")
     parser.add_argument("--ids", nargs="+", default=list(ENV_IDS))
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="the environments' torch threads (num_threads)"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"torch {torch.__version__}, numpy {np.__version__}, gymnasium {gym.__version__}, "
-        f"fl_gym {getattr(fl_gym, '__version__', '?')}; torch on 1 thread"
+        f"fl_gym {getattr(fl_gym, '__version__', '?')}; environments on {args.threads} torch "
+        "thread(s)"
     )
     print()
     print("| env | E | SyncVectorEnv (env steps/s) | native (env steps/s) | ratio |")
@@ -98,7 +110,7 @@ def main() -> None:
     results = {}
     for env_id in args.ids:
         for num_envs in args.envs:
-            r = measure(env_id, num_envs, args.steps, args.blocks)
+            r = measure(env_id, num_envs, args.steps, args.blocks, args.threads)
             results[(env_id, num_envs)] = r
             print(
                 f"| {env_id} | {num_envs} | {r['sync']:.0f} | {r['vector_entry_point']:.0f} | "

@@ -38,7 +38,7 @@ import torch
 
 from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
 from fl_gym.sim.learning.models import BatchedMLP, _log_softmax
-from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd_groups
+from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd, local_sgd_groups
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.radio.uplink import UplinkReport, uplink_many
 
@@ -236,15 +236,22 @@ def train_rounds(
     its
     own minibatches (drawn from its own round generator).
     """
-    if len(feds) == 1:  # a batch of one is its own setting
-        fed = feds[0]
+    if len(feds) == 1:  # a batch of one: its federation's local SGD, nothing to group
+        fed, start = feds[0], starts[0]
         cfg = fed.config
-        return local_sgd_groups(
-            fed.model,
-            [fed.training_group(starts[0])],
-            learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay,
-        )
+        return [
+            local_sgd(
+                fed.model,
+                fed.params,
+                fed.clients,
+                start.client_ids,
+                start.local_steps,
+                batch_size=cfg.batch_size,
+                learning_rate=cfg.learning_rate,
+                generator=start.generator,
+                weight_decay=cfg.weight_decay,
+            )
+        ]
     by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for e, fed in enumerate(feds):
         model, cfg = fed.model, fed.config
