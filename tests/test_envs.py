@@ -297,7 +297,9 @@ def test_gymnasium_env_checker(env_id: str) -> None:
         # The passive checker wrapped around gym.make's env must not complain either.
         env.reset(seed=SEED)
         env.step(env.action_space.sample())
-    assert [str(w.message) for w in caught] == []
+    # The checker builds every declared render mode; "human" on this display-less machine says
+    # once per process that it cannot show its frames (tests/test_human_render.py).
+    assert [str(w.message) for w in caught if "render_mode='human'" not in str(w.message)] == []
     env.close()
 
 

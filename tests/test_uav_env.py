@@ -222,7 +222,7 @@ def test_bad_configs_name_the_key_and_value() -> None:
     with pytest.raises(ValueError, match="swarm_3k"):
         uav_swarm_v0.parallel_env(preset="swarm_3k")
     with pytest.raises(ValueError, match="render_mode"):
-        uav_swarm_v0.parallel_env(render_mode="human")
+        uav_swarm_v0.parallel_env(render_mode="ansi")
     env = uav_swarm_v0.parallel_env(preset="swarm-1k", config={"max_steps": 9})
     assert env.config.swarm.num_uavs == 1_000 and env.config.swarm.max_steps == 9
     assert uav_swarm_v0.parallel_env(config=UAVSwarmConfig(num_uavs=7)).max_num_agents == 7

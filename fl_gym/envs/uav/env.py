@@ -13,6 +13,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from fl_gym.envs.human import HumanWindow
 from fl_gym.sim.config import (
     check_instance,
     check_positive,
@@ -243,7 +244,7 @@ class UAVSwarmEnv(ParallelEnv):
 
     metadata: ClassVar[dict[str, Any]] = {
         "name": "uav_swarm_v0",
-        "render_modes": ["rgb_array"],
+        "render_modes": ["rgb_array", "human"],
         "render_fps": 10,
         "is_parallelizable": True,
     }
@@ -270,6 +271,7 @@ class UAVSwarmEnv(ParallelEnv):
             ["config", "preset", "render_mode", "num_threads"],
         )
         self.render_mode = render_mode
+        self._window = HumanWindow("uav_swarm_v0", self.metadata["render_fps"])
         n = self.config.swarm.num_uavs
         self.possible_agents = [f"uav_{i}" for i in range(n)]
         self._agent_index = {name: i for i, name in enumerate(self.possible_agents)}
@@ -338,6 +340,8 @@ class UAVSwarmEnv(ParallelEnv):
         obs = self._observe(idx, self.swarm.local_density())
         observations = dict(zip(self.agents, obs, strict=True))
         infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
+        if self.render_mode == "human":
+            self.render()
         return observations, infos
 
     def _set_agents(self, agents: list[str]) -> None:
@@ -415,6 +419,8 @@ class UAVSwarmEnv(ParallelEnv):
             self._set_agents([])
         elif report.arrived.any():
             self._set_agents([name for name, done in zip(names, arrived, strict=True) if not done])
+        if self.render_mode == "human":
+            self.render()
         return observations, reward_dict, terminations, truncations, infos
 
     # -- the step's pieces -----------------------------------------------------------------------
@@ -509,7 +515,8 @@ class UAVSwarmEnv(ParallelEnv):
         return out.astype(np.float32)
 
     def render(self) -> np.ndarray | None:
-        """The swarm over its density as an ``(H, W, 3)`` uint8 image (``render_mode="rgb_array"``).
+        """The swarm over its density as an ``(H, W, 3)`` uint8 image (``render_mode="rgb_array"``;
+        ``"human"`` shows it in a matplotlib window instead and returns ``None``).
 
         Returns ``None`` (with no drawing) when the environment was built without a render mode.
         """
@@ -517,16 +524,22 @@ class UAVSwarmEnv(ParallelEnv):
             return None
         from fl_gym.envs.uav.rendering import render_swarm
 
-        return render_swarm(
+        frame = render_swarm(
             self.swarm.positions_m,
             self.swarm.flying,
             self.config.swarm,
             step=self.swarm.steps,
             collisions=None if self.last_step is None else self.last_step.num_collision_pairs,
         )
+        if self.render_mode == "human":
+            self._window.show(frame)
+            return None
+        return frame
 
     def close(self) -> None:
-        """Nothing to release: frames are drawn on figures that are closed after each frame."""
+        """Close the human-mode window, if any (rgb_array frames are drawn on figures that are
+        closed after each frame)."""
+        self._window.close()
 
 
 def _is_numeric(value: Any) -> bool:

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from fl_gym.envs.human import HumanWindow
 from fl_gym.envs.obs_mode import (
     Observation,
     check_obs_mode,
@@ -407,7 +408,7 @@ class VehicularURLLCEnv(gym.Env):
     * v0: initial release.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
     controls = ("power", "resource_block")
     """What the controller decides (read by ``fl-gym list``)."""
 
@@ -427,6 +428,7 @@ class VehicularURLLCEnv(gym.Env):
                 f"got {render_mode!r}"
             )
         self.render_mode = render_mode
+        self._window = HumanWindow(type(self).__name__, self.metadata["render_fps"])
         self.num_threads = check_num_threads(num_threads)
         self.config = make_urllc_config(preset, config)
         reject_unknown_arguments(
@@ -485,7 +487,10 @@ class VehicularURLLCEnv(gym.Env):
         super().reset(seed=seed)
         self.game = VehicularGame(self.config)
         self.game.reset(self.np_random)
-        return self._observe(), self.game.info()
+        observation, info = self._observe(), self.game.info()
+        if self.render_mode == "human":
+            self.render()
+        return observation, info
 
     @with_torch_threads
     def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
@@ -496,6 +501,8 @@ class VehicularURLLCEnv(gym.Env):
         info = self.game.info()
         info["reward_terms"] = {name: float(terms[name].mean()) for name in REWARD_TERMS}
         info["pair_rewards"] = rewards
+        if self.render_mode == "human":
+            self.render()
         return self._observe(), float(rewards.mean()), False, False, info
 
     def decode_action(self, action: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -519,4 +526,11 @@ class VehicularURLLCEnv(gym.Env):
             raise RuntimeError("call reset() before render()")
         from fl_gym.envs.vehicular.rendering import render_road_map
 
-        return render_road_map(self)
+        frame = render_road_map(self)
+        if self.render_mode == "human":
+            self._window.show(frame)
+            return None
+        return frame
+
+    def close(self) -> None:
+        self._window.close()

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from fl_gym.envs.human import HumanWindow
 from fl_gym.envs.obs_mode import (
     Observation,
     check_obs_mode,
@@ -178,9 +179,11 @@ class WirelessFLEnv(gym.Env):
     the
     configuration for the coming episodes (same K and action layout required).
     ``render_mode="rgb_array"`` draws the cell and the accuracy curve (matplotlib, a core
-    dependency). ``num_threads`` is torch's intra-op thread count inside ``reset`` and
-    ``step`` (the caller's count is restored after each; ``None`` leaves torch alone): one thread
-    is fastest for these small tensors, see :mod:`fl_gym.sim.threads`. ``obs_mode`` is
+    dependency); ``render_mode="human"`` shows that frame in a matplotlib window after every
+    reset and step (without a display the frames are not shown, and the first one warns).
+    ``num_threads`` is torch's intra-op thread count inside ``reset`` and ``step`` (the caller's
+    count is restored after each; ``None`` leaves torch alone): one thread is fastest for these
+    small tensors, see :mod:`fl_gym.sim.threads`. ``obs_mode`` is
     ``"dict"`` (the default) or ``"flat"`` (see Observation Space); anything else is a
     ``ValueError`` naming the allowed values.
 
@@ -189,7 +192,7 @@ class WirelessFLEnv(gym.Env):
     * v0: initial release.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
 
     def __init__(
         self,
@@ -213,6 +216,7 @@ class WirelessFLEnv(gym.Env):
         self.config = make_config(preset, config, base=self.default_config())
         reject_unknown_arguments(type(self).__name__, unexpected, self.config, self._arguments())
         self.render_mode = render_mode
+        self._window = HumanWindow(type(self).__name__, self.metadata["render_fps"])
         self.device = device
         self.num_threads = check_num_threads(num_threads)
         self._build_spaces()
@@ -311,14 +315,20 @@ class WirelessFLEnv(gym.Env):
         self._accuracy_history = [self.federation.accuracy]
         self._train_loss = np.zeros(k)
         self._data_share = data.client_sizes / data.client_sizes.max()
-        return self.observe(), self._info(None, {}, {})
+        observation, info = self.observe(), self._info(None, {}, {})
+        if self.render_mode == "human":
+            self.render()
+        return observation, info
 
     @with_torch_threads
     def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         if self.federation is None:
             raise RuntimeError("call reset() before step()")
         plan, decode_info = self.decode_action(action)
-        return self._finish_step(self._play_round(plan), decode_info)
+        result = self._finish_step(self._play_round(plan), decode_info)
+        if self.render_mode == "human":
+            self.render()
+        return result
 
     def _finish_step(
         self, report: RoundReport, decode_info: dict[str, Any], *, observe: bool = True
@@ -442,10 +452,15 @@ class WirelessFLEnv(gym.Env):
             raise RuntimeError("call reset() before render()")
         from fl_gym.envs.wireless_fl.rendering import render_cell
 
-        return render_cell(self)
+        frame = render_cell(self)
+        if self.render_mode == "human":
+            self._window.show(frame)
+            return None
+        return frame
 
     def close(self) -> None:
         self._renderer = None
+        self._window.close()
 
     # -- helpers -----------------------------------------------------------------------------------
 
