@@ -94,3 +94,12 @@ class HumanWindow:
 
             plt.close(self._figure)
         self._figure = self._image = self._offscreen = None
+
+    def deliver(self, frame: np.ndarray, render_mode: str | None) -> np.ndarray | None:
+        """What an environment's ``render()`` returns for ``frame``: the frame itself in
+        ``rgb_array`` mode; in ``human`` mode the frame goes to this window and ``None``
+        comes back."""
+        if render_mode == "human":
+            self.show(frame)
+            return None
+        return frame

@@ -531,10 +531,7 @@ class UAVSwarmEnv(ParallelEnv):
             step=self.swarm.steps,
             collisions=None if self.last_step is None else self.last_step.num_collision_pairs,
         )
-        if self.render_mode == "human":
-            self._window.show(frame)
-            return None
-        return frame
+        return self._window.deliver(frame, self.render_mode)
 
     def close(self) -> None:
         """Close the human-mode window, if any (rgb_array frames are drawn on figures that are

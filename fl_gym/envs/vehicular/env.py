@@ -526,11 +526,7 @@ class VehicularURLLCEnv(gym.Env):
             raise RuntimeError("call reset() before render()")
         from fl_gym.envs.vehicular.rendering import render_road_map
 
-        frame = render_road_map(self)
-        if self.render_mode == "human":
-            self._window.show(frame)
-            return None
-        return frame
+        return self._window.deliver(render_road_map(self), self.render_mode)
 
     def close(self) -> None:
         self._window.close()

@@ -452,11 +452,7 @@ class WirelessFLEnv(gym.Env):
             raise RuntimeError("call reset() before render()")
         from fl_gym.envs.wireless_fl.rendering import render_cell
 
-        frame = render_cell(self)
-        if self.render_mode == "human":
-            self._window.show(frame)
-            return None
-        return frame
+        return self._window.deliver(render_cell(self), self.render_mode)
 
     def close(self) -> None:
         self._renderer = None
