@@ -171,26 +171,29 @@ def test_truncation_after_max_steps() -> None:
 
 
 @pytest.mark.parametrize(
-    ("actions", "match"),
+    ("actions", "error", "match"),
     [
-        ({"uav_0": np.zeros(3)}, r"shape \(2,\).*uav_0"),
-        ({"uav_0": np.zeros((1, 2))}, r"shape \(2,\)"),
-        ({"uav_1": np.zeros(2), "uav_2": np.zeros(1)}, r"uav_2"),
-        ({"uav_0": np.array([np.nan, 0.0])}, r"uav_0.*finite"),
-        ({"uav_0": np.array([0.0, np.inf])}, r"finite"),
-        ({"drone_7": np.zeros(2)}, r"drone_7.*not an agent"),
-        ({"uav_99": np.zeros(2)}, r"uav_99"),
-        ({"uav_0": "up"}, r"shape \(2,\).*uav_0"),
-        ({"uav_0": ["a", "b"]}, r"uav_0.*2 finite numbers"),
-        ([np.zeros(2)], r"dict"),
+        ({"uav_0": np.zeros(3)}, ValueError, r"uav_0.*shape \(2,\).*\(3,\)"),
+        ({"uav_0": np.zeros((1, 2))}, ValueError, r"shape \(2,\)"),
+        ({"uav_1": np.zeros(2), "uav_2": np.zeros(1)}, ValueError, r"uav_2"),
+        ({"uav_0": np.array([np.nan, 0.0])}, ValueError, r"uav_0.*finite"),
+        ({"uav_0": np.array([0.0, np.inf])}, ValueError, r"finite"),
+        ({"drone_7": np.zeros(2)}, ValueError, r"drone_7.*not an agent"),
+        ({"uav_99": np.zeros(2)}, ValueError, r"uav_99"),
+        # One input policy (fl_gym.envs.actions): what is not numbers is a TypeError.
+        ({"uav_0": "up"}, TypeError, r"uav_0.*shape \(2,\).*'up'"),
+        ({"uav_0": ["a", "b"]}, TypeError, r"uav_0.*numbers"),
+        ([np.zeros(2)], ValueError, r"dict"),
     ],
 )
-def test_bad_actions_raise_and_leave_the_env_usable(actions: object, match: str) -> None:
+def test_bad_actions_raise_and_leave_the_env_usable(
+    actions: object, error: type[Exception], match: str
+) -> None:
     env = uav_swarm_v0.parallel_env(config=SMALL)
     reference = uav_swarm_v0.parallel_env(config=SMALL)
     env.reset(seed=9)
     reference.reset(seed=9)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         env.step(actions)  # type: ignore[arg-type]
     good = {a: np.array([0.3, 0.1], np.float32) for a in env.agents}
     assert data_equivalence(env.step(good), reference.step(good))

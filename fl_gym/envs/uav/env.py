@@ -13,6 +13,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from fl_gym.envs.actions import check_box_action
 from fl_gym.envs.human import HumanWindow
 from fl_gym.sim.config import (
     check_instance,
@@ -450,28 +451,25 @@ class UAVSwarmEnv(ParallelEnv):
                     )
         rows = [index[name] for name in actions]
         try:
-            values = np.asarray(list(actions.values()), dtype=np.float64)
+            stacked = np.asarray(list(actions.values()))
         except (TypeError, ValueError):
-            values = None
-        if values is None or values.shape != (len(rows), 2):
-            name, shape = next(
-                ((k, np.shape(v)) for k, v in actions.items() if np.shape(v) != (2,)),
-                (None, None),
-            )
-            if name is None:
-                name = next(k for k, v in actions.items() if not _is_numeric(v))
-                raise ValueError(
-                    f"action for {name!r} must be 2 finite numbers (shape (2,)), "
-                    f"got {actions[name]!r}"
-                )
-            raise ValueError(f"every action must have shape (2,); {name!r} got shape {shape}")
-        finite = np.isfinite(values).all(axis=1)
-        if not finite.all():
-            name = list(actions)[int(np.flatnonzero(~finite)[0])]
-            raise ValueError(
-                f"action for {name!r} must be finite, got {list(values[~finite][0])}; allowed: "
-                "values in [-1, 1] (others are clipped)"
-            )
+            stacked = None
+        if (
+            stacked is not None
+            and stacked.dtype.kind in "biuf"
+            and stacked.shape == (len(rows), 2)
+            and np.isfinite(stacked).all()
+        ):
+            values = stacked.astype(np.float64)
+        else:
+            # The one input policy (fl_gym.envs.actions), agent by agent, naming the first bad one.
+            checked = []
+            for name, value in actions.items():
+                try:
+                    checked.append(check_box_action(value, (2,)))
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"action for {name!r}: {exc}") from exc
+            values = np.stack(checked)
         accel[rows] = np.clip(values, -1.0, 1.0) * self.config.swarm.max_accel_mps2
         return accel
 
@@ -537,11 +535,3 @@ class UAVSwarmEnv(ParallelEnv):
         """Close the human-mode window, if any (rgb_array frames are drawn on figures that are
         closed after each frame)."""
         self._window.close()
-
-
-def _is_numeric(value: Any) -> bool:
-    try:
-        np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from fl_gym.envs.actions import check_discrete_action
 from fl_gym.sim.vehicular.system import VehicularConfig
 
 __all__ = ["AGENT_PREFIX", "VehicularCodec", "check_levels_and_blocks"]
@@ -29,8 +30,9 @@ def check_levels_and_blocks(
 ) -> np.ndarray:
     """Validate an integer action whose last axis alternates (power level, block).
 
-    Raises ``TypeError`` for what is not an array of numbers and ``ValueError`` for wrong
-    shapes, non-integers, NaN and values out of range, naming the allowed ranges.
+    The policy of :mod:`fl_gym.envs.actions` (booleans count as 0 / 1): ``TypeError`` for
+    what is not numbers and ``ValueError`` for wrong shapes, non-integers, NaN and values out
+    of range, naming the value given and the allowed ranges.
 
     Args:
         action: The action.
@@ -41,26 +43,18 @@ def check_levels_and_blocks(
     Returns:
         The action as int64.
     """
-    expected = f"action must be integers of shape {shape} (power level, resource block pairs)"
-    try:
-        arr = np.asarray(action)
-    except (TypeError, ValueError) as exc:  # ragged sequences
-        raise TypeError(f"{expected}, got {action!r}") from exc
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{expected}, got {action!r} (dtype {arr.dtype})")
-    if arr.shape != shape:
-        raise ValueError(f"action must have shape {shape}, got shape {arr.shape}")
-    if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))):
-        raise ValueError(f"action must hold whole numbers, got {arr.tolist()}")
-    arr = arr.astype(np.int64)
-    pairs = arr.reshape(-1, 2)
-    bad = (pairs < 0) | (pairs >= np.array([num_levels, num_blocks]))
-    if np.any(bad):
-        raise ValueError(
-            f"action must hold power levels in 0..{num_levels - 1} and resource blocks in "
-            f"0..{num_blocks - 1}, got {arr.tolist()}"
-        )
-    return arr
+    if len(shape) == 0 or shape[-1] % 2:
+        raise ValueError(f"shape must end in an axis of even length, got {shape}")
+    nvec = np.tile(np.array([num_levels, num_blocks], dtype=np.int64), shape[-1] // 2)
+    return check_discrete_action(
+        action,
+        shape,
+        np.broadcast_to(nvec, shape),
+        allowed=(
+            f"power levels in 0..{num_levels - 1} and resource blocks in 0..{num_blocks - 1} "
+            "(alternating)"
+        ),
+    )
 
 
 class VehicularCodec:

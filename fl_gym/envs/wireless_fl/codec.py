@@ -4,7 +4,8 @@ Every rule that connects an action of a wireless FL environment to the round it 
 here, and nowhere else: the environments decode through it and the baselines build their plans
 through it, so an environment rule cannot drift from the heuristics that replay it.
 
-* validation of Box, Discrete and MultiDiscrete actions (clear errors naming the value given);
+* validation of Box, Discrete and MultiDiscrete actions (through :mod:`fl_gym.envs.actions`,
+  the one input policy of every family: clear errors naming the value given);
 * the joint Box layout (K selection scores, K powers, K compression values, 1 frequency value,
   for the controlled knobs in that order) and the uniform binning of compression and frequency;
 * the power map: ``a in [-1, 1]`` <-> ``[power_min_dbm, p_max_dbm]``, linear in dBm;
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from fl_gym.envs.actions import check_box_action, check_discrete_action
 from fl_gym.envs.wireless_fl.config import WirelessFLConfig
 from fl_gym.sim.plan import RoundPlan
 from fl_gym.sim.radio.cell import dbm_to_w, w_to_dbm
@@ -180,44 +182,15 @@ class WirelessFLCodec:
         """A Box action as float64, or ``TypeError`` / ``ValueError`` naming what was wrong.
 
         Values outside ``[-1, 1]`` pass (decoding clips them and says so); NaN, infinities,
-        wrong shapes and non-numbers do not.
+        wrong shapes and non-numbers do not (the policy of :mod:`fl_gym.envs.actions`).
         """
-        shape = self.action_space.shape
-        expected = f"action must be an array of floats of shape {shape}"
-        try:
-            arr = np.asarray(action)
-        except (TypeError, ValueError) as exc:  # ragged sequences, objects numpy cannot read
-            raise TypeError(f"{expected}, got {action!r}") from exc
-        # Casting first would parse strings, turn None into NaN and drop imaginary parts.
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{expected}, got {action!r} (dtype {arr.dtype})")
-        arr = arr.astype(np.float64)
-        if arr.shape != shape:
-            raise ValueError(f"action must have shape {shape}, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            bad = np.flatnonzero(~np.isfinite(arr)).tolist()
-            raise ValueError(f"action has non-finite entries at {bad}; allowed: [-1, 1]")
-        return arr
+        return check_box_action(action, self.action_space.shape)
 
     @staticmethod
     def check_discrete(action: Any, shape: tuple[int, ...], n: int) -> np.ndarray:
-        """An integer action of ``shape`` with entries in ``0..n-1``, as int64, or an error."""
-        try:
-            arr = np.asarray(action)
-        except (TypeError, ValueError) as exc:  # ragged sequences, objects numpy cannot read
-            raise TypeError(f"action must be integer(s) of shape {shape}, got {action!r}") from exc
-        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-            raise TypeError(f"action must be integer(s) of shape {shape}, got {action!r}")
-        if arr.shape != shape:
-            raise ValueError(f"action must have shape {shape}, got shape {arr.shape}")
-        if np.issubdtype(arr.dtype, np.floating) and (
-            not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
-        ):
-            raise ValueError(f"action must hold whole numbers, got {action!r}")
-        arr = arr.astype(np.int64)
-        if np.any((arr < 0) | (arr >= n)):
-            raise ValueError(f"action entries must be in 0..{n - 1}, got {arr.tolist()}")
-        return arr
+        """An integer action of ``shape`` with entries in ``0..n-1``, as int64, or an error
+        naming the value given (:func:`~fl_gym.envs.actions.check_discrete_action`)."""
+        return check_discrete_action(action, shape, n)
 
     # -- the power map -----------------------------------------------------------------------------
 

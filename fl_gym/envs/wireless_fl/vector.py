@@ -29,7 +29,7 @@ Actions are validated for every environment before any of them moves: a bad acti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +37,7 @@ from gymnasium.spaces import Space
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, iterate
 
+from fl_gym.envs.actions import show_action
 from fl_gym.envs.obs_mode import Observation
 from fl_gym.envs.wireless_fl.env import WirelessFLEnv, observe_many
 from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
@@ -287,17 +288,22 @@ class WirelessFLVectorEnv(VectorEnv):
     # -- internals ---------------------------------------------------------------------------------
 
     def _split_actions(self, actions: Any) -> list[Any]:
+        """One action per environment; each is then checked by its env's codec (the one input
+        policy of :mod:`fl_gym.envs.actions`)."""
         n = self.num_envs
+        expected = f"actions must be a batch of {n} actions of {self.single_action_space}"
+        if actions is None or isinstance(actions, (str, bytes, Mapping)):
+            raise TypeError(f"{expected}, got {show_action(actions)}")
         try:
             length = len(actions)
         except TypeError:
-            raise TypeError(
-                f"actions must be a batch of {n} actions of {self.single_action_space}, "
-                f"got {actions!r}"
-            ) from None
+            raise TypeError(f"{expected}, got {show_action(actions)}") from None
         if length != n:
             raise ValueError(f"actions must hold num_envs = {n} actions, got {length}")
-        return list(iterate(self.action_space, actions))
+        try:
+            return list(iterate(self.action_space, actions))
+        except (TypeError, ValueError, IndexError) as exc:
+            raise TypeError(f"{expected}, got {show_action(actions)}") from exc
 
     def _play_rounds(self, decoded: dict[int, tuple[RoundPlan, dict[str, Any]]]) -> dict[int, Any]:
         """The decoded environments' rounds as one run of the round pipeline."""
