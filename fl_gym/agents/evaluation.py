@@ -20,7 +20,14 @@ import numpy as np
 from fl_gym.agents.training import TrainedAgent
 from fl_gym.envs.rollout import EpisodeResult, Policy, rollout
 
-__all__ = ["EpisodeMetrics", "evaluate", "evaluate_episodes", "parse_seeds", "resolve_policy"]
+__all__ = [
+    "MAX_SEEDS",
+    "EpisodeMetrics",
+    "evaluate",
+    "evaluate_episodes",
+    "parse_seeds",
+    "resolve_policy",
+]
 
 
 @dataclass(frozen=True)
@@ -55,37 +62,66 @@ class EpisodeMetrics:
         return asdict(self)
 
 
+MAX_SEEDS = 100_000
+"""The most seeds :func:`parse_seeds` accepts (one episode each): a range longer than this is
+refused before any list is built (``0-999999999999`` would exhaust memory)."""
+
+
 def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
     """Seeds from ``"0-9"``, ``"0,3,7"``, ``"0-4,10"``, an int or an iterable of ints.
 
     Args:
-        text: The seeds.
+        text: The seeds: non-negative integers, at most :data:`MAX_SEEDS` of them.
 
     Returns:
         The seeds in the given order, without duplicates.
+
+    Raises:
+        ValueError: For malformed text, negative seeds, decreasing ranges, or more than
+            :data:`MAX_SEEDS` seeds (checked before the seeds are listed).
+        TypeError: For seeds that are not integers.
     """
+    too_many = (
+        f"seeds must be at most {MAX_SEEDS:,} seeds (one episode each; fl_gym.agents."
+        f"evaluation.MAX_SEEDS), got {{count:,}} from {text!r}"
+    )
+    if isinstance(text, (bool, np.bool_)):
+        raise TypeError(f"seeds must be integers or text such as '0-9', got {text!r}")
     if isinstance(text, (int, np.integer)):
-        return [int(text)]
-    if not isinstance(text, str):
-        seeds = [int(s) for s in text]
-    else:
+        seeds = [int(text)]
+    elif not isinstance(text, str):
+        try:
+            count = len(text)  # type: ignore[arg-type]
+        except TypeError:
+            count = None
+        if count is not None and count > MAX_SEEDS:
+            raise ValueError(too_many.format(count=count))
         seeds = []
+        for s in text:
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+                raise TypeError(f"seeds must be integers, got {s!r} in {text!r}")
+            seeds.append(int(s))
+            if len(seeds) > MAX_SEEDS:
+                raise ValueError(too_many.format(count=len(seeds)) + " (or more)")
+    else:
+        bounds: list[tuple[int, int]] = []
         for part in text.split(","):
             part = part.strip()
             first, dash, last = part.partition("-")
             try:
-                if dash:
-                    lo, hi = int(first), int(last)
-                    if hi < lo:
-                        raise ValueError
-                    seeds.extend(range(lo, hi + 1))
-                else:
-                    seeds.append(int(part))
+                lo, hi = (int(first), int(last)) if dash else (int(part), int(part))
+                if hi < lo or lo < 0:
+                    raise ValueError
             except ValueError:
                 raise ValueError(
                     f"seeds must look like '0-9', '0,3,7' or '0-4,10' (non-negative, ranges "
                     f"increasing), got {text!r}"
                 ) from None
+            bounds.append((lo, hi))
+        count = sum(hi - lo + 1 for lo, hi in bounds)
+        if count > MAX_SEEDS:
+            raise ValueError(too_many.format(count=count))
+        seeds = [seed for lo, hi in bounds for seed in range(lo, hi + 1)]
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"seeds must be one or more non-negative integers, got {text!r}")
     return list(dict.fromkeys(seeds))

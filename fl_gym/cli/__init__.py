@@ -123,7 +123,9 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate a baseline or a trained agent")
     evaluate.add_argument("env", help="environment id")
     evaluate.add_argument("--policy", required=True, help="baseline name or ALGO:PATH")
-    evaluate.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,3,7 (default 0-9)")
+    evaluate.add_argument(
+        "--seeds", default="0-9", help="e.g. 0-9 or 0,3,7 (default 0-9; at most 100,000 seeds)"
+    )
     evaluate.add_argument("--preset", default=None)
     evaluate.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
     evaluate.add_argument("--max-episode-steps", type=positive_int, default=None)
@@ -139,7 +141,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default=["baselines"],
         help="baseline names, ALGO:PATH agents, or 'baselines' for all that apply",
     )
-    bench.add_argument("--seeds", default="0-9")
+    bench.add_argument(
+        "--seeds", default="0-9", help="e.g. 0-9 or 0,3,7 (default 0-9; at most 100,000 seeds)"
+    )
     bench.add_argument("--preset", default=None)
     bench.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
     bench.add_argument("--backend", default="local", choices=["local", "ray"])

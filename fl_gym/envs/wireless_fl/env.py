@@ -26,7 +26,7 @@ from fl_gym.envs.wireless_fl.config import (
     make_config,
 )
 from fl_gym.sim.config import field_names, reject_unknown_arguments
-from fl_gym.sim.learning.federation import Federation
+from fl_gym.sim.learning.federation import Federation, check_torch_device
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.radio.cell import WirelessCell
 from fl_gym.sim.rounds import DigitalUplink, RoundPipeline, Transport
@@ -218,6 +218,7 @@ class WirelessFLEnv(gym.Env):
         self.render_mode = render_mode
         self._window = HumanWindow(type(self).__name__, self.metadata["render_fps"])
         self.device = device
+        check_torch_device(device)  # a clear error here, not at the first reset
         self.num_threads = check_num_threads(num_threads)
         self._build_spaces()
         self.federation: Federation | None = None

@@ -41,11 +41,59 @@ from fl_gym.sim.plan import RoundPlan, RoundReport
 if TYPE_CHECKING:
     from fl_gym.sim.rounds import RoundStart, Transport
 
-__all__ = ["Cell", "Federation", "FederationConfig"]
+__all__ = ["Cell", "Federation", "FederationConfig", "check_torch_device"]
 
 _SEED_HIGH = 2**63 - 1
 AGGREGATOR_NAMES = ("fedavg", "median", "trimmed_mean", "geometric_median")
 WEIGHTINGS = ("samples", "uniform")
+
+
+def check_torch_device(device: Any, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` this machine has, or a clear error.
+
+    Args:
+        device: A ``torch.device`` or its name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+        name: The argument's name in the error message.
+
+    Returns:
+        The device.
+
+    Raises:
+        TypeError: If ``device`` is neither a string nor a ``torch.device``.
+        ValueError: If it names no torch device, or a CUDA device this machine does not have.
+    """
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(
+            f"{name} must be a torch device name such as 'cpu' or 'cuda' (or a torch.device), "
+            f"got {device!r}"
+        )
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"{name} must be a torch device name such as 'cpu', 'cuda' or 'cuda:0', got {device!r}"
+        ) from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"{name}={device!r} asks for CUDA, which this machine's torch cannot use "
+                f"(torch.cuda.is_available() is False; torch {torch.__version__}); allowed: 'cpu'"
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"{name}={device!r} names CUDA device {resolved.index}, but this machine has "
+                f"{count}; allowed: 'cpu', 'cuda', 'cuda:0'..'cuda:{count - 1}'"
+            )
+    elif resolved.type != "cpu":
+        backend = getattr(torch, resolved.type, None)
+        is_available = getattr(backend, "is_available", None)
+        if not (callable(is_available) and is_available()):
+            raise ValueError(
+                f"{name}={device!r} is a {resolved.type!r} device, which this machine's torch "
+                "cannot use; allowed: 'cpu' (or 'cuda' where CUDA is available)"
+            )
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -149,6 +197,11 @@ class Federation:
         rng: np.random.Generator,
         device: torch.device | str = "cpu",
     ) -> None:
+        if config is not None and not isinstance(config, FederationConfig):
+            raise TypeError(
+                f"config must be a FederationConfig or None, got {config!r} "
+                f"({type(config).__name__})"
+            )
         self.config = config if config is not None else FederationConfig()
         if cell is not None and getattr(cell, "num_devices", data.num_clients) != data.num_clients:
             raise ValueError(
@@ -156,7 +209,7 @@ class Federation:
             )
         self.cell: Any = cell
         self.data = data
-        self.device = torch.device(device)
+        self.device = check_torch_device(device)
         self.model: BatchedMLP = make_model(
             self.config.model,
             data.num_features,
