@@ -205,9 +205,9 @@ def test_bad_plan_objects() -> None:
     ("override", "match"),
     [
         ({"model": "cnn"}, "model must be one of"),
-        ({"learning_rate": 0.0}, "learning_rate must be a finite number > 0"),
-        ({"learning_rate": float("nan")}, "learning_rate must be a finite number > 0"),
-        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"learning_rate": 0.0}, r"learning_rate must be a finite number in \(0, 1e\+38\]"),
+        ({"learning_rate": float("nan")}, r"learning_rate must be a finite number in \(0, "),
+        ({"batch_size": 0}, r"batch_size must be an integer in \[1, 65536\]"),
         ({"aggregator": "mean"}, "aggregator must be one of"),
         ({"compression_levels": ("none", "gzip")}, "gzip"),
         ({"compression_levels": ()}, "at least one operator"),

@@ -24,15 +24,26 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_DEVICES",
+    "MAX_HIDDEN_LAYERS",
+    "MAX_HIDDEN_UNITS",
+    "MAX_LOCAL_STEPS",
+    "MAX_UAVS",
+    "MAX_VEHICLE_PAIRS",
+    "MEMORY_LIMIT_BYTES",
     "ConfigTypeError",
+    "Range",
     "apply_overrides",
     "check_bool",
     "check_choice",
     "check_instance",
     "check_int",
     "check_int_tuple",
+    "check_memory",
     "check_point",
     "check_positive",
+    "check_ranges",
     "check_real",
     "check_rng",
     "config_key_names",
@@ -48,6 +59,37 @@ __all__ = [
 ]
 
 C = TypeVar("C")
+
+
+# -- limits --------------------------------------------------------------------------------------
+# Sizes that scale memory are checked against these before anything is allocated, so that an
+# absurd value is a clear error at construction instead of a stall or a failure deep in numpy or
+# torch. The checks are arithmetic on config fields: cheap enough for every env construction.
+
+MEMORY_LIMIT_BYTES = 8 * 2**30
+"""Largest memory (8 GiB) one estimate of a simulator's arrays may need (a federated data set,
+a round's minibatch indices and activations, a vehicular system's ``(K, K)`` links, ...)."""
+
+MAX_DEVICES = 100_000
+"""Most devices (clients) ``K`` of a wireless FL environment or federation."""
+
+MAX_HIDDEN_UNITS = 4096
+"""Widest hidden layer of a federation's MLP."""
+
+MAX_HIDDEN_LAYERS = 16
+"""Most hidden layers of a federation's MLP."""
+
+MAX_BATCH_SIZE = 65_536
+"""Largest minibatch of a local step."""
+
+MAX_LOCAL_STEPS = 10_000
+"""Most local steps of one client in one round."""
+
+MAX_UAVS = 100_000
+"""Most UAVs of a swarm."""
+
+MAX_VEHICLE_PAIRS = 10_000
+"""Most V2V pairs of a vehicular system (its links are ``(K, K)`` arrays)."""
 
 
 # -- validators ----------------------------------------------------------------------------------
@@ -172,10 +214,50 @@ def check_real(
     return number
 
 
-def check_positive(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Validate a finite number ``> 0`` (or ``>= 0`` with ``allow_zero``); see
-    :func:`check_real`."""
-    return check_real(name, value, low=0.0, low_open=not allow_zero)
+def _fmt_bytes(size: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size:.0f} B"
+
+
+def check_memory(
+    name: str,
+    value: object,
+    estimate_bytes: float,
+    what: str,
+    *,
+    limit_bytes: float | None = None,
+) -> None:
+    """Refuse a size whose estimated memory exceeds the limit, before anything is allocated.
+
+    Args:
+        name: The field or argument that sets the size (several may, e.g. ``"num_devices x
+            batch_size"``), for the message.
+        value: The value given (or values, as a tuple).
+        estimate_bytes: Estimated memory the size needs.
+        what: What the memory holds, for the message (e.g. ``"the synthetic data set"``).
+        limit_bytes: The limit; :data:`MEMORY_LIMIT_BYTES` if ``None``.
+
+    Raises:
+        ValueError: ``NAME=VALUE needs an estimated E for WHAT, above the limit of L
+            (fl_gym.sim.config.MEMORY_LIMIT_BYTES)``.
+    """
+    limit = MEMORY_LIMIT_BYTES if limit_bytes is None else limit_bytes
+    if estimate_bytes > limit:
+        raise ValueError(
+            f"{name}={value!r} needs an estimated {_fmt_bytes(estimate_bytes)} for {what}, above "
+            f"the limit of {_fmt_bytes(limit)} (fl_gym.sim.config.MEMORY_LIMIT_BYTES); "
+            "allowed: smaller sizes"
+        )
+
+
+def check_positive(
+    name: str, value: object, *, allow_zero: bool = False, high: float | None = None
+) -> float:
+    """Validate a finite number ``> 0`` (or ``>= 0`` with ``allow_zero``), at most ``high`` if
+    given; see :func:`check_real`."""
+    return check_real(name, value, low=0.0, low_open=not allow_zero, high=high)
 
 
 def check_choice(name: str, value: object, allowed: Iterable[Any]) -> Any:
@@ -284,6 +366,56 @@ def check_rng(value: object, where: str | None = None) -> np.random.Generator:
             f"(e.g. numpy.random.default_rng(0)), got {type(value).__name__}"
         )
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The documented plausible range of a numeric config field.
+
+    Every physical and reward quantity of a config dataclass has one (in its class's
+    ``RANGES``), so that no accepted configuration can make a reward or an observation
+    non-finite; the field's docstring states it (``in (0, 1e+12]``).
+
+    Attributes:
+        low: Lower bound, or ``None``.
+        high: Upper bound, or ``None``.
+        low_open: Whether ``low`` itself is excluded.
+        high_open: Whether ``high`` itself is excluded.
+        integer: Whether the field is a whole number (then both bounds are included).
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def check(self, name: str, value: object) -> float | int:
+        """Validate ``value`` (:func:`check_int` or :func:`check_real`); returns it converted."""
+        if self.integer:
+            low = None if self.low is None else int(self.low)
+            high = None if self.high is None else int(self.high)
+            return check_int(name, value, minimum=low, maximum=high)
+        return check_real(
+            name,
+            value,
+            low=self.low,
+            high=self.high,
+            low_open=self.low_open,
+            high_open=self.high_open,
+        )
+
+    def __str__(self) -> str:
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        low = "-inf" if self.low is None else _fmt(self.low)
+        high = "inf" if self.high is None else _fmt(self.high)
+        return f"{left}{low}, {high}{right}"
+
+
+def check_ranges(config: Any, ranges: Mapping[str, Range]) -> None:
+    """Validate every field of ``config`` named in ``ranges`` against its range."""
+    for name, allowed in ranges.items():
+        allowed.check(name, getattr(config, name))
 
 
 # -- overrides -----------------------------------------------------------------------------------

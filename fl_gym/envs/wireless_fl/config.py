@@ -11,28 +11,33 @@ overrides given as a dict; a key may name a field of the top level, of ``learnin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from fl_gym.sim.config import apply_overrides as sim_apply_overrides
 from fl_gym.sim.config import (
+    MAX_DEVICES,
+    MAX_LOCAL_STEPS,
+    Range,
     check_bool,
     check_choice,
     check_instance,
-    check_int,
     check_int_tuple,
-    check_positive,
-    check_real,
+    check_memory,
+    check_ranges,
     is_int,
-    is_real,
     resolve_config,
 )
-from fl_gym.sim.learning.data import FederatedDataset, make_federated_dataset
-from fl_gym.sim.learning.federation import FederationConfig
+from fl_gym.sim.config import apply_overrides as sim_apply_overrides
+from fl_gym.sim.learning.data import (
+    SYNTHETIC_BYTES_PER_VALUE,
+    SYNTHETIC_MEAN_SAMPLES_PER_USER,
+    FederatedDataset,
+    make_federated_dataset,
+)
+from fl_gym.sim.learning.federation import FederationConfig, check_federation_size
 from fl_gym.sim.radio.cell import WirelessConfig
 
 __all__ = [
@@ -48,6 +53,8 @@ FAMILY = "the wireless FL envs"
 """How errors name this family of environments."""
 
 DATASETS = ("digits", "synthetic")
+_SHAPES = {"digits": (64, 10), "synthetic": (60, 10)}
+"""Features and classes of each data set as the environments build it."""
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
 
 
@@ -66,25 +73,31 @@ class WirelessFLConfig:
     Attributes:
         dataset: ``"digits"`` (scikit-learn's bundled 8x8 digits) or ``"synthetic"`` (FedProx
             Synthetic(alpha, beta), one user per device).
-        num_devices: Number of devices K.
+        num_devices: Number of devices K, in [1, 100000]
+            (:data:`~fl_gym.sim.config.MAX_DEVICES`); the model state, a round's minibatches and
+            the synthetic data it scales must also fit
+            :data:`~fl_gym.sim.config.MEMORY_LIMIT_BYTES`.
         partition: How digits are split over devices: ``"iid"``, ``"dirichlet"``, ``"shards"``
             or ``"quantity"`` (ignored by ``"synthetic"``, whose users come with their data).
-        dirichlet_alpha: Concentration of the Dirichlet label skew.
-        synthetic_alpha: FedProx alpha (model heterogeneity, a standard deviation).
-        synthetic_beta: FedProx beta (data heterogeneity, a standard deviation).
+        dirichlet_alpha: Concentration of the Dirichlet label skew, in [0.01, 10000].
+        synthetic_alpha: FedProx alpha (model heterogeneity, a standard deviation), in [0, 100].
+        synthetic_beta: FedProx beta (data heterogeneity, a standard deviation), in [0, 100].
         synthetic_iid: Use FedProx's IID synthetic generator instead.
-        target_accuracy: The episode terminates once test accuracy reaches it.
-        max_rounds: The horizon the round counter of the observation is normalised by. The
+        target_accuracy: The episode terminates once test accuracy reaches it, in (0, 1].
+        max_rounds: The horizon the round counter of the observation is normalised by, in
+            [1, 1000000]. The
             registered environments truncate at 100 rounds (``max_episode_steps``); pass
             ``gym.make(id, max_episode_steps=N)`` together with ``max_rounds=N`` to change both.
-        local_step_choices: The local-step counts an aggregation-frequency action picks from.
-        default_local_steps: Local steps where the environment does not control them.
+        local_step_choices: The local-step counts an aggregation-frequency action picks from,
+            each in [1, 10000] (:data:`~fl_gym.sim.config.MAX_LOCAL_STEPS`).
+        default_local_steps: Local steps where the environment does not control them, in
+            [1, 10000].
         default_compression: Compression level where the environment does not control it.
         power_min_dbm: Transmit power of the action -1 (the action +1 is ``p_max_dbm``);
-            the action maps linearly in dBm in between.
-        accuracy_weight: Reward per unit of test-accuracy gain.
-        energy_weight_per_j: Reward cost per joule spent by all devices in a round.
-        time_weight_per_s: Reward cost per second of round duration.
+            the action maps linearly in dBm in between. In [-100, p_max_dbm).
+        accuracy_weight: Reward per unit of test-accuracy gain, in [0, 1e6].
+        energy_weight_per_j: Reward cost per joule spent by all devices in a round, in [0, 1e6].
+        time_weight_per_s: Reward cost per second of round duration, in [0, 1e6].
         learning: Learning configuration (model, optimiser, aggregation, compression levels).
         wireless: Cell configuration (geometry, channel, compute, deadline, batteries);
             :data:`DEFAULT_WIRELESS` by default.
@@ -109,20 +122,35 @@ class WirelessFLConfig:
     learning: FederationConfig = field(default_factory=FederationConfig)
     wireless: WirelessConfig = field(default_factory=lambda: DEFAULT_WIRELESS)
 
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "num_devices": Range(1, MAX_DEVICES, integer=True),
+        "dirichlet_alpha": Range(0.01, 1e4),
+        "synthetic_alpha": Range(0.0, 100.0),
+        "synthetic_beta": Range(0.0, 100.0),
+        "target_accuracy": Range(0.0, 1.0, low_open=True),
+        "max_rounds": Range(1, 1_000_000, integer=True),
+        "default_local_steps": Range(1, MAX_LOCAL_STEPS, integer=True),
+        "power_min_dbm": Range(-100.0, 60.0, high_open=True),
+        "accuracy_weight": Range(0.0, 1e6),
+        "energy_weight_per_j": Range(0.0, 1e6),
+        "time_weight_per_s": Range(0.0, 1e6),
+    }
+    """Documented plausible range of every numeric field (stated in its description);
+    ``power_min_dbm`` is also below ``wireless.p_max_dbm``."""
+
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
-        check_int("num_devices", self.num_devices, minimum=1)
         check_choice("partition", self.partition, PARTITIONS)
-        check_positive("dirichlet_alpha", self.dirichlet_alpha)
-        check_positive("synthetic_alpha", self.synthetic_alpha, allow_zero=True)
-        check_positive("synthetic_beta", self.synthetic_beta, allow_zero=True)
         check_bool("synthetic_iid", self.synthetic_iid)
-        check_real("target_accuracy", self.target_accuracy, low=0.0, high=1.0, low_open=True)
-        check_int("max_rounds", self.max_rounds, minimum=1)
+        check_ranges(self, self.RANGES)
         # Only a sequence of whole numbers: int() would silently truncate 1.5 or parse "12".
         choices = check_int_tuple("local_step_choices", self.local_step_choices, distinct=True)
+        if max(choices) > MAX_LOCAL_STEPS:
+            raise ValueError(
+                f"local_step_choices must hold integers in [1, {MAX_LOCAL_STEPS}] "
+                f"(fl_gym.sim.config.MAX_LOCAL_STEPS), got {self.local_step_choices!r}"
+            )
         object.__setattr__(self, "local_step_choices", choices)
-        check_int("default_local_steps", self.default_local_steps, minimum=1)
         check_instance("learning", self.learning, FederationConfig)
         check_instance("wireless", self.wireless, WirelessConfig)
         levels = len(self.learning.compression_levels)
@@ -132,14 +160,33 @@ class WirelessFLConfig:
                 f"{list(self.learning.compression_levels)}, got {self.default_compression!r}"
             )
         p_max_dbm = self.wireless.p_max_dbm
-        finite = is_real(self.power_min_dbm) and math.isfinite(self.power_min_dbm)
-        if not finite or not self.power_min_dbm < p_max_dbm:
+        if not self.power_min_dbm < p_max_dbm:
             raise ValueError(
                 f"power_min_dbm must be a finite number below p_max_dbm ({p_max_dbm}), "
                 f"got {self.power_min_dbm!r}"
             )
-        for name in ("accuracy_weight", "energy_weight_per_j", "time_weight_per_s"):
-            check_positive(name, getattr(self, name), allow_zero=True)
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Refuse, before anything is allocated, sizes whose arrays would not fit."""
+        features, classes = _SHAPES[self.dataset]
+        check_federation_size(
+            self.num_devices,
+            features,
+            classes,
+            self.learning,
+            max_local_steps=max((*self.local_step_choices, self.default_local_steps)),
+        )
+        if self.dataset == "synthetic":
+            check_memory(
+                "num_devices",
+                self.num_devices,
+                self.num_devices
+                * SYNTHETIC_MEAN_SAMPLES_PER_USER
+                * SYNTHETIC_BYTES_PER_VALUE
+                * features,
+                "the synthetic data set (expected size)",
+            )
 
     @property
     def num_compression_levels(self) -> int:

@@ -25,6 +25,7 @@ disjoint and together hold every sample. Example::
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from fl_gym.sim.config import check_int, check_positive, check_real, check_rng
+from fl_gym.sim.config import (
+    MAX_DEVICES,
+    check_int,
+    check_memory,
+    check_positive,
+    check_real,
+    check_rng,
+)
 
 __all__ = [
     "DATASETS",
@@ -509,6 +517,14 @@ def load_digits_dataset(*, test_fraction: float = 0.25, rng: np.random.Generator
 # -- FedProx Synthetic(alpha, beta) ------------------------------------------------------------
 
 
+SYNTHETIC_MEAN_SAMPLES_PER_USER = math.exp(4.0 + 2.0**2 / 2) + 50
+"""Expected samples of a FedProx synthetic user, ``E[int(LogNormal(4, 2))] + 50`` (about 453)."""
+
+SYNTHETIC_BYTES_PER_VALUE = 48
+"""Peak bytes :func:`synthetic_fedprox` holds per sample and feature while it generates
+(measured: 46 at 100 and 400 users), for its memory estimate."""
+
+
 def synthetic_fedprox(
     alpha: float,
     beta: float,
@@ -555,19 +571,25 @@ def synthetic_fedprox(
         alpha: Standard deviation of the users' model means ``u_k`` (model heterogeneity), >= 0.
         beta: Standard deviation of the users' feature-mean centres ``B_k`` (feature
             heterogeneity), >= 0.
-        num_users: Number of users (clients) ``K``.
-        dimension: Feature dimension ``d``.
+        num_users: Number of users (clients) ``K``, at most
+            :data:`~fl_gym.sim.config.MAX_DEVICES`.
+        dimension: Feature dimension ``d``, at most 10,000.
         num_classes: Number of classes ``C``.
         iid: Generate the IID variant.
         rng: Source of every draw.
 
     Returns:
         The federated data set: client ``k`` holds user ``k``'s training samples.
+
+    Raises:
+        ValueError: A bad argument, or data whose generation would need more than
+            :data:`~fl_gym.sim.config.MEMORY_LIMIT_BYTES` (checked once the users' sample
+            counts are drawn, before the samples are).
     """
     alpha_std = check_positive("alpha", alpha, allow_zero=True)
     beta_std = check_positive("beta", beta, allow_zero=True)
-    users = check_int("num_users", num_users, minimum=1)
-    d = check_int("dimension", dimension, minimum=1)
+    users = check_int("num_users", num_users, minimum=1, maximum=MAX_DEVICES)
+    d = check_int("dimension", dimension, minimum=1, maximum=10_000)
     classes = check_int("num_classes", num_classes, minimum=2)
     if not isinstance(iid, (bool, np.bool_)):
         raise TypeError(f"iid must be a bool, got {iid!r}")
@@ -579,6 +601,12 @@ def synthetic_fedprox(
     generator = check_rng(rng, "synthetic_fedprox")
 
     sizes = generator.lognormal(4.0, 2.0, users).astype(np.int64) + 50
+    check_memory(
+        "num_users x samples x dimension",
+        (users, int(sizes.sum()), d),
+        float(sizes.sum()) * d * SYNTHETIC_BYTES_PER_VALUE,
+        "generating the synthetic data set",
+    )
     feature_std = np.sqrt(np.arange(1, d + 1, dtype=np.float64) ** -1.2)
     user_of_sample = np.repeat(np.arange(users), sizes)
     total = int(sizes.sum())

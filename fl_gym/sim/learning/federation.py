@@ -18,18 +18,26 @@ evaluated on the test set.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from fl_gym.sim.config import (
+    MAX_BATCH_SIZE,
+    MAX_DEVICES,
+    MAX_HIDDEN_LAYERS,
+    MAX_HIDDEN_UNITS,
+    MAX_LOCAL_STEPS,
+    Range,
     check_choice,
     check_int,
     check_int_tuple,
-    check_positive,
-    check_real,
+    check_memory,
+    check_ranges,
 )
 from fl_gym.sim.learning.aggregation import fedavg_trusted, get_aggregator
 from fl_gym.sim.learning.compression import FLOAT_BITS, Compressor, NoCompression, parse_compressor
@@ -41,7 +49,7 @@ from fl_gym.sim.plan import RoundPlan, RoundReport
 if TYPE_CHECKING:
     from fl_gym.sim.rounds import RoundStart, Transport
 
-__all__ = ["Cell", "Federation", "FederationConfig", "check_torch_device"]
+__all__ = ["Cell", "Federation", "FederationConfig", "check_federation_size", "check_torch_device"]
 
 _SEED_HIGH = 2**63 - 1
 AGGREGATOR_NAMES = ("fedavg", "median", "trimmed_mean", "geometric_median")
@@ -102,13 +110,18 @@ class FederationConfig:
 
     Attributes:
         model: ``"mlp"`` or ``"logreg"``.
-        hidden_units: Hidden layer widths of the MLP.
-        learning_rate: Clients' local SGD step size.
-        batch_size: Minibatch size of a local step.
-        weight_decay: L2 coefficient of the local objective.
-        server_learning_rate: Scale of the aggregated update applied to the global model.
+        hidden_units: Hidden layer widths of the MLP: at most
+            :data:`~fl_gym.sim.config.MAX_HIDDEN_LAYERS` (16) layers of at most
+            :data:`~fl_gym.sim.config.MAX_HIDDEN_UNITS` (4096) units.
+        learning_rate: Clients' local SGD step size, in (0, 1e38] (float32; a client whose
+            update diverges is rejected by the server).
+        batch_size: Minibatch size of a local step, in [1, 65536]
+            (:data:`~fl_gym.sim.config.MAX_BATCH_SIZE`).
+        weight_decay: L2 coefficient of the local objective, in [0, 100].
+        server_learning_rate: Scale of the aggregated update applied to the global model, in
+            (0, 100].
         aggregator: ``"fedavg"``, ``"median"``, ``"trimmed_mean"`` or ``"geometric_median"``.
-        trim_ratio: Fraction trimmed at each end by ``"trimmed_mean"``.
+        trim_ratio: Fraction trimmed at each end by ``"trimmed_mean"``, in [0, 0.5).
         weighting: Aggregation weights: ``"samples"`` (client dataset sizes, as in FedAvg) or
             ``"uniform"``.
         compression_levels: Operator specs a plan's per-client ``compression`` indexes into
@@ -126,16 +139,27 @@ class FederationConfig:
     weighting: str = "samples"
     compression_levels: tuple[str, ...] = ("none", "topk:0.1", "qsgd:16", "sign")
 
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "learning_rate": Range(0.0, 1e38, low_open=True),
+        "batch_size": Range(1, MAX_BATCH_SIZE, integer=True),
+        "weight_decay": Range(0.0, 100.0),
+        "server_learning_rate": Range(0.0, 100.0, low_open=True),
+        "trim_ratio": Range(0.0, 0.5, high_open=True),
+    }
+    """Documented plausible range of every numeric field (stated in its description)."""
+
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODEL_NAMES)
         hidden = check_int_tuple("hidden_units", self.hidden_units, nonempty=False, example="(64,)")
+        if len(hidden) > MAX_HIDDEN_LAYERS or any(h > MAX_HIDDEN_UNITS for h in hidden):
+            raise ValueError(
+                f"hidden_units must hold at most {MAX_HIDDEN_LAYERS} widths in "
+                f"[1, {MAX_HIDDEN_UNITS}] (fl_gym.sim.config.MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS), "
+                f"got {self.hidden_units!r}"
+            )
         object.__setattr__(self, "hidden_units", hidden)
-        check_positive("learning_rate", self.learning_rate)
-        check_int("batch_size", self.batch_size, minimum=1)
-        check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        check_positive("server_learning_rate", self.server_learning_rate)
+        check_ranges(self, self.RANGES)
         check_choice("aggregator", self.aggregator, AGGREGATOR_NAMES)
-        check_real("trim_ratio", self.trim_ratio, low=0.0, high=0.5, high_open=True)
         check_choice("weighting", self.weighting, WEIGHTINGS)
         levels = self.compression_levels
         if isinstance(levels, (str, bytes)) or not isinstance(levels, (tuple, list)) or not levels:
@@ -150,6 +174,63 @@ class FederationConfig:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"compression_levels holds {spec!r}: {exc}") from None
         object.__setattr__(self, "compression_levels", levels)
+
+
+# Bytes per client and model parameter a round holds at once: the clients' stacked parameters,
+# their updates, gradients, compression residuals and momentum rows and the transforms' copies,
+# in float32, with room for temporaries.
+_BYTES_PER_CLIENT_PARAM = 48
+# Bytes per client, local step and minibatch sample of a round's drawn indices (int64).
+_BYTES_PER_INDEX = 8
+
+
+def _num_params(num_features: int, num_classes: int, config: FederationConfig) -> int:
+    widths = (num_features, *(config.hidden_units if config.model == "mlp" else ()), num_classes)
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(widths))
+
+
+def check_federation_size(
+    num_clients: int,
+    num_features: int,
+    num_classes: int,
+    config: FederationConfig,
+    *,
+    max_local_steps: int = 1,
+) -> None:
+    """Refuse, before anything is allocated, a federation whose arrays would not fit.
+
+    Cheap arithmetic on sizes: the clients' stacked model state (``K x parameters``) and one
+    round's minibatch indices and activations (``K x local steps x batch``), each against
+    :data:`~fl_gym.sim.config.MEMORY_LIMIT_BYTES`.
+
+    Args:
+        num_clients: Clients ``K``, at most :data:`~fl_gym.sim.config.MAX_DEVICES`.
+        num_features: Input features of the model.
+        num_classes: Output classes of the model.
+        config: The learning configuration (model, hidden units, batch size).
+        max_local_steps: The most local steps a round may ask of a client, at most
+            :data:`~fl_gym.sim.config.MAX_LOCAL_STEPS`.
+
+    Raises:
+        ValueError: A size above its limit, naming the value, the estimate and the limit.
+    """
+    check_int("num_devices", num_clients, minimum=1, maximum=MAX_DEVICES)
+    check_int("local_steps", max_local_steps, minimum=1, maximum=MAX_LOCAL_STEPS)
+    params = _num_params(num_features, num_classes, config)
+    check_memory(
+        "num_devices x model parameters",
+        (num_clients, params),
+        num_clients * params * _BYTES_PER_CLIENT_PARAM,
+        "the clients' stacked model state",
+    )
+    widest = max((num_features, num_classes, *config.hidden_units))
+    per_sample = max_local_steps * _BYTES_PER_INDEX + 3 * 4 * widest
+    check_memory(
+        "num_devices x local_steps x batch_size",
+        (num_clients, max_local_steps, config.batch_size),
+        num_clients * config.batch_size * per_sample,
+        "one round's minibatch indices and activations",
+    )
 
 
 @runtime_checkable
@@ -203,6 +284,10 @@ class Federation:
                 f"({type(config).__name__})"
             )
         self.config = config if config is not None else FederationConfig()
+        if isinstance(self.config, FederationConfig):
+            check_federation_size(
+                data.num_clients, data.num_features, data.num_classes, self.config
+            )
         if cell is not None and getattr(cell, "num_devices", data.num_clients) != data.num_clients:
             raise ValueError(
                 f"the cell has {cell.num_devices} devices but the data {data.num_clients} clients"
@@ -332,7 +417,28 @@ class Federation:
                     f"{list(self.compression_levels)}"
                 )
             compression = self.compression_levels.index(compression)
+        self._check_round_size(mask, local_steps)
         return RoundPlan(mask, local_steps, compression, power_w)
+
+    def _check_round_size(self, mask: np.ndarray, local_steps: Any) -> None:
+        """Refuse local step counts whose round would not fit, before the plan is run (the
+        plan itself validates their type and sign)."""
+        steps = np.asarray(local_steps)
+        if not steps.size or not np.issubdtype(steps.dtype, np.integer):
+            return
+        most = int(steps.max())
+        if most > MAX_LOCAL_STEPS:
+            raise ValueError(
+                f"local_steps must be integers in [1, {MAX_LOCAL_STEPS}] "
+                f"(fl_gym.sim.config.MAX_LOCAL_STEPS), got {local_steps!r}"
+            )
+        check_federation_size(
+            max(int(np.count_nonzero(mask)), 1),
+            self.data.num_features,
+            self.data.num_classes,
+            self.config,
+            max_local_steps=max(most, 1),
+        )
 
     def check_plan(self, plan: RoundPlan, allow_empty: bool, *, subchannels: bool = True) -> None:
         """Raise a clear error unless ``plan`` fits this federation (and, with ``subchannels``,

@@ -46,12 +46,20 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fl_gym.sim.config import check_int, check_positive, check_real, check_rng, field_names
+from fl_gym.sim.config import (
+    Range,
+    check_int,
+    check_ranges,
+    check_rng,
+    field_names,
+)
 from fl_gym.sim.radio.channel import (
     _finite_array,
     _readonly,
@@ -162,40 +170,40 @@ class WirelessConfig:
     battery_max_j: float = 0.6
     battery_floor_j: float = 1e-6
 
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "cell_radius_m": Range(0.0, 1e5, low_open=True),
+        "min_distance_m": Range(0.0, 1e4, low_open=True),
+        "edge_fraction": Range(0.0, 1.0),
+        "edge_inner_radius_m": Range(0.0, 1e5, low_open=True),
+        "speed_min_mps": Range(0.0, 150.0),
+        "speed_max_mps": Range(0.0, 150.0),
+        "round_interval_s": Range(0.0, 3600.0, low_open=True),
+        "path_loss_intercept_db": Range(-100.0, 300.0),
+        "path_loss_slope_db": Range(0.0, 100.0, low_open=True),
+        "shadowing_std_db": Range(0.0, 30.0),
+        "shadowing_decorrelation_m": Range(0.0, 1e6, low_open=True),
+        "num_antennas": Range(1, 1024, integer=True),
+        "doppler_hz": Range(0.0, 1e4),
+        "num_subchannels": Range(1, 10_000, integer=True),
+        "bandwidth_hz": Range(1.0, 1e11),
+        "noise_psd_dbm_per_hz": Range(-250.0, 0.0),
+        "noise_figure_db": Range(0.0, 30.0),
+        "waterfall_threshold": Range(0.0, 1e3, low_open=True),
+        "p_max_dbm": Range(-50.0, 60.0),
+        "power_floor_w": Range(0.0, 1e3, low_open=True),
+        "cpu_min_hz": Range(1e3, 1e12),
+        "cpu_max_hz": Range(1e3, 1e12),
+        "cycles_per_sample": Range(0.0, 1e12, low_open=True),
+        "effective_capacitance": Range(0.0, 1e-20, low_open=True),
+        "deadline_s": Range(0.0, 1e6, low_open=True),
+        "battery_min_j": Range(0.0, 1e9, low_open=True),
+        "battery_max_j": Range(0.0, 1e9, low_open=True),
+        "battery_floor_j": Range(0.0, 1e9),
+    }
+    """Documented plausible range of every numeric field (stated in its description)."""
+
     def __post_init__(self) -> None:
-        for name in (
-            "cell_radius_m",
-            "min_distance_m",
-            "edge_inner_radius_m",
-            "round_interval_s",
-            "path_loss_slope_db",
-            "shadowing_decorrelation_m",
-            "bandwidth_hz",
-            "waterfall_threshold",
-            "power_floor_w",
-            "cpu_min_hz",
-            "cpu_max_hz",
-            "cycles_per_sample",
-            "effective_capacitance",
-            "deadline_s",
-            "battery_min_j",
-            "battery_max_j",
-        ):
-            check_positive(name, getattr(self, name))
-        for name in (
-            "speed_min_mps",
-            "speed_max_mps",
-            "shadowing_std_db",
-            "doppler_hz",
-            "noise_figure_db",
-            "battery_floor_j",
-        ):
-            check_positive(name, getattr(self, name), allow_zero=True)
-        check_real("edge_fraction", self.edge_fraction, low=0.0, high=1.0)
-        for name in ("path_loss_intercept_db", "noise_psd_dbm_per_hz", "p_max_dbm"):
-            check_real(name, getattr(self, name))
-        check_int("num_antennas", self.num_antennas, minimum=1)
-        check_int("num_subchannels", self.num_subchannels, minimum=1)
+        check_ranges(self, self.RANGES)
         if self.min_distance_m >= self.cell_radius_m:
             raise ValueError(
                 f"min_distance_m must be < cell_radius_m ({self.cell_radius_m!r}), "
