@@ -167,13 +167,13 @@ def test_train_save_load_round_trip(tmp_path) -> None:
         algo_kwargs=SMALL_PPO,
         save_path=tmp_path / "agent",
     )
-    assert (tmp_path / "agent.zip").is_file()
+    assert (tmp_path / "agent.pt").is_file() and not (tmp_path / "agent.zip").exists()
     meta = json.loads((tmp_path / "agent.json").read_text())
     assert meta["env_id"] == "fl_gym/ClientSelection-v0"
     assert (meta["algo"], meta["seed"], meta["total_timesteps"]) == ("ppo", 3, 64)
     assert meta["policy"] == "device-set"
     assert {"fl_gym", "torch", "stable_baselines3", "gymnasium"} <= set(meta["versions"])
-    loaded = load_agent(tmp_path / "agent.zip")
+    loaded = load_agent(tmp_path / "agent.pt")
     assert isinstance(loaded.model.policy, DeviceSetPolicy)
     env = gym.make("fl_gym/ClientSelection-v0")
     obs, _ = env.reset(seed=0)

@@ -81,7 +81,7 @@ def test_train_eval_bench_end_to_end(capsys: pytest.CaptureFixture[str], tmp_pat
     args = ["train", env_id, "--timesteps", "32", "--seed", "2", "--save", str(model)]
     args += ["--algo-kwargs", "n_steps=32", "batch_size=32", "n_epochs=1", "--no-progress"]
     assert main(args) == 0
-    assert model.with_suffix(".zip").is_file() and model.with_suffix(".json").is_file()
+    assert model.with_suffix(".pt").is_file() and model.with_suffix(".json").is_file()
     assert f"ppo:{model}" in capsys.readouterr().out
 
     args = ["eval", env_id, "--policy", f"ppo:{model}", "--seeds", "1-2"]
@@ -219,7 +219,7 @@ def test_eval_table_of_a_long_named_agent_is_not_wrapped(
     shipped = Path(__file__).resolve().parents[1] / "models" / "ClientSelection-v0_ppo"
     stem = tmp_path / "a-folder-name-long-enough-to-push-the-title-past-eighty" / "agent"
     stem.parent.mkdir()
-    for suffix in (".zip", ".json"):
+    for suffix in (".pt", ".json"):
         shutil.copy(shipped.with_suffix(suffix), stem.with_suffix(suffix))
     env_id = "fl_gym/ClientSelection-v0"
     args = ["eval", env_id, "--policy", f"ppo:{stem}", "--seeds", "0-1"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from fl_gym.agents import evaluate_episodes, run_benchmark
-from fl_gym.agents.bench import _AgentFiles, _job
+from fl_gym.agents.agent_files import AgentFiles
+from fl_gym.agents.bench import _job
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = "models/ClientSelection-v0_ppo"  # device-set policy
@@ -38,18 +39,18 @@ def test_agent_job_plays_from_bytes_where_the_path_does_not_exist(
     path: str, in_repo: Path, tmp_path: Path
 ) -> None:
     policy = f"ppo:{path}"
-    files = _AgentFiles.read(path)
+    files = AgentFiles.read(path)
     expected = evaluate_episodes(policy, ENV_ID, [3], max_episode_steps=4)
     os.chdir(tmp_path)  # a worker's folder: the relative path leads nowhere
-    assert not Path(path + ".zip").exists()
+    assert not Path(path + ".pt").exists()
     metrics, episodes = _job(ENV_ID, policy, 3, None, None, 4, files)
     assert (metrics, episodes) == expected
     assert metrics[0].policy == policy
 
 
 def test_agent_files_missing_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"no trained agent at .*nothing\.zip"):
-        _AgentFiles.read(str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match=r"no trained agent at .*nothing\.pt"):
+        AgentFiles.read(str(tmp_path / "nothing"))
 
 
 @pytest.mark.ray
@@ -74,7 +75,7 @@ def test_ray_backend_is_byte_identical_to_local_on_a_cluster_started_elsewhere(
             return os.getcwd()
 
         assert Path(ray.get(worker_cwd.remote())) == cluster_dir
-        policies = ["round-robin", f"ppo:{AGENT}", f"ppo:{AGENT_MLP}.zip"]
+        policies = ["round-robin", f"ppo:{AGENT}", f"ppo:{AGENT_MLP}.pt"]
         kwargs = {"seeds": "0-1", "max_episode_steps": 4}
         remote = run_benchmark([ENV_ID], policies, backend="ray", **kwargs)
     finally:

@@ -1,13 +1,15 @@
 """RL controllers: Stable-Baselines3 training and evaluation, device-set policies, benchmarks.
 
 * :func:`train` trains PPO, A2C, SAC, TD3 or DQN on an fl_gym environment and saves the model
-  with its provenance; :func:`load_agent` reads it back.
+  with its provenance (weights that load without unpickling, :func:`save_agent`);
+  :func:`load_agent` reads it back.
 * :func:`evaluate` plays trained agents and baselines alike on given seeds.
 * :class:`DeviceSetExtractor` / :class:`DeviceSetPolicy`: one network for any number of devices,
   equivariant in their order.
 * :func:`run_benchmark` and :func:`leaderboard_markdown`: the harness behind ``fl-gym bench``.
 """
 
+from fl_gym.agents.agent_files import UntrustedAgentError, save_agent
 from fl_gym.agents.bench import (
     BenchmarkResult,
     bootstrap_ci,
@@ -42,6 +44,7 @@ __all__ = [
     "EpisodeMetrics",
     "NativeVecEnv",
     "TrainedAgent",
+    "UntrustedAgentError",
     "action_layout",
     "bootstrap_ci",
     "evaluate",
@@ -54,5 +57,6 @@ __all__ = [
     "parse_seeds",
     "resolve_policy",
     "run_benchmark",
+    "save_agent",
     "train",
 ]

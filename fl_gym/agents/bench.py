@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import io
-import json
 import os
 import socket
 from collections.abc import Sequence
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from fl_gym.agents.agent_files import AgentFiles
 from fl_gym.agents.evaluation import EpisodeMetrics, evaluate_episodes, parse_seeds
 from fl_gym.envs.rollout import EpisodeResult
 
@@ -123,57 +122,26 @@ class BenchmarkResult:
         return paths
 
 
-@dataclass(frozen=True)
-class _AgentFiles:
-    """A saved agent's two files, read on the driver and shipped to Ray workers as bytes.
+def _load_agent_files(
+    files: AgentFiles, env_id: str, config: dict[str, Any] | None, preset: str | None
+) -> Any:
+    """The agent, loaded from memory onto the spaces of ``env_id`` (as ``load_agent``).
 
-    A path means nothing on a worker: it is resolved in the worker's own folder (that of the
-    node that started the cluster) and, on another machine, the file is not there at all.
-
-    Attributes:
-        archive: The ``.zip`` file SB3 saved.
-        metadata: The ``.json`` file's content.
-        stem: The path it was read from (without suffix), kept as the agent's ``path``.
+    A device-set policy has no weight that depends on the number of devices, so it loads onto
+    the evaluation environment's spaces, exactly as ``load_agent(path, env)`` does.
     """
+    if files.metadata.get("policy") != "device-set":
+        return files.load()
+    import gymnasium as gym
 
-    archive: bytes
-    metadata: dict[str, Any]
-    stem: str
-
-    @classmethod
-    def read(cls, path: str) -> _AgentFiles:
-        """Read the agent saved at ``path`` (with or without ``.zip``), as ``load_agent`` does."""
-        from fl_gym.agents.training import _stem
-
-        stem = _stem(path)
-        archive, meta_file = stem.with_suffix(".zip"), stem.with_suffix(".json")
-        for file in (archive, meta_file):
-            if not file.is_file():
-                raise FileNotFoundError(f"no trained agent at {file} (train one with fl-gym train)")
-        return cls(archive.read_bytes(), json.loads(meta_file.read_text()), str(stem))
-
-    def load(self, env_id: str, config: dict[str, Any] | None, preset: str | None) -> Any:
-        """The agent, loaded from memory onto the spaces of ``env_id`` (as ``load_agent``).
-
-        A device-set policy has no weight that depends on the number of devices, so it loads
-        onto the evaluation environment's spaces, exactly as ``load_agent(path, env)`` does.
-        """
-        import gymnasium as gym
-
-        from fl_gym.agents.training import TrainedAgent, _algorithm_class
-
-        custom = None
-        if self.metadata.get("policy") == "device-set":
-            kwargs: dict[str, Any] = {"config": config} if config else {}
-            if preset is not None:
-                kwargs["preset"] = preset
-            env = gym.make(env_id, **kwargs)
-            custom = {"observation_space": env.observation_space, "action_space": env.action_space}
-            env.close()
-        model = _algorithm_class(self.metadata["algo"]).load(
-            io.BytesIO(self.archive), device="cpu", custom_objects=custom
-        )
-        return TrainedAgent(model=model, metadata=self.metadata, path=Path(self.stem))
+    kwargs: dict[str, Any] = {"config": config} if config else {}
+    if preset is not None:
+        kwargs["preset"] = preset
+    env = gym.make(env_id, **kwargs)
+    try:
+        return files.load(env)
+    finally:
+        env.close()
 
 
 def _job(
@@ -183,9 +151,11 @@ def _job(
     config: dict[str, Any] | None,
     preset: str | None,
     max_episode_steps: int | None,
-    agent_files: _AgentFiles | None = None,
+    agent_files: AgentFiles | None = None,
 ) -> tuple[list[EpisodeMetrics], list[EpisodeResult]]:
-    player = policy if agent_files is None else agent_files.load(env_id, config, preset)
+    player = (
+        policy if agent_files is None else _load_agent_files(agent_files, env_id, config, preset)
+    )
     metrics, episodes = evaluate_episodes(
         player, env_id, [seed], config=config, preset=preset, max_episode_steps=max_episode_steps
     )
@@ -232,6 +202,7 @@ def run_benchmark(
     progress: bool = False,
     ray_address: str | None = None,
     max_episode_steps: int | None = None,
+    trust_pickle: bool = False,
 ) -> BenchmarkResult:
     """Evaluate every policy on every environment and seed.
 
@@ -249,6 +220,8 @@ def run_benchmark(
             ``"ray://HOST:PORT"``); ``None`` starts a local one. Trained agents are read here
             and sent to the workers as bytes, so their paths need not exist on the cluster.
         max_episode_steps: Episode length instead of the registered one.
+        trust_pickle: Load trained agents saved as SB3 ``.zip`` files, which are unpickled (only
+            for files from a source you trust; see :func:`~fl_gym.agents.load_agent`).
 
     Returns:
         The metrics, the episode records and the seeds.
@@ -256,18 +229,25 @@ def run_benchmark(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     seed_list = parse_seeds(seeds)
+    # Each agent's files are read once, here: the jobs load the agent from memory (on a Ray
+    # cluster a path relative to this folder, or a file on this machine only, would not exist).
+    agents: dict[str, AgentFiles] = {}
+    for policy in dict.fromkeys(policies):
+        path = _agent_path(policy)
+        if path is not None:
+            agents[policy] = AgentFiles.read(path, trust_pickle=trust_pickle)
     jobs: list[tuple[str, str, int]] = []
     for env_id in env_ids:
         for policy in _policies_for(env_id, policies, config, preset):
-            if _trained_for_other_env(policy, env_id):
-                continue
+            if policy in agents and agents[policy].metadata.get("env_id") not in (None, env_id):
+                continue  # an agent plays the environment it was trained on only
             jobs.extend((env_id, policy, seed) for seed in seed_list)
     if not jobs:
         raise ValueError(f"no (environment, policy) pair to run for {env_ids} x {policies}")
     if backend == "ray":
-        outputs = _run_ray(jobs, (config, preset, max_episode_steps), ray_address)
+        outputs = _run_ray(jobs, (config, preset, max_episode_steps), agents, ray_address)
     else:
-        outputs = _run_local(jobs, (config, preset, max_episode_steps), progress)
+        outputs = _run_local(jobs, (config, preset, max_episode_steps), agents, progress)
     result = BenchmarkResult(seeds=seed_list)
     for (env_id, policy, _), (metrics, episodes) in zip(jobs, outputs, strict=True):
         result.metrics.extend(metrics)
@@ -275,17 +255,11 @@ def run_benchmark(
     return result
 
 
-def _trained_for_other_env(policy: str, env_id: str) -> bool:
-    from fl_gym.agents.training import ALGORITHMS, load_agent
-
-    head, _, path = policy.partition(":")
-    if head.lower() not in ALGORITHMS or not path:
-        return False
-    return load_agent(path).metadata.get("env_id") not in (None, env_id)
-
-
 def _run_local(
-    jobs: list[tuple[str, str, int]], options: tuple[Any, Any, Any], progress: bool
+    jobs: list[tuple[str, str, int]],
+    options: tuple[Any, Any, Any],
+    agents: dict[str, AgentFiles],
+    progress: bool,
 ) -> list[tuple[list[EpisodeMetrics], list[EpisodeResult]]]:
     from fl_gym._console import make_progress
 
@@ -294,7 +268,7 @@ def _run_local(
         task = bar.add_task("benchmark", total=len(jobs))
         for env_id, policy, seed in jobs:
             bar.update(task, description=f"{env_id} {policy} seed {seed}")
-            outputs.append(_job(env_id, policy, seed, *options))
+            outputs.append(_job(env_id, policy, seed, *options, agents.get(policy)))
             bar.advance(task)
     return outputs
 
@@ -357,22 +331,19 @@ def _probe(address: str | None, timeout_s: float = 5.0) -> None:
 
 
 def _run_ray(
-    jobs: list[tuple[str, str, int]], options: tuple[Any, Any, Any], address: str | None
+    jobs: list[tuple[str, str, int]],
+    options: tuple[Any, Any, Any],
+    agents: dict[str, AgentFiles],
+    address: str | None,
 ) -> list[tuple[list[EpisodeMetrics], list[EpisodeResult]]]:
     started = connect_ray(address)
     import ray
 
     try:
-        # Each agent's files are read once, here, and put in the object store: the workers load
-        # the agent from memory, so a path relative to this folder, or a file that exists on
-        # this machine only, works on any cluster.
-        agents = {}
-        for policy in dict.fromkeys(p for _, p, _ in jobs):
-            path = _agent_path(policy)
-            if path is not None:
-                agents[policy] = ray.put(_AgentFiles.read(path))
+        # The agents' files go to the object store once; the workers load them from memory.
+        refs_of = {policy: ray.put(files) for policy, files in agents.items()}
         remote_job = ray.remote(num_cpus=1)(_job)
-        refs = [remote_job.remote(e, p, s, *options, agents.get(p)) for e, p, s in jobs]
+        refs = [remote_job.remote(e, p, s, *options, refs_of.get(p)) for e, p, s in jobs]
         return list(ray.get(refs))
     finally:
         if started:

@@ -140,7 +140,7 @@ def _baseline_options(text: str) -> dict[str, Any]:
     return options
 
 
-def resolve_policy(spec: str | Policy, env: gym.Env) -> Policy:
+def resolve_policy(spec: str | Policy, env: gym.Env, *, trust_pickle: bool = False) -> Policy:
     """Turn a policy name into a policy for ``env`` (objects with ``predict`` pass through).
 
     Args:
@@ -148,6 +148,8 @@ def resolve_policy(spec: str | Policy, env: gym.Env) -> Policy:
             see :data:`fl_gym.baselines.POLICIES`), ``"ALGO:PATH"`` of a trained agent, or an
             object with SB3's ``predict``.
         env: The environment the policy will play (baselines read its configuration).
+        trust_pickle: Load a trained agent saved as an SB3 ``.zip``, which is unpickled (only
+            for a file from a source you trust; see :func:`~fl_gym.agents.load_agent`).
 
     Returns:
         The policy.
@@ -165,7 +167,7 @@ def resolve_policy(spec: str | Policy, env: gym.Env) -> Policy:
             raise ValueError(
                 f"a trained agent is named ALGO:PATH, e.g. ppo:models/agent; got {spec!r}"
             )
-        agent = load_agent(rest, env)
+        agent = load_agent(rest, env, trust_pickle=trust_pickle)
         trained_for = agent.metadata.get("env_id")
         env_id = env.spec.id if env.spec is not None else None
         if trained_for and env_id and trained_for != env_id:
@@ -202,6 +204,7 @@ def evaluate_episodes(
     preset: str | None = None,
     deterministic: bool = True,
     max_episode_steps: int | None = None,
+    trust_pickle: bool = False,
 ) -> tuple[list[EpisodeMetrics], list[EpisodeResult]]:
     """Like :func:`evaluate`, also returning the round-by-round episode records."""
     kwargs: dict[str, Any] = {}
@@ -213,7 +216,7 @@ def evaluate_episodes(
         kwargs["preset"] = preset
     env = gym.make(env_id, **kwargs)
     try:
-        agent = resolve_policy(policy, env)
+        agent = resolve_policy(policy, env, trust_pickle=trust_pickle)
         name = policy if isinstance(policy, str) else getattr(policy, "name", type(policy).__name__)
         target = float(env.unwrapped.config.target_accuracy)
         # A baseline named by a string starts every episode afresh (its own random stream and
@@ -238,6 +241,7 @@ def evaluate(
     preset: str | None = None,
     deterministic: bool = True,
     max_episode_steps: int | None = None,
+    trust_pickle: bool = False,
 ) -> list[EpisodeMetrics]:
     """Play one episode per seed and measure it.
 
@@ -249,6 +253,8 @@ def evaluate(
         preset: Scenario preset.
         deterministic: Passed to ``predict`` (trained agents act on their mean/mode).
         max_episode_steps: Episode length instead of the registered one.
+        trust_pickle: Load a trained agent saved as an SB3 ``.zip`` (see
+            :func:`~fl_gym.agents.load_agent`: unpickling can run code).
 
     Returns:
         One :class:`EpisodeMetrics` per seed, in seed order.
@@ -261,4 +267,5 @@ def evaluate(
         preset=preset,
         deterministic=deterministic,
         max_episode_steps=max_episode_steps,
+        trust_pickle=trust_pickle,
     )[0]

@@ -1,16 +1,17 @@
 """Train Stable-Baselines3 agents on fl_gym environments and save them with their provenance.
 
-A trained agent is two files: ``NAME.zip`` (SB3's own format) and ``NAME.json``, the run's
-metadata (environment id, preset, config overrides, algorithm, policy, seed, timesteps, the
-versions of the libraries involved). :func:`load_agent` reads both, so an agent can always be
-evaluated on the environment it was trained for.
+A trained agent is two files: ``NAME.pt``, the policy's weights (a ``state_dict`` that loads
+without unpickling), and ``NAME.json``, the run's metadata (environment id, preset, config
+overrides, algorithm, policy, seed, timesteps, the versions of the libraries involved) with the
+spec the policy is rebuilt from (see :mod:`fl_gym.agents.agent_files`). :func:`load_agent` reads
+both, so an agent can always be evaluated on the environment it was trained for. An SB3 ``.zip``
+is loaded only on request (``trust_pickle=True``): unpickling it can run code.
 """
 
 from __future__ import annotations
 
 import datetime
 import inspect
-import json
 import math
 import platform
 import warnings
@@ -237,8 +238,8 @@ def train(
         policy_kwargs: Passed to the SB3 policy (e.g. ``{"features_extractor_kwargs":
             {"pooling": "deepsets"}}``).
         algo_kwargs: Passed to the SB3 algorithm (e.g. ``{"n_steps": 256}``).
-        save_path: Where to save ``.zip`` and ``.json`` (suffix optional); nothing is saved when
-            ``None``.
+        save_path: Where to save ``.pt`` and ``.json`` (suffix optional; see
+            :func:`~fl_gym.agents.agent_files.save_agent`); nothing is saved when ``None``.
         progress_bar: Show SB3's progress bar.
         tensorboard_log: Directory for TensorBoard logs (needs the ``tensorboard`` package).
         vectorization: See :func:`make_training_env`.
@@ -289,8 +290,16 @@ def _train(
     vectorization: str,
     verbose: int,
 ) -> TrainedAgent:
+    from fl_gym.agents.agent_files import policy_kwargs_to_json, rebuild_algo_kwargs
+
     algo_name = str(algo).lower()
     algo_class = _algorithm_class(algo_name)
+    try:
+        policy_kwargs_spec: dict[str, Any] | None = policy_kwargs_to_json(policy_kwargs or {})
+    except ValueError:
+        if save_path is not None:
+            raise  # before training, not after: the agent could not be saved
+        policy_kwargs_spec = None
     if not (isinstance(total_timesteps, int) and total_timesteps >= 1):
         raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
     if tensorboard_log is not None:
@@ -328,8 +337,10 @@ def _train(
             **effective_kwargs,
         )
         model.learn(total_timesteps=steps, progress_bar=progress_bar)
+        num_envs = vec_env.num_envs
     finally:
         vec_env.close()
+    algo_kwargs_spec, not_recorded = rebuild_algo_kwargs(effective_kwargs)
     metadata = {
         "env_id": env_id,
         "preset": preset,
@@ -345,7 +356,12 @@ def _train(
         "requested_timesteps": total_timesteps,
         "versions": _versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "num_envs": num_envs,
+        "policy_kwargs_spec": policy_kwargs_spec,
+        "algo_kwargs_spec": algo_kwargs_spec,
     }
+    if not_recorded:
+        metadata["algo_kwargs_not_recorded"] = not_recorded
     agent = TrainedAgent(model=model, metadata=metadata)
     if save_path is not None:
         agent.path = _save(agent, save_path)
@@ -419,42 +435,39 @@ def _jsonable(value: Any) -> Any:
 
 def _stem(path: str | Path) -> Path:
     p = Path(path)
-    return p.with_suffix("") if p.suffix in (".zip", ".json") else p
+    return p.with_suffix("") if p.suffix in (".pt", ".zip", ".json") else p
 
 
 def _save(agent: TrainedAgent, path: str | Path) -> Path:
-    stem = _stem(path)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    agent.model.save(str(stem.with_suffix(".zip")))
-    stem.with_suffix(".json").write_text(json.dumps(agent.metadata, indent=2) + "\n")
-    return stem
+    from fl_gym.agents.agent_files import save_agent
+
+    return save_agent(agent, path)
 
 
-def load_agent(path: str | Path, env: gym.Env | None = None) -> TrainedAgent:
-    """Load an agent saved by :func:`train` (``path`` with or without ``.zip``).
+def load_agent(
+    path: str | Path, env: gym.Env | None = None, *, trust_pickle: bool = False
+) -> TrainedAgent:
+    """Load an agent saved by :func:`train` (``path`` with or without suffix).
+
+    fl_gym's format (``PATH.pt`` + ``PATH.json``) loads without unpickling anything. An SB3
+    ``PATH.zip`` (with fl_gym's ``PATH.json`` beside it) is unpickled, which runs whatever code
+    its author stored in it, so it loads only with ``trust_pickle=True``.
 
     Args:
         path: The saved agent.
         env: The environment it will play, when its spaces differ from the training
             environment's only in the number of devices: a device-set policy has no weight that
-            depends on K, so it loads onto the new spaces (other policies fail with SB3's error).
+            depends on K, so it loads onto the new spaces (other policies fail to play it).
+        trust_pickle: Load an SB3 ``.zip`` (only for a file from a source you trust).
 
     Returns:
         The agent with its metadata; the algorithm comes from the metadata.
 
     Raises:
-        FileNotFoundError: If the ``.zip`` or ``.json`` file is missing.
+        FileNotFoundError: If the weights or the ``.json`` file are missing.
+        fl_gym.agents.agent_files.UntrustedAgentError: If only an SB3 ``.zip`` is there and
+            ``trust_pickle`` is false (a ``ValueError``).
     """
-    stem = _stem(path)
-    archive, meta_file = stem.with_suffix(".zip"), stem.with_suffix(".json")
-    for file in (archive, meta_file):
-        if not file.is_file():
-            raise FileNotFoundError(f"no trained agent at {file} (train one with fl-gym train)")
-    metadata = json.loads(meta_file.read_text())
-    custom = None
-    if env is not None and metadata.get("policy") == "device-set":
-        custom = {"observation_space": env.observation_space, "action_space": env.action_space}
-    model = _algorithm_class(metadata["algo"]).load(
-        str(archive), device="cpu", custom_objects=custom
-    )
-    return TrainedAgent(model=model, metadata=metadata, path=stem)
+    from fl_gym.agents.agent_files import AgentFiles
+
+    return AgentFiles.read(path, trust_pickle=trust_pickle).load(env)

@@ -64,6 +64,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"trained agents to play beside the baselines (default {DEMO_AGENT} when it "
         "exists and was trained on --env; none with a bare --agents)",
     )
+    agents.add_trust_pickle_argument(demo)
 
     fedavg = sub.add_parser(
         "fedavg", help="FedAvg on the bundled digits data, round by round, no RL involved"
@@ -130,6 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")
     evaluate.add_argument("--max-episode-steps", type=positive_int, default=None)
     add_progress_argument(evaluate)
+    agents.add_trust_pickle_argument(evaluate)
 
     bench = sub.add_parser(
         "bench", help="every policy on every env and seed: CSV, leaderboard, plots"
@@ -156,6 +158,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--max-episode-steps", type=positive_int, default=None)
     add_progress_argument(bench)
+    agents.add_trust_pickle_argument(bench)
 
     uav = sub.add_parser("uav", help="fly a UAV swarm with a controller; metrics and a GIF")
     uav.add_argument(

@@ -11,7 +11,18 @@ import numpy as np
 
 from fl_gym.cli.common import parse_overrides
 
-__all__ = ["run_bench", "run_eval", "run_train"]
+__all__ = ["add_trust_pickle_argument", "run_bench", "run_eval", "run_train"]
+
+
+def add_trust_pickle_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trust-pickle``: the opt-in to load agents saved as SB3 ``.zip`` files."""
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="also load ALGO:PATH agents saved as Stable-Baselines3 .zip files; loading one "
+        "unpickles it, which can run any code its author put in it (only for files you trust; "
+        "fl-gym train saves .pt weights + .json, which load without this flag)",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -45,7 +56,7 @@ def run_train(args: argparse.Namespace) -> int:
     console.print(
         f"trained {args.algo} ({agent.metadata['policy']}) on {args.env} for "
         f"{agent.metadata['total_timesteps']:,} steps in {elapsed:.0f} s; saved to "
-        f"{agent.path}.zip (+ .json metadata)\n"
+        f"{agent.path}.pt (+ .json metadata and spec)\n"
         f"evaluate it with: fl-gym eval {args.env} --policy {args.algo.lower()}:{agent.path}"
     )
     return 0
@@ -73,6 +84,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 config=config,
                 preset=args.preset,
                 max_episode_steps=args.max_episode_steps,
+                trust_pickle=args.trust_pickle,
             )
             progress.advance(task)
     table = Table(title=f"{args.policy} on {args.env}")
@@ -127,6 +139,7 @@ def run_bench(args: argparse.Namespace) -> int:
             progress=progress_enabled(args.no_progress),
             ray_address=args.ray_address,
             max_episode_steps=args.max_episode_steps,
+            trust_pickle=args.trust_pickle,
         )
     except RayConnectionError as exc:
         hint = "start one with ray start --head or omit --ray-address"

@@ -44,7 +44,9 @@ def _play(
             if ":" in name:
                 from fl_gym.agents import resolve_policy
 
-                policy = resolve_policy(name, env)
+                policy = resolve_policy(
+                    name, env, trust_pickle=getattr(args, "trust_pickle", False)
+                )
             else:
                 policy = make_policy(name, env)
             results[name] = []
@@ -114,7 +116,7 @@ def _default_demo_agents(env_id: str) -> list[str]:
 
     stem = Path(DEMO_AGENT.partition(":")[2])
     meta = stem.with_suffix(".json")
-    if not (meta.is_file() and stem.with_suffix(".zip").is_file()):
+    if not (meta.is_file() and stem.with_suffix(".pt").is_file()):
         print(
             f"fl-gym demo: {DEMO_AGENT} not found from {Path.cwd()}; playing the baselines only",
             file=sys.stderr,
