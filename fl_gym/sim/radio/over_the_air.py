@@ -239,6 +239,22 @@ def _symbol_scale(rows: torch.Tensor) -> float:
     return scale if scale > 0.0 else 1.0
 
 
+def _reported_mse_scale(rows: torch.Tensor) -> float:
+    """:func:`_symbol_scale` for the reported ``aggregate_mse``: float64 in numpy, summed in a
+    fixed (pairwise) order, so the reported MSE does not depend on how many threads torch
+    reduces with.
+
+    The transmission keeps :func:`_symbol_scale` (the aggregate divides it out again, and the
+    transmit powers and energies it sets are part of the environments' recorded dynamics); the two
+    differ by at most a few units in the last place.
+    """
+    if not rows.numel():
+        return 1.0
+    values = rows.detach().to(device="cpu", dtype=torch.float64).numpy()
+    scale = float(np.sqrt(np.mean(values * values, axis=1)).max())
+    return scale if scale > 0.0 else 1.0
+
+
 # -- channels and the beamformed scheme ------------------------------------------------------
 
 
@@ -374,7 +390,7 @@ def ota_aggregate(
     return OTAResult(
         aggregate=aggregate,
         mse=mse,
-        aggregate_mse=scale**2 * mse / (2.0 * float(phi.sum()) ** 2),
+        aggregate_mse=_reported_mse_scale(u64) ** 2 * mse / (2.0 * float(phi.sum()) ** 2),
         channel_uses=int(dim),
         transmit_power_w=np.abs(b) ** 2 * mean_symbol_power,
         eta=eta,
@@ -665,7 +681,9 @@ def truncated_channel_inversion(
         active=active,
         num_active=num_active,
         transmit_power_w=np.abs(b) ** 2 * mean_symbol_power,
-        aggregate_mse=scale**2 * sigma2 / (2.0 * rho0 * num_active**2),
+        aggregate_mse=_reported_mse_scale(u64[active_t]) ** 2
+        * sigma2
+        / (2.0 * rho0 * num_active**2),
         channel_uses=int(dim),
     )
 
