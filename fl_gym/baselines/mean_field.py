@@ -51,12 +51,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from fl_gym.sim.config import check_choice, check_int, check_positive
+from fl_gym.sim.config import MAX_HIDDEN_UNITS, Range, check_choice, check_ranges
 from fl_gym.sim.learning.aggregation import fedavg
 
 __all__ = [
@@ -340,32 +341,35 @@ class MeanFieldConfig:
     max_grad_norm: float = 10.0
     pde_iterations: int = 3
 
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "hidden_units": Range(1, MAX_HIDDEN_UNITS, integer=True),
+        "hjb_learning_rate": Range(0.0, 1e3),
+        "fpk_learning_rate": Range(0.0, 1e3),
+        "length_scale_m": Range(1e-3, 1e6),
+        "lookahead_s": Range(0.0, 100.0),
+        "density_weight": Range(0.0, 1e6),
+        "deviation_weight": Range(0.0, 1e6),
+        "max_correction": Range(0.0, 10.0),
+        "average_every_steps": Range(1, 1_000_000, integer=True),
+        "hjb_pde_learning_rate": Range(0.0, 1e3),
+        "fpk_pde_learning_rate": Range(0.0, 1e3),
+        "energy_weight": Range(0.0, 1e6, low_open=True),
+        "collision_weight": Range(0.0, 1e6),
+        "discount_per_s": Range(0.0, 1e3),
+        "fpk_diffusion_m2_s": Range(0.0, 1e3),
+        "fpk_residual_weight": Range(0.0, 1e6),
+        "collocation_points": Range(1, 1024, integer=True),
+        "collocation_horizon_s": Range(0.0, 100.0),
+        "collocation_spread_m": Range(0.0, 1e3),
+        "collocation_speed_spread_mps": Range(0.0, 1e3),
+        "max_grad_norm": Range(0.0, 1e6),
+        "pde_iterations": Range(1, 1000, integer=True),
+    }
+    """Documented plausible range of every numeric field (stated in its description)."""
+
     def __post_init__(self) -> None:
         check_choice("training", self.training, TRAINING_MODES)
-        for name in ("hidden_units", "collocation_points", "pde_iterations"):
-            check_int(name, getattr(self, name), minimum=1)
-        for name in (
-            "hjb_learning_rate",
-            "fpk_learning_rate",
-            "lookahead_s",
-            "density_weight",
-            "deviation_weight",
-            "max_correction",
-            "hjb_pde_learning_rate",
-            "fpk_pde_learning_rate",
-            "collision_weight",
-            "discount_per_s",
-            "fpk_diffusion_m2_s",
-            "fpk_residual_weight",
-            "collocation_horizon_s",
-            "collocation_spread_m",
-            "collocation_speed_spread_mps",
-            "max_grad_norm",
-        ):
-            check_positive(name, getattr(self, name), allow_zero=True)
-        for name in ("energy_weight", "length_scale_m"):
-            check_positive(name, getattr(self, name))
-        check_int("average_every_steps", self.average_every_steps, minimum=1)
+        check_ranges(self, self.RANGES)
         check_choice("averaging", self.averaging, AVERAGING_MODES)
 
 

@@ -16,6 +16,7 @@ from pettingzoo import ParallelEnv
 from fl_gym.envs.actions import check_box_action
 from fl_gym.envs.human import HumanWindow
 from fl_gym.sim.config import (
+    Range,
     check_instance,
     check_positive,
     reject_unknown_arguments,
@@ -80,17 +81,23 @@ class UAVSwarmEnvConfig:
     collision_cost_per_pair: float = 1.0
     flocking_weight_per_m2_s: float = 0.005
 
-    def __post_init__(self) -> None:
-        check_instance("swarm", self.swarm, UAVSwarmConfig)
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        name: Range(0.0, 1e6)
         for name in (
             "progress_reward_per_m",
             "time_cost_per_s",
             "energy_weight_per_m2_s3",
             "collision_cost_per_pair",
             "flocking_weight_per_m2_s",
-        ):
+        )
+    }
+    """Documented plausible range of every reward weight (stated in its description)."""
+
+    def __post_init__(self) -> None:
+        check_instance("swarm", self.swarm, UAVSwarmConfig)
+        for name in self.RANGES:
             object.__setattr__(
-                self, name, check_positive(name, getattr(self, name), allow_zero=True)
+                self, name, check_positive(name, getattr(self, name), allow_zero=True, high=1e6)
             )
 
 

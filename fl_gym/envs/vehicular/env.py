@@ -29,9 +29,10 @@ from fl_gym.envs.obs_mode import (
 )
 from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.sim.config import (
+    Range,
     check_instance,
-    check_int,
-    check_real,
+    check_memory,
+    check_ranges,
     reject_unknown_arguments,
     resolve_config,
 )
@@ -116,24 +117,29 @@ class VehicularURLLCConfig:
     fl_learning_rate: float = 0.2
     tail_buffer_size: int = 64
 
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "max_steps": Range(1, 1_000_000, integer=True),
+        "power_weight": Range(0.0, 1e6),
+        "exceedance_weight": Range(0.0, 1e6),
+        "tail_mean_weight": Range(0.0, 1e6),
+        "tail_second_moment_weight": Range(0.0, 1e6),
+        "penalty_cap": Range(0.0, 1e6),
+        "fl_interval_slots": Range(1, 1_000_000, integer=True),
+        "fl_local_steps": Range(1, 1_000_000, integer=True),
+        "fl_learning_rate": Range(0.0, 1e6, low_open=True),
+        "tail_buffer_size": Range(2, 1_000_000, integer=True),
+    }
+    """Documented plausible range of every numeric field (stated in its description)."""
+
     def __post_init__(self) -> None:
         check_instance("system", self.system, VehicularConfig)
-        for name, low in (
-            ("max_steps", 1),
-            ("fl_interval_slots", 1),
-            ("fl_local_steps", 1),
-            ("tail_buffer_size", 2),
-        ):
-            check_int(name, getattr(self, name), minimum=low, maximum=1_000_000)
-        for name in (
-            "power_weight",
-            "exceedance_weight",
-            "tail_mean_weight",
-            "tail_second_moment_weight",
-            "penalty_cap",
-        ):
-            check_real(name, getattr(self, name), low=0.0, high=1e6)
-        check_real("fl_learning_rate", self.fl_learning_rate, low=0.0, high=1e6, low_open=True)
+        check_ranges(self, self.RANGES)
+        check_memory(
+            "num_pairs x tail_buffer_size",
+            (self.system.num_pairs, self.tail_buffer_size),
+            8 * self.system.num_pairs * self.tail_buffer_size,
+            "the vehicles' exceedance buffers",
+        )
 
 
 def make_urllc_config(

@@ -42,12 +42,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from fl_gym.sim.config import check_int, check_point, check_positive, resolve_config
+from fl_gym.sim.config import (
+    MAX_UAVS,
+    Range,
+    check_memory,
+    check_point,
+    check_ranges,
+    resolve_config,
+)
 
 __all__ = [
     "UAV_PRESETS",
@@ -66,6 +73,11 @@ _TREE_RADIUS_SLACK = 1e-6
 # (fast direct indexing); a swarm spread far apart hashes its occupied cells instead.
 _DENSE_GRID_CELLS_PER_UAV = 16
 _DENSE_GRID_MIN_CELLS = 65_536
+_MAX_COORDINATE_M = 1e6
+# Memory estimates: float64 lattice coordinates and their temporaries per site; the windows'
+# indices and counts per UAV and window cell.
+_LATTICE_BYTES_PER_SITE = 64
+_BYTES_PER_UAV_WINDOW_CELL = 32
 
 
 @dataclass(frozen=True)
@@ -109,30 +121,47 @@ class UAVSwarmConfig:
     density_cell_m: float = 4.0
     density_window_cells: int = 3
 
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "num_uavs": Range(1, MAX_UAVS, integer=True),
+        "time_step_s": Range(1e-4, 10.0),
+        "max_steps": Range(1, 1_000_000, integer=True),
+        "max_accel_mps2": Range(1e-3, 100.0),
+        "max_speed_mps": Range(1e-3, 1e6),
+        "wind_std_mps_per_sqrt_s": Range(0.0, 100.0),
+        "source_radius_m": Range(0.0, 1e5, low_open=True),
+        "initial_spacing_m": Range(1e-3, 1e4),
+        "destination_radius_m": Range(0.0, 1e5, low_open=True),
+        "collision_distance_m": Range(0.0, 1e3, low_open=True),
+        "density_cell_m": Range(1e-2, 1e4),
+        "density_window_cells": Range(1, 101, integer=True),
+    }
+    """Documented plausible range of every numeric field (stated in its description); the
+    centres' coordinates lie in [-1e6, 1e6] m."""
+
     def __post_init__(self) -> None:
-        check_int("num_uavs", self.num_uavs, minimum=1)
-        check_positive("time_step_s", self.time_step_s)
-        check_int("max_steps", self.max_steps, minimum=1)
-        check_positive("max_accel_mps2", self.max_accel_mps2)
-        check_positive("max_speed_mps", self.max_speed_mps)
-        check_positive("wind_std_mps_per_sqrt_s", self.wind_std_mps_per_sqrt_s, allow_zero=True)
-        object.__setattr__(
-            self, "source_center_m", check_point("source_center_m", self.source_center_m)
+        check_ranges(self, self.RANGES)
+        for name in ("source_center_m", "destination_center_m"):
+            point = check_point(name, getattr(self, name))
+            if max(abs(point[0]), abs(point[1])) > _MAX_COORDINATE_M:
+                raise ValueError(
+                    f"{name} must be two numbers in [-{_MAX_COORDINATE_M:g}, "
+                    f"{_MAX_COORDINATE_M:g}] m, got {getattr(self, name)!r}"
+                )
+            object.__setattr__(self, name, point)
+        # The source lattice is enumerated below: refuse a disc of absurdly many sites first.
+        side = 2 * math.floor(self.source_radius_m / self.initial_spacing_m) + 1
+        check_memory(
+            "source_radius_m / initial_spacing_m",
+            (self.source_radius_m, self.initial_spacing_m),
+            _LATTICE_BYTES_PER_SITE * side**2,
+            "enumerating the source disc's lattice sites",
         )
-        object.__setattr__(
-            self,
-            "destination_center_m",
-            check_point("destination_center_m", self.destination_center_m),
+        check_memory(
+            "num_uavs x density_window_cells**2",
+            (self.num_uavs, self.density_window_cells),
+            _BYTES_PER_UAV_WINDOW_CELL * self.num_uavs * self.density_window_cells**2,
+            "the UAVs' density windows",
         )
-        for name in (
-            "source_radius_m",
-            "initial_spacing_m",
-            "destination_radius_m",
-            "collision_distance_m",
-            "density_cell_m",
-        ):
-            check_positive(name, getattr(self, name))
-        check_int("density_window_cells", self.density_window_cells, minimum=1)
         if self.density_window_cells % 2 == 0:
             raise ValueError(
                 "density_window_cells must be an odd integer >= 1 (the window is centred on the "

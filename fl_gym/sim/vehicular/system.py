@@ -62,15 +62,17 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from fl_gym.sim.config import (
+    MAX_VEHICLE_PAIRS,
+    Range,
     check_choice,
-    check_int,
-    check_real,
+    check_memory,
+    check_ranges,
     check_rng,
     is_real,
     resolve_config,
@@ -93,6 +95,9 @@ SPEED_OF_LIGHT_MPS = 299_792_458.0
 _LN2 = math.log(2.0)
 _HEADINGS = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
 """Unit vectors of the headings 0 (+x), 1 (+y), 2 (-x), 3 (-y)."""
+_LINK_ARRAYS = 16
+"""float64 ``(K, K)`` arrays a system holds or builds at once in a slot (for its memory
+estimate)."""
 
 
 # -- path loss ---------------------------------------------------------------------------------
@@ -241,57 +246,50 @@ class VehicularConfig:
     tail_scale_target_bits: float = 2000.0
     tail_shape_target: float = 0.1
 
+    RANGES: ClassVar[Mapping[str, Range]] = {
+        "num_pairs": Range(1, MAX_VEHICLE_PAIRS, integer=True),
+        "num_resource_blocks": Range(1, 1000, integer=True),
+        "block_size_m": Range(0.0, 1e5, low_open=True),
+        "num_streets": Range(1, 1000, integer=True),
+        "street_width_m": Range(0.0, 1e5, low_open=True),
+        "freeway_length_m": Range(0.0, 1e6, low_open=True),
+        "freeway_lanes": Range(1, 100, integer=True),
+        "lane_width_m": Range(0.0, 100.0, low_open=True),
+        "speed_min_mps": Range(0.0, 150.0),
+        "speed_max_mps": Range(0.0, 150.0, low_open=True),
+        "turn_probability": Range(0.0, 1.0),
+        "pair_distance_min_m": Range(0.0, 1e4, low_open=True),
+        "pair_distance_max_m": Range(0.0, 1e4, low_open=True),
+        "carrier_frequency_hz": Range(0.0, 1e11, low_open=True),
+        "antenna_height_m": Range(1.0, 100.0, low_open=True),
+        "min_distance_m": Range(0.0, 1e3, low_open=True),
+        "shadowing_std_los_db": Range(0.0, 30.0),
+        "shadowing_std_nlos_db": Range(0.0, 30.0),
+        "shadowing_decorrelation_m": Range(0.0, 1e6, low_open=True),
+        "rb_bandwidth_hz": Range(0.0, 1e9, low_open=True),
+        "noise_psd_dbm_per_hz": Range(-250.0, 0.0),
+        "noise_figure_db": Range(0.0, 30.0),
+        "slot_duration_s": Range(0.0, 10.0, low_open=True),
+        "large_scale_interval_slots": Range(1, 100_000, integer=True),
+        "packet_size_bits": Range(0.0, 1e9, low_open=True),
+        "arrival_rate_packets_per_s": Range(0.0, 1e9),
+        "queue_threshold_bits": Range(0.0, 1e12, low_open=True),
+        "tail_probability_target": Range(0.0, 1.0, low_open=True),
+        "tail_scale_target_bits": Range(0.0, 1e12, low_open=True),
+        "tail_shape_target": Range(0.0, 0.49),
+    }
+    """Documented plausible range of every numeric field (stated in its description)."""
+
     def __post_init__(self) -> None:
-        check_int("num_pairs", self.num_pairs, minimum=1, maximum=100_000)
-        check_int("num_resource_blocks", self.num_resource_blocks, minimum=1, maximum=1000)
         check_choice("layout", self.layout, LAYOUTS)
-        inf = math.inf
-        positive = {
-            "block_size_m": 1e5,
-            "street_width_m": inf,
-            "freeway_length_m": 1e6,
-            "lane_width_m": 100.0,
-            "speed_max_mps": 150.0,
-            "pair_distance_min_m": 1e4,
-            "pair_distance_max_m": 1e4,
-            "carrier_frequency_hz": 1e11,
-            "min_distance_m": 1e3,
-            "shadowing_decorrelation_m": inf,
-            "rb_bandwidth_hz": 1e9,
-            "slot_duration_s": 10.0,
-            "packet_size_bits": 1e9,
-            "queue_threshold_bits": 1e12,
-            "tail_scale_target_bits": 1e12,
-        }
-        for name, high in positive.items():
-            check_real(name, getattr(self, name), low=0.0, high=high, low_open=True)
-        for name, high in {
-            "speed_min_mps": 150.0,
-            "turn_probability": 1.0,
-            "shadowing_std_los_db": 30.0,
-            "shadowing_std_nlos_db": 30.0,
-            "noise_figure_db": 30.0,
-            "arrival_rate_packets_per_s": 1e9,
-        }.items():
-            check_real(name, getattr(self, name), low=0.0, high=high)
-        check_real("noise_psd_dbm_per_hz", self.noise_psd_dbm_per_hz, low=-250.0, high=0.0)
-        check_real("antenna_height_m", self.antenna_height_m, low=1.0, high=100.0, low_open=True)
-        check_real(
-            "tail_probability_target",
-            self.tail_probability_target,
-            low=0.0,
-            high=1.0,
-            low_open=True,
+        check_ranges(self, self.RANGES)
+        # The (K, K) links: positions, distances, path loss, LOS, shadowing, gains and fading.
+        check_memory(
+            "num_pairs",
+            self.num_pairs,
+            _LINK_ARRAYS * 8 * self.num_pairs**2,
+            "the (K, K) link arrays",
         )
-        check_real("tail_shape_target", self.tail_shape_target, low=0.0, high=0.49)
-        check_int("num_streets", self.num_streets, minimum=1, maximum=1000)
-        check_int(
-            "large_scale_interval_slots",
-            self.large_scale_interval_slots,
-            minimum=1,
-            maximum=100_000,
-        )
-        check_int("freeway_lanes", self.freeway_lanes, minimum=1, maximum=100)
         for low, high in (
             ("speed_min_mps", "speed_max_mps"),
             ("pair_distance_min_m", "pair_distance_max_m"),
