@@ -283,37 +283,44 @@ class MeanFieldConfig:
         training: How the networks learn, one of :data:`TRAINING_MODES`: ``"pde"`` (HJB and FPK
             residuals, the paper's method) or ``"lookahead"`` (the receding-horizon
             simplification, the default: it collides less in our scenario).
-        hidden_units: Width of the single hidden layer of both networks.
-        hjb_learning_rate: SGD step size of the HJB network (``"lookahead"``).
-        fpk_learning_rate: SGD step size of the FPK network (``"lookahead"``).
-        length_scale_m: Positions enter both networks in units of this length.
-        lookahead_s: Look-ahead ``tau`` of the HJB objective (``"lookahead"``).
+        hidden_units: Width of the single hidden layer of both networks. In [1, 4096].
+        hjb_learning_rate: SGD step size of the HJB network (``"lookahead"``). In [0, 1000].
+        fpk_learning_rate: SGD step size of the FPK network (``"lookahead"``). In [0, 1000].
+        length_scale_m: Positions enter both networks in units of this length. In [0.001, 1e+06].
+        lookahead_s: Look-ahead ``tau`` of the HJB objective (``"lookahead"``). In [0, 100].
         density_weight: Weight of the predicted density in the HJB objective (``"lookahead"``).
+            In [0, 1e+06].
         deviation_weight: Weight of ``|delta / a_max|^2`` in the HJB objective (``"lookahead"``).
+            In [0, 1e+06].
         max_correction: Largest deviation from the nominal law, as a fraction of
-            ``max_accel_mps2`` per axis.
-        average_every_steps: Steps between two federated averaging rounds.
+            ``max_accel_mps2`` per axis. In [0, 10].
+        average_every_steps: Steps between two federated averaging rounds. In [1, 1000000].
         averaging: Which networks are averaged: one of :data:`AVERAGING_MODES`.
         hjb_pde_learning_rate: SGD step size of the HJB network on its residual (``"pde"``).
+            In [0, 1000].
         fpk_pde_learning_rate: SGD step size of the FPK network on its loss (``"pde"``).
+            In [0, 1000].
         energy_weight: HJB running cost per unit ``|delta|^2`` ((m/s^2)^2 s), ``"pde"``.
+            In [1e-06, 1e+06].
         collision_weight: HJB running cost per unit of FPK density (density normalised to UAVs
-            per cell at the initial lattice packing), ``"pde"``.
+            per cell at the initial lattice packing), ``"pde"``. In [0, 1e+06].
         discount_per_s: Discount rate ``beta`` of the HJB equation (``1 / beta`` is the horizon
-            the value function looks over), ``"pde"``.
+            the value function looks over), ``"pde"``. In [0, 1000].
         fpk_diffusion_m2_s: Effective diffusion ``D`` of the FPK equation in position space,
-            ``"pde"``.
+            ``"pde"``. In [0, 1000].
         fpk_residual_weight: Weight of the mean squared FPK residual (in (density/s)^2) against
-            the mean squared misfit to the sensed density, ``"pde"``.
+            the mean squared misfit to the sensed density, ``"pde"``. In [0, 1e+06].
         collocation_points: Points per UAV and step at which the residuals are evaluated
-            (``"pde"``).
+            (``"pde"``). In [1, 1024].
         collocation_horizon_s: Collocation points lie on the UAV's predicted path up to this far
-            ahead (``"pde"``).
+            ahead (``"pde"``). In [0, 100].
         collocation_spread_m: Standard deviation of the points around that path (position).
+            In [0, 1000].
         collocation_speed_spread_mps: Standard deviation of the points' velocities around the
-            UAV's own.
+            UAV's own. In [0, 1000].
         max_grad_norm: Each UAV's gradient is scaled down to at most this norm (``"pde"``).
-        pde_iterations: SGD steps of each network per control step (``"pde"``).
+            In [0, 1e+06].
+        pde_iterations: SGD steps of each network per control step (``"pde"``). In [1, 1000].
     """
 
     training: str = "lookahead"
@@ -353,7 +360,7 @@ class MeanFieldConfig:
         "average_every_steps": Range(1, 1_000_000, integer=True),
         "hjb_pde_learning_rate": Range(0.0, 1e3),
         "fpk_pde_learning_rate": Range(0.0, 1e3),
-        "energy_weight": Range(0.0, 1e6, low_open=True),
+        "energy_weight": Range(1e-6, 1e6),
         "collision_weight": Range(0.0, 1e6),
         "discount_per_s": Range(0.0, 1e3),
         "fpk_diffusion_m2_s": Range(0.0, 1e3),

@@ -66,12 +66,14 @@ class UAVSwarmEnvConfig:
     Attributes:
         swarm: Scenario and physics of the swarm (:class:`~fl_gym.sim.uav.swarm.UAVSwarmConfig`).
         progress_reward_per_m: Reward per metre of progress towards the destination centre.
-        time_cost_per_s: Reward cost per second a UAV is still flying.
+            In [0, 1e+06].
+        time_cost_per_s: Reward cost per second a UAV is still flying. In [0, 1e+06].
         energy_weight_per_m2_s3: Reward cost per unit of motion energy ``|u|^2 dt`` (m^2/s^3).
+            In [0, 1e+06].
         collision_cost_per_pair: Reward cost per other UAV closer than ``collision_distance_m``
-            (per colliding pair the UAV is in).
+            (per colliding pair the UAV is in). In [0, 1e+06].
         flocking_weight_per_m2_s: Reward cost per unit of velocity misfit ``|v - v_bar|^2 dt``
-            ((m/s)^2 s = m^2/s).
+            ((m/s)^2 s = m^2/s). In [0, 1e+06].
     """
 
     swarm: UAVSwarmConfig = field(default_factory=UAVSwarmConfig)

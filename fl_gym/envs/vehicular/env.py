@@ -89,20 +89,21 @@ class VehicularURLLCConfig:
         system: The physics (:class:`~fl_gym.sim.vehicular.system.VehicularConfig`).
         max_steps: Episode length in slots: the ``time`` feature is ``slot / max_steps``; the
             PettingZoo environment truncates there (the Gymnasium one through
-            ``max_episode_steps``, 100 when registered).
-        power_weight: Reward cost per unit of ``p / p_max``.
+            ``max_episode_steps``, 100 when registered). In [1, 1000000].
+        power_weight: Reward cost per unit of ``p / p_max``. In [0, 1e+06].
         exceedance_weight: Reward cost of a queue above ``q0`` (the ``Pr(Q > q0) <= eps``
-            constraint).
+            constraint). In [0, 1e+06].
         tail_mean_weight: Reward cost per unit of ``(X / gamma1 - 1)^+``, ``X = Q - q0`` the
-            exceedance and ``gamma1`` the target conditional mean.
+            exceedance and ``gamma1`` the target conditional mean. In [0, 1e+06].
         tail_second_moment_weight: Reward cost per unit of ``(X^2 / gamma2 - 1)^+``, ``gamma2``
-            the target conditional second moment.
+            the target conditional second moment. In [0, 1e+06].
         penalty_cap: Largest tail penalty (the last three terms together) of one pair in one
-            slot, so that one runaway queue cannot swamp the return.
-        fl_interval_slots: Slots between two federated rounds of the tail estimate.
-        fl_local_steps: Gradient steps per vehicle and round.
-        fl_learning_rate: Step size of those steps on ``(log sigma, xi)``.
+            slot, so that one runaway queue cannot swamp the return. In [0, 1e+06].
+        fl_interval_slots: Slots between two federated rounds of the tail estimate. In [1, 1000000].
+        fl_local_steps: Gradient steps per vehicle and round. In [1, 1000000].
+        fl_learning_rate: Step size of those steps on ``(log sigma, xi)``. In (0, 1e+06].
         tail_buffer_size: Exceedances each vehicle keeps (the most recent ones) for the fit.
+            In [2, 1000000].
     """
 
     system: VehicularConfig = field(default_factory=VehicularConfig)

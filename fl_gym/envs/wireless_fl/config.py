@@ -94,10 +94,11 @@ class WirelessFLConfig:
             [1, 10000].
         default_compression: Compression level where the environment does not control it.
         power_min_dbm: Transmit power of the action -1 (the action +1 is ``p_max_dbm``);
-            the action maps linearly in dBm in between. In [-100, p_max_dbm).
-        accuracy_weight: Reward per unit of test-accuracy gain, in [0, 1e6].
-        energy_weight_per_j: Reward cost per joule spent by all devices in a round, in [0, 1e6].
-        time_weight_per_s: Reward cost per second of round duration, in [0, 1e6].
+            the action maps linearly in dBm in between. In [-100, 60) and below ``p_max_dbm``.
+        accuracy_weight: Reward per unit of test-accuracy gain, in [0, 1e+06].
+        energy_weight_per_j: Reward cost per joule spent by all devices in a round, in
+            [0, 1e+06].
+        time_weight_per_s: Reward cost per second of round duration, in [0, 1e+06].
         learning: Learning configuration (model, optimiser, aggregation, compression levels).
         wireless: Cell configuration (geometry, channel, compute, deadline, batteries);
             :data:`DEFAULT_WIRELESS` by default.

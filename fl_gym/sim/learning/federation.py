@@ -114,7 +114,7 @@ class FederationConfig:
             :data:`~fl_gym.sim.config.MAX_HIDDEN_LAYERS` (16) layers of at most
             :data:`~fl_gym.sim.config.MAX_HIDDEN_UNITS` (4096) units.
         learning_rate: Clients' local SGD step size, in (0, 1e38] (float32; a client whose
-            update diverges is rejected by the server).
+            update diverges is rejected by the server). In (0, 1e+38].
         batch_size: Minibatch size of a local step, in [1, 65536]
             (:data:`~fl_gym.sim.config.MAX_BATCH_SIZE`).
         weight_decay: L2 coefficient of the local objective, in [0, 100].

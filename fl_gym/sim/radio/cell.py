@@ -96,49 +96,58 @@ class WirelessConfig:
     """Physical parameters of the cell; every number carries its unit in its name.
 
     Attributes:
-        cell_radius_m: Radius of the cell around the BS.
+        cell_radius_m: Radius of the cell around the BS. In (0, 100000].
         min_distance_m: Closest a device is placed to the BS; also the shortest distance the path
             loss model is evaluated at (a device walking past the BS is not given infinite gain).
+            In (0, 10000].
         edge_fraction: Fraction of the devices (rounded to a whole number) placed uniformly in
             area in the outer ring ``[edge_inner_radius_m, cell_radius_m]`` instead of the whole
-            annulus; 0 places everyone uniformly, 1 makes a cell-edge-heavy deployment.
+            annulus; 0 places everyone uniformly, 1 makes a cell-edge-heavy deployment. In [0, 1].
         edge_inner_radius_m: Inner radius of that outer ring, in ``[min_distance_m,
-            cell_radius_m)`` (checked when ``edge_fraction > 0``).
+            cell_radius_m)`` (checked when ``edge_fraction > 0``). In (0, 100000].
         speed_min_mps: Lowest random-waypoint speed; with ``speed_max_mps = 0`` devices are static.
             Keep it above 0 for mobile devices: one that draws a speed near 0 takes very long to
-            reach its waypoint (the known speed decay of the random-waypoint model).
-        speed_max_mps: Highest random-waypoint speed.
+            reach its waypoint (the known speed decay of the random-waypoint model). In [0, 150].
+        speed_max_mps: Highest random-waypoint speed. In [0, 150].
         round_interval_s: Time ``T`` between two rounds (mobility step and fading correlation).
-        path_loss_intercept_db: Path loss at 1 km.
-        path_loss_slope_db: Path loss per decade of distance.
-        shadowing_std_db: Standard deviation of the log-normal shadowing.
+            In (0, 3600].
+        path_loss_intercept_db: Path loss at 1 km. In [-100, 300].
+        path_loss_slope_db: Path loss per decade of distance. In (0, 100].
+        shadowing_std_db: Standard deviation of the log-normal shadowing. In [0, 30].
         shadowing_decorrelation_m: Distance over which the shadowing of a moving device
             decorrelates (Gudmundson's exponential model, ``exp(-moved / this)``); static devices
-            keep their shadowing.
-        num_antennas: BS receive antennas ``N`` (maximum-ratio combining).
+            keep their shadowing. In (0, 1e+06].
+        num_antennas: BS receive antennas ``N`` (maximum-ratio combining). In [1, 1024].
         doppler_hz: Maximum Doppler frequency ``f_d`` of the fading. The default 0.1 Hz (nearly
             static devices, slowly moving scatterers) gives ``rho = J0(2 pi 0.1 * 1) = 0.90``, so
             the channel of the last round says something about the next; pedestrian Doppler at
-            2 GHz (about 5 Hz) makes rounds one second apart practically independent.
+            2 GHz (about 5 Hz) makes rounds one second apart practically independent. In [0, 10000].
         num_subchannels: Orthogonal sub-channels ``M``; at most ``M`` devices upload per round.
+            In [1, 10000].
         bandwidth_hz: Total uplink bandwidth ``B``, split evenly among the sub-channels.
-        noise_psd_dbm_per_hz: Thermal noise spectral density.
-        noise_figure_db: BS receiver noise figure, added to the thermal noise.
+            In [1, 1e+11].
+        noise_psd_dbm_per_hz: Thermal noise spectral density. In [-250, 0].
+        noise_figure_db: BS receiver noise figure, added to the thermal noise. In [0, 30].
         waterfall_threshold: ``m`` in the packet error model. Chen et al. (IEEE TWC 2021, Table I)
             list ``m = 0.023 dB``; like their model, the value 0.023 enters the exponent as is.
-        p_max_dbm: Highest transmit power of a device.
+            In (0, 1000].
+        p_max_dbm: Highest transmit power of a device. In [-50, 60].
         power_floor_w: A selected device given less power than this does not transmit (and
-            therefore does not train either: it spends nothing that round).
+            therefore does not train either: it spends nothing that round). In (0, 1000].
         cpu_min_hz: Lowest device CPU frequency (drawn uniformly per device at reset).
-        cpu_max_hz: Highest device CPU frequency.
+            In [1000, 1e+12].
+        cpu_max_hz: Highest device CPU frequency. In [1000, 1e+12].
         cycles_per_sample: CPU cycles ``C`` to process one training sample in a local step.
+            In (0, 1e+12].
         effective_capacitance: ``kappa`` of the dynamic CPU power ``kappa f^3`` (J s^2 / cycle^3).
+            In (0, 1e-20].
         deadline_s: Round deadline; a device whose compute plus upload time exceeds it is a
-            straggler.
-        battery_min_j: Lowest battery capacity (drawn uniformly per device at reset).
+            straggler. In (0, 1e+06].
+        battery_min_j: Lowest battery capacity (drawn uniformly per device at reset). In (0, 1e+09].
         battery_max_j: Highest battery capacity; equal to ``battery_min_j`` for identical devices.
+            In (0, 1e+09].
         battery_floor_j: A device whose battery holds this much or less is exhausted: it is not
-            available and cannot be selected.
+            available and cannot be selected. In [0, 1e+09].
     """
 
     cell_radius_m: float = 500.0

@@ -86,24 +86,26 @@ class UAVSwarmConfig:
     :class:`fl_gym.envs.uav.env.UAVSwarmEnvConfig`).
 
     Attributes:
-        num_uavs: Number of UAVs N.
-        time_step_s: Duration of one control step.
-        max_steps: Steps before the episode is truncated.
-        max_accel_mps2: Bound on each axis of the acceleration (an action of +-1).
-        max_speed_mps: Speed cap applied after each step.
+        num_uavs: Number of UAVs N. In [1, 100000].
+        time_step_s: Duration of one control step. In [0.0001, 10].
+        max_steps: Steps before the episode is truncated. In [1, 1000000].
+        max_accel_mps2: Bound on each axis of the acceleration (an action of +-1). In [0.001, 100].
+        max_speed_mps: Speed cap applied after each step. In [0.001, 1e+06].
         wind_std_mps_per_sqrt_s: Wind intensity ``sigma`` of ``dv = u dt + sigma dW``; the wind
             changes a velocity by ``sigma sqrt(dt)`` m/s per axis (standard deviation) in a step.
+            In [0, 100].
         source_center_m: Centre of the source disc where the UAVs start.
-        source_radius_m: Radius of the source disc.
+        source_radius_m: Radius of the source disc. In (0, 100000].
         initial_spacing_m: UAVs start at rest on distinct sites of a square lattice of this
             spacing inside the source disc, each moved by up to a quarter spacing per axis, so
-            that no two start closer than half the spacing.
+            that no two start closer than half the spacing. In [0.001, 10000].
         destination_center_m: Centre of the destination disc.
         destination_radius_m: A UAV within this distance of the destination centre has arrived.
-        collision_distance_m: Two UAVs strictly closer than this collide (d_min).
-        density_cell_m: Side of a cell of the density histogram (the mean field).
+            In (0, 100000].
+        collision_distance_m: Two UAVs strictly closer than this collide (d_min). In (0, 1000].
+        density_cell_m: Side of a cell of the density histogram (the mean field). In [0.01, 10000].
         density_window_cells: Side, in cells, of the odd square window of density cells a UAV
-            observes around its own cell.
+            observes around its own cell. In [1, 101].
     """
 
     num_uavs: int = 100

@@ -173,44 +173,49 @@ class VehicularConfig:
     """Parameters of the vehicular system; every number carries its unit in its name.
 
     Attributes:
-        num_pairs: V2V transmitter-receiver pairs K.
-        num_resource_blocks: Shared resource blocks N.
+        num_pairs: V2V transmitter-receiver pairs K. In [1, 10000].
+        num_resource_blocks: Shared resource blocks N. In [1, 1000].
         layout: ``"manhattan"`` or ``"freeway"``.
-        block_size_m: Manhattan: distance between parallel streets.
+        block_size_m: Manhattan: distance between parallel streets. In (0, 100000].
         num_streets: Manhattan: streets per axis; the torus has side ``num_streets *
-            block_size_m``.
+            block_size_m``. In [1, 1000].
         street_width_m: Manhattan: width of a street (the LOS test of the module docstring).
-        freeway_length_m: Freeway: length of the (torus) road.
-        freeway_lanes: Freeway: number of lanes, the first half driving in +x.
-        lane_width_m: Freeway: distance between lane centres.
-        speed_min_mps: Lowest vehicle speed (drawn uniformly per vehicle at reset).
-        speed_max_mps: Highest vehicle speed.
+            In (0, 100000].
+        freeway_length_m: Freeway: length of the (torus) road. In (0, 1e+06].
+        freeway_lanes: Freeway: number of lanes, the first half driving in +x. In [1, 100].
+        lane_width_m: Freeway: distance between lane centres. In (0, 100].
+        speed_min_mps: Lowest vehicle speed (drawn uniformly per vehicle at reset). In [0, 150].
+        speed_max_mps: Highest vehicle speed. In (0, 150].
         turn_probability: Manhattan: probability of turning at an intersection (left and right
-            equally likely).
-        pair_distance_min_m: Shortest transmitter-receiver headway.
-        pair_distance_max_m: Longest transmitter-receiver headway.
-        carrier_frequency_hz: Carrier frequency ``f_c``.
+            equally likely). In [0, 1].
+        pair_distance_min_m: Shortest transmitter-receiver headway. In (0, 10000].
+        pair_distance_max_m: Longest transmitter-receiver headway. In (0, 10000].
+        carrier_frequency_hz: Carrier frequency ``f_c``. In [1e+06, 1e+11].
         antenna_height_m: Antenna height of every vehicle (effective height is 1 m less).
-        min_distance_m: Shortest distance the path loss is evaluated at.
-        shadowing_std_los_db: Shadowing standard deviation of LOS links.
-        shadowing_std_nlos_db: Shadowing standard deviation of NLOS links.
-        shadowing_decorrelation_m: Decorrelation distance of the shadowing.
-        rb_bandwidth_hz: Bandwidth of one resource block ``B``.
-        noise_psd_dbm_per_hz: Thermal noise spectral density.
-        noise_figure_db: Receiver noise figure.
+            In (1, 100].
+        min_distance_m: Shortest distance the path loss is evaluated at. In (0, 1000].
+        shadowing_std_los_db: Shadowing standard deviation of LOS links. In [0, 30].
+        shadowing_std_nlos_db: Shadowing standard deviation of NLOS links. In [0, 30].
+        shadowing_decorrelation_m: Decorrelation distance of the shadowing. In (0, 1e+06].
+        rb_bandwidth_hz: Bandwidth of one resource block ``B``. In [1, 1e+09].
+        noise_psd_dbm_per_hz: Thermal noise spectral density. In [-250, 0].
+        noise_figure_db: Receiver noise figure. In [0, 30].
         power_levels_dbm: Transmit powers a transmitter may pick besides silence (level 0 is
             0 W; level ``l >= 1`` is ``power_levels_dbm[l - 1]``), strictly increasing.
         slot_duration_s: Slot length ``dt``: one queue update, one fading draw, one move.
+            In (0, 10].
         large_scale_interval_slots: Path loss, LOS state and shadowing of the ``(K, K)`` links
             are recomputed every this many slots (vehicles move every slot; 10 slots of 1 ms at
-            17 m/s are 17 cm, far below the 10 m shadowing decorrelation distance).
-        packet_size_bits: Bits per arriving packet.
+            17 m/s are 17 cm, far below the 10 m shadowing decorrelation distance). In [1, 100000].
+        packet_size_bits: Bits per arriving packet. In (0, 1e+09].
         arrival_rate_packets_per_s: Mean packet arrival rate per transmitter (Poisson).
-        queue_threshold_bits: ``q0``: a queue above it is an extreme event.
-        tail_probability_target: ``eps`` of ``Pr(Q > q0) <= eps``.
+            In [0, 1e+09].
+        queue_threshold_bits: ``q0``: a queue above it is an extreme event. In [1, 1e+12].
+        tail_probability_target: ``eps`` of ``Pr(Q > q0) <= eps``. In (0, 1].
         tail_scale_target_bits: Scale ``sigma_th`` of the target GPD of the exceedances.
+            In [1, 1e+12].
         tail_shape_target: Shape ``xi_th`` of the target GPD, in ``[0, 0.5)`` (the second moment
-            must exist).
+            must exist). In [0, 0.49].
     """
 
     num_pairs: int = 20
@@ -260,22 +265,22 @@ class VehicularConfig:
         "turn_probability": Range(0.0, 1.0),
         "pair_distance_min_m": Range(0.0, 1e4, low_open=True),
         "pair_distance_max_m": Range(0.0, 1e4, low_open=True),
-        "carrier_frequency_hz": Range(0.0, 1e11, low_open=True),
+        "carrier_frequency_hz": Range(1e6, 1e11),
         "antenna_height_m": Range(1.0, 100.0, low_open=True),
         "min_distance_m": Range(0.0, 1e3, low_open=True),
         "shadowing_std_los_db": Range(0.0, 30.0),
         "shadowing_std_nlos_db": Range(0.0, 30.0),
         "shadowing_decorrelation_m": Range(0.0, 1e6, low_open=True),
-        "rb_bandwidth_hz": Range(0.0, 1e9, low_open=True),
+        "rb_bandwidth_hz": Range(1.0, 1e9),
         "noise_psd_dbm_per_hz": Range(-250.0, 0.0),
         "noise_figure_db": Range(0.0, 30.0),
         "slot_duration_s": Range(0.0, 10.0, low_open=True),
         "large_scale_interval_slots": Range(1, 100_000, integer=True),
         "packet_size_bits": Range(0.0, 1e9, low_open=True),
         "arrival_rate_packets_per_s": Range(0.0, 1e9),
-        "queue_threshold_bits": Range(0.0, 1e12, low_open=True),
+        "queue_threshold_bits": Range(1.0, 1e12),
         "tail_probability_target": Range(0.0, 1.0, low_open=True),
-        "tail_scale_target_bits": Range(0.0, 1e12, low_open=True),
+        "tail_scale_target_bits": Range(1.0, 1e12),
         "tail_shape_target": Range(0.0, 0.49),
     }
     """Documented plausible range of every numeric field (stated in its description)."""
