@@ -24,7 +24,6 @@ action that one family rejects is rejected by all, with the same words:
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
@@ -52,15 +51,18 @@ def _type_error(action: Any, expected: str, detail: str) -> TypeError:
     )
 
 
-def _is_plain_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+def _is_plain_real(value: Any) -> bool:
+    """A Python int or float (what a list holding an int beyond 64 bits may also hold)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def as_number_array(action: Any, expected: str) -> np.ndarray:
     """``action`` as a numpy array of bools, integers or floats, without any cast.
 
-    Integers too large for numpy (beyond the int64 / uint64 range) come back as an object
-    array of Python ints; callers compare them exactly.
+    Python integers too large for numpy (beyond the int64 / uint64 range), alone or in (nested)
+    lists (possibly beside Python floats), come back as an object array of Python numbers;
+    callers compare them exactly. An object
+    array passed as such is refused, whatever it holds.
 
     Args:
         action: The action as given.
@@ -82,8 +84,13 @@ def as_number_array(action: Any, expected: str) -> np.ndarray:
         raise _type_error(action, expected, "not an array of numbers") from exc
     if arr.dtype.kind in "biuf":
         return arr
-    if arr.dtype.kind == "O" and arr.size and all(_is_plain_int(v) for v in arr.flat):
-        return arr  # integers beyond 64 bits: exact Python ints
+    if (
+        arr.dtype.kind == "O"
+        and not isinstance(action, np.ndarray)  # an object array given as such is refused
+        and arr.size
+        and all(_is_plain_real(v) for v in arr.flat)
+    ):
+        return arr  # Python ints beyond 64 bits, which numpy holds as objects: compared exactly
     raise _type_error(action, expected, f"dtype {arr.dtype}")
 
 
@@ -174,6 +181,10 @@ def check_discrete_action(
     if arr.dtype.kind == "b":
         values = arr.astype(np.int64)
     elif arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))):
+        raise ValueError(f"action must hold whole numbers ({allowed}), got {given}")
+    elif arr.dtype.kind == "O" and not all(
+        isinstance(v, int) or (math.isfinite(v) and v == round(v)) for v in arr.flat
+    ):
         raise ValueError(f"action must hold whole numbers ({allowed}), got {given}")
     else:
         values = arr
