@@ -573,6 +573,7 @@ CLI_CASES: list[list[str]] = [
     ["fedavg", "--compression", "nope"],
     ["fedavg", "--aggregator", "nope"],
     ["fedavg", "--clients", "abc"],
+    ["fedavg", "--partition", "dirichlet", "--alpha", "nan", "--rounds", "1"],
     ["uav", "--controller", "nope"],
     ["uav", "--preset", "nope"],
     ["uav", "--config", "num_uavs=-5"],
