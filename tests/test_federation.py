@@ -254,3 +254,16 @@ def test_sparse_quantised_uploads_train_digits() -> None:
     reports = _train(fed, rng, 20, local_steps=5)
     assert reports[-1].accuracy >= 0.85
     assert reports[-1].bits_up.sum() == 10 * (32 + 481 * 4 + min(481 * 13, 4810))
+
+
+def test_an_mlp_without_hidden_layers_is_refused_when_configured() -> None:
+    """Refused by the config (so at gym.make), not at the first reset by the model."""
+    import gymnasium as gym
+
+    import fl_gym  # noqa: F401
+
+    with pytest.raises(ValueError, match=r"hidden_units must hold at least one width.*\(\)"):
+        FederationConfig(hidden_units=())
+    with pytest.raises(ValueError, match="hidden_units"):
+        gym.make("fl_gym/ClientSelection-v0", config={"learning.hidden_units": ()})
+    assert FederationConfig(model="logreg", hidden_units=()).hidden_units == ()

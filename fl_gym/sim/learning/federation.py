@@ -157,6 +157,11 @@ class FederationConfig:
                 f"[1, {MAX_HIDDEN_UNITS}] (fl_gym.sim.config.MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS), "
                 f"got {self.hidden_units!r}"
             )
+        if self.model == "mlp" and not hidden:
+            raise ValueError(
+                "hidden_units must hold at least one width for model 'mlp' (use model='logreg' "
+                f"for no hidden layer), got {self.hidden_units!r}"
+            )
         object.__setattr__(self, "hidden_units", hidden)
         check_ranges(self, self.RANGES)
         check_choice("aggregator", self.aggregator, AGGREGATOR_NAMES)
