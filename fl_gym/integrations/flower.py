@@ -57,6 +57,7 @@ works with the strategy but needs Ray (``flwr[simulation]``).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import time
@@ -243,9 +244,9 @@ class DeviceClient(NumPyClient):
     and, as for any ``NumPyClient``, ``get_parameters``, ``fit`` and ``evaluate``.
     """
 
+    @abc.abstractmethod
     def device_properties(self) -> dict[str, Scalar]:
         """The device's properties now (:data:`DEVICE_PROPERTIES`)."""
-        raise NotImplementedError
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
         """Flower's ``get_properties``: the device's properties."""
