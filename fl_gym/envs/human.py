@@ -16,10 +16,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HumanWindow", "display_problem"]
+__all__ = ["HumanWindow", "check_render_mode", "display_problem"]
 
 NON_INTERACTIVE_BACKENDS = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"})
 """matplotlib backends that cannot show a window."""
+
+
+def check_render_mode(render_mode: str | None, metadata: dict[str, Any]) -> str | None:
+    """``render_mode`` if it is ``None`` or one of ``metadata["render_modes"]``, else the
+    ``ValueError`` every fl_gym environment gives for it."""
+    if render_mode is not None and render_mode not in metadata["render_modes"]:
+        raise ValueError(
+            f"render_mode must be None or one of {metadata['render_modes']}, got {render_mode!r}"
+        )
+    return render_mode
 
 
 def display_problem() -> str | None:

@@ -14,7 +14,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from fl_gym.envs.actions import check_box_action
-from fl_gym.envs.human import HumanWindow
+from fl_gym.envs.human import HumanWindow, check_render_mode
 from fl_gym.sim.config import (
     Range,
     check_instance,
@@ -267,11 +267,7 @@ class UAVSwarmEnv(ParallelEnv):
         num_threads: int | None = DEFAULT_NUM_THREADS,
         **unexpected: Any,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, "
-                f"got {render_mode!r}"
-            )
+        check_render_mode(render_mode, self.metadata)
         self.num_threads = check_num_threads(num_threads)
         self.config = make_uav_env_config(preset, config)
         reject_unknown_arguments(

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from fl_gym.envs.human import HumanWindow
+from fl_gym.envs.human import HumanWindow, check_render_mode
 from fl_gym.envs.obs_mode import (
     Observation,
     check_obs_mode,
@@ -429,11 +429,7 @@ class VehicularURLLCEnv(gym.Env):
         **unexpected: Any,
     ) -> None:
         self.obs_mode = check_obs_mode(obs_mode)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, "
-                f"got {render_mode!r}"
-            )
+        check_render_mode(render_mode, self.metadata)
         self.render_mode = render_mode
         self._window = HumanWindow(type(self).__name__, self.metadata["render_fps"])
         self.num_threads = check_num_threads(num_threads)

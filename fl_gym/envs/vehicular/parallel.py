@@ -11,6 +11,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from fl_gym.envs.human import check_render_mode
 from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.envs.vehicular.env import (
     OBS_BOUND,
@@ -94,11 +95,7 @@ class VehicularEnv(ParallelEnv):
         num_threads: int | None = DEFAULT_NUM_THREADS,
         **unexpected: Any,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, "
-                f"got {render_mode!r}"
-            )
+        check_render_mode(render_mode, self.metadata)
         self.render_mode = render_mode
         self.num_threads = check_num_threads(num_threads)
         self.config = make_urllc_config(preset, config)

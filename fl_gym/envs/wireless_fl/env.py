@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from fl_gym.envs.human import HumanWindow
+from fl_gym.envs.human import HumanWindow, check_render_mode
 from fl_gym.envs.obs_mode import (
     Observation,
     check_obs_mode,
@@ -207,11 +207,7 @@ class WirelessFLEnv(gym.Env):
     ) -> None:
         self.obs_mode = check_obs_mode(obs_mode)
         controls = check_controls(controls)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, "
-                f"got {render_mode!r}"
-            )
+        check_render_mode(render_mode, self.metadata)
         self.controls = controls
         self.config = make_config(preset, config, base=self.default_config())
         reject_unknown_arguments(type(self).__name__, unexpected, self.config, self._arguments())
