@@ -232,9 +232,8 @@ def train_rounds(
     """Local SGD of every started round's clients: one batched call per learning setting.
 
     Federations that share the model's architecture and the optimiser's settings train in one
-    :func:`~fl_gym.sim.learning.training.local_sgd_groups` call, each from its own global model on
-    its
-    own minibatches (drawn from its own round generator).
+    :func:`~fl_gym.sim.learning.training.local_sgd_groups` call, each from its own global model
+    on its own minibatches (drawn from its own round generator).
     """
     if len(feds) == 1:  # a batch of one: its federation's local SGD, nothing to group
         fed, start = feds[0], starts[0]
@@ -252,20 +251,8 @@ def train_rounds(
                 weight_decay=cfg.weight_decay,
             )
         ]
-    by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for e, fed in enumerate(feds):
-        model, cfg = fed.model, fed.config
-        key = (
-            model.num_features,
-            model.num_classes,
-            model.hidden_units,
-            cfg.learning_rate,
-            cfg.weight_decay,
-            fed.device,
-        )
-        by_setting[key].append(e)
     out: list[LocalTrainingResult | None] = [None] * len(feds)
-    for members in by_setting.values():
+    for members in _by_setting(feds, _training_setting):
         groups = [feds[e].training_group(starts[e]) for e in members]
         cfg = feds[members[0]].config
         results = local_sgd_groups(
@@ -277,6 +264,42 @@ def train_rounds(
         for e, result in zip(members, results, strict=True):
             out[e] = result
     return out  # type: ignore[return-value]
+
+
+def _by_setting(
+    feds: Sequence[Federation], setting: Callable[[Federation], tuple[Any, ...]]
+) -> list[list[int]]:
+    """The federations' indices grouped by ``setting`` (a batch of one is its own group)."""
+    if len(feds) == 1:
+        return [[0]]
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for e, fed in enumerate(feds):
+        groups[setting(fed)].append(e)
+    return list(groups.values())
+
+
+def _training_setting(fed: Federation) -> tuple[Any, ...]:
+    model, cfg = fed.model, fed.config
+    return (
+        model.num_features,
+        model.num_classes,
+        model.hidden_units,
+        cfg.learning_rate,
+        cfg.weight_decay,
+        fed.device,
+    )
+
+
+def _evaluation_setting(fed: Federation) -> tuple[Any, ...]:
+    model = fed.model
+    return (
+        model.num_features,
+        model.num_classes,
+        model.hidden_units,
+        tuple(fed.x_test.shape),
+        fed.params.dtype,
+        fed.device,
+    )
 
 
 # -- compress -------------------------------------------------------------------------------------
@@ -833,15 +856,8 @@ def evaluate_models(
     (:func:`_aligned_logits`), so a federation's values do not depend on its batch.
     """
     cache = EvaluationCache() if cache is None else cache
-    by_setting: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    if len(feds) == 1:  # a batch of one is its own setting
-        by_setting[()] = [0]
-    for e, fed in enumerate(feds if len(feds) > 1 else ()):
-        model = fed.model
-        key = (model.num_features, model.num_classes, model.hidden_units)
-        by_setting[(*key, tuple(fed.x_test.shape), fed.params.dtype, fed.device)].append(e)
     out: list[tuple[float, float]] = [(0.0, 0.0)] * len(feds)
-    for members in by_setting.values():
+    for members in _by_setting(feds, _evaluation_setting):
         group = [feds[e] for e in members]
         params = (
             group[0].params.unsqueeze(0)
