@@ -14,6 +14,7 @@ from fl_gym.baselines.mean_field import (
     MeanFieldConfig,
     MeanFieldLearner,
     PDEScales,
+    federated_average,
     fpk_residual,
     hjb_residual,
     input_derivatives,
@@ -323,3 +324,79 @@ def test_training_mode_is_validated() -> None:
         MeanFieldConfig(training="pinn")
     with pytest.raises(ValueError, match="pde_iterations"):
         MeanFieldConfig(pde_iterations=0)
+
+
+# -- frames and federated averaging ------------------------------------------------------------
+
+
+def test_averaging_identical_models_leaves_them_unchanged() -> None:
+    learner = MeanFieldLearner(4, 4, MeanFieldConfig(training="pde"), torch.Generator())
+    gen = torch.Generator().manual_seed(2)
+    learner.hjb_params = torch.randn(learner.hjb.num_params, generator=gen).expand(4, -1).clone()
+    learner.fpk_params = torch.randn(learner.fpk.num_params, generator=gen).expand(4, -1).clone()
+    learner.train_steps = torch.tensor([1.0, 7.0, 2.0, 5.0])
+    hjb, fpk = learner.hjb_params.clone(), learner.fpk_params.clone()
+    learner.average(torch.arange(4))
+    torch.testing.assert_close(learner.hjb_params, hjb, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(learner.fpk_params, fpk, rtol=1e-6, atol=1e-7)
+
+
+def _federated_lq_fit(frame: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two UAVs at (0, +-5 m) from a target fit the closed-form LQ value of reaching it
+    (:func:`_lq_value`, cost ``q |x - target|^2``) on points around themselves, by local Adam
+    steps with a FedAvg round every 5 steps. Positions are relative to the target (a frame both
+    share) or to each UAV (its own frame). Returns the deviations ``delta*`` of the averaged
+    model at each UAV and the exact LQ feedback there."""
+    p, _ = _lq_value()
+    pt = torch.tensor(p, dtype=torch.float32)
+    learner = MeanFieldLearner(
+        2, 4, MeanFieldConfig(training="pde", energy_weight=ENERGY_WEIGHT), torch.Generator()
+    )
+    rows = torch.arange(2)
+    at = torch.tensor([[0.0, 5.0], [0.0, -5.0]])
+    origin = at if frame == "uav" else torch.zeros(2, 2)
+    gen = torch.Generator().manual_seed(1)
+    params = learner.hjb_params.clone().requires_grad_(True)
+    opt = torch.optim.Adam([params], lr=0.01)
+    value_unit = 100.0  # the network holds W / 100
+    for step in range(500):
+        if step % 5 == 4:
+            with torch.no_grad():
+                params.copy_(federated_average(params.detach(), rows, torch.ones(2)))
+        state = torch.cat(
+            [
+                at[:, None] + 2.0 * torch.randn(2, 64, 2, generator=gen),
+                torch.randn(2, 64, 2, generator=gen),
+            ],
+            dim=-1,
+        )
+        z = torch.zeros(2, 64, 5)
+        z[..., 0:2] = (state[..., 0:2] - origin[:, None]) / SCALES.length_m
+        z[..., 2:4] = state[..., 2:4] / SCALES.speed_mps
+        exact = torch.einsum("...i,ij,...j->...", state, pt, state) / value_unit
+        loss = ((learner.hjb.forward(params, z)[..., 0] - exact) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    learner.hjb_params = federated_average(params.detach(), rows, torch.ones(2))
+    state = torch.zeros(2, 5)
+    state[:, 0:2] = (at - origin) / SCALES.length_m
+    delta = value_unit * learner.optimal_deviation(rows, state, SCALES, 1e9)
+    exact = -(at @ pt[0:2, 2:4]) / ENERGY_WEIGHT
+    return delta, exact
+
+
+def test_in_a_shared_frame_averaged_models_steer_symmetric_uavs_to_the_target() -> None:
+    delta, exact = _federated_lq_fit("global")
+    assert exact[0, 1] < -4 and exact[1, 1] > 4  # the LQ law pulls each back to y = 0
+    # One averaged model serves both: each is steered towards the target, near the exact law.
+    assert delta[0, 1] < 0 < delta[1, 1]
+    torch.testing.assert_close(delta[:, 1], exact[:, 1], rtol=0.3, atol=0.0)
+
+
+def test_in_their_own_frames_averaged_models_of_symmetric_uavs_steer_nowhere() -> None:
+    # In their own frames the two UAVs fit different functions (the target lies on opposite
+    # sides), and the average of models that disagree cannot steer both back.
+    delta_own, exact = _federated_lq_fit("uav")
+    torch.testing.assert_close(delta_own[0], delta_own[1])
+    assert abs(float(delta_own[0, 1])) < 0.3 * abs(float(exact[0, 1]))

@@ -3,6 +3,8 @@ networks and their federated averaging (:mod:`fl_gym.baselines.mean_field`)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from fl_gym.baselines.uav import (
     MeanFieldController,
     StraightLineController,
     make_controller,
+    reference_path,
     run_episode,
 )
 from fl_gym.envs import uav_swarm_v0
@@ -222,3 +225,72 @@ def test_run_episode_metrics_and_coordination_reduces_collisions() -> None:
         assert m.motion_energy_m2_s3 > 0
     assert straight.bits_per_episode == 0 and full.bits_per_step > 100 * 99 * 64 * 0.5
     assert full.collision_probability < 0.5 * straight.collision_probability
+
+
+# -- frames of the PDE networks ----------------------------------------------------------------
+
+
+def test_reference_path_matches_a_fine_integration_of_the_bounded_nominal_law() -> None:
+    cruise, gain, accel = 8.0, 2.0, 4.0
+    times = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 6.0], dtype=torch.float64)
+    distance, speed = reference_path(times, cruise, gain, accel)
+    dt, v, x, t, k = 1e-4, 0.0, 0.0, 0.0, 0
+    for target in times.tolist():
+        while t < target - 1e-12:
+            a = min(gain * (cruise - v), accel)
+            x += v * dt + 0.5 * a * dt * dt
+            v += a * dt
+            t += dt
+        assert float(distance[k]) == pytest.approx(x, abs=2e-3)
+        assert float(speed[k]) == pytest.approx(v, abs=2e-3)
+        k += 1
+    # Saturated until t1 = (8 - 4/2) / 4 = 1.5 s: x = a t^2 / 2 there.
+    assert float(distance[3]) == pytest.approx(0.5 * 4.0 * 1.5**2, rel=1e-12)
+    # Without saturation (k v_cruise <= a_max) it is the exponential approach from rest.
+    d, s = reference_path(torch.tensor([2.0], dtype=torch.float64), 1.0, 2.0, 4.0)
+    assert float(s[0]) == pytest.approx(1.0 - math.exp(-4.0), rel=1e-12)
+    assert float(d[0]) == pytest.approx(2.0 - (1.0 - math.exp(-4.0)) / 2.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("frame", ["uav", "swarm", "global"])
+def test_frame_origins_and_velocities(frame: str) -> None:
+    env = uav_swarm_v0.parallel_env(config={"num_uavs": 4, "destination_center_m": (30.0, 40.0)})
+    ctrl = make_controller("mfgfl-hf", env.config, training="pde", frame=frame)
+    pos = torch.tensor([[1.0, 2.0], [-3.0, 0.5]], dtype=torch.float64)
+    times = torch.tensor([[0.3, 0.8, 2.5], [0.3, 0.8, 2.5]], dtype=torch.float64)
+    origin, velocity = ctrl._frame_origin(pos, times)
+    assert origin.shape == velocity.shape == (2, 3, 2)
+    if frame == "uav":
+        torch.testing.assert_close(origin, pos[:, None].expand(2, 3, 2))
+        assert torch.all(velocity == 0)
+    elif frame == "global":
+        assert torch.all(origin == 0) and torch.all(velocity == 0)
+    else:
+        # Shared by all UAVs, on the source-destination line, moving at its own derivative.
+        torch.testing.assert_close(origin[0], origin[1])
+        unit = torch.tensor([0.6, 0.8], dtype=torch.float64)
+        along = origin @ unit
+        torch.testing.assert_close(origin, along[..., None] * unit)
+        h = 1e-6
+        ahead, _ = ctrl._frame_origin(pos, times + h)
+        torch.testing.assert_close((ahead - origin) / h, velocity, rtol=1e-5, atol=1e-5)
+        assert torch.all(velocity @ unit > 0)
+
+
+def test_shared_frame_controller_averages_one_model_that_steers_each_uav_its_own_way() -> None:
+    env = uav_swarm_v0.parallel_env(config={"num_uavs": 10, "max_steps": 20})
+    ctrl = make_controller("mfgfl-hf", env.config, training="pde", frame="swarm")
+    again = make_controller("mfgfl-hf", env.config, training="pde", frame="swarm")
+    assert run_episode(env, ctrl, seed=4) == run_episode(env, again, seed=4)
+    # Step 20 was an averaging round: every UAV holds the same two networks.
+    hjb, fpk = ctrl.learner.hjb_params, ctrl.learner.fpk_params
+    assert torch.equal(hjb, hjb[:1].expand_as(hjb)) and torch.equal(fpk, fpk[:1].expand_as(fpk))
+    # That one value function, read at each UAV's own state, asks for different deviations.
+    obs, _ = env.reset(seed=4)
+    names = list(obs)
+    state = np.stack([obs[name] for name in names])
+    index = np.arange(len(names))
+    straight = StraightLineController(env.config).act_batch(state, index)
+    actions = ctrl.act_batch(state, index)
+    deviation = actions - straight
+    assert np.ptp(deviation[:, 1]) > 1e-3

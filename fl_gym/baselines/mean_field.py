@@ -62,6 +62,7 @@ from fl_gym.sim.learning.aggregation import fedavg
 
 __all__ = [
     "AVERAGING_MODES",
+    "FRAMES",
     "TRAINING_MODES",
     "BatchedTanhMLP",
     "MeanFieldConfig",
@@ -75,6 +76,10 @@ __all__ = [
 
 AVERAGING_MODES = ("both", "hjb", "fpk", "none")
 """Which networks are federated-averaged: MfgFL-HF, MfgFL-H, MfgFL-F, or none."""
+
+FRAMES = ("uav", "swarm", "global")
+"""Origin of the PDE networks' positions: each UAV's own position at the step, a reference point
+that every UAV knows and that moves with the swarm, or the fixed source centre."""
 
 TRAINING_MODES = ("pde", "lookahead")
 """How the networks learn: PDE residuals (the paper's method) or the look-ahead simplification."""
@@ -321,6 +326,13 @@ class MeanFieldConfig:
         max_grad_norm: Each UAV's gradient is scaled down to at most this norm (``"pde"``).
             In [0, 1e+06].
         pde_iterations: SGD steps of each network per control step (``"pde"``). In [1, 1000].
+        frame: Origin of both networks' positions (``"pde"``; time is always counted from the
+            present step), one of :data:`FRAMES`: ``"uav"``, each UAV's own position (every UAV
+            has its own frame), ``"swarm"``, the point of the nominal path from the source
+            centre that a UAV starting there at rest would have reached (one frame shared by all
+            UAVs, moving with the swarm), or ``"global"``, the source centre (shared, fixed). In
+            a shared frame every UAV approximates the same two functions, so that their
+            federated average is an average of approximations of one solution.
     """
 
     training: str = "lookahead"
@@ -347,6 +359,7 @@ class MeanFieldConfig:
     collocation_speed_spread_mps: float = 1.0
     max_grad_norm: float = 10.0
     pde_iterations: int = 3
+    frame: str = "uav"
 
     RANGES: ClassVar[Mapping[str, Range]] = {
         "hidden_units": Range(1, MAX_HIDDEN_UNITS, integer=True),
@@ -378,6 +391,7 @@ class MeanFieldConfig:
         check_choice("training", self.training, TRAINING_MODES)
         check_ranges(self, self.RANGES)
         check_choice("averaging", self.averaging, AVERAGING_MODES)
+        check_choice("frame", self.frame, FRAMES)
 
 
 @dataclass(frozen=True)
@@ -609,6 +623,7 @@ class MeanFieldLearner:
         scales: PDEScales,
         max_correction_mps2: float,
         wind_std: float,
+        frame_velocity_mps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-UAV mean squared HJB residual at the collocation points.
 
@@ -620,6 +635,10 @@ class MeanFieldLearner:
             scales: Input units.
             max_correction_mps2: Bound on each axis of the deviation.
             wind_std: ``sigma`` of the velocity noise.
+            frame_velocity_mps: ``(n, S, 2)`` velocity of the frame the positions are measured
+                in, at the points (``None``: a frame at rest). In a frame moving at ``c'(t)``
+                the position of a UAV flying at ``v`` changes at ``v - c'(t)``, which is what
+                transports the value.
 
         Returns:
             ``(n,)`` mean squared residuals.
@@ -633,11 +652,14 @@ class MeanFieldLearner:
 
         w, grad, second = input_derivatives(value, collocation, (2, 3))
         units = scales.hjb().to(grad.dtype)
+        velocity = collocation[..., 2:4] * scales.speed_mps
+        if frame_velocity_mps is not None:
+            velocity = velocity - frame_velocity_mps
         residual, _ = hjb_residual(
             w,
             grad / units,
             second.sum(-1) / scales.speed_mps**2,
-            velocity_mps=collocation[..., 2:4] * scales.speed_mps,
+            velocity_mps=velocity,
             nominal_accel_mps2=nominal_accel_mps2,
             state_cost=cfg.collision_weight * dens,
             energy_weight=cfg.energy_weight,
@@ -655,6 +677,7 @@ class MeanFieldLearner:
         scales: PDEScales,
         max_correction_mps2: float,
         wind_std: float,
+        frame_velocity_mps: torch.Tensor | None = None,
     ) -> float:
         """One SGD step of each row's HJB network on its mean squared HJB residual.
 
@@ -665,7 +688,14 @@ class MeanFieldLearner:
         """
         params = self.hjb_params[rows].requires_grad_(True)
         loss = self.hjb_losses(
-            params, rows, collocation, nominal_accel_mps2, scales, max_correction_mps2, wind_std
+            params,
+            rows,
+            collocation,
+            nominal_accel_mps2,
+            scales,
+            max_correction_mps2,
+            wind_std,
+            frame_velocity_mps,
         )
         self._step("hjb", rows, params, loss)
         return float(loss.detach().mean())

@@ -59,6 +59,7 @@ __all__ = [
     "StraightLineController",
     "SwarmController",
     "make_controller",
+    "reference_path",
     "run_episode",
 ]
 
@@ -309,9 +310,46 @@ class MeanFieldController(SwarmController):
             self.bits_exchanged += learner.average(rows)
         return self.nominal_accel_mps2(obs) / self.config.max_accel_mps2 + delta
 
+    def _frame_origin(
+        self, pos_m: torch.Tensor, time_s: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Origin and velocity of the PDE networks' frame (``mean_field.frame``).
+
+        Args:
+            pos_m: Positions ``(n, 2)`` of the UAVs (the origins of the ``"uav"`` frames, which
+                stay where the UAVs are at the step).
+            time_s: Times since the start of the episode, ``(n,)`` or ``(n, S)``.
+
+        Returns:
+            Origins and frame velocities, each ``(*time_s.shape, 2)``.
+        """
+        cfg = self.config
+        shape = (*time_s.shape, 2)
+        rest = torch.zeros(shape, dtype=torch.float64)
+        if self.mean_field.frame == "uav":
+            return pos_m.reshape(pos_m.shape[0], *([1] * (time_s.dim() - 1)), 2).expand(shape), rest
+        source = torch.tensor(cfg.source_center_m, dtype=torch.float64)
+        if self.mean_field.frame == "global":
+            return source.expand(shape), rest
+        along, speed = reference_path(
+            time_s, self.cruise_speed_mps, self.speed_gain_per_s, cfg.max_accel_mps2
+        )
+        goal = torch.tensor(cfg.destination_center_m, dtype=torch.float64) - source
+        unit = goal / goal.norm()
+        return source + along[..., None] * unit, speed[..., None] * unit
+
     def _pde_deviation(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
         """Train both networks on their residuals along each UAV's predicted path, then return
-        the HJB-optimal deviation at the UAV's state, as a fraction of ``max_accel_mps2``."""
+        the HJB-optimal deviation at the UAV's state, as a fraction of ``max_accel_mps2``.
+
+        Positions are measured from the origin of ``mean_field.frame`` (:meth:`_frame_origin`),
+        time from the present step (which all UAVs share). With ``frame="uav"`` each UAV has its
+        own frame, at rest where it is now: a shift of the origin leaves both PDEs unchanged,
+        and a network then holds a quasi-stationary local field instead of one that moves at
+        cruise speed through its inputs. With ``frame="swarm"`` the frame is shared and moves
+        with the swarm (the residuals then transport at the velocity relative to the frame); with
+        ``frame="global"`` it is shared and fixed at the source centre.
+        """
         cfg, mf = self.config, self.mean_field
         learner = self.learner
         assert learner is not None
@@ -320,38 +358,45 @@ class MeanFieldController(SwarmController):
         n, s = obs.shape[0], mf.collocation_points
         pos = torch.from_numpy(self.positions_m(obs))
         vel = torch.from_numpy(obs[:, 2:4].astype(np.float64) * cfg.max_speed_mps)
-        # Both networks work in the UAV's frame of this step: positions relative to where it
-        # is, time from now. A shift of the origin leaves both PDEs unchanged, and the networks
-        # then hold a quasi-stationary local field instead of chasing one that moves at cruise
-        # speed through absolute coordinates.
+        # Elapsed time, from the observation (steps / max_steps); the same for every UAV.
+        now_s = torch.from_numpy(obs[:, -1].astype(np.float64)) * (cfg.max_steps * cfg.time_step_s)
         gen = self._collocation_rng
         ahead_s = torch.rand(n, s, generator=gen, dtype=torch.float64) * mf.collocation_horizon_s
         c_vel = vel[:, None] + mf.collocation_speed_spread_mps * torch.randn(
             n, s, 2, generator=gen, dtype=torch.float64
         )
-        c_rel = vel[:, None] * ahead_s[..., None] + mf.collocation_spread_m * torch.randn(
-            n, s, 2, generator=gen, dtype=torch.float64
+        c_pos = (
+            pos[:, None]
+            + vel[:, None] * ahead_s[..., None]
+            + mf.collocation_spread_m * torch.randn(n, s, 2, generator=gen, dtype=torch.float64)
         )
-        x_norm = c_rel / scales.length_m
+        origin_now, _ = self._frame_origin(pos, now_s)
+        origin, frame_vel = self._frame_origin(pos, now_s[:, None] + ahead_s)
+        x_norm = (c_pos - origin) / scales.length_m
         t_norm = (ahead_s / scales.time_s)[..., None]
         fpk_points = torch.cat([x_norm, t_norm], dim=-1).float()
         hjb_points = torch.cat([x_norm, c_vel / scales.speed_mps, t_norm], dim=-1).float()
-        # FPK: the sensed density now is the initial condition; the flow is the UAV's velocity.
+        # FPK: the sensed density now is the initial condition; the flow is the UAV's velocity
+        # (the swarm around it moves with it), relative to the frame.
         cells = np.floor(pos.numpy() / cfg.density_cell_m)
         centres = (cells[:, None, :] + self._window_offsets[None] + 0.5) * cfg.density_cell_m
         data = torch.zeros(n, cfg.window_size, 3)
-        data[..., 0:2] = torch.from_numpy((centres - pos.numpy()[:, None]) / scales.length_m)
+        data[..., 0:2] = torch.from_numpy(
+            (centres - origin_now.numpy()[:, None, :]) / scales.length_m
+        )
         target = torch.from_numpy(np.ascontiguousarray(obs[:, 6:-1]))
-        flow = vel[:, None].expand(n, s, 2).float()
+        flow = (vel[:, None] - frame_vel).float()
         # HJB: value of deviating from the nominal law, collision cost from the FPK density.
         max_corr = mf.max_correction * cfg.max_accel_mps2
-        nominal = self._nominal_accel_torch(pos[:, None] + c_rel, c_vel).float()
+        nominal = self._nominal_accel_torch(c_pos, c_vel).float()
+        moving = None if mf.frame == "uav" else frame_vel.float()
         for _ in range(mf.pde_iterations):
             learner.train_fpk_pde(rows, data, target, fpk_points, flow, scales)
             learner.train_hjb_pde(
-                rows, hjb_points, nominal, scales, max_corr, cfg.wind_std_mps_per_sqrt_s
+                rows, hjb_points, nominal, scales, max_corr, cfg.wind_std_mps_per_sqrt_s, moving
             )
         state = torch.zeros(n, 5)
+        state[:, 0:2] = ((pos - origin_now) / scales.length_m).float()
         state[:, 2:4] = (vel / scales.speed_mps).float()
         delta = learner.optimal_deviation(rows, state, scales, max_corr)
         return delta.detach().numpy().astype(np.float64) / cfg.max_accel_mps2
@@ -388,6 +433,37 @@ class MeanFieldController(SwarmController):
         )
         with torch.no_grad():
             return learner.correction(rows, features).numpy().astype(np.float64)
+
+
+def reference_path(
+    time_s: torch.Tensor, cruise_speed_mps: float, speed_gain_per_s: float, max_accel_mps2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance and speed along a straight line of a UAV that starts at rest at ``t = 0`` and
+    follows the nominal law ``dv/dt = k (v_cruise - v)`` with ``|dv/dt| <= a_max``.
+
+    The acceleration is ``a_max`` until ``t_1 = max(0, (v_cruise - a_max / k) / a_max)``; then
+    the speed closes the remaining gap ``g = min(v_cruise, a_max / k)`` exponentially,
+    ``v = v_cruise - g exp(-k (t - t_1))``.
+
+    Args:
+        time_s: Times since the start (negative times count as 0).
+        cruise_speed_mps: ``v_cruise``.
+        speed_gain_per_s: ``k``.
+        max_accel_mps2: ``a_max``.
+
+    Returns:
+        Distance travelled (m) and speed (m/s), each shaped like ``time_s``.
+    """
+    t = time_s.clamp_min(0.0)
+    v_c, k, a = cruise_speed_mps, speed_gain_per_s, max_accel_mps2
+    t1 = max(0.0, (v_c - a / k) / a)
+    gap = v_c - a * t1
+    tau = (t - t1).clamp_min(0.0)
+    decay = torch.exp(-k * tau)
+    ramp = t.clamp_max(t1)
+    distance = 0.5 * a * ramp**2 + v_c * tau - gap * (1.0 - decay) / k
+    speed = torch.where(t <= t1, a * t, v_c - gap * decay)
+    return distance, speed
 
 
 CONTROLLERS = ("straight-line", "hjb-full-info", "mfgfl-hf", "mfgfl-h", "mfgfl-f", "mfg-local")
