@@ -6,14 +6,15 @@ Writes its block of ``docs/reproductions.md`` (between ``<!-- BEGIN uav -->`` an
 ``<!-- END uav -->``; appended at the end of the file when the markers are absent; nothing else
 is touched) and ``docs/img/uav_controllers.png``.
 
-Run: ``python benchmarks/reproduce_uav.py [--seeds 5] [--no-1k]`` (about three minutes on one
-core).
+Run: ``python benchmarks/reproduce_uav.py [--seeds 5] [--no-1k] [--results FILE]`` (a few
+minutes on one core; ``--results`` keeps the runs in a pickle and rewrites the text from it).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import pickle
 import platform
 import time
 from pathlib import Path
@@ -26,6 +27,9 @@ from fl_gym.baselines.mean_field import MeanFieldConfig
 from fl_gym.baselines.uav import (
     CONTROLLERS,
     EpisodeMetrics,
+    FullInformationController,
+    MeanFieldController,
+    StraightLineController,
     SwarmController,
     make_controller,
     run_episode,
@@ -37,35 +41,132 @@ DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img/uav_controllers.png")
 BEGIN, END = markers("uav")
 
-LABELS = {
-    "straight-line": "straight line (PD, no coordination)",
-    "hjb-full-info": "HJB, full information (all positions every step)",
-    "mfgfl-hf": "MfgFL-HF (HJB + FPK averaged), look-ahead (default)",
-    "mfgfl-h": "MfgFL-H (HJB averaged), look-ahead (default)",
-    "mfgfl-f": "MfgFL-F (FPK averaged), look-ahead (default)",
-    "mfg-local": "mean field, no averaging, look-ahead (default)",
-    "mfgfl-hf/pde": "MfgFL-HF (HJB + FPK averaged), PDE residuals",
-    "mfgfl-h/pde": "MfgFL-H (HJB averaged), PDE residuals",
-    "mfgfl-f/pde": "MfgFL-F (FPK averaged), PDE residuals",
-    "mfg-local/pde": "mean field, no averaging, PDE residuals",
+TUNING_SEEDS = {
+    "uav": (0, 1),
+    "swarm": (1000, 1001),
 }
-PDE = ("mfgfl-hf/pde", "mfgfl-h/pde", "mfgfl-f/pde", "mfg-local/pde")
-"""The mean-field controllers trained on the HJB and FPK residuals (``training="pde"``)."""
+"""Seeds on which the mean-field settings were tuned by hand: those of the UAV's own frame (the
+defaults of :class:`~fl_gym.baselines.mean_field.MeanFieldConfig`) on 0 and 1, the shared
+frames' on 1000 and 1001. The evaluation seeds below are disjoint from both."""
+FIRST_EVAL_SEED = 100
+
+FRAME_WORDS = {
+    "uav": "own frame",
+    "swarm": "shared moving frame",
+    "global": "shared fixed frame",
+}
+VARIANTS = {
+    "mfgfl-hf": "MfgFL-HF (HJB + FPK averaged)",
+    "mfgfl-h": "MfgFL-H (HJB averaged)",
+    "mfgfl-f": "MfgFL-F (FPK averaged)",
+    "mfg-local": "mean field, no averaging",
+}
+PDE = (
+    *(f"{name}/pde" for name in VARIANTS),
+    *(f"{name}/pde/swarm" for name in VARIANTS),
+    "mfgfl-hf/pde/global",
+    "mfg-local/pde/global",
+)
+"""The mean-field controllers trained on the HJB and FPK residuals (``training="pde"``), in the
+UAV's own frame (``frame="uav"``, the default), the shared frame that moves with the swarm
+(``"swarm"``) and the shared frame fixed at the source (``"global"``)."""
+
+
+def _label(key: str) -> str:
+    name, _, rest = key.partition("/")
+    if name == "straight-line":
+        return "straight line (PD, no coordination)"
+    if name == "hjb-full-info":
+        return "HJB, full information (all positions every step)"
+    training, _, frame = rest.partition("/")
+    if not training:
+        return f"{VARIANTS[name]}, look-ahead (default)"
+    return f"{VARIANTS[name]}, PDE residuals, {FRAME_WORDS[frame or 'uav']}"
+
+
+class _Probe(MeanFieldController):
+    """A mean-field controller that also measures, without changing what it does, the deviation
+    it flies (along and across the path to the destination) and how much of the steering that
+    differs between UAVs survives each averaging round."""
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self.along: list[float] = []
+        self.across: list[float] = []
+        self.kept: list[float] = []
+        self._state: torch.Tensor | None = None
+        learner = self.learner
+        average = learner.average
+
+        def probed_average(rows: torch.Tensor) -> int:
+            if self._state is None or rows.numel() < 2 or self.mean_field.averaging == "none":
+                return average(rows)
+            max_corr = self.mean_field.max_correction * self.config.max_accel_mps2
+            before = learner.optimal_deviation(rows, self._state, self._scales, max_corr)
+            bits = average(rows)
+            after = learner.optimal_deviation(rows, self._state, self._scales, max_corr)
+            before = before - before.mean(0)
+            after = after - after.mean(0)
+            norm = float((before * before).sum())
+            if norm > 0:
+                self.kept.append(float((after * before).sum()) / norm)
+            return bits
+
+        learner.average = probed_average  # type: ignore[method-assign]
+
+    def _accel_fraction(self, obs: np.ndarray, uav_index: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        pos = torch.from_numpy(self.positions_m(obs))
+        vel = torch.from_numpy(obs[:, 2:4].astype(np.float64) * cfg.max_speed_mps)
+        now = torch.from_numpy(obs[:, -1].astype(np.float64)) * (cfg.max_steps * cfg.time_step_s)
+        origin, _ = self._frame_origin(pos, now)
+        state = torch.zeros(obs.shape[0], 5)
+        state[:, 0:2] = ((pos - origin) / self._scales.length_m).float()
+        state[:, 2:4] = (vel / self._scales.speed_mps).float()
+        self._state = state
+        accel = super()._accel_fraction(obs, uav_index)
+        deviation = (accel - self.nominal_accel_mps2(obs) / cfg.max_accel_mps2) * cfg.max_accel_mps2
+        goal = obs[:, 4:6].astype(np.float64)
+        unit = goal / np.maximum(np.linalg.norm(goal, axis=1, keepdims=True), 1e-9)
+        self.along.append(float((deviation * unit).sum(1).mean()))
+        cross = deviation[:, 0] * unit[:, 1] - deviation[:, 1] * unit[:, 0]
+        self.across.append(float(np.abs(cross).mean()))
+        return accel
 
 
 def _controller(key: str, config: UAVSwarmConfig) -> SwarmController:
-    name, _, training = key.partition("/")
-    return make_controller(name, config, **({"training": training} if training else {}))
+    name, _, rest = key.partition("/")
+    training, _, frame = rest.partition("/")
+    if not training:
+        return make_controller(name, config)
+    modes = {"mfgfl-hf": "both", "mfgfl-h": "hjb", "mfgfl-f": "fpk", "mfg-local": "none"}
+    mean_field = MeanFieldConfig(training=training, frame=frame or "uav", averaging=modes[name])
+    return _Probe(config, mean_field=mean_field)
 
 
-def _run(preset: str | None, keys: tuple[str, ...], seeds: list[int]) -> dict:
+def _run(
+    preset: str | None, keys: tuple[str, ...], seeds: list[int]
+) -> tuple[dict[str, list[EpisodeMetrics]], dict[str, dict[str, float]]]:
     env = uav_swarm_v0.parallel_env(preset=preset)
     out: dict[str, list[EpisodeMetrics]] = {}
+    probes: dict[str, dict[str, float]] = {}
     for key in keys:
         out[key] = []
+        along, across, kept = [], [], []
         for seed in seeds:
-            out[key].append(run_episode(env, _controller(key, env.config), seed=seed))
-    return out
+            controller = _controller(key, env.config)
+            out[key].append(run_episode(env, controller, seed=seed))
+            if isinstance(controller, _Probe):
+                along += controller.along
+                across += controller.across
+                kept += controller.kept
+        if along:
+            probes[key] = {
+                "along": float(np.mean(along)),
+                "across": float(np.mean(across)),
+                "kept": float(np.mean(kept)) if kept else float("nan"),
+            }
+    return out, probes
 
 
 def _mean_std(rows: list[EpisodeMetrics], field: str) -> tuple[float, float]:
@@ -86,7 +187,7 @@ def _table(results: dict, seeds: int) -> list[str]:
     ]
     for name, rows in results.items():
         lines.append(
-            f"| {LABELS[name]} | {_fmt(rows, 'travel_distance_m', 1)} | "
+            f"| {_label(name)} | {_fmt(rows, 'travel_distance_m', 1)} | "
             f"{_fmt(rows, 'travel_time_s', 1)} | {_fmt(rows, 'collision_probability', 3)} | "
             f"{_fmt(rows, 'collisions_per_uav_step', 4)} | "
             f"{_fmt(rows, 'motion_energy_m2_s3', 1)} | "
@@ -110,18 +211,10 @@ def _plot(results: dict, path: Path) -> None:
     )
     fig = Figure(figsize=(15, 3.6), dpi=100)
     FigureCanvasAgg(fig)
-    colours = [
-        "#8c8c8c",
-        "#d73027",
-        "#1a9850",
-        "#66bd63",
-        "#a6d96a",
-        "#4575b4",
-        "#762a83",
-        "#9970ab",
-        "#c2a5cf",
-        "#5aae61",
-    ]
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"]
+    colours = [palette(i % 20) for i in range(len(names))]
     for k, (field, title, log) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
         means = [_mean_std(results[n], field) for n in names]
@@ -152,29 +245,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--no-1k", action="store_true", help="skip the 1,000-UAV run")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="pickle of the runs: written after running, read instead of running if it exists",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    seeds = list(range(args.seeds))
-    small = _run(None, (*CONTROLLERS, *PDE), seeds)
-    large = (
-        {}
-        if args.no_1k
-        else _run("swarm-1k", ("straight-line", "hjb-full-info", "mfgfl-hf", "mfgfl-hf/pde"), [0])
-    )
+    seeds = list(range(FIRST_EVAL_SEED, FIRST_EVAL_SEED + args.seeds))
+    tuning = sorted({seed for group in TUNING_SEEDS.values() for seed in group})
+    if set(seeds) & set(tuning):
+        raise ValueError(f"evaluation seeds {seeds} overlap the tuning seeds {tuning}")
+    if args.results is not None and args.results.exists():
+        with args.results.open("rb") as file:
+            small, probes, large, elapsed = pickle.load(file)
+    else:
+        small, probes = _run(None, (*CONTROLLERS, *PDE), seeds)
+        large_keys = ("straight-line", "hjb-full-info", "mfgfl-hf", "mfgfl-hf/pde")
+        large_keys += ("mfgfl-h/pde/swarm",)
+        large = {} if args.no_1k else _run("swarm-1k", large_keys, seeds[:1])[0]
+        elapsed = time.perf_counter() - start
+        if args.results is not None:
+            with args.results.open("wb") as file:
+                pickle.dump((small, probes, large, elapsed), file)
     _plot(small, IMG)
-    elapsed = time.perf_counter() - start
 
-    sl, fi, hf = small["straight-line"], small["hjb-full-info"], small["mfgfl-hf"]
-    local, hf_pde, local_pde = small["mfg-local"], small["mfgfl-hf/pde"], small["mfg-local/pde"]
     env_config = uav_swarm_v0.parallel_env().config.swarm
+    large_uavs = uav_swarm_v0.parallel_env(preset="swarm-1k").config.swarm.num_uavs
+    straight_probe = StraightLineController(env_config)
     sizes = {}
     for key in ("mfgfl-hf", "mfgfl-hf/pde"):
         probe = _controller(key, env_config)
         sizes[key] = (probe.learner.hjb.num_params, probe.learner.fpk.num_params)
     mf = MeanFieldConfig(training="pde")
+    cps = "collisions_per_uav_step"
+    sl, fi = small["straight-line"], small["hjb-full-info"]
 
-    def m(rows: list[EpisodeMetrics], field: str) -> float:
+    def m(rows: list[EpisodeMetrics], field: str = cps) -> float:
         return _mean_std(rows, field)[0]
 
     def change(new: float, old: float) -> str:
@@ -185,8 +294,7 @@ def main() -> None:
 
     def versus_straight(rows: list[EpisodeMetrics]) -> str:
         return (
-            "collisions per UAV-step "
-            f"{change(m(rows, 'collisions_per_uav_step'), m(sl, 'collisions_per_uav_step'))}, "
+            f"collisions per UAV-step {change(m(rows), m(sl))}, "
             "collision probability "
             f"{change(m(rows, 'collision_probability'), m(sl, 'collision_probability'))}, "
             f"travel distance {change(m(rows, 'travel_distance_m'), m(sl, 'travel_distance_m'))}, "
@@ -195,19 +303,30 @@ def main() -> None:
             f"{change(m(rows, 'motion_energy_m2_s3'), m(sl, 'motion_energy_m2_s3'))}"
         )
 
-    cps = "collisions_per_uav_step"
-    short = {
-        "mfgfl-hf": "MfgFL-HF",
-        "mfgfl-h": "MfgFL-H",
-        "mfgfl-f": "MfgFL-F",
-        "mfg-local": "no averaging",
-    }
-    pde_worse = [
-        f"{name} ({m(small[f'{k}/pde'], cps):.3f} against {m(small[k], cps):.3f})"
-        for k, name in short.items()
-        if m(small[f"{k}/pde"], cps) > m(small[k], cps)
-    ]
-    hjb_averaging_hurts = m(hf_pde, cps) > m(local_pde, cps)
+    def key(name: str, frame: str) -> str:
+        return f"{name}/pde" + ("" if frame == "uav" else f"/{frame}")
+
+    def frame_summary(frame: str) -> str:
+        values = ", ".join(
+            f"{VARIANTS[name].split(' (')[0]} {m(small[key(name, frame)]):.3f}"
+            for name in VARIANTS
+            if key(name, frame) in small
+        )
+        return f"{FRAME_WORDS[frame]}: {values}"
+
+    def kept(name: str, frame: str) -> str:
+        return f"{probes[key(name, frame)]['kept']:.2f}"
+
+    own_hf, own_local = small[key("mfgfl-hf", "uav")], small[key("mfg-local", "uav")]
+    sw_hf, sw_local = small[key("mfgfl-hf", "swarm")], small[key("mfg-local", "swarm")]
+    sw_h, sw_f = small[key("mfgfl-h", "swarm")], small[key("mfgfl-f", "swarm")]
+    gl_hf, gl_local = small[key("mfgfl-hf", "global")], small[key("mfg-local", "global")]
+    pde_keys = [k for k in small if "/pde" in k]
+    best = min(pde_keys, key=lambda k: m(small[k]))
+    best_shared = min((k for k in pde_keys if k.endswith("/swarm")), key=lambda k: m(small[k]))
+    own_probe = probes[key("mfgfl-hf", "uav")]
+    averaging_helps_shared = m(sw_h) < m(sw_local)
+    averaging_helps_own = m(own_hf) < m(own_local)
 
     body = [
         "## Massive-UAV path control with federated mean-field control "
@@ -215,27 +334,36 @@ def main() -> None:
         "",
         f"Generated by `benchmarks/reproduce_uav.py` on {datetime.date.today()} "
         f"({platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}; "
-        f"{elapsed:.0f} s). Environment `uav_swarm_v0`, default scenario: 100 UAVs start at rest "
-        "on a jittered 2 m lattice in a 15 m source disc and fly to an 8 m destination disc "
-        "120 m away, wind 0.5 m/s/√s, 4 m/s² acceleration bound, 10 m/s speed cap, collision "
-        f"below 1 m. {len(seeds)} seeds (mean ± standard deviation over seeds), the same for "
-        "every controller. All controllers share the nominal straight-line law (cruise 8 m/s). "
-        "*Collision probability* is the fraction of UAVs that collide at least once during the "
-        "flight; *collisions per UAV-step* the fraction of (UAV, step) pairs in collision. "
+        f"{elapsed:.0f} s). Environment `uav_swarm_v0`, default scenario: "
+        f"{env_config.num_uavs} UAVs start at rest on a jittered {env_config.initial_spacing_m:g} "
+        f"m lattice in a {env_config.source_radius_m:g} m source disc and fly to a "
+        f"{env_config.destination_radius_m:g} m destination disc "
+        f"{env_config.source_to_destination_m:g} m away, wind "
+        f"{env_config.wind_std_mps_per_sqrt_s:g} m/s/√s, {env_config.max_accel_mps2:g} m/s² "
+        f"acceleration bound, {env_config.max_speed_mps:g} m/s speed cap, collision below "
+        f"{env_config.collision_distance_m:g} m. Evaluation seeds {seeds[0]}-{seeds[-1]} (mean ± "
+        "standard deviation over seeds), the same for every controller; the mean-field "
+        "settings were tuned by hand on other seeds (those of the own frame on "
+        f"{' and '.join(map(str, TUNING_SEEDS['uav']))}, those of the shared frames on "
+        f"{' and '.join(map(str, TUNING_SEEDS['swarm']))}). All controllers share the nominal "
+        f"straight-line law (cruise {straight_probe.cruise_speed_mps:g} m/s). *Collision "
+        "probability* is the fraction of UAVs that collide at least once during the flight; "
+        "*collisions per UAV-step* the fraction of (UAV, step) pairs in collision. "
         "Communication: full information sends two float32 coordinates from every UAV to every "
         "other at every step; the mean-field controllers send float32 weights up and down in "
-        "a FedAvg round every 10 steps (HJB network "
+        f"a FedAvg round every {mf.average_every_steps} steps (HJB network "
         f"{sizes['mfgfl-hf'][0]} and FPK network {sizes['mfgfl-hf'][1]} parameters with "
         f"look-ahead training, {sizes['mfgfl-hf/pde'][0]} and {sizes['mfgfl-hf/pde'][1]} with "
         "PDE-residual training); the density they learn from is sensed on board, not "
         "communicated.",
         "",
         "**What the networks minimise.** Each UAV has an HJB and an FPK network (one hidden "
-        "layer of 16 tanh units), trained online by SGD, all UAVs in one batched computation, "
-        'PDE derivatives by autograd. *PDE-residual training* (`training="pde"`, the paper\'s '
-        "method): the FPK network m(x, t) minimises the squared misfit to the density sensed "
-        "now in the 3 x 3 cells of 4 m around the UAV (the initial condition) plus the squared "
-        "FPK residual ∂m/∂t + ∇·(m w) - D Δm at "
+        f"layer of {mf.hidden_units} tanh units), trained online by SGD, all UAVs in one batched "
+        'computation, PDE derivatives by autograd. *PDE-residual training* (`training="pde"`, '
+        "the paper's method): the FPK network m(x, t) minimises the squared misfit to the "
+        f"density sensed now in the {env_config.density_window_cells} x "
+        f"{env_config.density_window_cells} cells of {env_config.density_cell_m:g} m around the "
+        "UAV (the initial condition) plus the squared FPK residual ∂m/∂t + ∇·(m w) - D Δm at "
         f"{mf.collocation_points} collocation points on the UAV's predicted path over the next "
         f"{mf.collocation_horizon_s:g} s (w the UAV's velocity, D = {mf.fpk_diffusion_m2_s:g} "
         "m²/s); the HJB network W(x, v, t) is the value of deviating by δ from the straight-line "
@@ -246,93 +374,123 @@ def main() -> None:
         f"β = {mf.discount_per_s:g}/s, sigma the wind); the UAV flies u_nom + δ*, "
         "δ* = clip(-∇ᵥW / (2 c_u), "
         f"±{mf.max_correction * env_config.max_accel_mps2:g} m/s²), the minimiser of the "
-        "Hamiltonian. "
-        f"{mf.pde_iterations} SGD steps of each network per control step; both networks work "
-        "in the UAV's frame of the step (positions relative to it, time from now). "
-        '*Look-ahead training* (`training="lookahead"`, the default): the HJB network maps '
-        "the observation to the correction δ directly and minimises the density its FPK "
-        "network predicts one second ahead plus a quadratic price on δ; the FPK network only "
-        "fits the sensed density. Both are in the table.",
+        f"Hamiltonian. {mf.pde_iterations} SGD steps of each network per control step. "
+        "*Frames* (`frame=`; time is always counted from the present step, which all UAVs "
+        'share): in the *own frame* (`"uav"`, the default) positions are measured from the '
+        "UAV itself, so every UAV approximates a different function; in the *shared moving "
+        'frame* (`"swarm"`) they are measured from the point that a UAV leaving the source '
+        "centre at rest would have reached on the nominal law (known to all, no "
+        "communication), so all UAVs approximate the same density and value functions, as in "
+        "the paper, and the frame moves with the swarm (the residuals transport at the "
+        'velocity relative to the frame); the *shared fixed frame* (`"global"`) measures '
+        'them from the source centre. *Look-ahead training* (`training="lookahead"`, the '
+        "default): the HJB network maps the observation to the correction δ directly and "
+        "minimises the density its FPK network predicts one second ahead plus a quadratic "
+        "price on δ; the FPK network only fits the sensed density.",
         "",
         *_table(small, len(seeds)),
         "",
     ]
     if large:
         body += [
-            "1,000 UAVs (preset `swarm-1k`, one seed): communication grows as n² with full "
-            "information and as n with federated averaging.",
+            f"{large_uavs:,} UAVs (preset `swarm-1k`, seed {seeds[0]}): communication grows "
+            "as n² with full information and as n with federated averaging.",
             "",
             *_table(large, 1),
             "",
         ]
     body += [
+        "**Does averaging help? It depends on the frame.** Collisions per UAV-step by variant, "
+        f"{frame_summary('uav')}; {frame_summary('swarm')}; {frame_summary('global')} "
+        f"(straight line {m(sl):.3f}). "
+        + (
+            "In the own frame, averaging makes things worse "
+            f"(MfgFL-HF {m(own_hf):.3f} against {m(own_local):.3f} without averaging). "
+            if not averaging_helps_own
+            else "In the own frame averaging lowers collisions "
+            f"(MfgFL-HF {m(own_hf):.3f} against {m(own_local):.3f} without averaging). "
+        )
+        + "We measured why: at every averaging round the probe evaluates, at each flying "
+        "UAV's state, the deviation δ* of its own HJB network just before and of the averaged "
+        "network just after, removes the mean over UAVs (the part all UAVs share) and reports "
+        "the share of the remaining, UAV-specific steering that survives (1: all of it, 0: "
+        f"none). It is {kept('mfgfl-hf', 'uav')} for MfgFL-HF in the own frame: models that "
+        "each hold the field around their own UAV, in their own coordinates, disagree, and "
+        "their average gives every UAV the same deviation. In the shared moving frame it is "
+        f"{kept('mfgfl-hf', 'swarm')} for MfgFL-HF and {kept('mfgfl-h', 'swarm')} for "
+        "MfgFL-H: the averaged value function still steers each UAV according to where it is. "
+        + (
+            "There, averaging the HJB networks does help, as the paper finds: MfgFL-H "
+            f"{m(sw_h):.3f} against {m(sw_local):.3f} without averaging "
+            f"({change(m(sw_h), m(sw_local))}). "
+            if averaging_helps_shared
+            else "Yet even there averaging the HJB networks does not help: MfgFL-H "
+            f"{m(sw_h):.3f} against {m(sw_local):.3f} without averaging. "
+        )
+        + (
+            "Averaging the FPK networks as well does not add to it (MfgFL-HF "
+            f"{m(sw_hf):.3f}, MfgFL-F {m(sw_f):.3f}), unlike the paper, where averaging both "
+            "is best."
+            if m(sw_hf) >= m(sw_h)
+            else f"Averaging the FPK networks as well helps further (MfgFL-HF {m(sw_hf):.3f}), "
+            "as in the paper."
+        )
+        + " The shared fixed frame is the experiment that isolates the motion of the frame: "
+        "it differs from the moving one only by its origin, and there the swarm crosses the "
+        "networks' inputs at cruise speed, faster than a few SGD steps per control step can "
+        f"follow; it collides {change(m(gl_hf), m(sl))} (MfgFL-HF) and "
+        f"{change(m(gl_local), m(sl))} (no averaging) against the straight line, far less "
+        "well than the moving frame.",
+        "",
         "**Against the paper.** The paper reports that its federated mean-field controller "
         "(MfgFL-HF) shortens travel and roughly halves the collision probability compared "
         "with its baselines, and that averaging both networks beats averaging one or none, at "
         "a communication cost far below that of exchanging every UAV's state. Here, against "
-        "the uncoordinated straight line, MfgFL-HF with PDE-residual training changes "
-        f"{versus_straight(hf_pde)}; with look-ahead training, {versus_straight(hf)}. Without "
-        f"averaging: PDE residuals {versus_straight(local_pde)}; look-ahead "
-        f"{versus_straight(local)}. MfgFL-HF exchanges "
-        f"{m(hf_pde, 'bits_per_step') / max(m(fi, 'bits_per_step'), 1):.2f}x (PDE) and "
-        f"{m(hf, 'bits_per_step') / max(m(fi, 'bits_per_step'), 1):.2f}x (look-ahead) the bits "
-        "of the full-information controller, which changes "
-        f"{versus_straight(fi)}. "
+        "the uncoordinated straight line, the best PDE-residual controller "
+        f"({_label(best)}) changes {versus_straight(small[best])}; the best in the shared "
+        f"moving frame ({_label(best_shared)}) changes {versus_straight(small[best_shared])}; "
+        f"look-ahead MfgFL-HF changes {versus_straight(small['mfgfl-hf'])}. "
+        f"{_label(best_shared)} exchanges "
+        f"{m(small[best_shared], 'bits_per_step') / max(m(fi, 'bits_per_step'), 1):.2f}x the "
+        "bits of the full-information controller, which changes "
+        f"{versus_straight(fi)}. PDE-residual training in the own frame travels faster than "
+        "the straight line mostly by flying faster: its mean deviation is "
+        f"{own_probe['along']:+.2f} m/s² along the path to the destination and "
+        f"{own_probe['across']:.2f} m/s² across it (mean absolute value; MfgFL-HF, all steps "
+        "of the evaluation episodes), so UAVs exceed the cruise speed, which costs motion "
+        "energy."
         + (
-            "PDE-residual training collides more than look-ahead training (collisions per "
-            "UAV-step) for "
-            + ", ".join(pde_worse)
-            + ", which is why look-ahead stays the default. "
-            if pde_worse
-            else "PDE-residual training collides no more than look-ahead training for any variant. "
-        )
-        + "PDE-residual training does travel faster than the straight line (shorter travel "
-        "time), as the paper reports, but mostly by flying faster: the deviation the value "
-        "function asks for points mainly forward (on seed 0, MfgFL-HF's mean deviation is "
-        "about +2 m/s² along the path and under 1 m/s² across it), so UAVs exceed the 8 m/s "
-        "cruise speed, which costs motion energy. Its travel distance is "
-        f"{change(m(hf_pde, 'travel_distance_m'), m(sl, 'travel_distance_m'))} against the "
-        "straight line's (look-ahead: "
-        f"{change(m(hf, 'travel_distance_m'), m(sl, 'travel_distance_m'))})."
-        + (
-            " At 1,000 UAVs (one seed) MfgFL-HF changes collisions per UAV-step by "
-            f"{change(m(large['mfgfl-hf/pde'], cps), m(large['straight-line'], cps))} with PDE "
-            "residuals and "
-            f"{change(m(large['mfgfl-hf'], cps), m(large['straight-line'], cps))} with "
-            "look-ahead training: far from the paper's halving."
+            f" At {large_uavs:,} UAVs (one seed) collisions per UAV-step change by "
+            f"{change(m(large['mfgfl-hf/pde']), m(large['straight-line']))} with MfgFL-HF in "
+            "the own frame, "
+            f"{change(m(large['mfgfl-h/pde/swarm']), m(large['straight-line']))} with "
+            "MfgFL-H in the shared moving frame and "
+            f"{change(m(large['mfgfl-hf']), m(large['straight-line']))} with look-ahead "
+            "MfgFL-HF."
             if large
             else ""
         ),
         "",
-        "**Why ours differ.** (1) A density resolved at 4 m cannot see 1 m collisions one by "
-        "one, so the mean-field controllers can only thin the swarm out, not dodge individual "
-        "neighbours; the full-information controller, which repels from every neighbour "
-        "within 3 m, avoids collisions best, at the price of n(n - 1) position messages per "
-        "step (and it is a potential-field law, not the paper's HJB solution with full "
-        "state; our straight line is not in the paper). (2) Averaging the HJB networks: "
-        + (
-            "MfgFL-HF with PDE residuals collides more than the learners that do not average "
-            f"({m(hf_pde, cps):.3f} against {m(local_pde, cps):.3f} collisions per UAV-step), "
-            "the opposite of the paper's finding. Each UAV's value network holds the field "
-            "of its own neighbourhood in its own frame (a UAV at the edge of the swarm learns "
-            "to move outwards, one at the other edge the opposite way), so their average "
-            "cancels the gradients that steer; the paper's argument for averaging assumes "
-            "interchangeable UAVs whose networks approximate one common solution. We tried "
-            "absolute coordinates (so that averages pool different regions of one field) and "
-            "the sensed density as an extra input of the value network: with one-hidden-layer "
-            "networks and a few SGD steps per control step, both collided more (seeds 0 and "
-            "1, not in the table)."
-            if hjb_averaging_hurts
-            else "with PDE residuals, averaging lowers collisions, as in the paper."
-        )
-        + " (3) Our equations are simplified: a discount β replaces the paper's finite horizon "
-        "and terminal condition, the FPK equation is solved in position space with the UAV's "
-        "own velocity as the local flow (not in the full position-velocity state space with "
-        "the optimal-control drift), and the collision term is linear in the predicted "
-        "density; the paper's exact collision and flocking terms were not recovered. "
-        "(4) Scenario numbers (speeds, wind, geometry, cost weights, network sizes, learning "
-        "rates) are ours; the mean-field weights and learning rates were tuned by hand on "
-        "seeds 0 and 1 of this scenario.",
+        "**Why ours differ.** (1) A density resolved at "
+        f"{env_config.density_cell_m:g} m cannot see {env_config.collision_distance_m:g} m "
+        "collisions one by one, so the mean-field controllers can only thin the swarm out, not "
+        "dodge individual neighbours; the full-information controller, which repels from every "
+        f"neighbour within {FullInformationController(env_config).repulsion_radius_m:g} m, "
+        "avoids collisions best, at the price of n(n - 1) position messages per step (and it is "
+        "a potential-field law, not the paper's HJB solution with full state; our straight "
+        "line is not in the paper). (2) The frame: the paper's UAVs solve one pair of "
+        "equations over a common state space, which is what makes their models "
+        "interchangeable and their average meaningful; the measurements above show that "
+        "averaging models held in each UAV's own frame erases the UAV-specific steering, "
+        "while a shared frame keeps it, and that the shared frame must move with the swarm "
+        "for networks this small and this little trained to follow the field. (3) Our "
+        "equations are simplified: a discount β replaces the paper's finite horizon and "
+        "terminal condition, the FPK equation is solved in position space with the UAV's own "
+        "velocity as the local flow (not in the full position-velocity state space with the "
+        "optimal-control drift), and the collision term is linear in the predicted density; "
+        "the paper's exact collision and flocking terms were not recovered. (4) Scenario "
+        "numbers (speeds, wind, geometry, cost weights, network sizes, learning rates) are "
+        "ours.",
         "",
         "![controllers compared](img/uav_controllers.png)",
         "",

@@ -37,6 +37,12 @@ simplification: the HJB network outputs the correction ``delta`` itself and mini
 ``density_weight * m_phi(x + v tau + (u_nom + delta) tau^2 / 2, t + tau) + deviation_weight *
 |delta / a_max|^2``, and the FPK network only fits the sensed density.
 
+The PDE networks' positions are measured in a frame (``frame``): each UAV's own, where the
+networks of different UAVs approximate different functions (the field around each UAV, in its
+own coordinates), or a frame shared by all UAVs (moving with the swarm, or fixed), where they
+approximate one density and one value function, as the paper's interchangeable UAVs do; a
+moving frame adds its velocity to the residuals' transport terms (``frame_velocity_mps``).
+
 Every ``average_every_steps`` steps the flying UAVs replace their HJB and/or FPK weights by the
 federated average (:func:`fl_gym.sim.learning.aggregation.fedavg`, weighted by the number of local
 training steps), as in the paper's MfgFL-HF (both), MfgFL-H (HJB only), MfgFL-F (FPK only); no

@@ -24,9 +24,14 @@ the bits its UAVs must exchange (:attr:`SwarmController.bits_exchanged`, reset e
   ``training="lookahead"`` trains the correction on a one-second look-ahead of the predicted
   density instead (it collides less here). Every ``average_every_steps`` the flying UAVs
   federated-average both networks (``"mfgfl-hf"``), the HJB network only (``"mfgfl-h"``),
-  the FPK network only (``"mfgfl-f"``) or nothing (``"mfg-local"``). Each averaging round costs
-  ``2 * 32 * P * n`` bits (upload and download of P float32 weights by n UAVs). The density the
-  networks learn from is sensed locally (the observation's window counts), not communicated.
+  the FPK network only (``"mfgfl-f"``) or nothing (``"mfg-local"``). The PDE networks measure
+  positions in a frame chosen by ``frame``: each UAV's own (``"uav"``, the default), or one
+  shared by all UAVs, moving with the swarm along the nominal path (``"swarm"``,
+  :func:`reference_path`) or fixed at the source (``"global"``); only in a shared frame do the
+  UAVs' networks approximate the same functions, so that averaging them keeps their steering.
+  Each averaging round costs ``2 * 32 * P * n`` bits (upload and download of P float32 weights
+  by n UAVs). The density the networks learn from is sensed locally (the observation's window
+  counts), not communicated.
 
 :func:`run_episode` plays one episode and returns :class:`EpisodeMetrics` (travel distance,
 collision probability, motion energy, communication).
