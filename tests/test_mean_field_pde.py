@@ -324,6 +324,8 @@ def test_training_mode_is_validated() -> None:
         MeanFieldConfig(training="pinn")
     with pytest.raises(ValueError, match="pde_iterations"):
         MeanFieldConfig(pde_iterations=0)
+    with pytest.raises(ValueError, match=r"frame must be one of \['uav', 'swarm', 'global'\]"):
+        MeanFieldConfig(frame="body")
 
 
 # -- frames and federated averaging ------------------------------------------------------------
