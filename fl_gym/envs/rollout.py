@@ -159,6 +159,30 @@ class EpisodeResult:
         hits = np.flatnonzero(np.asarray(self.accuracy[1:]) >= accuracy)
         return int(hits[0]) + 1 if hits.size else None
 
+    def time_to(self, accuracy: float) -> float | None:
+        """Summed round durations until the test accuracy reached ``accuracy`` (None if never):
+        the wall-clock time-to-accuracy of the episode."""
+        rounds = self.rounds_to(accuracy)
+        return None if rounds is None else float(np.sum(self.round_time_s[:rounds]))
+
+    def energy_to(self, accuracy: float) -> float | None:
+        """Energy all devices spent until the test accuracy reached ``accuracy`` (None if
+        never)."""
+        rounds = self.rounds_to(accuracy)
+        return None if rounds is None else float(np.sum(self.energy_j[:rounds]))
+
+    def accuracy_within(
+        self, energy_budget_j: float = float("inf"), time_budget_s: float = float("inf")
+    ) -> float:
+        """The test accuracy after the last round that kept the spent energy and the elapsed
+        time within the budgets (the initial accuracy if the first round overspent)."""
+        energy = np.cumsum(self.energy_j)
+        elapsed = np.cumsum(self.round_time_s)
+        within = (energy <= energy_budget_j) & (elapsed <= time_budget_s)
+        # Spending only grows, so the rounds within the budgets are a prefix.
+        last = int(np.argmin(within)) if not within.all() else len(within)
+        return self.accuracy[last]
+
 
 class FLEpisodeRecorder:
     """Accuracy, energy, round time and reward of every round (``info`` of the FL envs)."""
