@@ -183,7 +183,7 @@ def policy_section(args: argparse.Namespace) -> tuple[list[str], dict[str, np.nd
     lines = [
         "### Lyapunov tail policy against the average-queue policy",
         "",
-        f"`fl_gym/VehicularURLLC-v0` defaults (K = 20 pairs, N = 10 blocks, 1,000 packets/s of "
+        f"`fl_gym/VehicularURLLC-v1` defaults (K = 20 pairs, N = 10 blocks, 1,000 packets/s of "
         f"1,600 bits, q0 = 8,000 bits, eps = 0.05), {args.slots} slots (first 10 % dropped), "
         f"seeds 0-{args.seeds - 1}, mean over seeds. Power: mean transmit power per pair. "
         "Large queues: time-average share of queues above q0; URLLC violators: share of vehicles "
