@@ -338,6 +338,24 @@ def test_dgc_warmup_densities_follow_the_paper() -> None:
     assert DeepGradientCompression(1e-5, warmup_rounds=6).density_at(5) == 0.25 * 4.0**-5
 
 
+def test_dgc_warmup_runs_per_row() -> None:
+    # Each row at its own place in the schedule: the same k as that row compressed alone.
+    op = DeepGradientCompression(0.001)
+    update = _randn(5, 1024, 3)
+    positions = np.array([0, 3, 1, 7, 0])
+    out = op.compress(update, round_index=positions)
+    for row, r in enumerate(positions):
+        alone = op.compress(update[row : row + 1], round_index=int(r))
+        torch.testing.assert_close(out.reconstructed[row], alone.reconstructed[0])
+        torch.testing.assert_close(out.residual[row], alone.residual[0])
+        assert int(out.bits[row]) == int(alone.bits[0])
+    assert (out.reconstructed != 0).sum(dim=1).tolist() == [256, 4, 64, 2, 256]
+    with pytest.raises(ValueError, match="one per row"):
+        op.compress(update, round_index=np.array([0, 1]))
+    with pytest.raises(ValueError, match="one per row"):
+        op.compress(update, round_index=np.array([0, 1, -1, 0, 0]))
+
+
 @given(seed=st.integers(0, 2**16), momentum=st.floats(0.0, 0.99))
 @settings(max_examples=30, deadline=None)
 def test_dgc_conservation_and_momentum_factor_masking(seed: int, momentum: float) -> None:

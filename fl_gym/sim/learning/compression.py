@@ -47,7 +47,9 @@ from dataclasses import MISSING, dataclass, fields
 from fractions import Fraction
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from fl_gym.sim.config import check_bool, check_int, check_positive, check_real
 
@@ -313,7 +315,7 @@ class Compressor(abc.ABC):
         residual: torch.Tensor | None = None,
         momentum: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-        round_index: int = 0,
+        round_index: int | ArrayLike = 0,
     ) -> CompressionResult:
         """Compress the stacked updates of ``K`` clients.
 
@@ -325,7 +327,9 @@ class Compressor(abc.ABC):
                 operators with ``uses_momentum``.
             generator: Source of randomness; required by stochastic operators (random-k,
                 TernGrad, QSGD), ignored by the others. Draws are made on its device.
-            round_index: Index of the current round (>= 0); drives warm-up schedules.
+            round_index: Where each client stands in its warm-up schedule (>= 0): one integer
+                for every row or one per row, the number of rounds that client has taken part
+                in before (the federation passes its per-client participation counts).
 
         Returns:
             The decoded update, exact bits per client, and the new state rows.
@@ -352,8 +356,9 @@ class Compressor(abc.ABC):
             raise ValueError(
                 f"{self.spec!r} draws random numbers: pass generator=torch.Generator(...)"
             )
-        round_index = check_int("round_index", round_index, minimum=0)
-        return self._compress(update, residual, momentum, generator, round_index)
+        return self._compress(
+            update, residual, momentum, generator, _check_round_index(round_index, update)
+        )
 
     def _compress(
         self,
@@ -361,7 +366,7 @@ class Compressor(abc.ABC):
         residual: torch.Tensor | None,
         momentum_state: torch.Tensor | None,
         generator: torch.Generator | None,
-        round_index: int,
+        round_index: int | np.ndarray,
     ) -> CompressionResult:
         """The template, on validated inputs (``None`` state means zeros): error feedback adds
         the residual before encoding and keeps what was not sent as the new residual,
@@ -377,10 +382,24 @@ class Compressor(abc.ABC):
 
     @abc.abstractmethod
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         """Encode the rows of ``x`` (the update, plus the residual under error feedback): the
         values the server decodes and the exact bits of each row."""
+
+
+def _check_round_index(round_index: object, update: torch.Tensor) -> int | np.ndarray:
+    """One integer >= 0, or a ``(K,)`` integer array >= 0 with one entry per row."""
+    if np.ndim(round_index) == 0:  # type: ignore[arg-type]
+        return check_int("round_index", round_index, minimum=0)
+    values = np.asarray(round_index)
+    k = update.shape[0]
+    if values.shape != (k,) or values.dtype.kind not in "iu" or (values < 0).any():
+        raise ValueError(
+            f"round_index must be an integer >= 0 or {k} of them (one per row), got "
+            f"{values.dtype} values of shape {values.shape}"
+        )
+    return values.astype(np.int64)
 
 
 def _add_residual(update: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
@@ -420,7 +439,7 @@ class NoCompression(Compressor):
     _example: ClassVar[str] = "none"
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         return Encoding(x.clone(), _full_bits(x, FLOAT_BITS * x.shape[1]))
 
@@ -460,7 +479,7 @@ class TopK(Compressor):
         )
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         d = x.shape[1]
         k = num_kept(self.ratio, d)
@@ -511,7 +530,7 @@ class RandomK(Compressor):
         object.__setattr__(self, "unbiased", check_bool("unbiased", self.unbiased))
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         assert generator is not None  # checked in compress()
         d = x.shape[1]
@@ -561,7 +580,7 @@ class Threshold(Compressor):
         )
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         d = x.shape[1]
         mask = x.abs() >= self.tau
@@ -599,7 +618,7 @@ class SignSGD(Compressor):
         )
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         d = x.shape[1]
         scale = x.abs().sum(dim=1, keepdim=True) / d
@@ -624,7 +643,7 @@ class TernGrad(Compressor):
     _example: ClassVar[str] = "terngrad"
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         assert generator is not None  # checked in compress()
         d = x.shape[1]
@@ -668,7 +687,7 @@ class QSGD(Compressor):
         object.__setattr__(self, "levels", check_int("levels", self.levels, minimum=1))
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         assert generator is not None  # checked in compress()
         out = self._quantize(x, _uniform(x, generator, x.dtype))
@@ -699,14 +718,22 @@ class DeepGradientCompression(Compressor):
        ``clip_norm`` is set;
     2. momentum correction: ``u <- momentum * u + g``, ``v <- v + u``;
     3. sparsification: the ``k = max(1, ceil(density_r * d))`` largest-magnitude entries of ``v``
-       are sent, with ``density_r = density_at(round_index)``;
+       are sent, with ``density_r = density_at(r)`` and ``r`` the number of rounds this
+       client has taken part in before (``round_index``, one per row);
     4. momentum factor masking: ``u`` and ``v`` are zeroed where sent.
 
     Hence ``v_new + reconstructed == v_old + u_new`` exactly, with ``u_new`` the momentum after
-    step 2 (before masking). Warm-up: in rounds ``r < warmup_rounds`` the density is
-    ``max(density, 0.25 * 4**-r)``, the paper's 25 %, 6.25 %, 1.5625 %, 0.39 % for the default
-    four rounds; from round ``warmup_rounds`` on it is ``density``. Both ends know ``k``, so the
-    encoding is that of :class:`TopK`: ``bits = 32 k + min(k * ceil(log2 d), d)``.
+    step 2 (before masking). Warm-up: in a client's participations ``r < warmup_rounds`` the
+    density is ``max(density, 0.25 * 4**-r)``, the paper's 25 %, 6.25 %, 1.5625 %, 0.39 % for
+    the default four; from its participation ``warmup_rounds`` on it is ``density``. The
+    schedule is counted per client (Lin et al. warm up each worker over its first epochs), so a
+    client that first takes part late still warms up. Both ends know ``k``, so the encoding is
+    that of :class:`TopK`: ``bits = 32 k + min(k * ceil(log2 d), d)``.
+
+    In federated learning the operator acts once per round on a client's model delta (the sum of
+    its local steps), so the momentum correction and the accumulation run across rounds on
+    deltas, not across iterations on gradients as in the paper's data-parallel training; the
+    local optimiser's own momentum, if any, is separate.
 
     Args:
         density: Target fraction of coordinates sent, in ``(0, 1]``.
@@ -778,7 +805,7 @@ class DeepGradientCompression(Compressor):
         residual: torch.Tensor | None,
         momentum_state: torch.Tensor | None,
         generator: torch.Generator | None,
-        round_index: int,
+        round_index: int | np.ndarray,
     ) -> CompressionResult:
         """DGC's own state update around the shared top-k encoding: clipping and momentum
         correction before it, and momentum factor masking of both states after it (the
@@ -798,16 +825,27 @@ class DeepGradientCompression(Compressor):
         return CompressionResult(reconstructed, bits, new_v, new_u)
 
     def _top_k(
-        self, v: torch.Tensor, round_index: int
+        self, v: torch.Tensor, round_index: int | np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sent values, the mask of sent entries and the bits (top-k's encoding) of ``v``."""
+        """Sent values, the mask of sent entries and the bits (top-k's encoding) of ``v``;
+        ``round_index`` is every row's position in the warm-up schedule (one or per row)."""
         d = v.shape[1]
-        k = num_kept(self.density_at(round_index), d)
-        reconstructed, sent = _keep_top_k(v, k)
-        return reconstructed, sent, sparse_bits(_full_bits(v, k), d)
+        if np.ndim(round_index) == 0:
+            k = num_kept(self.density_at(int(round_index)), d)
+            reconstructed, sent = _keep_top_k(v, k)
+            return reconstructed, sent, sparse_bits(_full_bits(v, k), d)
+        # One k per row: rank every row once at the largest k, keep each row's first k_r.
+        per_row = [num_kept(self.density_at(int(r)), d) for r in np.unique(round_index)]
+        lookup = dict(zip(np.unique(round_index).tolist(), per_row, strict=True))
+        ks = torch.tensor([lookup[int(r)] for r in round_index], device=v.device)
+        idx = v.abs().topk(int(ks.max()), dim=1, sorted=True).indices
+        take = torch.arange(idx.shape[1], device=v.device)[None, :] < ks[:, None]
+        sent = torch.zeros(v.shape, dtype=torch.bool, device=v.device).scatter_(1, idx, take)
+        reconstructed = torch.where(sent, v, torch.zeros_like(v))
+        return reconstructed, sent, sparse_bits(ks.to(torch.int64), d)
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         reconstructed, _, bits = self._top_k(x, round_index)
         return Encoding(reconstructed, bits)
@@ -861,7 +899,7 @@ class SparseQSGD(Compressor):
         )
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         assert generator is not None  # checked in compress()
         d, s = x.shape[1], self.levels

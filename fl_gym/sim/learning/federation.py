@@ -521,7 +521,8 @@ class Federation:
             self.residual[client_rows] if op.uses_residual else None,
             self.momentum[client_rows] if op.uses_momentum else None,
             generator,
-            self.round_index,
+            # Warm-up schedules run per client, over its own participations.
+            self.participation_count[client_rows.cpu().numpy()],
         )
         reconstructed[rows] = out.reconstructed
         bits[rows] = out.bits
