@@ -266,6 +266,14 @@ def test_dgc_warmup_counts_each_clients_own_participations() -> None:
     assert np.all(fed.participation_count == [7, 7, 7, 2, 7, 7, 7, 7, 7, 7])
 
 
+def test_layerwise_terngrad_gets_the_models_tensors() -> None:
+    fed, rng = _digits_federation(compression_levels=("terngrad:layerwise=true,clip_sigmas=2.5",))
+    sizes = fed.model.tensor_sizes
+    assert sum(sizes) == fed.num_params and len(sizes) == 2 * (len(fed.model.hidden_units) + 1)
+    report = fed.run_round(fed.plan(selected="all"), rng)
+    assert np.all(report.bits_up == 2 * fed.num_params + 32 * len(sizes))
+
+
 def test_sparse_quantised_uploads_train_digits() -> None:
     # Feeding the quantisation error back as well made this diverge (QSGD with 4 levels over
     # 481 kept values is not a contraction); with the sparsification error only it trains.

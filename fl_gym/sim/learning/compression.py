@@ -41,9 +41,10 @@ References:
 from __future__ import annotations
 
 import abc
+import itertools
 import math
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -294,12 +295,20 @@ class Compressor(abc.ABC):
         """Whether the operator needs the caller's momentum rows."""
         return False
 
+    def for_layout(self, tensor_sizes: tuple[int, ...]) -> Compressor:
+        """This operator for updates made of parameter tensors of these sizes (in order); the
+        federation calls it with its model's ``tensor_sizes``. Operators that treat a row as
+        one vector return themselves."""
+        return self
+
     @property
     def spec(self) -> str:
         """The spec string of this operator; ``parse_compressor(op.spec) == op``."""
         head: list[str] = []
         options: list[str] = []
         for f in fields(self):  # type: ignore[arg-type]
+            if not f.metadata.get("spec", True):
+                continue  # bound by the caller (e.g. the model's layout), not part of the spec
             value = getattr(self, f.name)
             if f.name == self._positional:
                 head.append(_format_value(value))
@@ -630,30 +639,86 @@ class SignSGD(Compressor):
 class TernGrad(Compressor):
     """Stochastic ternarisation (Wen et al. 2017), unbiased, no error feedback.
 
-    Per row ``s = max_i |x_i|`` and ``b_i ~ Bernoulli(|x_i| / s)``;
-    ``reconstructed = s * sign(x) * b``, so ``E[reconstructed] = x``. A zero row decodes to zeros.
-    Encoding: two bits per entry (one of -1, 0, +1) and the 32-bit scale ``s``:
-    ``bits = 2 d + 32``.
+    Per row (per parameter tensor of the row with ``layerwise``): optionally clip every entry to
+    ``[-c sigma, c sigma]`` with ``sigma`` the standard deviation of the entries and ``c =
+    clip_sigmas`` (the paper's gradient clipping uses ``c = 2.5``), then ``s = max_i |x_i|`` and
+    ``b_i ~ Bernoulli(|x_i| / s)``; ``reconstructed = s * sign(x) * b``, so ``E[reconstructed]``
+    is the (clipped) ``x``. A zero row decodes to zeros. The paper's layer-wise ternarising
+    (``layerwise=True``) keeps one scale per parameter tensor (each layer's weights and bias):
+    the federation binds its model's tensor sizes (:meth:`for_layout`); an unbound operator
+    treats the row as one tensor.
 
-    Spec: ``"terngrad"``.
+    Encoding: two bits per entry (a fixed-length code for -1, 0, +1, as the paper's
+    implementation; ``log2 3 = 1.58`` bits would need entropy or base-3 packing, not modelled)
+    and one 32-bit scale per tensor: ``bits = 2 d + 32 L`` with ``L`` the number of scales.
+
+    Args:
+        layerwise: One scale per parameter tensor instead of one per row.
+        clip_sigmas: ``c`` of the clipping to ``c`` standard deviations (> 0), or ``None``.
+
+    Spec: ``"terngrad"``, ``"terngrad:layerwise=true,clip_sigmas=2.5"`` (the paper's setting).
     """
+
+    layerwise: bool = False
+    clip_sigmas: float | None = None
+    tensor_sizes: tuple[int, ...] | None = field(
+        default=None, compare=False, repr=False, metadata={"spec": False}
+    )
 
     name: ClassVar[str] = "terngrad"
     stochastic: ClassVar[bool] = True
-    _example: ClassVar[str] = "terngrad"
+    _option_parsers: ClassVar[dict[str, Callable[[str], Any]]] = {
+        "layerwise": _parse_bool,
+        "clip_sigmas": _parse_optional_float,
+    }
+    _example: ClassVar[str] = "terngrad:layerwise=true,clip_sigmas=2.5"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layerwise", check_bool("layerwise", self.layerwise))
+        if self.clip_sigmas is not None:
+            object.__setattr__(self, "clip_sigmas", check_positive("clip_sigmas", self.clip_sigmas))
+        if self.tensor_sizes is not None:
+            sizes = tuple(check_int("tensor_sizes", n, minimum=1) for n in self.tensor_sizes)
+            object.__setattr__(self, "tensor_sizes", sizes)
+
+    def for_layout(self, tensor_sizes: tuple[int, ...]) -> TernGrad:
+        return replace(self, tensor_sizes=tuple(tensor_sizes)) if self.layerwise else self
+
+    def _segments(self, d: int) -> list[tuple[int, int]]:
+        """``(start, end)`` of each tensor that gets its own scale."""
+        if not self.layerwise or self.tensor_sizes is None:
+            return [(0, d)]
+        if sum(self.tensor_sizes) != d:
+            raise ValueError(
+                f"{self.spec!r} is bound to tensors of sizes {self.tensor_sizes} (sum "
+                f"{sum(self.tensor_sizes)}), but the update has {d} entries per row"
+            )
+        ends = list(itertools.accumulate(self.tensor_sizes))
+        return list(zip([0, *ends[:-1]], ends, strict=True))
 
     def _encode(
         self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         assert generator is not None  # checked in compress()
         d = x.shape[1]
-        magnitude = x.abs()
-        scale = magnitude.amax(dim=1, keepdim=True)
-        # A zero row has scale 0 and all-zero magnitudes: the clamp turns 0/0 into 0/tiny = 0.
-        prob = magnitude / scale.clamp_min(torch.finfo(x.dtype).tiny)
-        keep = _uniform(x, generator, x.dtype) < prob
-        reconstructed = torch.where(keep, scale * torch.sign(x), torch.zeros_like(x))
-        return Encoding(reconstructed, _full_bits(x, 2 * d + FLOAT_BITS))
+        segments = self._segments(d)
+        draws = _uniform(x, generator, x.dtype)
+        reconstructed = torch.empty_like(x)
+        # A loop over the model's few tensors, each batched over the rows.
+        for start, end in segments:
+            part = x[:, start:end]
+            if self.clip_sigmas is not None:
+                bound = self.clip_sigmas * part.std(dim=1, correction=0, keepdim=True)
+                part = torch.maximum(torch.minimum(part, bound), -bound)
+            magnitude = part.abs()
+            scale = magnitude.amax(dim=1, keepdim=True)
+            # A zero row has scale 0 and all-zero magnitudes: the clamp turns 0/0 into 0/tiny = 0.
+            prob = magnitude / scale.clamp_min(torch.finfo(x.dtype).tiny)
+            keep = draws[:, start:end] < prob
+            reconstructed[:, start:end] = torch.where(
+                keep, scale * torch.sign(part), torch.zeros_like(part)
+            )
+        return Encoding(reconstructed, _full_bits(x, 2 * d + FLOAT_BITS * len(segments)))
 
 
 @dataclass(frozen=True)
