@@ -1,7 +1,7 @@
 """One rollout loop for every environment family, and the policy protocol they all share.
 
 :func:`rollout` plays one episode of a Gymnasium environment (the wireless FL ids,
-``fl_gym/VehicularURLLC-v0``) or of a PettingZoo parallel environment (``vehicular_v0``,
+``fl_gym/VehicularURLLC-v1``) or of a PettingZoo parallel environment (``vehicular_v1``,
 ``uav_swarm_v0``) with any :class:`Policy`, and hands each step to a small per-family
 :class:`EpisodeRecorder` that collects the family's metrics:
 
@@ -426,14 +426,14 @@ def _play(
     return recorder.result(env, policy)
 
 
-_MODULE_FAMILIES = {"vehicular_v0": "vehicular", "uav_swarm_v0": "uav"}
+_MODULE_FAMILIES = {"vehicular_v1": "vehicular", "uav_swarm_v0": "uav"}
 
 
 def family_of_id(name: str) -> str:
     """The family of a registered Gymnasium id or of a PettingZoo module's name, built or not.
 
     Args:
-        name: ``"fl_gym/ClientSelection-v0"``, ``"vehicular_v0"``, ``"fl_gym.envs.uav_swarm_v0"``.
+        name: ``"fl_gym/ClientSelection-v0"``, ``"vehicular_v1"``, ``"fl_gym.envs.uav_swarm_v0"``.
 
     Raises:
         ValueError: If ``name`` is neither.
