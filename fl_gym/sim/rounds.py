@@ -5,13 +5,15 @@ batch of E), runs through :func:`run_rounds`::
 
     start      Transport.start         validate the plan, seed the round's torch generator
     train      train_rounds            all federations' selected clients' local SGD, batched
+                                       (DP-SGD with the pipeline's ``local_privacy``)
     transform  UpdateTransform.apply   hooks on the trained models (none by default)
     compress   compress_rounds         each update through its level's operator (bits counted)
     transport  Transport.deliver       what reaches the server: the orthogonal digital uplink
                                        (DigitalUplink) or over-the-air analog aggregation
                                        (OverTheAir), with energy, latency and losses
     aggregate  aggregate_round         the server's rule over the updates that arrived (or the
-                                       aggregate the channel already formed) moves the model
+                                       aggregate the channel already formed) moves the model;
+                                       then UpdateTransform.after_aggregate (server-side noise)
     evaluate   evaluate_models         all new global models on their test sets, batched
     conclude   conclude_round          the round's RoundReport; the channel moves on
 
@@ -38,6 +40,7 @@ import torch
 
 from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
 from fl_gym.sim.learning.models import BatchedMLP, _log_softmax
+from fl_gym.sim.learning.privacy import SampleLevelDP
 from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd, local_sgd_groups
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.radio.uplink import UplinkReport, uplink_many
@@ -211,6 +214,16 @@ class UpdateTransform(abc.ABC):
     ) -> list[LocalTrainingResult]:
         """The trained models after this transform (one result per federation)."""
 
+    def after_aggregate(  # noqa: B027 - an optional hook: most transforms act only in apply
+        self,
+        feds: Sequence[Federation],
+        starts: Sequence[RoundStart],
+        pendings: Sequence[PendingUpdates],
+        fields: Sequence[dict[str, Any]],
+    ) -> None:
+        """Act on the new global models after aggregation, before evaluation (e.g. the
+        server's privacy noise); ``fields`` are the rounds' report fields. Nothing by default."""
+
 
 # -- start ----------------------------------------------------------------------------------------
 
@@ -227,17 +240,18 @@ def _start(fed: Federation, plan: RoundPlan, rng: np.random.Generator, **extra: 
 
 
 def train_rounds(
-    feds: Sequence[Federation], starts: Sequence[RoundStart]
+    feds: Sequence[Federation],
+    starts: Sequence[RoundStart],
+    privacy: SampleLevelDP | None = None,
 ) -> list[LocalTrainingResult]:
     """Local SGD of every started round's clients: one batched call per learning setting.
 
     Federations that share the model's architecture and the optimiser's settings train in one
     :func:`~fl_gym.sim.learning.training.local_sgd_groups` call, each from its own global model
-    on its own minibatches (drawn from its own round generator).
+    on its own minibatches (drawn from its own round generator). With ``privacy`` (DP-SGD) each
+    federation trains in its own batched call, its noise drawn from its own round generator.
     """
-    if len(feds) == 1:  # a batch of one: its federation's local SGD, nothing to group
-        fed, start = feds[0], starts[0]
-        cfg = fed.config
+    if len(feds) == 1 or privacy is not None:  # each federation's local SGD, nothing to group
         return [
             local_sgd(
                 fed.model,
@@ -245,11 +259,13 @@ def train_rounds(
                 fed.clients,
                 start.client_ids,
                 start.local_steps,
-                batch_size=cfg.batch_size,
-                learning_rate=cfg.learning_rate,
+                batch_size=fed.config.batch_size,
+                learning_rate=fed.config.learning_rate,
                 generator=start.generator,
-                weight_decay=cfg.weight_decay,
+                weight_decay=fed.config.weight_decay,
+                privacy=privacy,
             )
+            for fed, start in zip(feds, starts, strict=True)
         ]
     out: list[LocalTrainingResult | None] = [None] * len(feds)
     for members in _by_setting(feds, _training_setting):
@@ -946,10 +962,15 @@ class RoundPipeline:
     Args:
         transport: How updates reach the server (:class:`DigitalUplink` by default).
         transforms: Update transforms applied in order after local training.
+        local_privacy: DP-SGD in local training (per-example clipping and noise), or ``None``;
+            an attribute a controller may change between rounds.
     """
 
     def __init__(
-        self, transport: Transport | None = None, transforms: Sequence[UpdateTransform] = ()
+        self,
+        transport: Transport | None = None,
+        transforms: Sequence[UpdateTransform] = (),
+        local_privacy: SampleLevelDP | None = None,
     ) -> None:
         self.transport = DigitalUplink() if transport is None else transport
         if not isinstance(self.transport, Transport):
@@ -958,6 +979,7 @@ class RoundPipeline:
         for t in self.transforms:
             if not isinstance(t, UpdateTransform):
                 raise TypeError(f"transforms must be UpdateTransform objects, got {t!r}")
+        self.local_privacy = local_privacy
         self._test_sets = EvaluationCache()
 
     def run(
@@ -981,7 +1003,11 @@ class RoundPipeline:
             transport.start(fed, plan, rng, allow_empty)
             for fed, plan, rng in zip(feds, plans, rngs, strict=True)
         ]
-        trained = train_rounds(feds, starts)
+        if self.local_privacy is not None and not isinstance(self.local_privacy, SampleLevelDP):
+            raise TypeError(
+                f"local_privacy must be a SampleLevelDP or None, got {self.local_privacy!r}"
+            )
+        trained = train_rounds(feds, starts, self.local_privacy)
         for transform in self.transforms:
             trained = transform.apply(feds, starts, trained)
         stage = compress_rounds if transport.compresses else uncompressed_rounds
@@ -991,6 +1017,8 @@ class RoundPipeline:
             aggregate_round(fed, pending, delivery)
             for fed, pending, delivery in zip(feds, pendings, deliveries, strict=True)
         ]
+        for transform in self.transforms:
+            transform.after_aggregate(feds, starts, pendings, fields)
         evaluations = evaluate_models(feds, self._test_sets)
         return [
             conclude_round(fed, f, loss, accuracy, rng)
@@ -1006,6 +1034,7 @@ def run_rounds(
     transport: Transport | None = None,
     transforms: Sequence[UpdateTransform] = (),
     allow_empty: bool = False,
+    local_privacy: SampleLevelDP | None = None,
 ) -> list[RoundReport]:
     """One round of each of E federations, as one computation of the pipeline's stages.
 
@@ -1018,8 +1047,11 @@ def run_rounds(
         transport: :class:`DigitalUplink` (the default) or :class:`OverTheAir`.
         transforms: Update transforms after local training.
         allow_empty: Accept plans that select nobody (the model then stays unchanged).
+        local_privacy: DP-SGD in local training, or ``None``.
 
     Returns:
         One :class:`~fl_gym.sim.plan.RoundReport` per federation.
     """
-    return RoundPipeline(transport, transforms).run(feds, plans, rngs, allow_empty=allow_empty)
+    return RoundPipeline(transport, transforms, local_privacy).run(
+        feds, plans, rngs, allow_empty=allow_empty
+    )

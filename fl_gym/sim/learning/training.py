@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from fl_gym.sim.learning.models import BatchedMLP
+from fl_gym.sim.learning.privacy import SampleLevelDP
 
 __all__ = [
     "ClientTensors",
@@ -178,6 +179,7 @@ def local_sgd(
     learning_rate: float,
     generator: torch.Generator,
     weight_decay: float = 0.0,
+    privacy: SampleLevelDP | None = None,
 ) -> LocalTrainingResult:
     """Run local minibatch SGD for several clients at once, starting from the global model.
 
@@ -191,6 +193,8 @@ def local_sgd(
         learning_rate: SGD step size.
         generator: Torch generator for the minibatch draws.
         weight_decay: L2 coefficient added to the gradient.
+        privacy: DP-SGD (per-example clipping and Gaussian noise every step, the noise drawn
+            from ``generator`` after the minibatch indices), or ``None`` for plain SGD.
 
     Returns:
         The clients' parameters after their steps and their mean training loss.
@@ -211,7 +215,16 @@ def local_sgd(
     all_idx = draw_round_indices(data, client_ids, int(steps.max()), batch_size, generator)
     with torch.no_grad():
         return _sgd_loop(
-            model, global_params, data, client_ids, steps, learning_rate, weight_decay, all_idx
+            model,
+            global_params,
+            data,
+            client_ids,
+            steps,
+            learning_rate,
+            weight_decay,
+            all_idx,
+            privacy,
+            generator,
         )
 
 
@@ -224,8 +237,11 @@ def _sgd_loop(
     learning_rate: float,
     weight_decay: float,
     all_idx: torch.Tensor,
+    privacy: SampleLevelDP | None = None,
+    generator: torch.Generator | None = None,
 ) -> LocalTrainingResult:
-    """One federation's clients' local SGD on pre-drawn minibatch indices ``(T, S, B)``."""
+    """One federation's clients' local SGD on pre-drawn minibatch indices ``(T, S, B)``
+    (with ``privacy``, DP-SGD steps whose noise comes from ``generator``)."""
     num = client_ids.shape[0]
     dtype = global_params.dtype
     loss_sum = torch.zeros(num, dtype=dtype, device=global_params.device)
@@ -235,7 +251,10 @@ def _sgd_loop(
     for t in range(max_steps):
         idx = all_idx[t]
         xb, yb = data.x[idx], data.y[idx]
-        loss, grads = model.layer_loss_and_grad(tensors, xb, yb)
+        if privacy is None:
+            loss, grads = model.layer_loss_and_grad(tensors, xb, yb)
+        else:
+            loss, grads = _private_grad(model, tensors, xb, yb, privacy, generator)
         if uniform:
             step_scale = None
             loss_sum.add_(loss)
@@ -253,6 +272,28 @@ def _sgd_loop(
                 shape = (num,) + (1,) * (grad.ndim - 1)
                 tensor.sub_(grad.mul_(step_scale.view(shape)))
     return LocalTrainingResult(model.merge(tensors), loss_sum / steps.to(dtype))
+
+
+def _private_grad(
+    model: BatchedMLP,
+    tensors: list[torch.Tensor],
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    privacy: SampleLevelDP,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A DP-SGD step's gradient: the clipped mean plus ``N(0, (z C / B)^2)`` per coordinate."""
+    loss, grads, _ = model.layer_loss_and_clipped_grad(tensors, xb, yb, privacy.clip_norm)
+    std = privacy.noise_std(xb.shape[1])
+    if std > 0.0:
+        if generator is None:
+            raise ValueError("DP-SGD noise needs a torch generator")
+        for grad in grads:
+            noise = torch.randn(
+                grad.shape, generator=generator, dtype=grad.dtype, device=grad.device
+            )
+            grad.add_(noise, alpha=std)
+    return loss, grads
 
 
 @dataclass(frozen=True)
