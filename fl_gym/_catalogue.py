@@ -103,8 +103,17 @@ def unit_of(name: str) -> str | None:
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
-    """``{field: text}`` from the ``Attributes:`` section of a Google-style class docstring."""
-    doc = inspect.getdoc(cls) or ""
+    """``{field: text}`` from the ``Attributes:`` sections of a Google-style class docstring and
+    of its base classes' (a subclass documents only the fields it adds)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(_own_attribute_docs(klass))
+    return out
+
+
+def _own_attribute_docs(cls: type) -> dict[str, str]:
+    doc = cls.__dict__.get("__doc__") or ""
+    doc = inspect.cleandoc(doc)
     match = re.search(r"^Attributes:\n((?:[ \t]+.*\n?|\n)+)", doc, flags=re.MULTILINE)
     if match is None:
         return {}
@@ -153,7 +162,7 @@ def _wireless_entries() -> Iterator[EnvEntry]:
             agents=None,
             action_space=format_space(env.action_space),
             observation_space=format_space(env.observation_space),
-            presets=dict(PRESETS),
+            presets=dict(getattr(type(raw), "presets", PRESETS)),
             policies=tuple(baselines_for(env)),
             config_keys=tuple(_config_keys(raw.config)),
         )

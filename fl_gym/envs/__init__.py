@@ -5,6 +5,7 @@ from fl_gym.envs.vehicular.env import VehicularURLLCConfig, VehicularURLLCEnv
 from fl_gym.envs.wireless_fl.config import PRESETS, WirelessFLConfig, make_config
 from fl_gym.envs.wireless_fl.env import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES, WirelessFLEnv
 from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
+from fl_gym.envs.wireless_fl.private import PrivateFLConfig, PrivateFLEnv
 from fl_gym.envs.wireless_fl.vector import OverTheAirFLVectorEnv, WirelessFLVectorEnv
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "SERVER_FEATURES",
     "OverTheAirFLEnv",
     "OverTheAirFLVectorEnv",
+    "PrivateFLConfig",
+    "PrivateFLEnv",
     "VehicularURLLCConfig",
     "VehicularURLLCEnv",
     "WirelessFLConfig",
