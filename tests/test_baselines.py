@@ -28,6 +28,7 @@ FEW_SUBCHANNELS = {"wireless.num_subchannels": 3}
 # Batteries that empty after one to three uploads, so devices drop out within a few rounds.
 SMALL_BATTERIES = {
     **FEW_SUBCHANNELS,
+    "num_devices": 10,  # the family's default K (PrivateFL-v0 has 100)
     "wireless.battery_min_j": 0.002,
     "wireless.battery_max_j": 0.02,
 }

@@ -24,7 +24,7 @@ from fl_gym.envs.wireless_fl.env import (
     WirelessFLEnv,
     observe_many,
 )
-from fl_gym.sim.config import Range, check_bool, check_choice, check_ranges
+from fl_gym.sim.config import Range, check_bool, check_choice, check_ranges, resolve_config
 from fl_gym.sim.learning.privacy import PrivacyAccountant, SampleLevelDP
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.privacy import NOISE_PLACEMENTS, ClientLevelDP
@@ -39,6 +39,8 @@ __all__ = [
     "PrivateFLEnv",
 ]
 
+FAMILY = "fl_gym/PrivateFL-v0"
+"""How errors name this environment."""
 PRIVACY_LEVELS = ("client", "sample")
 CLIENT_SAMPLING = ("none", "poisson")
 PRIVACY_FEATURES = ("epsilon_spent", "noise_multiplier", "clip_norm")
@@ -84,7 +86,7 @@ class PrivateFLConfig(WirelessFLConfig):
     over_the_air: bool = False
     count_channel_noise: bool = True
     client_sampling: str = "none"
-    noise_multiplier_min: float = 0.5
+    noise_multiplier_min: float = 1.0
     noise_multiplier_max: float = 8.0
     clip_norm_min: float = 0.02
     clip_norm_max: float = 2.0
@@ -252,7 +254,7 @@ class PrivateFLEnv(WirelessFLEnv):
 
     ``Box(-1, 1, (K + 2,))``: K device scores (the M highest scores > 0 among devices with
     energy left upload, as in ``ClientSelection-v0``), then the noise multiplier, mapped
-    geometrically onto ``[noise_multiplier_min, noise_multiplier_max]`` (0.5 to 8), then the
+    geometrically onto ``[noise_multiplier_min, noise_multiplier_max]`` (1 to 8), then the
     clipping norm, geometrically onto ``[clip_norm_min, clip_norm_max]`` (0.02 to 2).
     Out-of-range values are clipped (``info["action_clipped"]``).
 
@@ -307,11 +309,15 @@ class PrivateFLEnv(WirelessFLEnv):
         obs_mode: str = "dict",
         **unexpected: Any,
     ) -> None:
-        if preset is not None:
-            check_choice("preset", preset, PRIVATE_PRESETS)
-            if isinstance(config, PrivateFLConfig):
-                raise ValueError("pass either a PrivateFLConfig or a preset with dict overrides")
-            config = {**PRIVATE_PRESETS[preset], **dict(config or {})}
+        if not isinstance(config, PrivateFLConfig):
+            config = resolve_config(
+                self.default_config(), preset, config, presets=PRIVATE_PRESETS, family=FAMILY
+            )
+        elif preset is not None:
+            raise ValueError(
+                f"preset={preset!r} with a PrivateFLConfig: pass the preset with dict overrides "
+                "(or the config alone)"
+            )
         self._accountant: PrivacyAccountant | None = None
         super().__init__(
             controls=("selection",),
@@ -368,6 +374,12 @@ class PrivateFLEnv(WirelessFLEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Observation, dict[str, Any]]:
+        new = (options or {}).get("config")
+        if isinstance(new, WirelessFLConfig) and not isinstance(new, PrivateFLConfig):
+            raise ValueError(
+                "reset(options={'config': ...}) of fl_gym/PrivateFL-v0 takes a PrivateFLConfig "
+                f"or a dict of overrides, got a {type(new).__name__}"
+            )
         cfg: PrivateFLConfig = self.config  # type: ignore[assignment]
         # A missing accounting library is a clear error before anything else happens.
         self._accountant = PrivacyAccountant(cfg.target_delta)

@@ -126,12 +126,12 @@ class PrivacyAccountant:
 
     def __init__(self, delta: float = 1e-5) -> None:
         self.delta = check_real("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
-        self._dpa = require_dp_accounting()
+        require_dp_accounting()  # a clear error now, not at the first record
         self.reset()
 
     def reset(self) -> None:
         """Forget every recorded mechanism (epsilon back to 0)."""
-        self._accountant = self._dpa.rdp.RdpAccountant(list(RDP_ORDERS))
+        self._accountant = require_dp_accounting().rdp.RdpAccountant(list(RDP_ORDERS))
         self._infinite = False
         self._epsilon: float | None = 0.0
         self.num_events = 0
@@ -141,7 +141,7 @@ class PrivacyAccountant:
         z = check_real("noise_multiplier", noise_multiplier, low=0.0, low_open=True)
         q = check_real("sampling_rate", sampling_rate, low=0.0, high=1.0, low_open=True)
         steps = check_int("steps", steps, minimum=1)
-        dpa = self._dpa
+        dpa = require_dp_accounting()
         single: Any = dpa.GaussianDpEvent(z)
         if q < 1.0:
             single = dpa.PoissonSampledDpEvent(q, single)
