@@ -450,8 +450,18 @@ class PrivateFLEnv(WirelessFLEnv):
         info["privacy_budget_spent"] = spent
         return obs, reward, bool(terminated or spent), truncated, info
 
-    def _reward(self, report: RoundReport) -> tuple[float, dict[str, float]]:
-        reward, terms = super()._reward(report)
+    def _reward(self, report: RoundReport, failed: bool = False) -> tuple[float, dict[str, float]]:
+        return self._with_privacy(*super()._reward(report, failed=failed))
+
+    def _budget_reward(
+        self, report: RoundReport, over_budget: bool
+    ) -> tuple[float, dict[str, float]]:
+        return self._with_privacy(*super()._budget_reward(report, over_budget))
+
+    def _with_privacy(
+        self, reward: float, terms: dict[str, float]
+    ) -> tuple[float, dict[str, float]]:
+        """The reward of the wireless FL mode minus the privacy the round spent."""
         cfg: PrivateFLConfig = self.config  # type: ignore[assignment]
         spent = self._privacy_info.get("epsilon_round", 0.0)
         # A round without noise spends an infinite budget: its cost is capped at the budget.
