@@ -221,7 +221,7 @@ def _split_flat(observation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Server entries an environment appends after the family's (fewer than a device row) are
     # kept with the server's.
     extra = (size - g) % f if size > g else 0
-    if observation.ndim not in (1, 2) or size <= g or extra >= g:
+    if observation.ndim not in (1, 2) or size < g + extra + f or extra >= g:
         # Not a flat observation (nor a dict): the same TypeError as any other non-observation.
         raise TypeError(
             "observation must be a dict with keys 'devices' and 'server' or a flat array of "
