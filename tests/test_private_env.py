@@ -123,3 +123,12 @@ def test_config_is_validated() -> None:
         gym.make(ENV_ID, config={"learning.aggregator": "median"})
     with pytest.raises(ValueError, match="unknown preset"):
         gym.make(ENV_ID, preset="nowhere")
+
+
+def test_reset_without_the_privacy_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dp_accounting", None)  # as if not installed
+    env = gym.make(ENV_ID)
+    with pytest.raises(ImportError, match=r"fl-gym\[privacy\]"):
+        env.reset(seed=0)
