@@ -268,7 +268,8 @@ class BatchedMLP:
         factor = torch.clamp(clip_norm / torch.clamp(norms, min=1e-30), max=1.0) / batch
         grads: list[torch.Tensor] = [torch.empty(0)] * (2 * num_layers)
         for i in range(num_layers):
-            scaled = deltas[i] * factor.unsqueeze(2)
+            # In place: every layer's error has already been propagated to the layer below.
+            scaled = deltas[i].mul_(factor.unsqueeze(2))
             grads[2 * i] = torch.bmm(activations[i].transpose(1, 2), scaled)
             grads[2 * i + 1] = scaled.sum(dim=1)
         return loss, grads, norms

@@ -288,11 +288,13 @@ def _private_grad(
     if std > 0.0:
         if generator is None:
             raise ValueError("DP-SGD noise needs a torch generator")
-        for grad in grads:
-            noise = torch.randn(
-                grad.shape, generator=generator, dtype=grad.dtype, device=grad.device
-            )
-            grad.add_(noise, alpha=std)
+        # One draw for all layers, split: fewer calls than one draw per layer.
+        sizes = [grad.numel() for grad in grads]
+        noise = torch.randn(
+            sum(sizes), generator=generator, dtype=grads[0].dtype, device=grads[0].device
+        )
+        for grad, part in zip(grads, noise.split(sizes), strict=True):
+            grad.add_(part.view(grad.shape), alpha=std)
     return loss, grads
 
 
