@@ -231,3 +231,29 @@ def test_settings_are_validated() -> None:
         run_rounds([fed], [fed.plan()], [rng], transforms=[bad])
     with pytest.raises(ValueError, match="delta"):
         PrivacyAccountant(delta=1.5)
+
+
+def test_a_private_federation_does_not_depend_on_its_batch() -> None:
+    """Two federations in one run_rounds, with DP-SGD and client-level DP: each row is what
+    the federation computes alone (noise from its own round generator)."""
+    dp_sgd = SampleLevelDP(noise_multiplier=1.0, clip_norm=0.5)
+    batched = [_federation(s, weighting="uniform") for s in (21, 22)]
+    alone = [_federation(s, weighting="uniform") for s in (21, 22)]
+    for _ in range(2):
+        run_rounds(
+            [f for f, _ in batched],
+            [f.plan(selected="all", local_steps=2) for f, _ in batched],
+            [r for _, r in batched],
+            transforms=[ClientLevelDP(0.7, 0.1)],
+            local_privacy=dp_sgd,
+        )
+        for fed, rng in alone:
+            run_rounds(
+                [fed],
+                [fed.plan(selected="all", local_steps=2)],
+                [rng],
+                transforms=[ClientLevelDP(0.7, 0.1)],
+                local_privacy=dp_sgd,
+            )
+    for (a, _), (b, _) in zip(batched, alone, strict=True):
+        assert torch.equal(a.params, b.params)
