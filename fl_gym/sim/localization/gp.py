@@ -92,7 +92,9 @@ def _as64(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
-def _log_distance(positions: torch.Tensor, aps: torch.Tensor, min_distance_m: float) -> torch.Tensor:
+def _log_distance(
+    positions: torch.Tensor, aps: torch.Tensor, min_distance_m: float
+) -> torch.Tensor:
     """``log10(max(|x - ap|, d_min))`` of positions ``(..., 2)`` for every AP: ``(..., A)``."""
     d = torch.linalg.vector_norm(positions.unsqueeze(-2) - aps, dim=-1)
     return torch.log10(d.clamp_min(min_distance_m))
@@ -337,9 +339,7 @@ def fit_centralized(
         pos, y = pos.unsqueeze(0), y.unsqueeze(0)
     c = _counts(None, 1, pos.shape[1])
     scale = float(pos.shape[1] * y.shape[2])
-    theta0 = (
-        _initial_theta(pos, y, ap, c, min_distance_m, area_m) if init is None else _as64(init)
-    )
+    theta0 = _initial_theta(pos, y, ap, c, min_distance_m, area_m) if init is None else _as64(init)
 
     def negative(x: np.ndarray) -> tuple[float, np.ndarray]:
         t = torch.as_tensor(x, dtype=torch.float64).requires_grad_(True)
@@ -452,9 +452,7 @@ def localize(rss: np.ndarray, rss_map: GPMap, *, chunk: int = 256) -> np.ndarray
     """
     r = np.asarray(rss, dtype=np.float64)
     if r.ndim != 2 or r.shape[1] != rss_map.mean.shape[1]:
-        raise ValueError(
-            f"rss must be (T, {rss_map.mean.shape[1]}), got {r.shape}"
-        )
+        raise ValueError(f"rss must be (T, {rss_map.mean.shape[1]}), got {r.shape}")
     inv = 1.0 / rss_map.variance
     log_det = np.log(rss_map.variance).sum(1)
     out = np.empty((r.shape[0], 2))
