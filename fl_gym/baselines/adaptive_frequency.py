@@ -155,8 +155,9 @@ def _client_losses_and_grads(
         points: ``(S, P)`` parameter vectors.
 
     Returns:
-        ``losses (S, K)`` and ``grads (S, K, P)``, the mean loss (cross-entropy, or squared error
-        for regression) over each client's samples (plus the L2 term of the local objective) and its gradient.
+        ``losses (S, K)`` and ``grads (S, K, P)``, the mean loss (cross-entropy, or squared
+        error for regression) over each client's samples (plus the L2 term of the local
+        objective) and its gradient.
     """
     clients, model = federation.clients, federation.model
     s, k = points.shape[0], clients.num_clients

@@ -41,9 +41,10 @@ class FederatedLocalizationEnv(WirelessFLEnv):
     fingerprints with its position (:mod:`fl_gym.sim.localization.scenario`: log-distance path
     loss, spatially correlated log-normal shadowing with Gudmundson's exponential correlation,
     measurement noise); its data cover only where it walked, so the clients are spatially
-    non-IID. The federation trains a DNN (two hidden ReLU layers of 64) that maps the RSS vector (dBm, offset and scaled) to the
-    position (over the area's side, centred) by least squares; the test set is uniform over the
-    area. The wireless side (cell, uplink, energy, deadline) is that of
+    non-IID. The federation trains a DNN (two hidden ReLU layers of 64) that maps the RSS vector
+    (dBm, offset and scaled) to the position (over the area's side, centred) by least squares;
+    the test set is uniform over the area. The wireless side (cell, uplink, energy, deadline) is
+    that of
     :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv`, and the controller holds all four knobs
     (selection, power, compression, local steps), with the action layout of
     ``fl_gym/WirelessFL-v0``.
