@@ -188,15 +188,19 @@ def _least_squares_mean(
     aps: torch.Tensor,
     counts: torch.Tensor,
     min_distance_m: float,
-) -> torch.Tensor:
-    """``(power, slope)`` from the sum of the clients' 2x2 normal equations (one round)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(power, slope)`` from the sum of the clients' 2x2 normal equations, and the residual
+    variance about that fit (the clients' sums of squared residuals): one round each."""
     n = positions.shape[1]
     valid = (torch.arange(n) < counts.unsqueeze(1)).to(torch.float64).unsqueeze(2)
     u = -_log_distance(positions, aps, min_distance_m)  # (K, n, A)
     design = torch.stack([torch.ones_like(u), u], dim=-1) * valid.unsqueeze(3)
     gram = torch.einsum("knai,knaj->kij", design, design).sum(0)
     moment = torch.einsum("knai,kna->ki", design, rss * valid).sum(0)
-    return torch.linalg.solve(gram + 1e-9 * torch.eye(2, dtype=torch.float64), moment)
+    mean = torch.linalg.solve(gram + 1e-9 * torch.eye(2, dtype=torch.float64), moment)
+    residual = (rss - mean[0] - mean[1] * u) * valid
+    variance = residual.pow(2).sum() / (valid.sum() * rss.shape[2])
+    return mean, variance
 
 
 def _initial_theta(
@@ -207,12 +211,19 @@ def _initial_theta(
     min_distance_m: float,
     area_m: float,
 ) -> torch.Tensor:
-    mean = _least_squares_mean(pos, y, ap, counts, min_distance_m)
+    """The path-loss fit, signal variance 80% and noise variance 20% of its residual variance,
+    correlation length a twentieth of the area's side (uninformed guesses)."""
+    mean, variance = _least_squares_mean(pos, y, ap, counts, min_distance_m)
+    log_var = torch.log(variance.clamp_min(1e-6))
     return torch.cat(
         [
             mean,
-            torch.tensor(
-                [math.log(4.0), math.log(area_m / 10), math.log(2.0)], dtype=torch.float64
+            torch.stack(
+                [
+                    0.5 * (log_var + math.log(0.8)),
+                    torch.tensor(math.log(area_m / 20), dtype=torch.float64),
+                    0.5 * (log_var + math.log(0.2)),
+                ]
             ),
         ]
     )
@@ -261,13 +272,13 @@ def fit_federated(
         positions: ``(K, n, 2)`` the clients' sample positions.
         rss: ``(K, n, A)`` their RSS.
         aps: ``(A, 2)`` AP positions.
-        area_m: Side of the area (sets the initial correlation length, area / 10).
+        area_m: Side of the area (sets the initial correlation length, area / 20).
         rounds: Communication rounds, in [0, 100000].
         learning_rate: Adam step size, in (0, 10].
         counts: ``(K,)`` valid samples per client (see :func:`gp_log_marginal_likelihood`).
         min_distance_m: The mean's distance clamp.
-        init: Initial ``theta``; by default the federated least-squares mean, signal std 4 dB,
-            length area / 10, noise std 2 dB.
+        init: Initial ``theta``; by default the federated least-squares mean, signal and noise
+            variances 80% and 20% of its residual variance, length area / 20.
 
     Returns:
         The fit.
@@ -346,7 +357,7 @@ def fit_centralized(
         value = -gp_log_marginal_likelihood(t, pos, y, ap, min_distance_m=min_distance_m)[0]
         value = value / scale
         (grad,) = torch.autograd.grad(value, t)
-        return float(value), grad.numpy()
+        return float(value.detach()), grad.numpy()
 
     result = scipy.optimize.minimize(
         negative,
