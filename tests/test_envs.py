@@ -178,12 +178,22 @@ def _check_step(env: gym.Env, before: dict[str, Any], previous_accuracy: float, 
     if not delivered.any():
         assert torch.equal(raw.federation.params, before["params"])
 
-    # Reward: the documented closed form, with the weights read from the configuration.
-    expected = (
-        cfg.accuracy_weight * (info["accuracy"] - previous_accuracy)
-        - cfg.energy_weight_per_j * info["energy_j"]
-        - cfg.time_weight_per_s * info["round_time_s"]
-    )
+    # Reward: the documented closed form of the mode, with the weights read from the
+    # configuration (tests/test_reward_modes.py covers the penalties and budgets).
+    missed = info["reward_terms"].get("target_missed", 0.0)
+    if cfg.reward_mode == "time-to-accuracy":
+        expected = cfg.favor_base ** (info["accuracy"] - cfg.target_accuracy) - 1.0 + missed
+    elif cfg.reward_mode == "energy-to-accuracy":
+        expected = -cfg.energy_weight_per_j * info["energy_j"] + missed
+    elif cfg.reward_mode == "accuracy-at-budget":
+        over = info["energy_spent_j"] > cfg.energy_budget_j > 0
+        expected = 0.0 if over else cfg.accuracy_weight * (info["accuracy"] - previous_accuracy)
+    else:
+        expected = (
+            cfg.accuracy_weight * (info["accuracy"] - previous_accuracy)
+            - cfg.energy_weight_per_j * info["energy_j"]
+            - cfg.time_weight_per_s * info["round_time_s"]
+        )
     assert reward == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert reward == pytest.approx(sum(info["reward_terms"].values()), rel=1e-12, abs=1e-12)
 

@@ -250,7 +250,7 @@ def test_federated_gradient_is_the_sample_weighted_average_of_local_gradients(ha
     np.testing.assert_allclose(
         (one.theta - one.thetas[0]).numpy(), 0.1 * g / (np.abs(g) + 1e-8), rtol=1e-9
     )
-    assert one.objective[0] == pytest.approx(float(total), rel=1e-12)
+    assert one.objective[0] == pytest.approx(float(total.detach()), rel=1e-12)
 
 
 def test_learned_gp_map_localises_better_than_the_path_loss_alone(hall) -> None:
@@ -316,3 +316,23 @@ def test_localization_env_reports_errors_in_metres() -> None:
     assert obs["server"][1] == pytest.approx(info["accuracy"])
     with pytest.raises(ValueError, match="localization_scenario"):
         gym.make("fl_gym/FederatedLocalization-v0", config={"localization_scenario": "moon"})
+
+
+def test_batched_rounds_of_regression_federations_equal_each_alone(hall) -> None:
+    from fl_gym.sim.rounds import run_rounds
+
+    data = hall.federated_dataset()
+    cfg = FederationConfig(hidden_units=(16,))
+
+    def make(seed: int) -> Federation:
+        return Federation(data, cfg, rng=np.random.default_rng(seed))
+
+    together = [make(0), make(1)]
+    alone = [make(0), make(1)]
+    plans = [f.plan(local_steps=3) for f in together]
+    reports = run_rounds(together, plans, [np.random.default_rng(5), np.random.default_rng(6)])
+    for fed, plan, rng_seed, report in zip(alone, plans, (5, 6), reports, strict=True):
+        single = fed.run_round(plan, np.random.default_rng(rng_seed))
+        assert single.loss == report.loss and single.accuracy == report.accuracy
+    for a, b in zip(together, alone, strict=True):
+        torch.testing.assert_close(a.params, b.params, rtol=0, atol=0)

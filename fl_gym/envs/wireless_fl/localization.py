@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from fl_gym.envs.wireless_fl.codec import CONTROLS
-from fl_gym.envs.wireless_fl.config import WirelessFLConfig, apply_overrides
+from fl_gym.envs.wireless_fl.config import (
+    PRESETS,
+    REWARD_MODES,
+    WirelessFLConfig,
+    apply_overrides,
+)
 from fl_gym.envs.wireless_fl.env import WirelessFLEnv
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS
 
@@ -25,9 +30,11 @@ LOCALIZATION_ENV_PRESETS: dict[str, dict[str, Any]] = {
     "indoor": {},
     "outdoor": {"localization_scenario": "outdoor"},
     "few-aps": {"localization_scenario": "few-aps"},
+    **{mode: PRESETS[mode] for mode in REWARD_MODES if mode in PRESETS},
 }
-"""Named scenarios of ``fl_gym/FederatedLocalization-v0`` (the scenarios of
-:data:`~fl_gym.sim.localization.scenario.LOCALIZATION_PRESETS`)."""
+"""Named scenarios of ``fl_gym/FederatedLocalization-v0``: the scenarios of
+:data:`~fl_gym.sim.localization.scenario.LOCALIZATION_PRESETS`, and the family's reward-mode
+presets."""
 
 
 class FederatedLocalizationEnv(WirelessFLEnv):
@@ -77,10 +84,12 @@ class FederatedLocalizationEnv(WirelessFLEnv):
 
     ## Rewards
 
-    ``accuracy_weight * (score - previous score) - energy_weight_per_j * (energy, J) -
-    time_weight_per_s * (round time, s)`` (defaults 100, 20, 1), each term in
-    ``info["reward_terms"]``. ``info`` also carries the errors in metres: ``rmse_m``,
-    ``error_p50_m`` and ``error_p90_m`` (median and 90th percentile of the test position errors).
+    As :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv` (``reward_mode`` and its presets),
+    with the score in place of the accuracy; by default ``accuracy_weight * (score - previous
+    score) - energy_weight_per_j * (energy, J) - time_weight_per_s * (round time, s)``
+    (defaults 100, 20, 1), each term in ``info["reward_terms"]``. ``info`` also carries the
+    errors in metres: ``rmse_m``, ``error_p50_m`` and ``error_p90_m`` (median and 90th
+    percentile of the test position errors).
 
     ## Episode End
 
@@ -90,9 +99,9 @@ class FederatedLocalizationEnv(WirelessFLEnv):
     ## Arguments
 
     As :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv`, without ``controls``; presets
-    ``"indoor"`` (50 m hall, 8 APs, the default), ``"outdoor"`` (500 m, 3GPP macro path loss, 8 dB
-    shadowing) and ``"few-aps"`` (the hall with 3 APs). ``samples_per_device`` (60) and
-    ``num_test_points`` (400) size the data.
+    ``"indoor"`` (50 m hall, 8 APs, the default), ``"outdoor"`` (500 m, 3GPP macro path loss,
+    8 dB shadowing), ``"few-aps"`` (the hall with 3 APs) and the family's reward-mode presets.
+    ``samples_per_device`` (60) and ``num_test_points`` (400) size the data.
 
     ## Version History
 
