@@ -383,7 +383,7 @@ PETTINGZOO_MODULES = sorted(
 )
 # Small configurations keep the PettingZoo tests fast (a few agents, short episodes).
 PETTINGZOO_SMALL_CONFIGS: dict[str, dict[str, Any]] = {
-    "fl_gym.envs.vehicular_v0": {"system.num_pairs": 4, "max_steps": 30},
+    "fl_gym.envs.vehicular_v1": {"system.num_pairs": 4, "max_steps": 30},
     "fl_gym.envs.uav_swarm_v0": {"swarm.num_uavs": 6, "swarm.max_steps": 30},
 }
 
@@ -415,7 +415,7 @@ def _pz_rollout(env: Any, seed: int, num_steps: int, action_seed: int) -> list[A
 
 
 def test_pettingzoo_modules_are_found() -> None:
-    assert PETTINGZOO_MODULES == ["fl_gym.envs.uav_swarm_v0", "fl_gym.envs.vehicular_v0"]
+    assert PETTINGZOO_MODULES == ["fl_gym.envs.uav_swarm_v0", "fl_gym.envs.vehicular_v1"]
     assert set(PETTINGZOO_SMALL_CONFIGS) == set(PETTINGZOO_MODULES)
 
 
@@ -448,7 +448,7 @@ def test_pettingzoo_parallel_seed_test(name: str) -> None:
 def test_pettingzoo_aec_api_test(name: str) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "unknown reset option", UserWarning)
-        # PettingZoo suggests Box or Discrete; vehicular_v0's MultiDiscrete is its documented space.
+        # PettingZoo suggests Box or Discrete; vehicular_v1's MultiDiscrete is its documented space.
         warnings.filterwarnings("ignore", "Action space for each agent probably", UserWarning)
         api_test(_pz_module(name).env(config=PETTINGZOO_SMALL_CONFIGS[name]), num_cycles=40)
 

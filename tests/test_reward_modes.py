@@ -142,3 +142,37 @@ def test_native_vector_env_truncates_with_the_environment() -> None:
         assert data_equivalence(a, b, exact=True)
         truncations += int(a[3].sum())
     assert truncations == 6  # every env at steps 4 and 9 (step 5 is the autoreset)
+
+
+def test_episode_results_measure_what_each_mode_rewards() -> None:
+    from fl_gym.envs.rollout import EpisodeResult
+
+    result = EpisodeResult(
+        seed=0,
+        accuracy=[0.1, 0.5, 0.7, 0.96, 0.97],
+        energy_j=[0.2, 0.3, 0.1, 0.4],
+        round_time_s=[1.0, 0.5, 0.25, 1.0],
+        rewards=[0.0] * 4,
+    )
+    assert result.rounds_to(0.95) == 3
+    assert result.time_to(0.95) == 1.75
+    assert result.energy_to(0.95) == pytest.approx(0.6)
+    assert result.time_to(0.99) is None and result.energy_to(0.99) is None
+    # Cumulative energy 0.2, 0.5, 0.6, 1.0 J.
+    assert result.accuracy_within(energy_budget_j=0.45) == 0.5
+    assert result.accuracy_within(energy_budget_j=0.5) == 0.7
+    assert result.accuracy_within(energy_budget_j=0.65) == 0.96
+    assert result.accuracy_within(time_budget_s=0.9) == 0.1
+    assert result.accuracy_within() == 0.97
+    # Against the environment: the accuracy-at-budget return is the accuracy within it.
+    _, steps, _, _ = _episode({"reward_mode": "accuracy-at-budget", "energy_budget_j": 0.3})
+    rec = EpisodeResult(
+        seed=0,
+        accuracy=[info["accuracy"] for _, info in steps],
+        energy_j=[info["energy_j"] for _, info in steps[1:]],
+        round_time_s=[info["round_time_s"] for _, info in steps[1:]],
+        rewards=[r for r, _ in steps[1:]],
+    )
+    assert rec.episode_return == pytest.approx(
+        100.0 * (rec.accuracy_within(energy_budget_j=0.3) - rec.accuracy[0])
+    )
