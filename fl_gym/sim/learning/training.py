@@ -238,7 +238,8 @@ def _sgd_loop(
     # index_select, which is several times faster than advanced indexing.
     flat = all_idx.reshape(-1)
     xs = data.x.index_select(0, flat).view(*all_idx.shape, -1)
-    ys = data.y.index_select(0, flat).view(all_idx.shape)
+    # (T, S, B) labels, or (T, S, B, C) regression targets.
+    ys = data.y.index_select(0, flat).view(*all_idx.shape, *data.y.shape[1:])
     for t in range(max_steps):
         loss, grads = model.layer_loss_and_grad(tensors, xs[t], ys[t])
         if uniform:
