@@ -207,6 +207,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cell-edge": {"wireless.edge_fraction": 0.6},
     "large-k": {"num_devices": 100, "wireless.num_subchannels": 20, "wireless.bandwidth_hz": 20e6},
+    "stragglers": {
+        "wireless.bandwidth_hz": 1e6,
+        "wireless.deadline_s": 0.3,
+        "wireless.edge_fraction": 0.5,
+        "learning.stragglers": "stale",
+    },
+    "coded": {
+        "learning.model": "logreg",
+        "wireless.bandwidth_hz": 2e5,
+        "wireless.deadline_s": 0.1,
+        "wireless.edge_fraction": 0.5,
+        "learning.stragglers": "coded",
+    },
 }
 """Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax."""
 

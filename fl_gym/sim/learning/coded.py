@@ -22,10 +22,10 @@ What fl_gym implements (a documented simplification of the paper's load allocati
   the weights given by the caller (``sqrt(1 - P_k)`` as in the paper, or 1).
 * Inside the round pipeline (``FederationConfig.stragglers="coded"``), the server keeps each
   device's coded data apart rather than summed, with ``W_k = I``, and stands in for exactly
-  the selected devices whose update did not arrive: for each, a local step of its learning
-  rate on the least-squares gradient of its coded data (the paper's model is least squares on
-  one-hot labels; with the environments' cross-entropy clients it is the same linear model's
-  least-squares surrogate). Devices process their whole minibatches (no per-device load
+  the selected devices whose update did not arrive: for each, the server runs the device's
+  local steps on the least-squares loss of its coded data (:func:`stand_in_updates`; the
+  paper's model is least squares on one-hot labels; with the environments' cross-entropy
+  clients it is the same linear model's least-squares surrogate). Devices process their whole minibatches (no per-device load
   ``l~_k``); the deadline is the cell's.
 * ``benchmarks/reproduce_coded.py`` runs the paper's own scheme (summed parity,
   ``W_k^2 = 1 - P_k``, the deadline chosen so that the expected returned points cover the data
@@ -209,9 +209,14 @@ def stand_in_updates(
     local_steps: np.ndarray,
     learning_rate: float,
 ) -> torch.Tensor:
-    """The server's stand-ins for missing updates of a linear model: for each client, ``s``
-    local steps of size ``lr`` on the mean least-squares gradient of its coded data, taken at
-    the global model (``-lr s g~ / n``, ``g~`` from :func:`coded_gradient`).
+    """The server's stand-ins for missing updates of a linear model: each client's local steps
+    run by the server on that client's coded data.
+
+    From the global model, ``s`` gradient steps on the mean least-squares loss of the coded
+    data (gradient ``g~ / n``, :func:`coded_gradient`), of size ``min(lr, 1 / lambda_max)``
+    where ``lambda_max`` is the largest eigenvalue of that loss's Hessian ``X~^T X~ / (c n)``:
+    the least-squares surrogate of the clients' cross-entropy is steeper, and a step above
+    ``2 / lambda_max`` would diverge.
 
     Args:
         params: ``(P,)`` the global linear model, ``W (d, C)`` row-major then ``b (C,)`` (so
@@ -224,11 +229,16 @@ def stand_in_updates(
         learning_rate: The clients' step size.
 
     Returns:
-        ``(S, P)`` the stand-in updates.
+        ``(S, P)`` the stand-in updates (local minus global).
     """
-    theta = params.view(-1, num_classes)
+    theta0 = params.view(-1, num_classes)
     rows = []
     for i, n, steps in zip(client_ids.tolist(), sample_counts, local_steps, strict=True):
-        grad = coded_gradient(theta, coded.codes[i]) / float(n)
-        rows.append((-learning_rate * float(steps)) * grad.reshape(-1))
+        code = coded.codes[i]
+        lam = float(torch.linalg.matrix_norm(code.x, ord=2)) ** 2 / (code.code_length * float(n))
+        step = min(learning_rate, 1.0 / lam) if lam > 0 else learning_rate
+        theta = theta0.clone()
+        for _ in range(int(steps)):
+            theta = theta - (step / float(n)) * coded_gradient(theta, code)
+        rows.append((theta - theta0).reshape(-1))
     return torch.stack(rows).to(params.dtype)

@@ -155,7 +155,7 @@ class FederationConfig:
     stragglers: str = "drop"
     staleness_exponent: float = 0.5
     max_staleness: int = 4
-    code_redundancy: float = 0.5
+    code_redundancy: float = 0.1
 
     RANGES: ClassVar[Mapping[str, Range]] = {
         "learning_rate": Range(0.0, 1e38, low_open=True),
