@@ -671,9 +671,7 @@ def _hold_late(
     candidate &= (tau >= 1) & (tau <= fed.config.max_staleness)
     power = np.where(plan.selected, start.power_w, 0.0)
     more_compute_j = np.where(candidate, compute_need_j - uplink.compute_energy_j, 0.0)
-    more_transmit_j = np.where(
-        candidate, power * (transmit_need_s - uplink.transmit_time_s), 0.0
-    )
+    more_transmit_j = np.where(candidate, power * (transmit_need_s - uplink.transmit_time_s), 0.0)
     candidate &= cell.battery_j >= more_compute_j + more_transmit_j
     more_compute_j = np.where(candidate, np.maximum(more_compute_j, 0.0), 0.0)
     more_transmit_j = np.where(candidate, np.maximum(more_transmit_j, 0.0), 0.0)
@@ -948,7 +946,7 @@ def _straggler_rows(
     A late update of staleness ``tau`` is weighted ``n_k (1 + tau)^-a`` against a base weight
     ``n_k``; a stand-in is weighted as the update it replaces.
     """
-    from fl_gym.sim.learning.coded import stand_in_updates, staleness_weight
+    from fl_gym.sim.learning.coded import staleness_weight, stand_in_updates
 
     cfg = fed.config
     if cfg.stragglers == "stale":

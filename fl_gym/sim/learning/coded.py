@@ -25,8 +25,8 @@ What fl_gym implements (a documented simplification of the paper's load allocati
   the selected devices whose update did not arrive: for each, the server runs the device's
   local steps on the least-squares loss of its coded data (:func:`stand_in_updates`; the
   paper's model is least squares on one-hot labels; with the environments' cross-entropy
-  clients it is the same linear model's least-squares surrogate). Devices process their whole minibatches (no per-device load
-  ``l~_k``); the deadline is the cell's.
+  clients it is the same linear model's least-squares surrogate). Devices process their
+  whole minibatches (no per-device load ``l~_k``); the deadline is the cell's.
 * ``benchmarks/reproduce_coded.py`` runs the paper's own scheme (summed parity,
   ``W_k^2 = 1 - P_k``, the deadline chosen so that the expected returned points cover the data
   set) on linear regression over random Fourier features.
@@ -50,13 +50,13 @@ from fl_gym.sim.config import check_int, check_real
 __all__ = [
     "CodedClients",
     "CodedData",
-    "coded_gradient",
     "code_length",
+    "coded_gradient",
     "encode",
     "least_squares_gradient",
     "random_fourier_features",
-    "stand_in_updates",
     "staleness_weight",
+    "stand_in_updates",
 ]
 
 

@@ -399,9 +399,7 @@ class Federation:
     @property
     def staleness(self) -> np.ndarray:
         """``(K,)`` per client, the age in rounds of its update still in flight (-1 if none)."""
-        return np.where(
-            self.late_origin_round >= 0, self.round_index - self.late_origin_round, -1
-        )
+        return np.where(self.late_origin_round >= 0, self.round_index - self.late_origin_round, -1)
 
     def rounds_since_delivery(self) -> np.ndarray:
         """Per client, rounds since its last aggregated update (``round_index + 1`` if never)."""
