@@ -53,7 +53,7 @@ BEGIN, END = markers("coded")
 
 NUM_DEVICES = 20
 NUM_FEATURES = 400
-TARGET_ACCURACY = 0.96
+TARGET_ACCURACY = 0.95
 MAX_EPOCHS = 600
 CYCLES_PER_SAMPLE = 2e6
 PAPER_SPEEDUP = 15.0
@@ -145,7 +145,8 @@ def return_probability(problem: Problem, deadline_s: float) -> np.ndarray:
     left = deadline_s - compute_s
     b = cfg.subchannel_bandwidth_hz
     with np.errstate(over="ignore", divide="ignore"):
-        needed_snr = np.where(left > 0, 2.0 ** (upload_bits() / (b * np.maximum(left, 1e-300))) - 1, np.inf)
+        exponent = upload_bits() / (b * np.maximum(left, 1e-300))
+        needed_snr = np.where(left > 0, 2.0**exponent - 1, np.inf)
     mean_snr = cfg.p_max_w * cell.large_scale_gain / (b * cfg.noise_psd_w_per_hz)
     return np.where(left > 0, np.exp(-needed_snr / mean_snr), 0.0)
 
@@ -180,7 +181,7 @@ def run(problem: Problem, scheme: str, delta: float = 0.1) -> tuple[float, float
         deadline = coded_deadline(problem, delta)
     if scheme == "coded":
         p = return_probability(problem, deadline)
-        c = max(1, int(round(delta * m)))
+        c = max(1, round(delta * m))
         generator = torch.Generator().manual_seed(int(problem.rng.integers(2**63 - 1)))
         for k in range(NUM_DEVICES):
             w = torch.full((problem.sizes[k],), float(np.sqrt(1.0 - p[k])), dtype=torch.float64)
@@ -215,6 +216,14 @@ def run(problem: Problem, scheme: str, delta: float = 0.1) -> tuple[float, float
     return float("inf"), setup_s, deadline
 
 
+def _speedup(value: float) -> str:
+    return (
+        "unbounded (the uncoded run never reached the target)"
+        if np.isinf(value)
+        else (f"{value:.2f}x")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -235,8 +244,10 @@ def main() -> None:
         greedy, _, deadline = run(make_problem(seed), "deadline", delta)
         coded, setup_s, _ = run(make_problem(seed), "coded", delta)
         rows.append((seed, wait_all, greedy, coded, setup_s, deadline))
-        print(f"seed {seed}: wait-all {wait_all:.1f} s, deadline {greedy:.1f} s, "
-              f"coded {coded:.1f} s (setup {setup_s:.1f} s, t* {deadline:.3f} s)")
+        print(
+            f"seed {seed}: wait-all {wait_all:.1f} s, deadline {greedy:.1f} s, "
+            f"coded {coded:.1f} s (setup {setup_s:.1f} s, t* {deadline:.3f} s)"
+        )
     arr = np.array([r[1:] for r in rows])
     speed_all = arr[:, 0] / arr[:, 2]
     speed_greedy = arr[:, 1] / arr[:, 2]
@@ -249,7 +260,8 @@ def main() -> None:
         f"Written by `benchmarks/reproduce_coded.py` on {datetime.date.today().isoformat()} "
         f"({platform.machine()}, {elapsed:.0f} s on one core). Least squares on "
         f"{NUM_FEATURES} random Fourier features of the digits (the paper's kernel linear "
-        f"regression), {NUM_DEVICES} devices holding label-sorted shards (one or two digits each), full-batch gradient descent at step 1/L, "
+        f"regression), {NUM_DEVICES} devices holding label-sorted shards (one or two digits "
+        "each), full-batch gradient descent at step 1/L, "
         f"gradient uploads of {upload_bits() / 1e3:.0f} kbit on 1 MHz sub-channels of the "
         "default cell (path loss, 8 dB shadowing, Rayleigh fading afresh every epoch), "
         f"{CYCLES_PER_SAMPLE:.0e} cycles per point. Wall-clock time until test accuracy "
@@ -269,12 +281,24 @@ def main() -> None:
         )
     lines += [
         "",
-        f"Speed-up of CodedFedL to {TARGET_ACCURACY:.2f} accuracy: {speed_all.mean():.1f}x "
-        f"(range {speed_all.min():.1f}-{speed_all.max():.1f}x) against waiting for all "
-        f"devices, {speed_greedy.mean():.2f}x (range {speed_greedy.min():.2f}-"
-        f"{speed_greedy.max():.2f}x) against the uncoded scheme with the same deadline. "
-        f"The paper reports speed-ups of up to {PAPER_SPEEDUP:.0f}x against its uncoded "
-        "benchmarks (MNIST / Fashion-MNIST, its own network parameters and load allocation).",
+        f"Speed-up of CodedFedL to {TARGET_ACCURACY:.2f} accuracy against waiting for all "
+        f"devices: median {np.median(speed_all):.1f}x, range {speed_all.min():.1f}-"
+        f"{speed_all.max():.1f}x over the {args.seeds} seeds. Against the uncoded scheme with "
+        f"the same deadline: median {_speedup(np.median(speed_greedy))}, range "
+        f"{speed_greedy.min():.2f}-{_speedup(speed_greedy.max())}"
+        + (
+            f"; that scheme never reached the target within {MAX_EPOCHS} epochs on "
+            f"{int(np.isinf(arr[:, 1]).sum())} seed(s) (its persistent stragglers' digits are "
+            "missing from most of its gradients)"
+            if np.isinf(arr[:, 1]).any()
+            else ""
+        )
+        + f". The paper reports speed-ups of up to {PAPER_SPEEDUP:.0f}x against its "
+        "benchmark schemes (MNIST / Fashion-MNIST, its own network parameters and load "
+        "allocation); our largest, against waiting for all devices, is "
+        f"{speed_all.max():.1f}x, and its size depends above all on how deep the slowest "
+        "device's fades are. CodedFedL's clock is not always the shortest: on seeds where "
+        "its parity upload is long against the training, the uncoded deadline scheme wins.",
         "",
         "What differs from the paper: every device processes all its points (no per-device "
         "load), the deadline comes from the paper's expected-return criterion rather than its "

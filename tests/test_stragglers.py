@@ -147,28 +147,38 @@ def test_no_stragglers_means_todays_trajectory() -> None:
 
 
 def test_coded_upload_matches_the_cell_closed_form() -> None:
-    """The one-off upload: bits = c (F + 1 + C) 32, time = bits / (B_m log2(1 + p g / (B_m N0))),
-    energy = p_max time, drained from the batteries; the setup lasts ceil(K / M) slowest uploads."""
+    """The one-off upload of the devices selected for the first time: bits = c (F + 1 + C) 32,
+    time = bits / (B_m log2(1 + p g / (B_m N0))), energy = p_max time, drained from the
+    batteries; the uploads run in parallel; a device uploads once."""
     wireless = WirelessConfig(
         num_subchannels=4, bandwidth_hz=1e6, battery_min_j=50.0, battery_max_j=60.0
     )
     fed, rng = _federation("coded", wireless)
     cell = fed.cell
     cfg = cell.config
-    start = rounds.DigitalUplink().start(fed, fed.plan(selected=[0]), rng, False)
+    first = np.array([0, 2, 5, 7])
+    start = rounds.DigitalUplink().start(fed, fed.plan(selected=first), rng, False)
     battery_before = cell.battery_j.copy()
     n = fed.data.client_sizes
     bits = np.array([math.ceil(0.1 * int(k) - 1e-9) for k in n]) * (64 + 1 + 10) * 32.0
     b_m = cfg.bandwidth_hz / cfg.num_subchannels
     rate = b_m * np.log2(1 + cfg.p_max_w * cell.channel_gain / (b_m * cfg.noise_psd_w_per_hz))
     time_s = bits / rate
+    expected = np.zeros(10)
+    expected[first] = cfg.p_max_w * time_s[first]
     spent, duration = rounds._coded_setup(fed, start)
     np.testing.assert_allclose(rounds.coded_upload_bits(fed), bits)
-    np.testing.assert_allclose(spent, cfg.p_max_w * time_s, rtol=1e-12)
-    np.testing.assert_allclose(battery_before - cell.battery_j, spent, rtol=1e-9)
-    assert duration == pytest.approx(math.ceil(10 / 4) * time_s.max(), rel=1e-12)
-    assert fed.coded.available.all()
+    np.testing.assert_allclose(spent, expected, rtol=1e-12)
+    np.testing.assert_allclose(battery_before - cell.battery_j, expected, rtol=1e-9, atol=1e-15)
+    assert duration == pytest.approx(time_s[first].max(), rel=1e-12)
+    np.testing.assert_allclose(fed.coded_upload_time_s[first], time_s[first], rtol=1e-12)
+    np.testing.assert_array_equal(np.flatnonzero(fed.coded.available), first)
     assert [c.code_length for c in fed.coded.codes] == [math.ceil(0.1 * int(k) - 1e-9) for k in n]
+    # Selected again: nothing more to upload; a newcomer uploads its own only.
+    start = rounds.DigitalUplink().start(fed, fed.plan(selected=[0, 1]), rng, False)
+    spent, duration = rounds._coded_setup(fed, start)
+    assert spent[0] == 0.0 and spent[1] == pytest.approx(cfg.p_max_w * time_s[1], rel=1e-12)
+    assert np.count_nonzero(spent) == 1
 
 
 def test_coded_stands_in_for_missing_updates() -> None:
@@ -297,3 +307,32 @@ def test_presets_deterministic_and_finite(preset: str) -> None:
         np.testing.assert_array_equal(oa, ob)
         assert ra == rb
         assert np.all(np.isfinite(oa)) and np.isfinite(ra)
+
+
+@pytest.mark.parametrize("preset", ["stragglers", "coded"])
+def test_snapshot_replays_late_and_coded_state(preset: str) -> None:
+    """A snapshot holds the late updates in flight and the coded data: replay is identical."""
+    env = gym.make("fl_gym/WirelessFL-v0", preset=preset, obs_mode="flat")
+    env.reset(seed=5)
+    env.action_space.seed(5)
+    actions = [env.action_space.sample() for _ in range(6)]
+    for action in actions[:2]:
+        env.step(action)
+    snap = env.unwrapped.snapshot()
+
+    def play() -> list[tuple[np.ndarray, float]]:
+        out = []
+        for action in actions[2:]:
+            obs, reward, terminated, truncated, _ = env.step(action)
+            out.append((obs, reward))
+            if terminated or truncated:
+                break
+        return out
+
+    first = play()
+    env.unwrapped.restore(snap)
+    second = play()
+    assert len(first) == len(second)
+    for (oa, ra), (ob, rb) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(oa, ob)
+        assert ra == rb

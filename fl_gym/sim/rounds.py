@@ -552,7 +552,7 @@ class DigitalUplink(Transport):
             if fed.cell is None:
                 out[e] = _ideal_delivery(pending.client_ids.shape[0], fed.num_clients)
                 continue
-            if fed.config.stragglers == "coded" and fed.coded is None:
+            if fed.config.stragglers == "coded":
                 setups[e] = _coded_setup(fed, start)
             args = self._uplink_args(fed, start, pending, rngs[e])
             if args is None:  # the cell's public method raises the error
@@ -580,14 +580,10 @@ class DigitalUplink(Transport):
                 out[e] = _from_uplink(feds[e], pendings[e], uplink)
                 if feds[e].config.stragglers == "stale":
                     out[e] = _hold_late(feds[e], starts[e], pendings[e], uplink, rngs[e], out[e])
-        for e, (energy_j, duration_s) in setups.items():
+        for e, (energy_j, _) in setups.items():
             delivery = out[e]
             assert delivery is not None
-            out[e] = replace(
-                delivery,
-                energy_transmit_j=delivery.energy_transmit_j + energy_j,
-                round_time_s=delivery.round_time_s + duration_s,
-            )
+            out[e] = replace(delivery, energy_transmit_j=delivery.energy_transmit_j + energy_j)
         return out  # type: ignore[return-value]
 
     @staticmethod
@@ -698,15 +694,18 @@ def coded_upload_bits(fed: Federation) -> np.ndarray:
 
 
 def _coded_setup(fed: Federation, start: RoundStart) -> tuple[np.ndarray, float]:
-    """Encode every device's data once (``stragglers="coded"``) and charge its upload through
-    the cell; returns the energy each device spent and the setup's duration.
+    """The one-off coded uploads of ``stragglers="coded"``: every selected device that has not
+    yet uploaded its coded data does so this round, charged through the cell; returns the
+    energy each device spent and the time the uploads add to the round.
 
-    Each device codes its features with a bias column and its one-hot labels
-    (:func:`fl_gym.sim.learning.coded.encode`, ``W = I``) from the round's generator, then
-    uploads them at ``p_max`` on its sub-channel of the current channel: time ``bits / rate``,
-    energy ``p_max * time``. Devices upload ``M`` at a time (the sub-channels), so the setup
-    lasts ``ceil(K / M)`` times the slowest upload. A device whose battery cannot pay for its
-    upload (or whose rate is 0) sends nothing, and the server has no stand-in for it.
+    At the first round, every device's code is drawn from the round's generator (features with
+    a bias column and one-hot labels, :func:`fl_gym.sim.learning.coded.encode`, ``W = I``). A
+    device uploads it at ``p_max`` on its sub-channel of the current channel the first round
+    it is selected: time ``bits / rate``, energy ``p_max * time``, before the round (its energy
+    is in the round's report, its time in ``Federation.coded_upload_time_s``; the round's own
+    duration stays within the deadline). The selected devices upload in parallel. A device
+    whose battery cannot pay for its upload (or whose rate is 0) sends nothing and tries again
+    the next time it is selected; until its upload arrives the server has no stand-in for it.
     """
     from fl_gym.sim.learning.coded import CodedClients, code_length, encode
 
@@ -714,26 +713,30 @@ def _coded_setup(fed: Federation, start: RoundStart) -> tuple[np.ndarray, float]
     assert cell is not None
     cfg = cell.config
     k = fed.num_clients
-    bits = coded_upload_bits(fed)
+    if fed.coded is None:
+        clients = fed.clients
+        ones = torch.ones(1, dtype=clients.x.dtype, device=fed.device)
+        codes = []
+        for i in range(k):
+            begin, n = int(clients.offsets[i]), int(clients.counts[i])
+            x = clients.x[begin : begin + n]
+            x_aug = torch.cat([x, ones.expand(n, 1)], dim=1)
+            y = torch.nn.functional.one_hot(clients.y[begin : begin + n], fed.model.num_classes)
+            length = code_length(n, fed.config.code_redundancy)
+            codes.append(encode(x_aug, y, length, start.generator))
+        fed.coded = CodedClients(tuple(codes), np.zeros(k, dtype=bool))
+    uploading = start.plan.selected & ~fed.coded.available
+    if not uploading.any():
+        return np.zeros(k), 0.0
     rate = cell.achievable_rate_bps(cfg.p_max_w)
-    time_s = np.divide(bits, rate, out=np.full(k, np.inf), where=rate > 0)
-    energy_j = cfg.p_max_w * time_s
-    sent = np.isfinite(time_s) & (cell.battery_j >= energy_j)
+    bits = coded_upload_bits(fed)
+    time_s = np.divide(bits, rate, out=np.full(k, np.inf), where=uploading & (rate > 0))
+    energy_j = np.where(uploading, cfg.p_max_w * time_s, 0.0)
+    sent = uploading & np.isfinite(time_s) & (cell.battery_j >= energy_j)
     spent = cell.drain(np.where(sent, energy_j, 0.0))
-    clients = fed.clients
-    ones = torch.ones(1, dtype=clients.x.dtype, device=fed.device)
-    codes = []
-    for i in range(k):
-        begin, n = int(clients.offsets[i]), int(clients.counts[i])
-        x = clients.x[begin : begin + n]
-        x_aug = torch.cat([x, ones.expand(n, 1)], dim=1)
-        y = torch.nn.functional.one_hot(clients.y[begin : begin + n], fed.model.num_classes)
-        length = code_length(n, fed.config.code_redundancy)
-        codes.append(encode(x_aug, y, length, start.generator))
-    fed.coded = CodedClients(tuple(codes), sent)
-    waves = -(-k // cfg.num_subchannels)
-    duration_s = waves * float(time_s[sent].max(initial=0.0))
-    return spent, duration_s
+    fed.coded = CodedClients(fed.coded.codes, fed.coded.available | sent)
+    fed.coded_upload_time_s = fed.coded_upload_time_s + np.where(sent, time_s, 0.0)
+    return spent, float(time_s[sent].max(initial=0.0))
 
 
 @dataclass

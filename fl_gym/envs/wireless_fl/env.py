@@ -194,9 +194,10 @@ class WirelessFLEnv(gym.Env):
     rest of its energy is charged to the round) and its update is aggregated ``tau`` rounds
     late with weight ``(1 + tau)^-a`` (FedAsync; ``staleness_exponent`` ``a``, 0.5; updates
     later than ``max_staleness`` rounds are dropped). With ``"coded"`` (``model="logreg"``
-    only) every device uploads once, in the first round, a random linear code of its data
-    (``code_redundancy`` x its samples rows; energy and time in the first round's report) and
-    the server runs each missing device's local steps on its coded data instead (CodedFedL,
+    only) every device uploads once, the first round it is selected, a random linear code of
+    its data (``code_redundancy`` x its samples rows; its energy in that round's report, its
+    time, spent before the round, in ``federation.coded_upload_time_s``)
+    and the server runs each missing device's local steps on its coded data instead (CodedFedL,
     Prakash et al. 2020, simplified; see :mod:`fl_gym.sim.learning.coded`). The coded data are
     random projections of the raw data and leak far more about it than updates do: the scheme
     trades privacy for latency. The presets ``"stragglers"`` (``"stale"`` on a 1 MHz uplink

@@ -116,7 +116,8 @@ class CodedClients:
 
     Attributes:
         codes: One :class:`CodedData` per device: features with a bias column, one-hot targets.
-        available: ``(K,)`` whose upload reached the server.
+        available: ``(K,)`` whose coded data reached the server (each device uploads its
+            code once, the first round it takes part).
     """
 
     codes: tuple[CodedData, ...]

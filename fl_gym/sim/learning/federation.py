@@ -391,8 +391,11 @@ class Federation:
         self.late_origin_round = np.full(k, -1, dtype=np.int64)
         self.late_due_round = np.full(k, -1, dtype=np.int64)
         self.num_late_applied = np.zeros(k, dtype=np.int64)
-        # The coded data the devices upload once (stragglers="coded"), made at the first round.
+        # The devices' coded data and who has uploaded it (stragglers="coded"), made at the
+        # first round.
         self.coded: Any = None
+        self.coded_upload_time_s = np.zeros(k)
+        """``(K,)`` time each device spent on its one-off coded upload (before its round)."""
         loss, accuracy = self.evaluate()
         self.accuracy, self.loss = accuracy, loss
 
