@@ -132,8 +132,8 @@ class FederationConfig:
             and the update is aggregated ``tau`` rounds late, weighted by ``(1 + tau)^-a``,
             FedAsync's polynomial staleness function) or ``"coded"`` (coded federated learning
             after Prakash et al., JSAC 2020: every device uploads a random linear code of its
-            data once, and the server stands in for each missing update with a gradient step on
-            that device's coded data; see :mod:`fl_gym.sim.learning.coded`).
+            data once, and the server stands in for each missing update by running that
+            device's local steps on its coded data; see :mod:`fl_gym.sim.learning.coded`).
         staleness_exponent: ``a`` of the staleness weight ``(1 + tau)^-a``, in [0, 10].
         max_staleness: The most rounds an update may arrive late with ``stragglers="stale"``;
             a later one is dropped. In [1, 1000].
