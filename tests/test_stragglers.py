@@ -78,7 +78,7 @@ def test_coded_gradient_is_unbiased() -> None:
     weights = torch.linspace(0.2, 1.0, x.shape[0], dtype=torch.float64)
     expected = least_squares_gradient(theta, weights[:, None] * x, weights[:, None] * y)
     g = torch.Generator().manual_seed(1)
-    draws = torch.stack([coded_gradient(theta, encode(x, y, 4, g, weights)) for _ in range(20000)])
+    draws = torch.stack([coded_gradient(theta, encode(x, y, 4, g, weights)) for _ in range(8000)])
     mean = draws.mean(dim=0)
     # The mean's standard error, from the draws themselves: the bias must be within 5 of them.
     stderr = draws.std(dim=0) / math.sqrt(draws.shape[0])
