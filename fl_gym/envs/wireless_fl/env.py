@@ -212,6 +212,24 @@ class WirelessFLEnv(gym.Env):
     ``"dict"`` (the default) or ``"flat"`` (see Observation Space); anything else is a
     ``ValueError`` naming the allowed values.
 
+    Stragglers (``learning.stragglers``): by default an update that misses ``deadline_s`` is
+    lost (``"drop"``). With ``"stale"`` the straggler keeps computing and transmitting (the
+    rest of its energy is charged to the round) and its update is aggregated ``tau`` rounds
+    late with weight ``(1 + tau)^-a`` (FedAsync; ``staleness_exponent`` ``a``, 0.5; updates
+    later than ``max_staleness`` rounds are dropped). With ``"coded"`` (``model="logreg"``
+    only) every device uploads once, the first round it is selected, a random linear code of
+    its data (``code_redundancy`` x its samples rows; its energy in that round's report, its
+    time, spent before the round, in ``federation.coded_upload_time_s``)
+    and the server runs each missing device's local steps on its coded data instead (CodedFedL,
+    Prakash et al. 2020, simplified; see :mod:`fl_gym.sim.learning.coded`). The coded data are
+    random projections of the raw data and leak far more about it than updates do: the scheme
+    trades privacy for latency. The presets ``"stragglers"`` (``"stale"`` on a 1 MHz uplink
+    with a 0.3 s deadline and half the devices at the cell edge) and ``"coded"`` (``"coded"``
+    with logistic regression on a 200 kHz uplink with a 0.1 s deadline) set these up. The
+    coded stand-ins are least-squares steps of the linear model; against cross-entropy clients
+    they are a surrogate and need not beat dropping (the least-squares case is reproduced in
+    ``docs/reproductions.md``).
+
     ## Snapshots
 
     ``snapshot()`` copies the whole state (model, client state, cell, bookkeeping, generator) in
