@@ -38,10 +38,10 @@ def run_list(args: argparse.Namespace) -> int:
             e.name, e.api + agents, ", ".join(e.controls), e.action_space, e.observation_space
         )
     console.print(overview)
-    # Environments of a family share its presets, except where one has its own.
-    families: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+    # One group per family and set of presets (an env of a family may name its own scenarios).
+    families: dict[tuple[str, str], list[Any]] = {}
     for e in entries:
-        families.setdefault((e.family, tuple(e.presets)), []).append(e)
+        families.setdefault((e.family, repr(e.presets)), []).append(e)
     presets = Table(title="Scenario presets (preset=NAME, --preset NAME)")
     for column in ("preset", "environments", "overrides of the defaults"):
         presets.add_column(column, overflow="fold")

@@ -10,6 +10,7 @@ from fl_gym.envs.wireless_fl.env import (
     WirelessFLEnv,
     observe_many,
 )
+from fl_gym.envs.wireless_fl.localization import FederatedLocalizationEnv
 from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
 from fl_gym.envs.wireless_fl.private import PRIVATE_PRESETS, PrivateFLConfig, PrivateFLEnv
 from fl_gym.envs.wireless_fl.vector import OverTheAirFLVectorEnv, WirelessFLVectorEnv
@@ -20,6 +21,7 @@ __all__ = [
     "PRESETS",
     "PRIVATE_PRESETS",
     "SERVER_FEATURES",
+    "FederatedLocalizationEnv",
     "OverTheAirFLEnv",
     "OverTheAirFLVectorEnv",
     "PrivateFLConfig",

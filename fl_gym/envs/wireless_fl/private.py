@@ -296,7 +296,7 @@ class PrivateFLEnv(WirelessFLEnv):
     * v0: initial release.
     """
 
-    presets: ClassVar[dict[str, dict[str, Any]]] = PRIVATE_PRESETS
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRIVATE_PRESETS
     """This environment's named scenarios (instead of the wireless FL family's)."""
 
     def __init__(
