@@ -44,17 +44,21 @@ def test_clip_rows_bounds_norms_and_keeps_small_rows() -> None:
     torch.testing.assert_close(clipped, torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]))
 
 
-def test_per_example_clipping_matches_a_loop_over_examples() -> None:
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
+def test_per_example_clipping_matches_a_loop_over_examples(loss: str) -> None:
     """Every example's gradient, computed alone with autograd, has the norm the batched pass
     reports, and the clipped mean is the mean of the examples' clipped gradients."""
     torch.manual_seed(0)
-    model = BatchedMLP(6, 4, (5, 3))
+    model = BatchedMLP(6, 4, (5, 3), loss=loss)
     gen = torch.Generator().manual_seed(1)
     params = torch.stack([model.init_params(gen) for _ in range(3)])
     x = torch.randn(3, 7, 6, generator=gen) * 3.0
-    y = torch.randint(0, 4, (3, 7), generator=gen)
+    if loss == "cross_entropy":
+        y = torch.randint(0, 4, (3, 7), generator=gen)
+    else:
+        y = torch.randn(3, 7, 4, generator=gen)
     clip = 0.5
-    loss, grads, norms = model.layer_loss_and_clipped_grad(model.split(params), x, y, clip)
+    value, grads, norms = model.layer_loss_and_clipped_grad(model.split(params), x, y, clip)
     batched = model.merge(grads)
     for k in range(3):
         module = model.to_module(params[k])
@@ -62,7 +66,10 @@ def test_per_example_clipping_matches_a_loop_over_examples() -> None:
         for i in range(7):
             module.zero_grad()
             out = module(x[k, i : i + 1])
-            torch.nn.functional.cross_entropy(out, y[k, i : i + 1]).backward()
+            if loss == "cross_entropy":
+                torch.nn.functional.cross_entropy(out, y[k, i : i + 1]).backward()
+            else:
+                (out - y[k, i : i + 1]).pow(2).sum().backward()
             g = torch.cat(
                 [
                     part
@@ -76,7 +83,7 @@ def test_per_example_clipping_matches_a_loop_over_examples() -> None:
         torch.testing.assert_close(batched[k], clipped_sum / 7, rtol=1e-5, atol=1e-7)
         assert float(batched[k].norm()) <= clip + 1e-6
     plain_loss, _ = model.loss_and_grad(params, x, y)
-    torch.testing.assert_close(loss, plain_loss)
+    torch.testing.assert_close(value, plain_loss)
 
 
 def test_dp_sgd_without_noise_and_with_a_loose_clip_is_plain_sgd() -> None:
