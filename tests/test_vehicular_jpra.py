@@ -184,3 +184,23 @@ def test_bad_options_name_the_value() -> None:
     ):
         with pytest.raises(ValueError, match=key):
             LyapunovJPRAPolicy(env, **{key: value})
+
+
+def test_per_slot_power_never_decreases_with_the_backlog_weight() -> None:
+    # Why the tail-aware weight (>= the queue's) never spends less power in the same state.
+    rng = np.random.default_rng(7)
+    fraction = np.array([0.0, 1e-3, 4e-3, 0.016, 0.063, 0.2, 1.0])
+    cinr = rng.exponential(100.0, (50, 4))
+    allowed = rng.random((50, 4)) < 0.7
+    allowed[:, 0] = True
+    previous = np.zeros(50)
+    for weight in np.geomspace(1e-3, 1e3, 60):
+        levels, blocks = best_discrete_allocation(
+            np.full(50, weight), cinr, allowed, fraction, 0.1, 0.0225
+        )
+        assert np.all(fraction[levels] >= previous)
+        previous = fraction[levels]
+        on = levels > 0  # a transmitting pair uses its best allowed block
+        best = np.argmax(np.where(allowed, cinr, -1.0), axis=1)
+        np.testing.assert_array_equal(blocks[on], best[on])
+    assert previous.min() > 0

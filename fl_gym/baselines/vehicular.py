@@ -43,7 +43,7 @@ import numpy as np
 
 from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.envs.vehicular.env import SNR_SCALE_DB, VehicularURLLCConfig
-from fl_gym.sim.config import check_int, check_real
+from fl_gym.sim.config import check_choice, check_int, check_real
 
 __all__ = [
     "VEHICULAR_BASELINES",
@@ -519,6 +519,10 @@ def best_discrete_allocation(
     return levels.astype(np.int64), blocks.astype(np.int64)
 
 
+TAIL_THRESHOLDS = ("federated", "target")
+"""Where :class:`LyapunovJPRAPolicy` takes the thresholds of its mean and second-moment queues."""
+
+
 class LyapunovJPRAPolicy(VehicularPolicy):
     """The joint power and resource allocation (JPRA) of Samarakoon et al., slot by slot.
 
@@ -564,6 +568,9 @@ class LyapunovJPRAPolicy(VehicularPolicy):
         allocation_interval_slots: Slots between two resource-block allocations.
         interference_memory: ``w`` of the interference estimate, in [0, 1).
         coupling_memory: Forgetting factor of the coupling estimate per slot, in (0, 1].
+        tail_thresholds: ``"federated"`` (``m1``, ``m2`` of the federated estimate, as in the
+            authors' simulations) or ``"target"`` (those of the target GPD ``(sigma_th,
+            xi_th)`` of the configuration, ignoring the estimate).
         seed: Seed of the clustering and of the order the blocks are dealt in.
     """
 
@@ -580,9 +587,11 @@ class LyapunovJPRAPolicy(VehicularPolicy):
         allocation_interval_slots: int = 100,
         interference_memory: float = 0.5,
         coupling_memory: float = 0.99,
+        tail_thresholds: str = "federated",
         seed: int = 0,
     ) -> None:
         super().__init__(env)
+        self.tail_thresholds = check_choice("tail_thresholds", tail_thresholds, TAIL_THRESHOLDS)
         self.tradeoff_v = check_real("tradeoff_v", tradeoff_v, low=0.0)
         self.num_clusters = check_int("num_clusters", num_clusters, minimum=1)
         self.allocation_interval_slots = check_int(
@@ -623,9 +632,15 @@ class LyapunovJPRAPolicy(VehicularPolicy):
         return d[:, 0], snr, inr
 
     def tail_targets(self, server: np.ndarray) -> tuple[float, float]:
-        """``(g1, g2)``: the federated estimate's conditional moments in units of ``q0``."""
+        """``(g1, g2)``: the thresholds of the virtual queues ``Z1``, ``Z2`` in units of ``q0``
+        (the federated estimate's conditional moments, or the target's)."""
         sys_cfg = self.config.system
         q0 = sys_cfg.queue_threshold_bits
+        if self.tail_thresholds == "target":
+            return (
+                sys_cfg.tail_mean_target_bits / q0,
+                sys_cfg.tail_second_moment_target_bits2 / q0**2,
+            )
         sigma = max(float(server[0]), 1e-6) * sys_cfg.tail_scale_target_bits
         xi = min(float(server[1]), 0.49)
         mean = sigma / (1.0 - xi)
