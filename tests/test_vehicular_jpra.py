@@ -204,3 +204,23 @@ def test_per_slot_power_never_decreases_with_the_backlog_weight() -> None:
         best = np.argmax(np.where(allowed, cinr, -1.0), axis=1)
         np.testing.assert_array_equal(blocks[on], best[on])
     assert previous.min() > 0
+
+
+def test_policy_plays_the_pettingzoo_env_like_the_gymnasium_one() -> None:
+    from fl_gym.envs import vehicular_v0
+
+    config = {"max_steps": 60}
+    penv = vehicular_v0.parallel_env(config=config)
+    genv = VehicularURLLCEnv(config=config)
+    ppol = make_policy("vehicular-lyapunov", penv, allocation_interval_slots=20)
+    gpol = make_policy("vehicular-lyapunov", genv, allocation_interval_slots=20)
+    observations, _ = penv.reset(seed=2)
+    obs, _ = genv.reset(seed=2)
+    for t in range(60):
+        actions = ppol.predict(observations, episode_start=t == 0)[0]
+        action = gpol.predict(obs, episode_start=t == 0)[0]
+        levels, blocks = genv.decode_action(action)
+        for k, name in enumerate(penv.agents):
+            np.testing.assert_array_equal(actions[name], [levels[k], blocks[k]])
+        observations, *_ = penv.step(actions)
+        obs, *_ = genv.step(action)

@@ -544,9 +544,11 @@ class LyapunovJPRAPolicy(VehicularPolicy):
 
     It separates over the pairs: each pair minimises ``V p / p_max - beta s(p, b)`` over its
     power levels and allowed blocks (:func:`best_discrete_allocation`). The paper lets a pair
-    spread power over all its blocks by water-filling, ``p_b = [beta B dt / (V q0 ln 2) -
-    1 / cinr_b]^+`` under ``sum_b p_b <= p_max``; this environment gives a pair one block and
-    discrete power levels a slot, so the exact minimiser over those actions is taken instead.
+    spread power over all its blocks by water-filling, ``p_b / p_max = [beta B dt / (V q0 ln 2)
+    - 1 / cinr_b]^+`` (a lower water level where ``sum_b p_b`` would pass ``p_max``); this
+    environment gives a pair one block and discrete power levels a slot, so the exact minimiser
+    over those actions is taken instead (on a fine grid of levels it is the water-filling level,
+    tests/test_vehicular_jpra.py).
     The rate of a block is predicted from the SNR at ``p_max`` of the coming slot and the
     interference estimate ``I <- w I + (1 - w) I_last`` (``w = interference_memory``, 0.5 in
     the authors' simulations).
