@@ -207,10 +207,10 @@ def test_per_slot_power_never_decreases_with_the_backlog_weight() -> None:
 
 
 def test_policy_plays_the_pettingzoo_env_like_the_gymnasium_one() -> None:
-    from fl_gym.envs import vehicular_v0
+    from fl_gym.envs import vehicular_v1
 
     config = {"max_steps": 60}
-    penv = vehicular_v0.parallel_env(config=config)
+    penv = vehicular_v1.parallel_env(config=config)
     genv = VehicularURLLCEnv(config=config)
     ppol = make_policy("vehicular-lyapunov", penv, allocation_interval_slots=20)
     gpol = make_policy("vehicular-lyapunov", genv, allocation_interval_slots=20)
