@@ -247,10 +247,12 @@ class _QueueRecorder(VehicularEpisodeRecorder):
     def start(self, env: Any, policy: Any, seed: int, observation: Any, info: Any) -> None:
         super().start(env, policy, seed, observation, info)
         self.queue_bits: list[np.ndarray] = []
+        self.tail_mean_bits: list[float] = []
 
     def step(self, env: Any, reward: Any, terminated: Any, truncated: Any, info: Any) -> None:
         super().step(env, reward, terminated, truncated, info)
         self.queue_bits.append(info["queue_bits"])
+        self.tail_mean_bits.append(info["tail_mean_bits"])
 
 
 POLICIES = ("vehicular-lyapunov", "vehicular-average-queue")
@@ -265,9 +267,10 @@ HEAVY_LOAD = {"arrival_rate_packets_per_s": 1250.0}
 
 def _policy_run(
     name: str, seed: int, slots: int, system: dict[str, Any] | None = None, **options: Any
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """Mean power (mW), time-average share of queues above q0, share of vehicles violating
-    Pr(Q > q0) <= eps over the run."""
+    Pr(Q > q0) <= eps over the run, and the time-average conditional mean of the federated tail
+    estimate over the target's, ``m1 / gamma1``."""
     config: dict[str, Any] = {"max_steps": slots, **(system or {})}
     env = TimeLimit(VehicularURLLCEnv(config=config), slots)
     policy = make_policy(name, env, **options)
@@ -281,11 +284,13 @@ def _policy_run(
         float(np.mean(power[slots // 10 :]) * 1e3),
         float(over_arr.mean()),
         float((over_arr.mean(axis=0) > eps).mean()),
+        float(np.mean(recorder.tail_mean_bits[slots // 10 :]))
+        / env.unwrapped.config.system.tail_mean_target_bits,
     )
 
 
 def _runs(name: str, seeds: Any, slots: int, **options: Any) -> np.ndarray:
-    """``(3,)`` mean over seeds of :func:`_policy_run`."""
+    """``(4,)`` mean over seeds of :func:`_policy_run`."""
     return np.mean([_policy_run(name, s, slots, **options) for s in seeds], axis=0)
 
 
@@ -377,7 +382,7 @@ def policy_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name in POLICIES:
-        for v, (p, share, viol) in zip(V_SWEEP, results[name], strict=True):
+        for v, (p, share, viol, _) in zip(V_SWEEP, results[name], strict=True):
             lines.append(f"| `{name}` | {v} | {p:.2f} | {share * 100:.2f} % | {viol * 100:.1f} % |")
     lines += [
         "",
@@ -392,11 +397,11 @@ def policy_section(args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]
     }
     for key, label in labels.items():
         for name in POLICIES:
-            p, share, viol = experiments[key][name]
+            p, share, viol, _ = experiments[key][name]
             lines.append(
                 f"| {label} | `{name}` | {p:.2f} | {share * 100:.2f} % | {viol * 100:.1f} % |"
             )
-    p, share, viol = experiments["fixed target"]
+    p, share, viol, _ = experiments["fixed target"]
     lines += [
         "| thresholds of Z1, Z2 from the target GPD, not the federated estimate | "
         f"`vehicular-lyapunov` | {p:.2f} | {share * 100:.2f} % | {viol * 100:.1f} % |",
@@ -439,10 +444,15 @@ def _lyapunov_discussion(results: dict[str, Any]) -> str:
         f"`vehicular-average-queue` (most at V = {V_SWEEP[best]}: {lyap[best, 1] * 100:.2f} % "
         f"against {avg[best, 1] * 100:.2f} %, {reduction[best] * 100:.0f} % fewer) and "
         f"{_span(lyap[:, 2], digits=1)} % URLLC violators against {_span(avg[:, 2], digits=1)} %, "
-        f"but it spends {_span(ratio, 1.0, 1)} times the baseline's power, not half. "
         + (
-            "The reduction of large queues is reproduced (the paper's 'up to 60 %' at our largest "
-            "V); the power saving is not. "
+            f"but it spends {_span(ratio, 1.0, 1)} times the baseline's power, not half. "
+            if ratio.min() > 1.0
+            else f"at {_span(ratio, 1.0, 1)} times the baseline's power. "
+        )
+        + (
+            f"The reduction of large queues is reproduced in size (up to "
+            f"{reduction.max() * 100:.0f} % at V = {V_SWEEP[best]}, the paper up to 60 %); the "
+            "power saving is not. "
             if reproduced_reduction
             else "Neither the paper's reduction of large queues nor its power saving is "
             "reproduced at these V. "
@@ -450,18 +460,23 @@ def _lyapunov_discussion(results: dict[str, Any]) -> str:
         + "Why the power goes the other way: in the same state the tail weight only adds to "
         "the queue weight (beta >= Q / q0) and the per-slot minimiser's power never decreases "
         "with beta (tests/test_vehicular_jpra.py), so at equal V the tail-aware policy can spend "
-        "less only where the baseline's queues grow much longer, and they do not here: even at "
-        f"the heavier load of {HEAVY_LOAD['arrival_rate_packets_per_s']:.0f} packets/s (second "
-        f"table), where the baseline has {heavy_a[1] * 100:.2f} % large queues and "
+        "less only where the baseline's queues grow much longer"
+        + (", and they do not here: even" if heavy_a[0] < heavy_l[0] else ", as they do")
+        + f" at the heavier load of {HEAVY_LOAD['arrival_rate_packets_per_s']:.0f} packets/s "
+        f"(second table), where the baseline has {heavy_a[1] * 100:.2f} % large queues and "
         f"{heavy_a[2] * 100:.0f} % violators against {heavy_l[1] * 100:.2f} % and "
         f"{heavy_l[2] * 100:.0f} % ({(1 - heavy_l[1] / heavy_a[1]) * 100:.0f} % fewer), it spends "
         f"{heavy_a[0]:.1f} mW against {heavy_l[0]:.1f} mW. Compared at equal power instead "
         "(log-log interpolation of the V sweep, plot), the tail-aware policy has "
         f"{_span(equal_power)} % fewer large queues, and the baseline needs "
-        f"{_span(extra_power)} % more power to reach the tail-aware policy's large-queue share: "
-        "a better trade-off, but far from half the power; most of the equal-V reduction comes "
-        "from the tail weight moving the policy along the power-reliability curve. Resource "
-        "blocks: with "
+        f"{_span(extra_power)} % more power to reach the tail-aware policy's large-queue share"
+        + (
+            ": a better trade-off, but far from half the power; most of the equal-V reduction "
+            "comes from the tail weight moving the policy along the power-reliability curve. "
+            if max(equal_power, default=0.0) < reduction.max() and max(extra_power, default=0) < 1
+            else ". "
+        )
+        + "Resource blocks: with "
         "every pair its own cluster (all blocks open, the best one chosen each slot) the "
         f"policies have {lyap[v03, 1] * 100:.2f} % -> {flat_l[1] * 100:.2f} % and "
         f"{avg[v03, 1] * 100:.2f} % -> {flat_a[1] * 100:.2f} % large queues at V = 0.3 "
@@ -478,9 +493,20 @@ def _lyapunov_discussion(results: dict[str, Any]) -> str:
         + "Thresholds: taking those of Z1 and "
         "Z2 from the target GPD rather than the federated estimate gives "
         f"{fixed[1] * 100:.2f} % large queues against {lyap[v03, 1] * 100:.2f} % at "
-        f"{fixed[0]:.1f} against {lyap[v03, 0]:.1f} mW: the estimate is near the target here "
-        "(first section: sigma near sigma_th, xi near 0), so which one sets the thresholds hardly "
-        "matters in this scenario. What stays different from the paper's model: one block and "
+        f"{fixed[0]:.1f} against {lyap[v03, 0]:.1f} mW; over these runs the federated "
+        f"estimate's conditional mean is {lyap[v03, 3]:.2f} times the target's "
+        + (
+            "(near the target, so which one sets the thresholds hardly matters here). "
+            if abs(lyap[v03, 3] - 1.0) < 0.2
+            else (
+                "(the thresholds differ by that factor), yet the large-queue share hardly moves: "
+                "the tail policy's lead does not hinge on where the thresholds of Z1 and Z2 sit "
+                "in this scenario. "
+            )
+            if abs(fixed[1] / lyap[v03, 1] - 1.0) < 0.1
+            else "(the thresholds differ by that factor, and so do the outcomes). "
+        )
+        + "What stays different from the paper's model: one block and "
         "discrete power levels per pair and slot (the paper water-fills over several blocks), "
         "clusters from the interference the receivers measured (the controllers see no "
         "positions; the paper clusters by position), and our channel, mobility and load."
