@@ -9,7 +9,9 @@ batch of E), runs through :func:`run_rounds`::
     compress   compress_rounds         each update through its level's operator (bits counted)
     transport  Transport.deliver       what reaches the server: the orthogonal digital uplink
                                        (DigitalUplink) or over-the-air analog aggregation
-                                       (OverTheAir), with energy, latency and losses
+                                       (OverTheAir, BroadbandAnalog in fl_gym.sim.broadband),
+                                       with energy, latency and losses; then the cell's
+                                       model broadcast (with_downlink), where it is on
     aggregate  aggregate_round         the server's rule over the updates that arrived (or the
                                        aggregate the channel already formed) moves the model
     evaluate   evaluate_models         all new global models on their test sets, batched
@@ -27,6 +29,7 @@ federation's trajectory does not depend on the others in its batch.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -59,6 +62,7 @@ __all__ = [
     "evaluate_models",
     "run_rounds",
     "train_rounds",
+    "with_downlink",
 ]
 
 
@@ -745,6 +749,28 @@ class OverTheAir(Transport):
         )
 
 
+def with_downlink(fed: Federation, start: RoundStart, delivery: Delivery) -> Delivery:
+    """``delivery`` with the broadcast of the global model added, where the cell models it.
+
+    With ``WirelessConfig.downlink`` on, the base station first sends the float32 global model
+    to the round's participants (:meth:`~fl_gym.sim.radio.cell.WirelessCell.downlink`); that time
+    precedes their compute and upload, so it is added to each participant's latency and to the
+    round time (the deadline bounds compute + upload). Otherwise ``delivery`` is returned as is.
+    """
+    cell = fed.cell
+    if cell is None or not cell.config.downlink:
+        return delivery
+    selected = start.plan.selected
+    time_s, _ = cell.downlink(selected, FLOAT_BITS * fed.num_params)
+    if time_s == 0.0:
+        return delivery
+    return dataclasses.replace(
+        delivery,
+        latency_s=np.where(selected, delivery.latency_s + time_s, delivery.latency_s),
+        round_time_s=delivery.round_time_s + time_s,
+    )
+
+
 # -- aggregate ------------------------------------------------------------------------------------
 
 
@@ -987,6 +1013,10 @@ class RoundPipeline:
         stage = compress_rounds if transport.compresses else uncompressed_rounds
         pendings = stage(feds, starts, trained)
         deliveries = transport.deliver(feds, starts, pendings, rngs)
+        deliveries = [
+            with_downlink(fed, start, delivery)
+            for fed, start, delivery in zip(feds, starts, deliveries, strict=True)
+        ]
         fields = [
             aggregate_round(fed, pending, delivery)
             for fed, pending, delivery in zip(feds, pendings, deliveries, strict=True)

@@ -56,6 +56,7 @@ DATASETS = ("digits", "synthetic")
 _SHAPES = {"digits": (64, 10), "synthetic": (60, 10)}
 """Features and classes of each data set as the environments build it."""
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+ANALOG_SCHEMES = ("beamforming", "broadband")
 
 
 DEFAULT_WIRELESS = WirelessConfig(
@@ -102,6 +103,11 @@ class WirelessFLConfig:
         learning: Learning configuration (model, optimiser, aggregation, compression levels).
         wireless: Cell configuration (geometry, channel, compute, deadline, batteries);
             :data:`DEFAULT_WIRELESS` by default.
+        analog_scheme: How the over-the-air environment aggregates: ``"beamforming"``
+            (multi-antenna receive beamforming, Yang et al. 2020) or ``"broadband"`` (broadband
+            analog aggregation over OFDM sub-carriers with truncated channel inversion, Zhu et
+            al. 2020, :class:`~fl_gym.sim.broadband.BroadbandAnalog`). The environments with
+            digital uploads accept only ``"beamforming"`` (the default, which they ignore).
     """
 
     dataset: str = "digits"
@@ -122,6 +128,7 @@ class WirelessFLConfig:
     time_weight_per_s: float = 1.0
     learning: FederationConfig = field(default_factory=FederationConfig)
     wireless: WirelessConfig = field(default_factory=lambda: DEFAULT_WIRELESS)
+    analog_scheme: str = "beamforming"
 
     RANGES: ClassVar[Mapping[str, Range]] = {
         "num_devices": Range(1, MAX_DEVICES, integer=True),
@@ -142,6 +149,7 @@ class WirelessFLConfig:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("partition", self.partition, PARTITIONS)
+        check_choice("analog_scheme", self.analog_scheme, ANALOG_SCHEMES)
         check_bool("synthetic_iid", self.synthetic_iid)
         check_ranges(self, self.RANGES)
         # Only a sequence of whole numbers: int() would silently truncate 1.5 or parse "12".
@@ -207,8 +215,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cell-edge": {"wireless.edge_fraction": 0.6},
     "large-k": {"num_devices": 100, "wireless.num_subchannels": 20, "wireless.bandwidth_hz": 20e6},
+    "broadband": {
+        "analog_scheme": "broadband",
+        "wireless.num_antennas": 1,
+        "wireless.downlink": True,
+    },
 }
-"""Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax."""
+"""Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax.
+
+``"broadband"`` is for the over-the-air environment: single-antenna broadband analog
+aggregation (Zhu et al. 2020) with the model broadcast's time in every round
+(``wireless.downlink``); the environments with digital uploads refuse it."""
 
 
 def make_config(

@@ -292,6 +292,12 @@ class WirelessFLEnv(gym.Env):
                     "compression levels and local_step_choices (they shape the spaces); "
                     "make a new environment to change them"
                 )
+            if new.analog_scheme != self.config.analog_scheme:
+                raise ValueError(
+                    f"reset(options={{'config': ...}}) must keep analog_scheme "
+                    f"({self.config.analog_scheme!r}, got {new.analog_scheme!r}): it chooses the "
+                    "transport; make a new environment to change it"
+                )
             self.config = new
         # Only now, once the options are valid: a failed reset must not reseed np_random.
         super().reset(seed=seed)
@@ -355,6 +361,12 @@ class WirelessFLEnv(gym.Env):
     def make_transport(self) -> Transport:
         """How this environment's updates reach the server: digital uploads on orthogonal
         sub-channels (:class:`~fl_gym.sim.rounds.DigitalUplink`)."""
+        if self.config.analog_scheme != "beamforming":
+            raise ValueError(
+                f"analog_scheme={self.config.analog_scheme!r} needs the over-the-air environment "
+                "(fl_gym/OverTheAirFL-v0); this environment uploads digitally and allows only "
+                "'beamforming' (the default)"
+            )
         return DigitalUplink()
 
     def _play_round(self, plan: RoundPlan) -> RoundReport:
