@@ -45,11 +45,14 @@ def run_list(args: argparse.Namespace) -> int:
     for column in ("preset", "environments", "overrides of the defaults"):
         presets.add_column(column, overflow="fold")
     for family, members in families.items():
-        where = (
+        everyone = (
             f"{family} ({len(members)})" if len(members) > 2 else ", ".join(e.name for e in members)
         )
-        for name, overrides in members[0].presets.items():
-            presets.add_row(name, where, preset_summary(overrides))
+        names = dict.fromkeys(name for e in members for name in e.presets)
+        for name in names:
+            takers = [e for e in members if name in e.presets]
+            where = everyone if len(takers) == len(members) else ", ".join(e.name for e in takers)
+            presets.add_row(name, where, preset_summary(takers[0].presets[name]))
     console.print(presets)
     policies = Table(title="Heuristic policies (--policy NAME, --controller NAME for the UAVs)")
     policies.add_column("environment")

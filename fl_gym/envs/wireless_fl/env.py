@@ -20,6 +20,7 @@ from fl_gym.envs.obs_mode import (
 )
 from fl_gym.envs.wireless_fl.codec import CONTROLS, SelectionState, WirelessFLCodec, check_controls
 from fl_gym.envs.wireless_fl.config import (
+    PRESETS,
     WirelessFLConfig,
     apply_overrides,
     build_dataset,
@@ -353,6 +354,19 @@ class WirelessFLEnv(gym.Env):
         terminated = report.accuracy >= self.config.target_accuracy or not cell.available.any()
         obs = self.observe() if observe else {}
         return obs, reward, bool(terminated), False, self._info(report, terms, decode_info)
+
+    analog: ClassVar[bool] = False
+    """Whether the updates travel by analog aggregation (presets with an ``analog_scheme``)."""
+
+    @classmethod
+    def available_presets(cls) -> dict[str, dict[str, Any]]:
+        """The :data:`~fl_gym.envs.wireless_fl.config.PRESETS` this environment accepts (those
+        that choose an analog scheme only where the updates travel by analog aggregation)."""
+        return {
+            name: overrides
+            for name, overrides in PRESETS.items()
+            if cls.analog or overrides.get("analog_scheme", "beamforming") == "beamforming"
+        }
 
     def default_config(self) -> WirelessFLConfig:
         """This environment's defaults, which presets and ``config`` overrides apply to."""

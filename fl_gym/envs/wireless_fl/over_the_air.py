@@ -62,6 +62,8 @@ class OverTheAirFLEnv(WirelessFLEnv):
     * v0: initial release.
     """
 
+    analog = True
+
     def __init__(
         self,
         config: WirelessFLConfig | dict[str, Any] | None = None,
