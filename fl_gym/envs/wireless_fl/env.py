@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from fl_gym.envs import snapshot as snapshots
 from fl_gym.envs.human import HumanWindow, check_render_mode
 from fl_gym.envs.obs_mode import (
     Observation,
@@ -18,6 +19,7 @@ from fl_gym.envs.obs_mode import (
     flat_slices,
     flatten_observation,
 )
+from fl_gym.envs.snapshot import EnvSnapshot
 from fl_gym.envs.wireless_fl.codec import CONTROLS, SelectionState, WirelessFLCodec, check_controls
 from fl_gym.envs.wireless_fl.config import (
     PRESETS,
@@ -187,6 +189,13 @@ class WirelessFLEnv(gym.Env):
     small tensors, see :mod:`fl_gym.sim.threads`. ``obs_mode`` is
     ``"dict"`` (the default) or ``"flat"`` (see Observation Space); anything else is a
     ``ValueError`` naming the allowed values.
+
+    ## Snapshots
+
+    ``snapshot()`` copies the whole state (model, client state, cell, bookkeeping, generator) in
+    well under a step's time; ``restore(snapshot)`` goes back to it. Replaying the same actions
+    after a restore gives the same trajectory bit for bit; reseeding ``np_random`` after it
+    plays a fresh future from the same state (what planners and bounds need).
 
     ## Version History
 
@@ -480,6 +489,70 @@ class WirelessFLEnv(gym.Env):
     def close(self) -> None:
         self._renderer = None
         self._window.close()
+
+    # -- snapshots ---------------------------------------------------------------------------------
+
+    _KEPT_ATTRIBUTES: ClassVar[frozenset[str]] = frozenset(
+        {
+            "pipeline",
+            "_renderer",
+            "_window",
+            "_codec",
+            "action_space",
+            "observation_space",
+            "dict_observation_space",
+            "observation_slices",
+            "observation_feature_names",
+            "render_mode",
+            "num_threads",
+            "obs_mode",
+            "spec",
+        }
+    )
+    """What stays with the environment on :meth:`restore` (spaces, caches, display settings)."""
+
+    def snapshot(self) -> EnvSnapshot:
+        """A copy of the environment's whole state: the federation (global model, per-client
+        state), the cell (channels, positions, batteries), the episode's bookkeeping and the
+        generator. Datasets and configurations are shared, not copied (no step changes them).
+
+        :meth:`restore` followed by the same actions replays the same trajectory bit for bit;
+        followed by ``np_random`` reseeded (``env.np_random = np.random.default_rng(s)``) it
+        plays a fresh future from the same state.
+
+        Raises:
+            RuntimeError: Before the first ``reset()``.
+        """
+        return snapshots.take(self, self._KEPT_ATTRIBUTES, self._shared_state())
+
+    def restore(self, snapshot: EnvSnapshot) -> None:
+        """Return to the state of ``snapshot`` (taken by :meth:`snapshot` of an environment of
+        this class with the same spaces); the snapshot can be restored again later."""
+        if isinstance(snapshot, EnvSnapshot) and snapshot.env_type is type(self):
+            config = snapshot.state.get("config")
+            if config is None or self._layout(config) != self._layout(self.config):
+                raise ValueError(
+                    "snapshot's num_devices, compression levels or local_step_choices differ "
+                    "from this environment's (they shape the spaces)"
+                )
+        snapshots.restore(self, snapshot, self._KEPT_ATTRIBUTES, self._shared_state())
+
+    def _shared_state(self) -> list[Any]:
+        """Objects the snapshots share with the environment: what no step changes."""
+        fed = self.federation
+        if fed is None:
+            raise RuntimeError("call reset() before snapshot() or restore()")
+        return [
+            self.config,
+            fed.config,
+            fed.data,
+            fed.clients,
+            fed.x_test,
+            fed.y_test,
+            fed.model,
+            fed.device,
+            self._data_share,
+        ]
 
     # -- helpers -----------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ def dbm_to_w(x: ArrayLike) -> np.ndarray:
         Power in watts, same shape as ``x``.
     """
     arr = np.asarray(x, dtype=np.float64)
-    if np.any(np.isnan(arr)) or np.any(arr == np.inf):
+    if np.isnan(arr).any() or (arr == np.inf).any():
         raise ValueError(f"power in dBm must be finite or -inf, got {x!r}")
     return np.power(10.0, (arr - 30.0) / 10.0)
 
