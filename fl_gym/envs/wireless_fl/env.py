@@ -23,6 +23,7 @@ from fl_gym.envs.snapshot import EnvSnapshot
 from fl_gym.envs.wireless_fl.codec import CONTROLS, SelectionState, WirelessFLCodec, check_controls
 from fl_gym.envs.wireless_fl.config import (
     PRESETS,
+    TARGET_REQUIRED_MODES,
     WirelessFLConfig,
     apply_overrides,
     build_dataset,
@@ -161,15 +162,34 @@ class WirelessFLEnv(gym.Env):
 
     ## Rewards
 
-    ``accuracy_weight * (accuracy - previous accuracy) - energy_weight_per_j * (energy of all
-    devices, J) - time_weight_per_s * (round duration, s)``, with defaults 100, 20 and 1. Each
-    term is in ``info["reward_terms"]``.
+    ``config.reward_mode`` chooses the objective (the presets of the same names select the
+    last three); each term is in ``info["reward_terms"]``:
+
+    * ``"weighted"`` (default): ``accuracy_weight * (accuracy - previous accuracy) -
+      energy_weight_per_j * (energy of all devices, J) - time_weight_per_s * (round duration,
+      s)``, with defaults 100, 20 and 1.
+    * ``"time-to-accuracy"`` (FAVOR, Wang et al. INFOCOM 2020): ``favor_base ** (accuracy -
+      target_accuracy) - 1`` per round (Xi = 64 by default), which is above -1 and below 0
+      until the target is reached, so fewer rounds to the target score more.
+    * ``"energy-to-accuracy"``: ``-energy_weight_per_j * (energy of all devices, J)`` per round.
+    * ``"accuracy-at-budget"``: ``accuracy_weight * (accuracy - previous accuracy)`` for every
+      round within ``energy_budget_j`` / ``time_budget_s``; the round that overspends a budget
+      earns 0 and ends the episode, so the return is the accuracy reached within the budget.
+
+    In the two "to-accuracy" modes an episode that ends (battery exhaustion, ``max_rounds``)
+    without reaching the target pays ``target_penalty()`` (``info["reward_terms"]
+    ["target_missed"]``): ``max_rounds`` for time-to-accuracy, ``energy_weight_per_j`` times the
+    total battery capacity plus 1 for energy-to-accuracy, so that no failed episode out-scores
+    a successful one.
 
     ## Episode End
 
-    Terminates when the test accuracy reaches ``target_accuracy`` or when no device has energy
-    left. The registered environments truncate after ``max_rounds`` (100) rounds through
-    ``max_episode_steps``; the raw environment never truncates.
+    Terminates when the test accuracy reaches ``target_accuracy`` (not in
+    ``"accuracy-at-budget"``, which terminates when a budget is overspent instead) or when no
+    device has energy left. The registered environments truncate after ``max_rounds`` (100)
+    rounds through ``max_episode_steps``; in the ``"weighted"`` and ``"accuracy-at-budget"``
+    modes the raw environment never truncates, in the two "to-accuracy" modes it truncates at
+    ``max_rounds`` itself (charging the penalty).
 
     ## Arguments
 
@@ -325,6 +345,7 @@ class WirelessFLEnv(gym.Env):
         self._last_report: RoundReport | None = None
         self._previous_accuracy = self.federation.accuracy
         self._energy_spent_j = 0.0
+        self._elapsed_time_s = 0.0
         self._accuracy_history = [self.federation.accuracy]
         self._train_loss = np.zeros(k)
         self._data_share = data.client_sizes / data.client_sizes.max()
@@ -356,13 +377,31 @@ class WirelessFLEnv(gym.Env):
         self._train_loss = np.where(report.selected, report.train_loss, self._train_loss)
         self._energy_spent_j += float(report.energy_j.sum())
         self._accuracy_history.append(report.accuracy)
-        reward, terms = self._reward(report)
-        self._previous_accuracy = report.accuracy
+        self._elapsed_time_s += report.round_time_s
         cell = self.federation.cell
         assert cell is not None
-        terminated = report.accuracy >= self.config.target_accuracy or not cell.available.any()
+        cfg = self.config
+        reached = report.accuracy >= cfg.target_accuracy
+        exhausted = not cell.available.any()
+        truncated = False
+        if cfg.reward_mode == "accuracy-at-budget":
+            over_budget = (0 < cfg.energy_budget_j < self._energy_spent_j) or (
+                0 < cfg.time_budget_s < self._elapsed_time_s
+            )
+            terminated = over_budget or exhausted
+            reward, terms = self._budget_reward(report, over_budget)
+        else:
+            terminated = reached or exhausted
+            if cfg.reward_mode in TARGET_REQUIRED_MODES and not terminated:
+                # These modes end the episode at max_rounds themselves, to charge the penalty.
+                truncated = report.round_index + 1 >= cfg.max_rounds
+            failed = cfg.reward_mode in TARGET_REQUIRED_MODES and (
+                (terminated or truncated) and not reached
+            )
+            reward, terms = self._reward(report, failed=failed)
+        self._previous_accuracy = report.accuracy
         obs = self.observe() if observe else {}
-        return obs, reward, bool(terminated), False, self._info(report, terms, decode_info)
+        return obs, reward, bool(terminated), truncated, self._info(report, terms, decode_info)
 
     analog: ClassVar[bool] = False
     """Whether the updates travel by analog aggregation (presets with an ``analog_scheme``)."""
@@ -439,14 +478,51 @@ class WirelessFLEnv(gym.Env):
         """The current observation (no side effects): :func:`observe_many` of this environment."""
         return observe_many([self])[0]
 
-    def _reward(self, report: RoundReport) -> tuple[float, dict[str, float]]:
+    def _reward(self, report: RoundReport, failed: bool = False) -> tuple[float, dict[str, float]]:
+        """The reward of ``report``'s round (``failed``: the episode ends with it, target not
+        reached) in the ``"weighted"`` and the two target-required modes."""
         cfg = self.config
-        terms = {
-            "accuracy": cfg.accuracy_weight * (report.accuracy - self._previous_accuracy),
-            "energy": -cfg.energy_weight_per_j * float(report.energy_j.sum()),
-            "time": -cfg.time_weight_per_s * report.round_time_s,
-        }
+        energy_j = float(report.energy_j.sum())
+        if cfg.reward_mode == "time-to-accuracy":
+            terms = {"time": cfg.favor_base ** (report.accuracy - cfg.target_accuracy) - 1.0}
+        elif cfg.reward_mode == "energy-to-accuracy":
+            terms = {"energy": -cfg.energy_weight_per_j * energy_j}
+        else:
+            terms = {
+                "accuracy": cfg.accuracy_weight * (report.accuracy - self._previous_accuracy),
+                "energy": -cfg.energy_weight_per_j * energy_j,
+                "time": -cfg.time_weight_per_s * report.round_time_s,
+            }
+            return float(sum(terms.values())), terms
+        terms["target_missed"] = -self.target_penalty() if failed else 0.0
         return float(sum(terms.values())), terms
+
+    def target_penalty(self) -> float:
+        """What an episode that ends without reaching the target pays in the target-required
+        reward modes, chosen so that no such episode out-scores one that reaches it.
+
+        Time-to-accuracy: ``max_rounds`` (every round before the target earns more than -1, so a
+        successful episode's return exceeds ``-max_rounds``, while a failed one's is at most
+        ``-max_rounds``). Energy-to-accuracy: ``energy_weight_per_j`` times the devices' total
+        battery capacity, plus 1 (no episode can spend more than the batteries hold).
+        """
+        cfg = self.config
+        if cfg.reward_mode == "time-to-accuracy":
+            return float(cfg.max_rounds)
+        assert self.federation is not None and self.federation.cell is not None
+        capacity_j = float(self.federation.cell.battery_capacity_j.sum())
+        return cfg.energy_weight_per_j * capacity_j + 1.0
+
+    def _budget_reward(
+        self, report: RoundReport, over_budget: bool
+    ) -> tuple[float, dict[str, float]]:
+        """The ``"accuracy-at-budget"`` reward: the accuracy gain of a round within the budget;
+        the round that overspends it earns nothing and ends the episode, so the return is the
+        accuracy reached within the budget minus the initial accuracy (times the weight)."""
+        cfg = self.config
+        gain = 0.0 if over_budget else report.accuracy - self._previous_accuracy
+        terms = {"accuracy": cfg.accuracy_weight * gain}
+        return terms["accuracy"], terms
 
     def _info(
         self,
