@@ -38,21 +38,19 @@ def run_list(args: argparse.Namespace) -> int:
             e.name, e.api + agents, ", ".join(e.controls), e.action_space, e.observation_space
         )
     console.print(overview)
-    families: dict[str, list[Any]] = {}
+    # One group per family and set of presets (an env of a family may name its own scenarios).
+    families: dict[tuple[str, str], list[Any]] = {}
     for e in entries:
-        families.setdefault(e.family, []).append(e)
+        families.setdefault((e.family, repr(e.presets)), []).append(e)
     presets = Table(title="Scenario presets (preset=NAME, --preset NAME)")
     for column in ("preset", "environments", "overrides of the defaults"):
         presets.add_column(column, overflow="fold")
-    for family, members in families.items():
-        everyone = (
+    for (family, _), members in families.items():
+        where = (
             f"{family} ({len(members)})" if len(members) > 2 else ", ".join(e.name for e in members)
         )
-        names = dict.fromkeys(name for e in members for name in e.presets)
-        for name in names:
-            takers = [e for e in members if name in e.presets]
-            where = everyone if len(takers) == len(members) else ", ".join(e.name for e in takers)
-            presets.add_row(name, where, preset_summary(takers[0].presets[name]))
+        for name, overrides in members[0].presets.items():
+            presets.add_row(name, where, preset_summary(overrides))
     console.print(presets)
     policies = Table(title="Heuristic policies (--policy NAME, --controller NAME for the UAVs)")
     policies.add_column("environment")
