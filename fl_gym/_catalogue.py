@@ -136,7 +136,6 @@ def _wireless_entries() -> Iterator[EnvEntry]:
 
     from fl_gym.baselines import baselines_for
     from fl_gym.envs.registration import ENV_IDS
-    from fl_gym.envs.wireless_fl.config import PRESETS
 
     for env_id in ENV_IDS:
         env = gym.make(env_id)
@@ -153,7 +152,7 @@ def _wireless_entries() -> Iterator[EnvEntry]:
             agents=None,
             action_space=format_space(env.action_space),
             observation_space=format_space(env.observation_space),
-            presets=dict(PRESETS),
+            presets=raw.available_presets(),
             policies=tuple(baselines_for(env)),
             config_keys=tuple(_config_keys(raw.config)),
         )

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from fl_gym.envs import snapshot as snapshots
@@ -22,6 +23,7 @@ from fl_gym.envs.obs_mode import (
 from fl_gym.envs.snapshot import EnvSnapshot
 from fl_gym.envs.wireless_fl.codec import CONTROLS, SelectionState, WirelessFLCodec, check_controls
 from fl_gym.envs.wireless_fl.config import (
+    PRESETS,
     TARGET_REQUIRED_MODES,
     WirelessFLConfig,
     apply_overrides,
@@ -30,6 +32,7 @@ from fl_gym.envs.wireless_fl.config import (
 )
 from fl_gym.sim.config import field_names, reject_unknown_arguments
 from fl_gym.sim.learning.federation import Federation, check_torch_device
+from fl_gym.sim.localization.scenario import LOCALIZATION_PRESETS
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.radio.cell import WirelessCell
 from fl_gym.sim.rounds import DigitalUplink, RoundPipeline, Transport
@@ -209,6 +212,24 @@ class WirelessFLEnv(gym.Env):
     ``"dict"`` (the default) or ``"flat"`` (see Observation Space); anything else is a
     ``ValueError`` naming the allowed values.
 
+    Stragglers (``learning.stragglers``): by default an update that misses ``deadline_s`` is
+    lost (``"drop"``). With ``"stale"`` the straggler keeps computing and transmitting (the
+    rest of its energy is charged to the round) and its update is aggregated ``tau`` rounds
+    late with weight ``(1 + tau)^-a`` (FedAsync; ``staleness_exponent`` ``a``, 0.5; updates
+    later than ``max_staleness`` rounds are dropped). With ``"coded"`` (``model="logreg"``
+    only) every device uploads once, the first round it is selected, a random linear code of
+    its data (``code_redundancy`` x its samples rows; its energy in that round's report, its
+    time, spent before the round, in ``federation.coded_upload_time_s``)
+    and the server runs each missing device's local steps on its coded data instead (CodedFedL,
+    Prakash et al. 2020, simplified; see :mod:`fl_gym.sim.learning.coded`). The coded data are
+    random projections of the raw data and leak far more about it than updates do: the scheme
+    trades privacy for latency. The presets ``"stragglers"`` (``"stale"`` on a 1 MHz uplink
+    with a 0.3 s deadline and half the devices at the cell edge) and ``"coded"`` (``"coded"``
+    with logistic regression on a 200 kHz uplink with a 0.1 s deadline) set these up. The
+    coded stand-ins are least-squares steps of the linear model; against cross-entropy clients
+    they are a surrogate and need not beat dropping (the least-squares case is reproduced in
+    ``docs/reproductions.md``).
+
     ## Snapshots
 
     ``snapshot()`` copies the whole state (model, client state, cell, bookkeeping, generator) in
@@ -222,6 +243,8 @@ class WirelessFLEnv(gym.Env):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
+    """The named scenarios ``preset=`` accepts."""
 
     def __init__(
         self,
@@ -238,7 +261,7 @@ class WirelessFLEnv(gym.Env):
         controls = check_controls(controls)
         check_render_mode(render_mode, self.metadata)
         self.controls = controls
-        self.config = make_config(preset, config, base=self.default_config())
+        self.config = make_config(preset, config, base=self.default_config(), presets=self.PRESETS)
         reject_unknown_arguments(type(self).__name__, unexpected, self.config, self._arguments())
         self.render_mode = render_mode
         self._window = HumanWindow(type(self).__name__, self.metadata["render_fps"])
@@ -321,6 +344,12 @@ class WirelessFLEnv(gym.Env):
                     "compression levels and local_step_choices (they shape the spaces); "
                     "make a new environment to change them"
                 )
+            if new.analog_scheme != self.config.analog_scheme:
+                raise ValueError(
+                    f"reset(options={{'config': ...}}) must keep analog_scheme "
+                    f"({self.config.analog_scheme!r}, got {new.analog_scheme!r}): it chooses the "
+                    "transport; make a new environment to change it"
+                )
             self.config = new
         # Only now, once the options are valid: a failed reset must not reseed np_random.
         super().reset(seed=seed)
@@ -396,6 +425,19 @@ class WirelessFLEnv(gym.Env):
         obs = self.observe() if observe else {}
         return obs, reward, bool(terminated), truncated, self._info(report, terms, decode_info)
 
+    analog: ClassVar[bool] = False
+    """Whether the updates travel by analog aggregation (presets with an ``analog_scheme``)."""
+
+    @classmethod
+    def available_presets(cls) -> dict[str, dict[str, Any]]:
+        """The :data:`~fl_gym.envs.wireless_fl.config.PRESETS` this environment accepts (those
+        that choose an analog scheme only where the updates travel by analog aggregation)."""
+        return {
+            name: overrides
+            for name, overrides in cls.PRESETS.items()
+            if cls.analog or overrides.get("analog_scheme", "beamforming") == "beamforming"
+        }
+
     def default_config(self) -> WirelessFLConfig:
         """This environment's defaults, which presets and ``config`` overrides apply to."""
         return WirelessFLConfig()
@@ -403,6 +445,12 @@ class WirelessFLEnv(gym.Env):
     def make_transport(self) -> Transport:
         """How this environment's updates reach the server: digital uploads on orthogonal
         sub-channels (:class:`~fl_gym.sim.rounds.DigitalUplink`)."""
+        if self.config.analog_scheme != "beamforming":
+            raise ValueError(
+                f"analog_scheme={self.config.analog_scheme!r} needs the over-the-air environment "
+                "(fl_gym/OverTheAirFL-v0); this environment uploads digitally and allows only "
+                "'beamforming' (the default)"
+            )
         return DigitalUplink()
 
     def _play_round(self, plan: RoundPlan) -> RoundReport:
@@ -512,12 +560,30 @@ class WirelessFLEnv(gym.Env):
             "round": fed.round_index,
             "energy_spent_j": self._energy_spent_j,
         }
+        if self.config.dataset == "localization":
+            info.update(self.localization_errors())
         if report is not None:
             info.update({name: getattr(report, name) for name in field_names(type(report))})
             info["energy_j"] = float(report.energy_j.sum())
             info["reward_terms"] = terms
             info.update(decode_info)
         return info
+
+    def localization_errors(self) -> dict[str, float]:
+        """Position errors of the global model on the test set (``dataset="localization"``):
+        ``rmse_m``, ``error_p50_m`` and ``error_p90_m``, metres."""
+        fed = self.federation
+        assert fed is not None
+        area_m = LOCALIZATION_PRESETS[self.config.localization_scenario].area_m
+        with torch.no_grad():
+            out = fed.model.logits(fed.params.unsqueeze(0), fed.x_test.unsqueeze(0))[0]
+            errors = torch.linalg.vector_norm(out - fed.y_test, dim=1).double() * area_m
+        values = errors.numpy()
+        return {
+            "rmse_m": float(np.sqrt(np.mean(values**2))),
+            "error_p50_m": float(np.percentile(values, 50)),
+            "error_p90_m": float(np.percentile(values, 90)),
+        }
 
     # -- rendering ---------------------------------------------------------------------------------
 
