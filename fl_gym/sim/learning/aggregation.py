@@ -209,7 +209,18 @@ def fedavg(updates: torch.Tensor, weights: torch.Tensor) -> AggregationResult:
     if rows.x.shape[0] == 0:
         return _result(rows, None, updates)
     assert rows.w is not None
-    return _result(rows, rows.w @ rows.x, updates)
+    return _result(rows, _finite_mean(rows.w @ rows.x, rows.x, rows.w, updates), updates)
+
+
+def _finite_mean(
+    mean: torch.Tensor, x: torch.Tensor, w: torch.Tensor, like: torch.Tensor
+) -> torch.Tensor:
+    """``mean`` (``w @ x`` of finite rows), or, where its sums overflowed near the dtype's
+    maximum, the same mean computed on power-of-two-scaled rows in float64."""
+    if bool(torch.isfinite(mean).all()):
+        return mean
+    x64, scale = _scaled64(x)
+    return _back(w.to(torch.float64) @ x64, scale, like)
 
 
 def fedavg_trusted(updates: torch.Tensor, weights: torch.Tensor) -> AggregationResult:
@@ -232,6 +243,8 @@ def fedavg_trusted(updates: torch.Tensor, weights: torch.Tensor) -> AggregationR
     w = w / largest
     w = w / w.sum()
     aggregate = w @ updates.to(dtype)
+    if not bool(torch.isfinite(aggregate).all()):
+        return fedavg(updates, weights)
     return AggregationResult(
         aggregate=aggregate.to(updates.dtype), accepted=accepted, num_rejected=0
     )
@@ -315,7 +328,8 @@ def trimmed_mean(
     With ``n`` finite rows, each column drops its ``b = floor(trim_ratio * n)`` largest and ``b``
     smallest values and averages the rest. Without weights the average is the plain mean; with
     weights each kept value carries its row's weight, so ``trim_ratio=0`` gives :func:`fedavg`.
-    A column whose kept values all have weight zero falls back to their plain mean.
+    A column whose kept values all have weight zero falls back to their plain mean. The means are
+    taken in float64 on the rows divided by a power of two, so no sum overflows.
 
     Args:
         updates: ``(K, d)`` floating tensor, one client update per row.
@@ -335,21 +349,25 @@ def trimmed_mean(
     num = rows.x.shape[0]
     if num == 0:
         return _result(rows, None, updates)
+    # Sums of values near the dtype's maximum overflow: average power-of-two-scaled rows.
+    x, scale = _scaled64(rows.x)
+    w = None if rows.w is None else rows.w.to(torch.float64)
     # trim_ratio < 0.5 keeps at least one value; the clamp covers the rounding guard.
     trim = min(math.floor(ratio * num + _TRIM_COUNT_GUARD), (num - 1) // 2)
     if trim == 0:
         # Nothing is trimmed: skip the (n, d) sort.
-        mean = rows.x.mean(dim=0) if rows.w is None else rows.w @ rows.x
-        return _result(rows, mean, updates)
-    sorted_x, order = rows.x.sort(dim=0)
+        mean = x.mean(dim=0) if w is None else w @ x
+        return _result(rows, _back(mean, scale, updates), updates)
+    sorted_x, order = x.sort(dim=0)
     kept = sorted_x[trim : num - trim]
-    if rows.w is None:
-        return _result(rows, kept.mean(dim=0), updates)
-    kept_w = rows.w[order[trim : num - trim]]
+    if w is None:
+        return _result(rows, _back(kept.mean(dim=0), scale, updates), updates)
+    kept_w = w[order[trim : num - trim]]
     weight_sum = kept_w.sum(dim=0)
     has_weight = weight_sum > 0
     weighted = (kept_w * kept).sum(dim=0) / torch.where(has_weight, weight_sum, 1.0)
-    return _result(rows, torch.where(has_weight, weighted, kept.mean(dim=0)), updates)
+    mean = torch.where(has_weight, weighted, kept.mean(dim=0))
+    return _result(rows, _back(mean, scale, updates), updates)
 
 
 def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
