@@ -108,7 +108,7 @@ class AdversaryConfig:
     def __post_init__(self) -> None:
         check_choice("attack", self.attack, ATTACKS)
         check_bool("redraw", self.redraw)
-        devices = check_int_tuple("devices", self.devices, nonempty=False, distinct=True)
+        devices = check_int_tuple("devices", self.devices, nonempty=False, distinct=True, minimum=0)
         object.__setattr__(self, "devices", devices)
         if self.scale is None:
             ranges = {k: v for k, v in self.RANGES.items() if k != "scale"}
