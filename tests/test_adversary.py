@@ -91,7 +91,7 @@ def test_large_norm_gaussian_nan_inf():
 
 
 def test_label_flip_retrains_the_byzantine_devices_on_flipped_labels():
-    fed, start, honest, attacked, _ = trained_round(
+    fed, _, honest, attacked, _ = trained_round(
         AdversaryConfig(attack="label_flip", devices=(0, 1))
     )
     assert not torch.equal(attacked.params[:2], honest.params[:2])

@@ -130,7 +130,7 @@ class AdversaryConfig:
         """How many of ``num_devices`` devices are Byzantine."""
         if self.devices:
             return len(self.devices)
-        return min(num_devices, int(math.floor(self.fraction * num_devices + 0.5)))
+        return min(num_devices, math.floor(self.fraction * num_devices + 0.5))
 
 
 def alie_z(num_selected: int, num_byzantine: int) -> float:

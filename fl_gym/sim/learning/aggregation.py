@@ -564,8 +564,8 @@ def multi_krum(
             (equally if theirs sum to zero).
         num_byzantine: Krum's ``f`` (see :func:`krum`).
         num_selected: ``m``; ``None`` takes ``n - f`` (with the default ``f``, a majority that
-            the honest rows fill when attackers are a minority). ``m = 1`` is :func:`krum`, ``m = n`` (with
-            any ``f``) is :func:`fedavg`.
+            the honest rows fill when attackers are a minority). ``m = 1`` is :func:`krum`,
+            ``m = n`` (with any ``f``) is :func:`fedavg`.
 
     Returns:
         The aggregation result.
