@@ -99,6 +99,9 @@ class WirelessFLConfig:
         energy_weight_per_j: Reward cost per joule spent by all devices in a round, in
             [0, 1e+06].
         time_weight_per_s: Reward cost per second of round duration, in [0, 1e+06].
+        divergence_penalty: Reward cost of the round in which the global model diverges (its
+            test loss or a parameter is NaN or infinite; the episode then terminates), in
+            [0, 1e+06].
         learning: Learning configuration (model, optimiser, aggregation, compression levels).
         wireless: Cell configuration (geometry, channel, compute, deadline, batteries);
             :data:`DEFAULT_WIRELESS` by default.
@@ -120,6 +123,7 @@ class WirelessFLConfig:
     accuracy_weight: float = 100.0
     energy_weight_per_j: float = 20.0
     time_weight_per_s: float = 1.0
+    divergence_penalty: float = 100.0
     learning: FederationConfig = field(default_factory=FederationConfig)
     wireless: WirelessConfig = field(default_factory=lambda: DEFAULT_WIRELESS)
 
@@ -135,6 +139,7 @@ class WirelessFLConfig:
         "accuracy_weight": Range(0.0, 1e6),
         "energy_weight_per_j": Range(0.0, 1e6),
         "time_weight_per_s": Range(0.0, 1e6),
+        "divergence_penalty": Range(0.0, 1e6),
     }
     """Documented plausible range of every numeric field (stated in its description);
     ``power_min_dbm`` is also below ``wireless.p_max_dbm``."""
@@ -216,6 +221,7 @@ def make_config(
     overrides: Mapping[str, Any] | WirelessFLConfig | None = None,
     *,
     base: WirelessFLConfig | None = None,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> WirelessFLConfig:
     """Build a configuration from a preset and overrides (:func:`fl_gym.sim.config.resolve_config`).
 
@@ -226,12 +232,14 @@ def make_config(
             or bare names of a ``learning`` / ``wireless`` field; ``learning`` and ``wireless``
             may also be given as dicts or config objects.
         base: The configuration the preset and overrides apply to (the defaults if ``None``).
+        presets: The named presets ``preset`` picks from (:data:`PRESETS` if ``None``).
 
     Returns:
         The validated configuration.
     """
     base = WirelessFLConfig() if base is None else base
-    return resolve_config(base, preset, overrides, presets=PRESETS, family=FAMILY)
+    presets = PRESETS if presets is None else presets
+    return resolve_config(base, preset, overrides, presets=presets, family=FAMILY)
 
 
 def apply_overrides(config: WirelessFLConfig, overrides: Mapping[str, Any]) -> WirelessFLConfig:
