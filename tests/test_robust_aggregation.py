@@ -97,7 +97,7 @@ def test_centered_clipping_is_its_iteration_written_out():
     x[0] += 3.0
     w = torch.arange(1.0, 9.0, dtype=torch.float64)
     alpha = w / w.sum()
-    v = coordinate_median(x, w).aggregate
+    v = coordinate_median(x).aggregate
     for _ in range(2):
         step = torch.zeros_like(v)
         for k in range(8):
