@@ -20,18 +20,18 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse
-import platform
-import statistics
-import time
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from fl_gym.sim.learning.adversary import AdversaryConfig, ByzantineTransform
-from fl_gym.sim.learning.data import make_federated_dataset
-from fl_gym.sim.learning.federation import Federation, FederationConfig
-from fl_gym.sim.rounds import RoundPipeline
+from fl_gym.sim.learning.adversary import AdversaryConfig, ByzantineTransform  # noqa: E402
+from fl_gym.sim.learning.data import make_federated_dataset  # noqa: E402
+from fl_gym.sim.learning.federation import Federation, FederationConfig  # noqa: E402
+from fl_gym.sim.rounds import RoundPipeline  # noqa: E402
 
 RULES = (
     "median",
