@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from fl_gym.baselines.base import BaselinePolicy, EpisodeMemory
+from fl_gym.baselines.base import BaselinePolicy, EpisodeMemory, rank_select
 from fl_gym.baselines.features import ObservationFeatures
 from fl_gym.envs.wireless_fl.byzantine import (
     AGGREGATOR_CHOICES,
@@ -53,6 +53,10 @@ class _ByzantineDefence(BaselinePolicy):
         choices = self.env.codec.aggregator_choices  # type: ignore[attr-defined]
         check_choice("aggregator", self.aggregator, choices)
 
+    def _cap(self, keep: np.ndarray, memory: EpisodeMemory) -> np.ndarray:
+        """At most M of the ``keep`` devices: those unselected longest (lower index on ties)."""
+        return rank_select([-memory.last_selected_round], keep, self.codec.max_selected)
+
     def _encode(self, plan: RoundPlan) -> Any:
         return self.env.encode_plan(plan, aggregator=self.aggregator)  # type: ignore[call-arg]
 
@@ -69,10 +73,14 @@ def _select_all(rule: str) -> type[_ByzantineDefence]:
     def decide(
         self: _ByzantineDefence, features: ObservationFeatures, memory: EpisodeMemory
     ) -> dict[str, Any]:
-        return {"selection": features.available.copy()}
+        return {"selection": self._cap(features.available, memory)}
 
     name = "select-all-" + rule.replace("_", "-")
-    doc = f"Every device with energy left uploads; the server aggregates with ``{rule}``."
+    doc = (
+        f"Every device with energy left uploads (the M unselected longest, where more than M "
+        f"have energy); the server aggregates with ``{rule}``. A reference defence: the rule "
+        "alone, with no selection."
+    )
     return type(  # type: ignore[return-value]
         "SelectAll" + "".join(part.title() for part in rule.split("_")),
         (_ByzantineDefence,),
@@ -111,7 +119,7 @@ class _OutlierRejection(_ByzantineDefence):
         keep = features.available & (banned_until <= now)
         if not keep.any():
             keep = features.available.copy()
-        return {"selection": keep}
+        return {"selection": self._cap(keep, memory)}
 
 
 class NormOutlierRejection(_OutlierRejection):

@@ -106,12 +106,14 @@ BYZANTINE_DEFAULTS: dict[str, Any] = {
     "wireless": WirelessConfig(
         num_subchannels=10, bandwidth_hz=10e6, battery_min_j=1.0, battery_max_j=2.0
     ),
-    "max_rounds": 50,
-    "target_accuracy": 0.95,
+    "learning.aggregator": "median",
 }
 """What the Byzantine environment changes in :class:`WirelessFLConfig`'s defaults: one 1 MHz
 sub-channel per device (every device can upload, so selection is a matter of trust, not of
-bandwidth) and batteries of 1-2 J that last an episode."""
+bandwidth), batteries of 1-2 J that last an episode, and the coordinate median as the rule a
+plan encodes when it names none (so the generic selection baselines play a robust rule)."""
+
+_DEFAULT_BYZANTINE = ByzantineFLConfig()
 
 _PRESET_ATTACKS = ("sign_flip", "gaussian", "large_norm", "alie", "ipm", "label_flip", "nan")
 BYZANTINE_PRESETS: dict[str, dict[str, Any]] = {
@@ -127,6 +129,12 @@ per episode, with each attack (``sign-flip``, ``gaussian``, ``large-norm``, ``al
 ``label-flip``, ``nan``) at its default strength."""
 
 
+def byzantine_settings(config: WirelessFLConfig) -> ByzantineFLConfig:
+    """``config`` itself if it is a :class:`ByzantineFLConfig`, else the Byzantine defaults
+    (a plain :class:`WirelessFLConfig` given to the environment keeps its attack and rules)."""
+    return config if isinstance(config, ByzantineFLConfig) else _DEFAULT_BYZANTINE
+
+
 class ByzantineCodec(WirelessFLCodec):
     """The codec of the Byzantine environment: ``Box(-1, 1, (K + 1,))``.
 
@@ -139,9 +147,9 @@ class ByzantineCodec(WirelessFLCodec):
         config: The environment's configuration.
     """
 
-    def __init__(self, config: ByzantineFLConfig) -> None:
+    def __init__(self, config: WirelessFLConfig) -> None:
         super().__init__(config, ("selection",))
-        self.aggregator_choices = config.aggregator_choices
+        self.aggregator_choices = byzantine_settings(config).aggregator_choices
 
     def _layout_slices(self) -> dict[str, slice]:
         k = self.num_devices
@@ -165,14 +173,18 @@ class ByzantineCodec(WirelessFLCodec):
         return plan, info
 
     def encode(self, plan: RoundPlan, aggregator: str | None = None) -> np.ndarray:
-        """The action selecting ``plan.selected`` and aggregating with ``aggregator`` (the
-        first of ``aggregator_choices`` if ``None``)."""
+        """The action selecting ``plan.selected`` and aggregating with ``aggregator``; if
+        ``None``, with ``learning.aggregator`` (the coordinate median in this environment's
+        defaults) or, when that is not a choice, the first of ``aggregator_choices``."""
         if not isinstance(plan, RoundPlan) or plan.num_clients != self.num_devices:
             raise ValueError(
                 f"plan must be a RoundPlan for {self.num_devices} devices, got {plan!r}"
             )
         choices = self.aggregator_choices
-        name = choices[0] if aggregator is None else aggregator
+        default = self.config.learning.aggregator
+        if aggregator is None:
+            aggregator = default if default in choices else choices[0]
+        name = aggregator
         if name not in choices:
             raise ValueError(
                 f"aggregator {name!r} is not one of this environment's aggregator_choices "
@@ -242,7 +254,8 @@ class ByzantineSelectionEnv(WirelessFLEnv):
     ## Arguments
 
     As :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv`; ``config`` is a
-    :class:`ByzantineFLConfig` or a dict of overrides (``"adversary.attack"``,
+    :class:`ByzantineFLConfig` (a plain ``WirelessFLConfig`` gets the default attack and rules)
+    or a dict of overrides (``"adversary.attack"``,
     ``"adversary.fraction"``, ``"adversary.devices"``, ``"adversary.redraw"``,
     ``"adversary.scale"``, ``"aggregator_choices"``, ``"server_knows_byzantine"`` beside the
     wireless FL keys) and ``preset`` one of :data:`BYZANTINE_PRESETS`. ``info`` carries every
@@ -283,13 +296,11 @@ class ByzantineSelectionEnv(WirelessFLEnv):
 
     def make_codec(self) -> ByzantineCodec:
         """K scores and one rule (:class:`ByzantineCodec`)."""
-        assert isinstance(self.config, ByzantineFLConfig)
         return ByzantineCodec(self.config)
 
     def make_transforms(self) -> tuple[UpdateTransform, ...]:
         """The adversary, then the monitor of what the devices send."""
-        assert isinstance(self.config, ByzantineFLConfig)
-        self.adversary = ByzantineTransform(self.config.adversary)
+        self.adversary = ByzantineTransform(byzantine_settings(self.config).adversary)
         self.monitor = UpdateMonitor()
         return (self.adversary, self.monitor)  # type: ignore[return-value]
 
@@ -379,8 +390,7 @@ class ByzantineSelectionEnv(WirelessFLEnv):
             out[:, 0] = np.where(finite, ratio, 0.0)
         out[measured & ~np.isfinite(norms), 0] = _OBS_BOUND
         out[:, 1] = np.where(measured, self.monitor.cosines[0], 0.0)
-        assert isinstance(self.config, ByzantineFLConfig)
-        if self.config.server_knows_byzantine:
+        if byzantine_settings(self.config).server_knows_byzantine:
             out[:, 2] = self.adversary.last_attackers[0]
         return out
 

@@ -133,6 +133,11 @@ class AdversaryConfig:
         return min(num_devices, math.floor(self.fraction * num_devices + 0.5))
 
 
+def _find(pairs: list[tuple[Any, Any]], fed: Federation) -> Any:
+    """The value paired with ``fed`` (by identity), or ``None``."""
+    return next((value for owner, value in pairs if owner is fed), None)
+
+
 def alie_z(num_selected: int, num_byzantine: int) -> float:
     """The "a little is enough" deviation ``z`` (Baruch et al. 2019, Algorithm 3).
 
@@ -164,8 +169,10 @@ class ByzantineTransform:
         if not isinstance(config, AdversaryConfig):
             raise TypeError(f"config must be an AdversaryConfig, got {type(config).__name__}")
         self.config = config
-        self._sets: dict[int, tuple[Federation, np.ndarray]] = {}
-        self._flipped: dict[int, tuple[Federation, ClientTensors]] = {}
+        # Per federation, found by identity (a list of pairs, so that a deep copy of an owner
+        # that holds both the federation and this transform keeps them matched).
+        self._sets: list[tuple[Federation, np.ndarray]] = []
+        self._flipped: list[tuple[Federation, ClientTensors]] = []
         self.last_attackers: list[np.ndarray] = []
         """Per federation of the last call, ``(K,)`` bool: the devices that sent a Byzantine
         update in that round (selected and Byzantine)."""
@@ -185,9 +192,9 @@ class ByzantineTransform:
                 )
             mask[ids] = True
             return mask
-        kept = self._sets.get(id(fed))
-        if not cfg.redraw and kept is not None and kept[0] is fed and fed.round_index > 0:
-            return kept[1]
+        kept = _find(self._sets, fed)
+        if not cfg.redraw and kept is not None and fed.round_index > 0:
+            return kept
         order = torch.randperm(k, generator=generator, device=generator.device).cpu().numpy()
         mask = np.zeros(k, dtype=bool)
         mask[order[: cfg.num_byzantine(k)]] = True
@@ -203,7 +210,7 @@ class ByzantineTransform:
     ) -> list[LocalTrainingResult]:
         """The trained models with the Byzantine devices' replaced (one result per federation)."""
         out = []
-        sets: dict[int, tuple[Federation, np.ndarray]] = {}
+        sets: list[tuple[Federation, np.ndarray]] = []
         self.last_attackers = []
         for fed, start, result in zip(feds, starts, trained, strict=True):
             k = fed.num_clients
@@ -212,7 +219,7 @@ class ByzantineTransform:
                 out.append(result)
                 continue
             mask = self.byzantine_set(fed, start.generator)
-            sets[id(fed)] = (fed, mask)
+            sets.append((fed, mask))
             ids = start.client_ids.cpu().numpy()
             rows = np.flatnonzero(mask[ids])
             attackers = np.zeros(k, dtype=bool)
@@ -278,12 +285,12 @@ class ByzantineTransform:
 
     def _flipped_clients(self, fed: Federation) -> ClientTensors:
         """The federation's client data with every label ``y`` replaced by ``C - 1 - y``."""
-        kept = self._flipped.get(id(fed))
-        if kept is not None and kept[0] is fed:
-            return kept[1]
+        kept = _find(self._flipped, fed)
+        if kept is not None:
+            return kept
         clients = fed.clients
         flipped = dataclasses.replace(clients, y=fed.model.num_classes - 1 - clients.y)
-        self._flipped = {id(fed): (fed, flipped)}
+        self._flipped = [(fed, flipped)]
         return flipped
 
 
@@ -301,7 +308,7 @@ class UpdateMonitor:
     name = "monitor"
 
     def __init__(self) -> None:
-        self._previous: dict[int, tuple[Federation, torch.Tensor]] = {}
+        self._previous: list[tuple[Federation, torch.Tensor]] = []
         self.norms: list[np.ndarray] = []
         self.cosines: list[np.ndarray] = []
         self.measured: list[np.ndarray] = []
@@ -312,7 +319,7 @@ class UpdateMonitor:
         starts: Sequence[RoundStart],
         trained: list[LocalTrainingResult],
     ) -> list[LocalTrainingResult]:
-        previous: dict[int, tuple[Federation, torch.Tensor]] = {}
+        previous: list[tuple[Federation, torch.Tensor]] = []
         self.norms, self.cosines, self.measured = [], [], []
         for fed, start, result in zip(feds, starts, trained, strict=True):
             k = fed.num_clients
@@ -320,10 +327,10 @@ class UpdateMonitor:
             norms, cosines = np.zeros(k), np.zeros(k)
             measured = np.zeros(k, dtype=bool)
             measured[ids] = True
-            kept = self._previous.get(id(fed))
+            kept = _find(self._previous, fed)
             step = None
-            if kept is not None and kept[0] is fed and fed.round_index > 0:
-                step = (fed.params - kept[1]).to(torch.float64)
+            if kept is not None and fed.round_index > 0:
+                step = (fed.params - kept).to(torch.float64)
             if ids.size:
                 u = (result.params - fed.params).to(torch.float64)
                 finite = torch.isfinite(u).all(dim=1)
@@ -341,7 +348,7 @@ class UpdateMonitor:
             self.norms.append(norms)
             self.cosines.append(cosines)
             self.measured.append(measured)
-            previous[id(fed)] = (fed, fed.params.clone())
+            previous.append((fed, fed.params.clone()))
         self._previous = previous
         return trained
 
