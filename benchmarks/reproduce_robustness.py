@@ -118,7 +118,9 @@ def section(results: dict, seeds: list[int], rounds: int, seconds: float) -> str
         "geometric_median": "1/2 (Pillutla, Kakade and Harchaoui, IEEE TSP 2022)",
         "krum": f"f < (n - 2) / 2: {(K - 2) / 2 / K:.2f} of n = {K} (Blanchard et al., 2017)",
         "multi_krum": f"as Krum, {(K - 2) / 2 / K:.2f} (Blanchard et al., 2017)",
-        "centered_clipping": "delta < 0.1-0.15 with momentum (Karimireddy et al., ICML 2021)",
+        "centered_clipping": (
+            "a constant share; shown to resist ALIE and IPM (Karimireddy et al., ICML 2021)"
+        ),
         "norm_clipping": "bounds each client's influence; no breakdown point (Sun et al. 2019)",
     }
     for rule in RULES:
