@@ -29,7 +29,7 @@ def main() -> int:
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
     import fl_gym
-    from fl_gym.envs import uav_swarm_v0, vehicular_v0
+    from fl_gym.envs import uav_swarm_v0, vehicular_v1
 
     failures = []
     for env_id in fl_gym.ENV_IDS:
@@ -48,7 +48,7 @@ def main() -> int:
                 print(f"FAIL  {name}: {env_id}\n{traceback.format_exc()}")
             finally:
                 env.close()
-    for module, kwargs in ((vehicular_v0, {}), (uav_swarm_v0, {"config": {"num_uavs": 20}})):
+    for module, kwargs in ((vehicular_v1, {}), (uav_swarm_v0, {"config": {"num_uavs": 20}})):
         name = module.__name__.rsplit(".", 1)[-1]
         try:
             parallel_api_test(module.parallel_env(**kwargs), num_cycles=20)

@@ -3,7 +3,7 @@
 Three levels, each on one core (torch, used by the federated rounds' FedAvg, and the BLAS
 libraries on one thread): the simulator alone (:class:`fl_gym.sim.vehicular.system.VehicularSystem`,
 one slot per step), the Gymnasium environment (``VehicularURLLCEnv``: slot, rewards, federated
-tail round every 10 slots, observation) and the PettingZoo environment (``vehicular_v0``, the
+tail round every 10 slots, observation) and the PettingZoo environment (``vehicular_v1``, the
 same plus the per-agent dicts). Actions are drawn before the clock starts (uniform power levels
 and blocks); after a warm-up, the median of a few timed blocks is reported, with steps per
 CPU-second beside the wall-clock rate (the development machines are shared). Resource blocks
@@ -28,7 +28,7 @@ from collections.abc import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fl_gym.envs import vehicular_v0  # noqa: E402
+from fl_gym.envs import vehicular_v1  # noqa: E402
 from fl_gym.envs.vehicular.env import VehicularURLLCEnv  # noqa: E402
 from fl_gym.sim.vehicular.system import VehicularConfig, VehicularSystem  # noqa: E402
 
@@ -72,7 +72,7 @@ def bench(pairs: int, steps: int, blocks: int) -> dict[str, tuple[float, float]]
         env.step(actions[t])
     out["gymnasium env"] = _time_blocks(lambda t: env.step(actions[t]), steps, blocks)
 
-    penv = vehicular_v0.parallel_env(config=overrides)
+    penv = vehicular_v1.parallel_env(config=overrides)
     penv.reset(seed=0)
     agents = list(penv.agents)
     dicts = [

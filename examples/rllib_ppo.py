@@ -5,7 +5,7 @@ Gymnasium's ``FlattenObservation`` (RLlib's default networks take flat vectors):
 
     python examples/rllib_ppo.py fl_gym/ClientSelection-v0 --iterations 5
 
-Multi-agent: ``vehicular_v0`` or ``uav_swarm_v0``, every agent mapped to one shared policy
+Multi-agent: ``vehicular_v1`` or ``uav_swarm_v0``, every agent mapped to one shared policy
 (parameter sharing) through RLlib's PettingZoo wrapper::
 
     python examples/rllib_ppo.py uav_swarm_v0 --config num_uavs=20 --iterations 5
@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-MULTI_AGENT = ("vehicular_v0", "uav_swarm_v0")
+MULTI_AGENT = ("vehicular_v1", "uav_swarm_v0")
 
 
 def _overrides(items: list[str]) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def build_config(
     """RLlib's PPO configuration for an fl_gym environment (one shared policy for agents).
 
     Args:
-        env: A registered id, ``vehicular_v0`` or ``uav_swarm_v0``.
+        env: A registered id, ``vehicular_v1`` or ``uav_swarm_v0``.
         env_config: Config overrides of the environment.
         batch_size: Env steps per training iteration.
         env_runners: Ray actors that sample (one CPU each); 0 samples in this process.
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rllib_ppo.py", description=__doc__.splitlines()[0] if __doc__ else None
     )
-    parser.add_argument("env", help="registered id or vehicular_v0 / uav_swarm_v0")
+    parser.add_argument("env", help="registered id or vehicular_v1 / uav_swarm_v0")
     parser.add_argument("--iterations", type=_positive_int, default=5)
     parser.add_argument("--batch-size", type=_positive_int, default=512)
     parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")

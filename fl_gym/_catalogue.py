@@ -166,10 +166,10 @@ def _vehicular_entries() -> Iterator[EnvEntry]:
     import gymnasium as gym
 
     from fl_gym.baselines import baselines_for
-    from fl_gym.envs import vehicular_v0
+    from fl_gym.envs import vehicular_v1
     from fl_gym.sim.vehicular.system import PRESETS as SYSTEM_PRESETS
 
-    env_id = "fl_gym/VehicularURLLC-v0"
+    env_id = "fl_gym/VehicularURLLC-v1"
     env = gym.make(env_id)
     keys = tuple(_config_keys(env.unwrapped.config))
     yield EnvEntry(
@@ -186,13 +186,13 @@ def _vehicular_entries() -> Iterator[EnvEntry]:
         config_keys=keys,
     )
     env.close()
-    par = vehicular_v0.parallel_env()
+    par = vehicular_v1.parallel_env()
     first = par.possible_agents[0]
     yield EnvEntry(
-        name="fl_gym.envs.vehicular_v0",
+        name="fl_gym.envs.vehicular_v1",
         api="pettingzoo",
         family="vehicular",
-        make="vehicular_v0.parallel_env(preset=None, config={...})",
+        make="vehicular_v1.parallel_env(preset=None, config={...})",
         controls=("power", "resource_block"),
         agents=f"{len(par.possible_agents)} x pair_i",
         action_space=format_space(par.action_space(first)),

@@ -23,7 +23,7 @@ from gymnasium.utils.env_checker import data_equivalence
 
 import fl_gym
 from fl_gym.agents.evaluation import MAX_SEEDS, parse_seeds
-from fl_gym.envs import uav_swarm_v0, vehicular_v0
+from fl_gym.envs import uav_swarm_v0, vehicular_v1
 from fl_gym.envs.actions import check_box_action, check_discrete_action, show_action
 from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.sim import Federation, FederationConfig, make_federated_dataset
@@ -130,7 +130,7 @@ def test_every_family_gives_the_same_type_error_text() -> None:
     """One string action, four families: the same policy sentence after the family's prefix."""
     box = gym.make("fl_gym/ClientSelection-v0")
     discrete = gym.make("fl_gym/AggregationFrequency-v0")
-    vehicular = vehicular_v0.parallel_env(config={"num_pairs": 2})
+    vehicular = vehicular_v1.parallel_env(config={"num_pairs": 2})
     uav = uav_swarm_v0.parallel_env(config={"num_uavs": 2})
     for env in (box, discrete, vehicular, uav):
         env.reset(seed=0)
@@ -163,7 +163,7 @@ def test_uav_rejects_what_it_used_to_parse() -> None:
         ("fl_gym/AggregationFrequency-v0", np.bool_(False), 0),
         ("fl_gym/GradientCompression-v0", np.ones(10, bool), np.ones(10, np.int64)),
         ("fl_gym/ClientSelection-v0", np.ones(10, bool), np.ones(10, np.float32)),
-        ("fl_gym/VehicularURLLC-v0", np.ones(40, bool), np.ones(40, np.int64)),
+        ("fl_gym/VehicularURLLC-v1", np.ones(40, bool), np.ones(40, np.int64)),
     ],
 )
 def test_bools_are_zero_and_one_everywhere(env_id: str, action: Any, plain: Any) -> None:

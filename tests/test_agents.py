@@ -72,7 +72,7 @@ def _distribution_params(policy: DeviceSetPolicy, obs: dict[str, torch.Tensor]) 
         ("fl_gym/OverTheAirFL-v0", (1, False, 1)),
         ("fl_gym/GradientCompression-v0", (None, True, 0)),
         ("fl_gym/AggregationFrequency-v0", (0, True, None)),
-        ("fl_gym/VehicularURLLC-v0", ("pair", True, 0)),
+        ("fl_gym/VehicularURLLC-v1", ("pair", True, 0)),
     ],
 )
 def test_action_layout_of_every_env(env_id: str, expected: tuple) -> None:
@@ -110,7 +110,7 @@ def test_action_layout_rejects_spaces_that_do_not_split() -> None:
         "fl_gym/WirelessFL-v0",
         "fl_gym/GradientCompression-v0",
         "fl_gym/AggregationFrequency-v0",
-        "fl_gym/VehicularURLLC-v0",
+        "fl_gym/VehicularURLLC-v1",
     ],
 )
 def test_policy_is_equivariant_in_the_devices(env_id: str, pooling: str) -> None:

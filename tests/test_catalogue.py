@@ -15,7 +15,7 @@ import fl_gym
 import fl_gym.envs
 from fl_gym._catalogue import unit_of
 from fl_gym.cli import main
-from fl_gym.envs import uav_swarm_v0, vehicular_v0
+from fl_gym.envs import uav_swarm_v0, vehicular_v1
 from fl_gym.envs.vehicular.env import VehicularURLLCConfig
 from fl_gym.envs.wireless_fl.config import WirelessFLConfig
 from fl_gym.sim.uav.swarm import UAVSwarmConfig
@@ -27,7 +27,7 @@ BY_NAME = {e.name: e for e in CATALOGUE}
 def _builder(name: str) -> Callable[..., Any]:
     if name.startswith("fl_gym/"):
         return lambda **kwargs: gym.make(name, **kwargs)
-    module = {"fl_gym.envs.uav_swarm_v0": uav_swarm_v0, "fl_gym.envs.vehicular_v0": vehicular_v0}
+    module = {"fl_gym.envs.uav_swarm_v0": uav_swarm_v0, "fl_gym.envs.vehicular_v1": vehicular_v1}
     return module[name].parallel_env
 
 
@@ -37,7 +37,7 @@ def test_every_env_of_every_family_is_listed() -> None:
         for m in pkgutil.iter_modules(fl_gym.envs.__path__)
         if re.fullmatch(r".+_v\d+", m.name)
     )
-    assert versioned == ["fl_gym.envs.uav_swarm_v0", "fl_gym.envs.vehicular_v0"]
+    assert versioned == ["fl_gym.envs.uav_swarm_v0", "fl_gym.envs.vehicular_v1"]
     assert [e.name for e in CATALOGUE] == [*fl_gym.ENV_IDS, *reversed(versioned)]
     assert {e.family for e in CATALOGUE} == {"wireless-fl", "vehicular", "uav"}
     for e in CATALOGUE:
@@ -71,7 +71,7 @@ def test_config_key_defaults_are_the_envs() -> None:
     assert keys["flocking_weight_per_m2_s"].unit == "1/(m^2/s)"
     assert keys["progress_reward_per_m"].unit == "1/m"
     assert keys["collision_cost_per_pair"].unit == "per pair"
-    keys = {k.name: k for k in BY_NAME["fl_gym/VehicularURLLC-v0"].config_keys}
+    keys = {k.name: k for k in BY_NAME["fl_gym/VehicularURLLC-v1"].config_keys}
     assert keys["system.num_pairs"].default == VehicularURLLCConfig().system.num_pairs
 
 
@@ -81,7 +81,7 @@ def test_units_read_as_written() -> None:
     assert unit_of("cost_per_pair") == "per pair"
     assert unit_of("mass") is None
     assert BY_NAME["fl_gym/WirelessFL-v0"].action_space == "Box(-1.0, 1.0, (31,), float32)"
-    assert BY_NAME["fl_gym/VehicularURLLC-v0"].action_space == "MultiDiscrete([6, 10] * 20)"
+    assert BY_NAME["fl_gym/VehicularURLLC-v1"].action_space == "MultiDiscrete([6, 10] * 20)"
 
 
 def test_fl_gym_list_shows_everything_unwrapped_when_piped(capsys: Any) -> None:
@@ -112,8 +112,8 @@ def test_fl_gym_list_name_shows_config_keys_and_json(capsys: Any) -> None:
 FAMILIES = [
     ("fl_gym/ClientSelection-v0", "the wireless FL envs", "num_devices", WirelessFLConfig),
     ("fl_gym/OverTheAirFL-v0", "the wireless FL envs", "deadline_s", WirelessFLConfig),
-    ("fl_gym/VehicularURLLC-v0", "the vehicular envs", "num_pairs", VehicularURLLCConfig),
-    ("fl_gym.envs.vehicular_v0", "the vehicular envs", "num_pairs", VehicularURLLCConfig),
+    ("fl_gym/VehicularURLLC-v1", "the vehicular envs", "num_pairs", VehicularURLLCConfig),
+    ("fl_gym.envs.vehicular_v1", "the vehicular envs", "num_pairs", VehicularURLLCConfig),
     ("fl_gym.envs.uav_swarm_v0", "uav_swarm_v0", "num_uavs", UAVSwarmConfig),
 ]
 

@@ -140,7 +140,7 @@ def test_run_plays_the_vehicular_env_with_its_baselines(
 ) -> None:
     from fl_gym.baselines.vehicular import make_vehicular_baseline
 
-    env_id = "fl_gym/VehicularURLLC-v0"
+    env_id = "fl_gym/VehicularURLLC-v1"
     args = ["run", env_id, "--policy", "vehicular-max-power", "--seed", "2"]
     assert main([*args, "--config", "system.num_pairs=4"]) == 0
     out = capsys.readouterr().out
@@ -197,7 +197,7 @@ def test_spaces_print_on_one_line() -> None:
             text = format_space(space)
             assert "\n" not in text and "  " not in text, (env_id, text)
         env.close()
-    vehicular = gym.make("fl_gym/VehicularURLLC-v0")
+    vehicular = gym.make("fl_gym/VehicularURLLC-v1")
     assert format_space(vehicular.action_space) == "MultiDiscrete([6, 10] * 20)"
     assert format_space(spaces.Box(-1.0, 1.0, (10,))) == "Box(-1.0, 1.0, (10,), float32)"
     box = spaces.Box(np.float32([0.0, -1.0]), np.float32([1.0, 1.0]), dtype=np.float32)
@@ -288,7 +288,7 @@ def test_progress_goes_to_a_terminal_stderr_only(
 ) -> None:
     terminal = _Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
-    args = ["run", "fl_gym/VehicularURLLC-v0", "--policy", "vehicular-max-power", "--seed", "2"]
+    args = ["run", "fl_gym/VehicularURLLC-v1", "--policy", "vehicular-max-power", "--seed", "2"]
     args += ["--episodes", "2", "--config", "system.num_pairs=4"]
     assert main(args + (["--no-progress"] if no_progress else [])) == 0
     out = capsys.readouterr().out

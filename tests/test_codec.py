@@ -18,7 +18,7 @@ import pytest
 import fl_gym
 from fl_gym.baselines import baselines_for, make_baseline
 from fl_gym.baselines.vehicular import VEHICULAR_BASELINES, make_vehicular_baseline
-from fl_gym.envs import vehicular_v0
+from fl_gym.envs import vehicular_v1
 from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.envs.wireless_fl.codec import (
     CONTROLS,
@@ -330,8 +330,8 @@ def test_vehicular_round_trips_and_errors() -> None:
 
 
 def test_vehicular_envs_share_the_codec_layout() -> None:
-    gym_env = gym.make("fl_gym/VehicularURLLC-v0")
-    pz_env = vehicular_v0.parallel_env()
+    gym_env = gym.make("fl_gym/VehicularURLLC-v1")
+    pz_env = vehicular_v1.parallel_env()
     for codec in (gym_env.unwrapped.codec, pz_env.codec):
         assert codec.action_space == gym_env.action_space
         assert codec.agent_action_space == pz_env.action_space("pair_0")
@@ -340,7 +340,7 @@ def test_vehicular_envs_share_the_codec_layout() -> None:
 
 @pytest.mark.parametrize("name", list(VEHICULAR_BASELINES))
 def test_vehicular_baselines_actions_decode_to_their_decisions(name: str) -> None:
-    env = gym.make("fl_gym/VehicularURLLC-v0")
+    env = gym.make("fl_gym/VehicularURLLC-v1")
     acting, deciding = make_vehicular_baseline(name, env), make_vehicular_baseline(name, env)
     memory = deciding.new_memory()
     obs, _ = env.reset(seed=4)

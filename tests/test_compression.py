@@ -278,6 +278,48 @@ def test_terngrad_is_unbiased_and_ternary() -> None:
     assert not _mean_within(biased.expand(_DRAWS, -1), _X, variance)
 
 
+def test_terngrad_clips_to_c_standard_deviations() -> None:
+    # Wen et al.: entries beyond 2.5 sigma are clipped before ternarising, so the scale is
+    # 2.5 sigma (population standard deviation of the row), not the outlier's magnitude.
+    x = torch.tensor([[0.1, -0.2, 0.15, 0.05, -0.1, 0.2, -0.05, 0.1, 0.0, 9.0]] * 3)
+    out = TernGrad(clip_sigmas=2.5).compress(x, generator=_gen(4))
+    bound = 2.5 * float(np.std(x[0].numpy()))
+    assert bound < 9.0
+    magnitudes = out.reconstructed.abs().unique().tolist()
+    assert all(m == 0.0 or m == pytest.approx(bound, rel=1e-6) for m in magnitudes)
+    assert out.reconstructed[:, 9].tolist() == pytest.approx([bound] * 3, rel=1e-6)
+    # Unbiased for the clipped row.
+    batch = x[:1].repeat(_DRAWS, 1)
+    many = TernGrad(clip_sigmas=2.5).compress(batch, generator=_gen(5))
+    scale = float(many.reconstructed.abs().max())  # the bound in the operator's float32
+    clipped = x[0].clamp(-scale, scale)
+    p = clipped.double().abs() / scale
+    assert _mean_within(many.reconstructed, clipped, scale**2 * p * (1 - p))
+    # Without clipping the outlier sets the scale.
+    assert float(TernGrad().compress(x, generator=_gen(4)).reconstructed.abs().max()) == 9.0
+
+
+def test_terngrad_layerwise_keeps_one_scale_per_tensor() -> None:
+    x = torch.cat([_randn(4, 6, 1), 100.0 * _randn(4, 3, 2), 0.01 * _randn(4, 5, 3)], dim=1)
+    op = TernGrad(layerwise=True).for_layout((6, 3, 5))
+    out = op.compress(x, generator=_gen(6))
+    assert out.bits.tolist() == [2 * 14 + 32 * 3] * 4
+    for start, end in ((0, 6), (6, 9), (9, 14)):
+        part, sent = x[:, start:end], out.reconstructed[:, start:end]
+        scale = part.abs().amax(dim=1, keepdim=True)
+        assert torch.all((sent == 0) | (sent.abs() == scale))
+        assert torch.all(sent.abs().amax(dim=1) == scale[:, 0])  # the largest entry is sent
+    # One scale for the whole row: the 100x tensor wipes out the small ones' magnitudes.
+    whole = TernGrad().compress(x, generator=_gen(6))
+    assert whole.bits.tolist() == [2 * 14 + 32] * 4
+    assert torch.all((whole.reconstructed[:, 9:] == 0) | (whole.reconstructed[:, 9:].abs() > 10))
+    # The binding is not part of the spec, and a wrong layout is an error naming both sizes.
+    assert op.spec == "terngrad:layerwise=true" and parse_compressor(op.spec) == op
+    assert TernGrad().for_layout((6, 3, 5)) == TernGrad()
+    with pytest.raises(ValueError, match="14 entries"):
+        TernGrad(layerwise=True).for_layout((6, 3)).compress(x, generator=_gen(6))
+
+
 def test_random_k_is_unbiased_and_picks_coordinates_uniformly() -> None:
     d, ratio = 8, 0.25  # k = 2, scale d / k = 4
     batch = _X.repeat(_DRAWS, 1)
@@ -336,6 +378,24 @@ def test_dgc_warmup_densities_follow_the_paper() -> None:
     assert DeepGradientCompression(0.5).density_at(0) == 0.5
     assert DeepGradientCompression(0.001, warmup_rounds=0).density_at(0) == 0.001
     assert DeepGradientCompression(1e-5, warmup_rounds=6).density_at(5) == 0.25 * 4.0**-5
+
+
+def test_dgc_warmup_runs_per_row() -> None:
+    # Each row at its own place in the schedule: the same k as that row compressed alone.
+    op = DeepGradientCompression(0.001)
+    update = _randn(5, 1024, 3)
+    positions = np.array([0, 3, 1, 7, 0])
+    out = op.compress(update, round_index=positions)
+    for row, r in enumerate(positions):
+        alone = op.compress(update[row : row + 1], round_index=int(r))
+        torch.testing.assert_close(out.reconstructed[row], alone.reconstructed[0])
+        torch.testing.assert_close(out.residual[row], alone.residual[0])
+        assert int(out.bits[row]) == int(alone.bits[0])
+    assert (out.reconstructed != 0).sum(dim=1).tolist() == [256, 4, 64, 2, 256]
+    with pytest.raises(ValueError, match="one per row"):
+        op.compress(update, round_index=np.array([0, 1]))
+    with pytest.raises(ValueError, match="one per row"):
+        op.compress(update, round_index=np.array([0, 1, -1, 0, 0]))
 
 
 @given(seed=st.integers(0, 2**16), momentum=st.floats(0.0, 0.99))
@@ -499,6 +559,7 @@ def test_float_specs_round_trip_exactly(ratio: float, ef: bool) -> None:
         ("threshold:1e-3", Threshold(0.001)),
         ("sign:error_feedback=false", SignSGD(error_feedback=False)),
         ("terngrad", TernGrad()),
+        ("terngrad:layerwise=true,clip_sigmas=2.5", TernGrad(layerwise=True, clip_sigmas=2.5)),
         ("qsgd:16", QSGD(16)),
         ("dgc:0.001", DeepGradientCompression(0.001)),
         (

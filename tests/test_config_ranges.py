@@ -188,7 +188,7 @@ def _wireless_case(key: str, value: Any) -> None:
 
 def _vehicular_case(key: str, value: Any) -> None:
     config = _refusing(BUILDERS["vehicular"])({key: value})
-    env = gym.make("fl_gym/VehicularURLLC-v0", config=config)
+    env = gym.make("fl_gym/VehicularURLLC-v1", config=config)
     env.action_space.seed(0)
     obs, _ = env.reset(seed=0)
     assert _finite(obs), (key, value, obs)
@@ -386,15 +386,15 @@ def test_uav_absurd_values_are_refused_at_construction(overrides, match) -> None
 
 def test_vehicular_pairs_are_refused_by_their_limit_and_memory_estimate() -> None:
     with pytest.raises(ValueError, match=r"num_pairs must be an integer in \[1, 10000\]"):
-        gym.make("fl_gym/VehicularURLLC-v0", config={"num_pairs": 10**5})
+        gym.make("fl_gym/VehicularURLLC-v1", config={"num_pairs": 10**5})
     with pytest.raises(
         ValueError,
         match=rf"num_pairs=9000 needs an estimated 9\.66 GiB for the \(K, K\) link arrays, "
         rf".*{_LIMIT}",
     ):
-        gym.make("fl_gym/VehicularURLLC-v0", config={"num_pairs": 9_000})
+        gym.make("fl_gym/VehicularURLLC-v1", config={"num_pairs": 9_000})
     with pytest.raises(ValueError, match=r"num_pairs x tail_buffer_size=\(5000, 1000000\)"):
-        gym.make("fl_gym/VehicularURLLC-v0", config={"num_pairs": 5_000, "tail_buffer_size": 10**6})
+        gym.make("fl_gym/VehicularURLLC-v1", config={"num_pairs": 5_000, "tail_buffer_size": 10**6})
 
 
 def _digits_federation(**config: Any) -> Federation:

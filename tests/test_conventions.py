@@ -15,7 +15,7 @@ from fl_gym.baselines import POLICIES, POLICY_ALIASES, baselines_for, make_polic
 from fl_gym.envs.registration import ENV_IDS
 from fl_gym.envs.rollout import env_family, family_of_id, rollout
 
-PETTINGZOO_MODULES = ("vehicular_v0", "uav_swarm_v0")
+PETTINGZOO_MODULES = ("vehicular_v1", "uav_swarm_v0")
 SMALL = {"uav_swarm_v0": {"num_uavs": 4, "max_steps": 3}}
 ALL_ENVS = [*ENV_IDS, *PETTINGZOO_MODULES]
 
@@ -145,10 +145,10 @@ def test_former_controller_names_resolve_to_the_same_entry() -> None:
 def test_rollout_of_the_vehicular_envs_equals_a_hand_loop_in_both_forms() -> None:
     """Same seed, same policy: the loop's numbers are those of a plain loop, and the PettingZoo
     form (dict of agents) plays exactly the Gymnasium form's actions."""
-    from fl_gym.envs import vehicular_v0
+    from fl_gym.envs import vehicular_v1
 
     config = {"system.num_pairs": 4, "max_steps": 12}
-    genv = gym.make("fl_gym/VehicularURLLC-v0", config=config, max_episode_steps=12)
+    genv = gym.make("fl_gym/VehicularURLLC-v1", config=config, max_episode_steps=12)
     policy = make_policy("vehicular-random-rb", genv, seed=3)
     episode = rollout(genv, policy, seed=5)
     hand = make_policy("vehicular-random-rb", genv, seed=3)
@@ -161,7 +161,7 @@ def test_rollout_of_the_vehicular_envs_equals_a_hand_loop_in_both_forms() -> Non
         done = terminated or truncated
     assert episode.mean_power_w == power and episode.rewards == rewards
     assert rollout(genv, policy, seed=5) == episode  # the policy restarts with the episode
-    penv = vehicular_v0.parallel_env(config=config)
+    penv = vehicular_v1.parallel_env(config=config)
     pz = rollout(penv, make_policy("vehicular-random-rb", penv, seed=3), seed=5)
     assert pz.mean_power_w == episode.mean_power_w and pz.slots == episode.slots == 12
     assert pz.rewards == episode.rewards  # the mean of the agents' rewards is the env's reward

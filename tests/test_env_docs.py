@@ -42,7 +42,7 @@ def test_committed_pages_are_what_the_script_writes(pages: dict[str, str]) -> No
 
 def test_every_environment_has_a_page(pages: dict[str, str]) -> None:
     modules = make_env_docs.versioned_modules()
-    assert modules == ["fl_gym.envs.uav_swarm_v0", "fl_gym.envs.vehicular_v0"]
+    assert modules == ["fl_gym.envs.uav_swarm_v0", "fl_gym.envs.vehicular_v1"]
     expected = {f"{env_id.removeprefix('fl_gym/')}.md" for env_id in fl_gym.ENV_IDS}
     expected |= {f"{name.rsplit('.', 1)[-1]}.md" for name in modules}
     assert set(pages) == expected | {"README.md"}

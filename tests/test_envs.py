@@ -178,12 +178,22 @@ def _check_step(env: gym.Env, before: dict[str, Any], previous_accuracy: float, 
     if not delivered.any():
         assert torch.equal(raw.federation.params, before["params"])
 
-    # Reward: the documented closed form, with the weights read from the configuration.
-    expected = (
-        cfg.accuracy_weight * (info["accuracy"] - previous_accuracy)
-        - cfg.energy_weight_per_j * info["energy_j"]
-        - cfg.time_weight_per_s * info["round_time_s"]
-    )
+    # Reward: the documented closed form of the mode, with the weights read from the
+    # configuration (tests/test_reward_modes.py covers the penalties and budgets).
+    missed = info["reward_terms"].get("target_missed", 0.0)
+    if cfg.reward_mode == "time-to-accuracy":
+        expected = cfg.favor_base ** (info["accuracy"] - cfg.target_accuracy) - 1.0 + missed
+    elif cfg.reward_mode == "energy-to-accuracy":
+        expected = -cfg.energy_weight_per_j * info["energy_j"] + missed
+    elif cfg.reward_mode == "accuracy-at-budget":
+        over = info["energy_spent_j"] > cfg.energy_budget_j > 0
+        expected = 0.0 if over else cfg.accuracy_weight * (info["accuracy"] - previous_accuracy)
+    else:
+        expected = (
+            cfg.accuracy_weight * (info["accuracy"] - previous_accuracy)
+            - cfg.energy_weight_per_j * info["energy_j"]
+            - cfg.time_weight_per_s * info["round_time_s"]
+        )
     assert reward == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert reward == pytest.approx(sum(info["reward_terms"].values()), rel=1e-12, abs=1e-12)
 
@@ -373,7 +383,7 @@ PETTINGZOO_MODULES = sorted(
 )
 # Small configurations keep the PettingZoo tests fast (a few agents, short episodes).
 PETTINGZOO_SMALL_CONFIGS: dict[str, dict[str, Any]] = {
-    "fl_gym.envs.vehicular_v0": {"system.num_pairs": 4, "max_steps": 30},
+    "fl_gym.envs.vehicular_v1": {"system.num_pairs": 4, "max_steps": 30},
     "fl_gym.envs.uav_swarm_v0": {"swarm.num_uavs": 6, "swarm.max_steps": 30},
 }
 
@@ -405,7 +415,7 @@ def _pz_rollout(env: Any, seed: int, num_steps: int, action_seed: int) -> list[A
 
 
 def test_pettingzoo_modules_are_found() -> None:
-    assert PETTINGZOO_MODULES == ["fl_gym.envs.uav_swarm_v0", "fl_gym.envs.vehicular_v0"]
+    assert PETTINGZOO_MODULES == ["fl_gym.envs.uav_swarm_v0", "fl_gym.envs.vehicular_v1"]
     assert set(PETTINGZOO_SMALL_CONFIGS) == set(PETTINGZOO_MODULES)
 
 
@@ -438,7 +448,7 @@ def test_pettingzoo_parallel_seed_test(name: str) -> None:
 def test_pettingzoo_aec_api_test(name: str) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "unknown reset option", UserWarning)
-        # PettingZoo suggests Box or Discrete; vehicular_v0's MultiDiscrete is its documented space.
+        # PettingZoo suggests Box or Discrete; vehicular_v1's MultiDiscrete is its documented space.
         warnings.filterwarnings("ignore", "Action space for each agent probably", UserWarning)
         api_test(_pz_module(name).env(config=PETTINGZOO_SMALL_CONFIGS[name]), num_cycles=40)
 

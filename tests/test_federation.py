@@ -247,6 +247,33 @@ def test_deep_gradient_compression_trains_digits() -> None:
     assert bits["none"] == 30 * 10 * 4810 * 32
 
 
+def test_dgc_warmup_counts_each_clients_own_participations() -> None:
+    # Client 3 first takes part in round 5, after the federation's four warm-up rounds: it
+    # still starts at 25 % density, then 6.25 %; the others are past their warm-up.
+    fed, rng = _digits_federation(compression_levels=("dgc:0.001",))
+    d = fed.num_params
+    others = np.arange(10) != 3
+    for _ in range(5):
+        fed.run_round(fed.plan(selected=others), rng)
+    kept = {}
+    for r in range(2):
+        report = fed.run_round(fed.plan(selected="all"), rng)
+        kept[r] = report.bits_up
+    per_value = 32 + 13  # ceil(log2 4810) = 13 index bits, explicit indices while shorter
+    assert kept[0][3] == 32 * 1203 + min(13 * 1203, d)
+    assert kept[1][3] == 32 * 301 + min(13 * 301, d)
+    assert np.all(kept[0][others] == 5 * per_value)
+    assert np.all(fed.participation_count == [7, 7, 7, 2, 7, 7, 7, 7, 7, 7])
+
+
+def test_layerwise_terngrad_gets_the_models_tensors() -> None:
+    fed, rng = _digits_federation(compression_levels=("terngrad:layerwise=true,clip_sigmas=2.5",))
+    sizes = fed.model.tensor_sizes
+    assert sum(sizes) == fed.num_params and len(sizes) == 2 * (len(fed.model.hidden_units) + 1)
+    report = fed.run_round(fed.plan(selected="all"), rng)
+    assert np.all(report.bits_up == 2 * fed.num_params + 32 * len(sizes))
+
+
 def test_sparse_quantised_uploads_train_digits() -> None:
     # Feeding the quantisation error back as well made this diverge (QSGD with 4 levels over
     # 481 kept values is not a contraction); with the sparsification error only it trains.

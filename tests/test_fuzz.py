@@ -40,7 +40,7 @@ ISSUE_CONFIG_CASES = 940
 ISSUE_CLI_CASES = 28
 
 PARALLEL_KWARGS = {
-    "fl_gym.envs.vehicular_v0": {"config": {"num_pairs": 4, "num_resource_blocks": 3}},
+    "fl_gym.envs.vehicular_v1": {"config": {"num_pairs": 4, "num_resource_blocks": 3}},
     "fl_gym.envs.uav_swarm_v0": {"config": {"num_uavs": 6}},
 }
 """Small configurations of the PettingZoo environments (the actions' shapes do not change)."""
@@ -550,8 +550,8 @@ CLI_CASES: list[list[str]] = [
     ["run", ENV, "--policy", "random", "--seed", "x"],
     ["run", ENV, "--policy", "random", "--seed=-1"],
     ["run", "uav_swarm_v0", "--policy", "nope"],
-    ["run", "vehicular_v0", "--policy", "nope"],
-    ["run", "fl_gym/VehicularURLLC-v0", "--policy", "random", "--config", "num_pairs=-2"],
+    ["run", "vehicular_v1", "--policy", "nope"],
+    ["run", "fl_gym/VehicularURLLC-v1", "--policy", "random", "--config", "num_pairs=-2"],
     ["eval", ENV, "--policy", "random", "--seeds", "0-999999999999"],
     ["eval", ENV, "--policy", "random", "--seeds", "a"],
     ["eval", ENV, "--policy", "random", "--seeds", "5-1"],

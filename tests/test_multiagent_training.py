@@ -104,7 +104,7 @@ def test_different_agent_spaces_are_rejected() -> None:
         ParameterSharingVecEnv([Mixed])
 
 
-@pytest.mark.parametrize("name", ["uav_swarm_v0", "vehicular_v0"])
+@pytest.mark.parametrize("name", ["uav_swarm_v0", "vehicular_v1"])
 def test_adapter_replays_the_parallel_env(name: str) -> None:
     config = {"num_uavs": 6} if name == "uav_swarm_v0" else {"system.num_pairs": 4}
     vec = ParameterSharingVecEnv([lambda: make_parallel_env(name, config=config)], seed=3)
@@ -177,7 +177,7 @@ def test_parameter_shared_ppo_learns_each_agents_own_reward() -> None:
     assert episode_return > 0.9 * 12.0  # both copies near their best of 6
 
 
-@pytest.mark.parametrize("name", ["uav_swarm_v0", "vehicular_v0"])
+@pytest.mark.parametrize("name", ["uav_swarm_v0", "vehicular_v1"])
 def test_cli_training_is_the_api_training_and_records_it(name: str, tmp_path) -> None:
     """``fl-gym train`` on a PettingZoo env trains exactly what :func:`train` trains with the same
     arguments, and its provenance JSON says what ran."""
@@ -215,7 +215,7 @@ def test_cli_training_is_the_api_training_and_records_it(name: str, tmp_path) ->
 
 def test_device_set_policy_is_refused_for_flat_observations() -> None:
     with pytest.raises(ValueError, match="use policy 'mlp'"):
-        train("vehicular_v0", "ppo", 8, policy="device-set", config={"system.num_pairs": 2})
+        train("vehicular_v1", "ppo", 8, policy="device-set", config={"system.num_pairs": 2})
 
 
 def test_every_parallel_env_module_is_listed() -> None:

@@ -217,7 +217,7 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
 
 # -- the vehicular road map ----------------------------------------------------------------------
 
-VEHICULAR_ID = "fl_gym/VehicularURLLC-v0"
+VEHICULAR_ID = "fl_gym/VehicularURLLC-v1"
 
 
 def _vehicular(seed: int = 0, preset: str | None = None, **overrides) -> gym.Env:

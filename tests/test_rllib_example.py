@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
     [
         ("fl_gym/ClientSelection-v0", {"num_devices": 4}),
         ("uav_swarm_v0", {"num_uavs": 6, "max_steps": 10}),
-        ("vehicular_v0", {"system.num_pairs": 3}),
+        ("vehicular_v1", {"system.num_pairs": 3}),
     ],
 )
 def test_one_rllib_iteration(env: str, env_config: dict) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fl_gym
-from fl_gym.envs import uav_swarm_v0, vehicular_v0
+from fl_gym.envs import uav_swarm_v0, vehicular_v1
 from fl_gym.envs.wireless_fl.env import WirelessFLEnv
 from fl_gym.sim.threads import check_num_threads, torch_threads
 
@@ -82,7 +82,7 @@ def test_every_env_restores_the_caller_threads(caller_threads: int, env_id: str)
     env.close()
 
 
-@pytest.mark.parametrize("module", [vehicular_v0, uav_swarm_v0])
+@pytest.mark.parametrize("module", [vehicular_v1, uav_swarm_v0])
 def test_parallel_envs_restore_the_caller_threads(caller_threads: int, module: Any) -> None:
     env = module.parallel_env(num_threads=1)
     assert env.num_threads == 1

@@ -1,4 +1,4 @@
-"""The vehicular URLLC environments (PettingZoo vehicular_v0, Gymnasium VehicularURLLC-v0) and
+"""The vehicular URLLC environments (PettingZoo vehicular_v1, Gymnasium VehicularURLLC-v1) and
 their baselines."""
 
 from __future__ import annotations
@@ -17,23 +17,23 @@ from fl_gym.baselines.vehicular import (
     LyapunovTailPolicy,
     make_vehicular_baseline,
 )
-from fl_gym.envs import vehicular_v0
+from fl_gym.envs import vehicular_v1
 from fl_gym.envs.vehicular.env import REWARD_TERMS, VehicularURLLCEnv, make_urllc_config
 
-ENV_ID = "fl_gym/VehicularURLLC-v0"
+ENV_ID = "fl_gym/VehicularURLLC-v1"
 
 
 def test_pettingzoo_api_and_seed_tests() -> None:
-    parallel_api_test(vehicular_v0.parallel_env(), num_cycles=150)
-    parallel_seed_test(vehicular_v0.parallel_env)
-    parallel_seed_test(lambda: vehicular_v0.parallel_env(preset="freeway"))
-    aec = vehicular_v0.env()
+    parallel_api_test(vehicular_v1.parallel_env(), num_cycles=150)
+    parallel_seed_test(vehicular_v1.parallel_env)
+    parallel_seed_test(lambda: vehicular_v1.parallel_env(preset="freeway"))
+    aec = vehicular_v1.env()
     aec.reset(seed=0)
     assert aec.agents == aec.possible_agents
 
 
 def test_spaces_are_shared_and_state_is_complete() -> None:
-    env = vehicular_v0.parallel_env(config={"num_pairs": 7, "num_resource_blocks": 3})
+    env = vehicular_v1.parallel_env(config={"num_pairs": 7, "num_resource_blocks": 3})
     obs, _ = env.reset(seed=0)
     spaces_seen = {id(env.observation_space(a)) for a in env.possible_agents}
     assert len(spaces_seen) == 1 and len({id(env.action_space(a)) for a in env.agents}) == 1
@@ -48,7 +48,7 @@ def test_spaces_are_shared_and_state_is_complete() -> None:
 
 
 def _pz_rollout(seed: int, steps: int = 30) -> list[object]:
-    env = vehicular_v0.parallel_env(config={"fl_interval_slots": 5})
+    env = vehicular_v1.parallel_env(config={"fl_interval_slots": 5})
     obs, _ = env.reset(seed=seed)
     actions_rng = np.random.default_rng(5)
     out: list[object] = [obs]
@@ -68,7 +68,7 @@ def test_same_seed_same_actions_bit_identical() -> None:
 
 
 def test_episode_truncates_at_max_steps() -> None:
-    env = vehicular_v0.parallel_env(config={"max_steps": 3})
+    env = vehicular_v1.parallel_env(config={"max_steps": 3})
     env.reset(seed=0)
     for t in range(3):
         _, _, term, trunc, _ = env.step({a: np.array([1, 0]) for a in env.agents})
@@ -79,7 +79,7 @@ def test_episode_truncates_at_max_steps() -> None:
 
 
 def test_observation_reward_and_tail_match_the_simulator() -> None:
-    env = vehicular_v0.parallel_env(config={"fl_interval_slots": 4, "num_pairs": 12})
+    env = vehicular_v1.parallel_env(config={"fl_interval_slots": 4, "num_pairs": 12})
     obs, _ = env.reset(seed=3)
     game = env.game
     cfg = env.config.system
@@ -115,7 +115,7 @@ def test_observation_reward_and_tail_match_the_simulator() -> None:
 def test_tail_estimate_learns_from_exceedances() -> None:
     """Silent transmitters let every queue grow: the exceedances fill the buffers and the
     federated rounds move the estimate away from its prior."""
-    env = vehicular_v0.parallel_env(config={"fl_interval_slots": 5, "num_pairs": 8})
+    env = vehicular_v1.parallel_env(config={"fl_interval_slots": 5, "num_pairs": 8})
     env.reset(seed=0)
     prior = env.game.tail
     for _ in range(40):
@@ -127,7 +127,7 @@ def test_tail_estimate_learns_from_exceedances() -> None:
 
 
 def test_bad_actions_raise_and_leave_env_usable() -> None:
-    env, twin = vehicular_v0.parallel_env(), vehicular_v0.parallel_env()
+    env, twin = vehicular_v1.parallel_env(), vehicular_v1.parallel_env()
     env.reset(seed=0)
     twin.reset(seed=0)
     good = {a: np.array([2, 1]) for a in env.agents}
@@ -156,10 +156,10 @@ def test_config_errors_name_the_key_and_value() -> None:
         ({"power_weight": float("nan")}, "power_weight.*nan"),
     ]:
         with pytest.raises(ValueError, match=pattern):
-            vehicular_v0.parallel_env(config=overrides)
+            vehicular_v1.parallel_env(config=overrides)
         with pytest.raises(ValueError, match=pattern):
             gym.make(ENV_ID, config=overrides)
-    env = vehicular_v0.parallel_env()
+    env = vehicular_v1.parallel_env()
     env.reset(seed=0)
     with pytest.raises(ValueError, match="num_pairs"):
         env.reset(options={"config": {"num_pairs": 3}})
@@ -171,7 +171,7 @@ def test_config_errors_name_the_key_and_value() -> None:
 def test_gymnasium_and_pettingzoo_envs_agree() -> None:
     """The same seed and allocation give the same slot in both forms."""
     genv = gym.make(ENV_ID)
-    penv = vehicular_v0.parallel_env()
+    penv = vehicular_v1.parallel_env()
     gobs, _ = genv.reset(seed=4)
     pobs, _ = penv.reset(seed=4)
     for _ in range(12):
@@ -207,7 +207,7 @@ def test_baselines_give_valid_actions_in_both_forms(name: str) -> None:
     actions, _ = policy.predict(batch, episode_start=np.array([True, True]))
     assert actions.shape == (2, genv.action_space.shape[0])
     # The PettingZoo form: one action per agent, inside its space; same decisions as predict.
-    penv = vehicular_v0.parallel_env()
+    penv = vehicular_v1.parallel_env()
     pobs, _ = penv.reset(seed=0)
     p_policy = make_vehicular_baseline(name, penv)
     g_policy = make_vehicular_baseline(name, genv)
@@ -271,3 +271,14 @@ def test_lyapunov_virtual_queues_raise_power_for_long_queues() -> None:
     memory = policy._memories[0]["z"]
     np.testing.assert_allclose(memory[0], 21 * (1 - cfg.tail_probability_target))
     assert levels_later.mean() >= levels_first.mean() and levels_later.mean() > 0
+
+
+def test_the_old_versions_say_which_one_replaces_them() -> None:
+    from pettingzoo.utils.deprecated_module import DeprecatedEnv
+
+    from fl_gym.envs import vehicular_v0
+
+    with pytest.raises(DeprecatedEnv, match="vehicular_v1"):
+        vehicular_v0.parallel_env()
+    with pytest.raises(gym.error.DeprecatedEnv, match="VehicularURLLC-v1"):
+        gym.make("fl_gym/VehicularURLLC-v0")

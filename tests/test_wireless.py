@@ -280,6 +280,55 @@ def test_fading_power_and_lag_one_correlation() -> None:
     )
 
 
+def _fading_autocorrelation(lags: int, seeds: int, **overrides) -> np.ndarray:
+    """``E[h_t conj(h_0)]`` for ``t = 0..lags`` over devices, antennas and seeds (complex)."""
+    products = []
+    for seed in range(seeds):
+        cell = _cell(50, seed=seed, num_antennas=4, **overrides)
+        rng = np.random.default_rng(1000 + seed)
+        start = cell.fading.copy()
+        row = [np.mean(start * np.conj(start))]
+        for _ in range(lags):
+            cell.advance(rng)
+            row.append(np.mean(cell.fading * np.conj(start)))
+        products.append(row)
+    return np.mean(products, axis=0)
+
+
+def test_sum_of_sinusoids_fading_has_jakes_correlation_at_every_lag() -> None:
+    # 2 pi f_d T = 0.9: J0 crosses zero near lag 2.7 and is -0.40 at lag 4 (its minimum).
+    overrides = dict(doppler_hz=0.9 / (2 * math.pi), round_interval_s=1.0)
+    lags = np.arange(13)
+    jakes = np.array([_bessel_j0_series(0.9 * n) for n in lags])
+    # 40 seeds x 200 entries: standard error about 0.008 per lag.
+    corr = _fading_autocorrelation(12, 40, fading_sinusoids=32, **overrides)
+    np.testing.assert_allclose(corr.real, jakes, atol=0.04)
+    np.testing.assert_allclose(corr.imag, 0.0, atol=0.04)
+    # The Gauss-Markov default matches at lag 1 only: rho^n, never negative.
+    rho = jakes[1]
+    markov = _fading_autocorrelation(12, 10, **overrides)
+    np.testing.assert_allclose(markov.real, rho**lags, atol=0.05)
+    assert markov.real[4] > 0.1 and jakes[4] < -0.35
+
+
+def test_sum_of_sinusoids_fading_is_unit_power_rayleigh_and_restores() -> None:
+    cell = _cell(2_000, seed=3, num_antennas=2, fading_sinusoids=32, doppler_hz=0.3)
+    h = cell.fading
+    assert cell.snapshot().sinusoid_phase.shape == (2_000, 2, 32)
+    assert np.mean(np.abs(h) ** 2) == pytest.approx(1.0, abs=0.03)
+    assert np.mean(h.real**2) == pytest.approx(0.5, abs=0.02)
+    # Rayleigh envelope: Pr(|h|^2 > 1) = exp(-1).
+    assert np.mean(np.abs(h) ** 2 > 1.0) == pytest.approx(math.exp(-1.0), abs=0.02)
+    restored = WirelessCell(cell.config, 2_000)
+    restored.restore(cell.snapshot())
+    cell.advance(_rng(1))
+    restored.advance(_rng(2))  # the sinusoids' evolution draws nothing
+    _assert_states_equal(restored, cell)
+    bad = CellState(**{f.name: getattr(cell.snapshot(), f.name) for f in fields(CellState)[:8]})
+    with pytest.raises(ValueError, match="sinusoid_cos"):
+        restored.restore(bad)
+
+
 def test_static_devices_keep_position_and_shadowing() -> None:
     cell = _cell(50, seed=7)
     before = cell.snapshot()

@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 __all__ = ["MULTI_AGENT_ENVS", "ParameterSharingVecEnv", "make_parallel_env"]
 
 MULTI_AGENT_ENVS = {
-    "vehicular_v0": "fl_gym.envs.vehicular_v0",
+    "vehicular_v1": "fl_gym.envs.vehicular_v1",
     "uav_swarm_v0": "fl_gym.envs.uav_swarm_v0",
 }
 """fl_gym's PettingZoo environments by name (the module that holds ``parallel_env``)."""

@@ -219,7 +219,7 @@ def train(
 
     Args:
         env_id: A registered fl_gym environment id, or the name of one of fl_gym's PettingZoo
-            environments (``"vehicular_v0"``, ``"uav_swarm_v0"``): then one policy acts for
+            environments (``"vehicular_v1"``, ``"uav_swarm_v0"``): then one policy acts for
             every agent (parameter sharing, see
             :class:`~fl_gym.agents.multiagent.ParameterSharingVecEnv`) and ``n_envs`` counts
             copies of the multi-agent environment.

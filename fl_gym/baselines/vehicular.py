@@ -4,10 +4,10 @@ Every policy reads only observations (queue, per-block SNR and last interference
 and the roadside unit's federated tail estimate) and decides for all pairs at once, in one
 vectorised computation. It serves both environments:
 
-* ``fl_gym/VehicularURLLC-v0`` (Gymnasium): ``predict(obs, state, episode_start,
+* ``fl_gym/VehicularURLLC-v1`` (Gymnasium): ``predict(obs, state, episode_start,
   deterministic) -> (action, state)``, Stable-Baselines3's convention, for its Dict
   observation (one observation or a vector env's batch);
-* ``vehicular_v0`` (PettingZoo): the same ``predict`` given the dict of the agents'
+* ``vehicular_v1`` (PettingZoo): the same ``predict`` given the dict of the agents'
   observations returns the dict of their actions.
 
 | name | power | block |

@@ -90,7 +90,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "env",
         help="environment id (e.g. fl_gym/ClientSelection-v0) or a multi-agent env "
-        "(vehicular_v0, uav_swarm_v0: one policy shared by all agents)",
+        "(vehicular_v1, uav_swarm_v0: one policy shared by all agents)",
     )
     train.add_argument("--algo", default="ppo", help="ppo, a2c, sac, td3 or dqn")
     train.add_argument("--timesteps", type=positive_int, default=50_000)

@@ -22,7 +22,7 @@ _WIRELESS_FL_VARIANTS = {
 
 _OTHER_ENVS = {
     "fl_gym/OverTheAirFL-v0": "fl_gym.envs.wireless_fl.over_the_air:OverTheAirFLEnv",
-    "fl_gym/VehicularURLLC-v0": "fl_gym.envs.vehicular.env:VehicularURLLCEnv",
+    "fl_gym/VehicularURLLC-v1": "fl_gym.envs.vehicular.env:VehicularURLLCEnv",
     "fl_gym/ByzantineSelection-v0": "fl_gym.envs.wireless_fl.byzantine:ByzantineSelectionEnv",
 }
 

@@ -1,7 +1,7 @@
 """One rollout loop for every environment family, and the policy protocol they all share.
 
 :func:`rollout` plays one episode of a Gymnasium environment (the wireless FL ids,
-``fl_gym/VehicularURLLC-v0``) or of a PettingZoo parallel environment (``vehicular_v0``,
+``fl_gym/VehicularURLLC-v1``) or of a PettingZoo parallel environment (``vehicular_v1``,
 ``uav_swarm_v0``) with any :class:`Policy`, and hands each step to a small per-family
 :class:`EpisodeRecorder` that collects the family's metrics:
 
@@ -158,6 +158,30 @@ class EpisodeResult:
         """First round after which the test accuracy reached ``accuracy`` (None if never)."""
         hits = np.flatnonzero(np.asarray(self.accuracy[1:]) >= accuracy)
         return int(hits[0]) + 1 if hits.size else None
+
+    def time_to(self, accuracy: float) -> float | None:
+        """Summed round durations until the test accuracy reached ``accuracy`` (None if never):
+        the wall-clock time-to-accuracy of the episode."""
+        rounds = self.rounds_to(accuracy)
+        return None if rounds is None else float(np.sum(self.round_time_s[:rounds]))
+
+    def energy_to(self, accuracy: float) -> float | None:
+        """Energy all devices spent until the test accuracy reached ``accuracy`` (None if
+        never)."""
+        rounds = self.rounds_to(accuracy)
+        return None if rounds is None else float(np.sum(self.energy_j[:rounds]))
+
+    def accuracy_within(
+        self, energy_budget_j: float = float("inf"), time_budget_s: float = float("inf")
+    ) -> float:
+        """The test accuracy after the last round that kept the spent energy and the elapsed
+        time within the budgets (the initial accuracy if the first round overspent)."""
+        energy = np.cumsum(self.energy_j)
+        elapsed = np.cumsum(self.round_time_s)
+        within = (energy <= energy_budget_j) & (elapsed <= time_budget_s)
+        # Spending only grows, so the rounds within the budgets are a prefix.
+        last = int(np.argmin(within)) if not within.all() else len(within)
+        return self.accuracy[last]
 
 
 class FLEpisodeRecorder:
@@ -402,14 +426,14 @@ def _play(
     return recorder.result(env, policy)
 
 
-_MODULE_FAMILIES = {"vehicular_v0": "vehicular", "uav_swarm_v0": "uav"}
+_MODULE_FAMILIES = {"vehicular_v1": "vehicular", "uav_swarm_v0": "uav"}
 
 
 def family_of_id(name: str) -> str:
     """The family of a registered Gymnasium id or of a PettingZoo module's name, built or not.
 
     Args:
-        name: ``"fl_gym/ClientSelection-v0"``, ``"vehicular_v0"``, ``"fl_gym.envs.uav_swarm_v0"``.
+        name: ``"fl_gym/ClientSelection-v0"``, ``"vehicular_v1"``, ``"fl_gym.envs.uav_swarm_v0"``.
 
     Raises:
         ValueError: If ``name`` is neither.

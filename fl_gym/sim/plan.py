@@ -24,14 +24,14 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 
 def _per_client_ints(value: object, num: int, name: str) -> np.ndarray:
+    if type(value) is int and -(2**62) < value < 2**62:  # the common scalar, in one step
+        return np.full(num, value, dtype=np.int64)
     arr = np.asarray(value)
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-    ):
+    kind = arr.dtype.kind
+    if kind not in "iuf":  # bools, strings and objects are not counts
         raise TypeError(f"{name} must be an integer or an integer array, got {value!r}")
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError(f"{name} must hold whole numbers, got {value!r}")
+    if kind == "f" and (not np.isfinite(arr).all() or (arr != np.round(arr)).any()):
+        raise ValueError(f"{name} must hold whole numbers, got {value!r}")
     if arr.ndim == 0:
         arr = np.full(num, arr)
     if arr.shape != (num,):
@@ -87,7 +87,7 @@ class RoundPlan:
                 power = np.full(num, float(power))
             if power.shape != (num,):
                 raise ValueError(f"power_w must have shape ({num},), got shape {power.shape}")
-            if not np.all(np.isfinite(power)) or np.any(power < 0):
+            if not np.isfinite(power).all() or (power < 0).any():
                 raise ValueError(f"power_w must be finite and >= 0 W, got {power.tolist()}")
             power = _readonly(np.where(sel, power, 0.0))
         object.__setattr__(self, "selected", _readonly(sel))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import fl_gym
-from fl_gym.envs import uav_swarm_v0, vehicular_v0
+from fl_gym.envs import uav_swarm_v0, vehicular_v1
 
 DIRECTORY = Path(__file__).resolve().parent
 SEEDS = (0, 1)
@@ -31,7 +31,18 @@ STEPS = 12
 MAX_EPISODE_STEPS = 7
 """Episodes are truncated here, so every recording crosses one reset."""
 PARALLEL = {
-    "vehicular_v0": (vehicular_v0, {"config": {"num_pairs": 6, "num_resource_blocks": 3}}),
+    # Frequent tail rounds and a low q0, so that the federated tail estimate moves within STEPS.
+    "vehicular_v1": (
+        vehicular_v1,
+        {
+            "config": {
+                "num_pairs": 6,
+                "num_resource_blocks": 3,
+                "fl_interval_slots": 3,
+                "system.queue_threshold_bits": 1600.0,
+            }
+        },
+    ),
     "uav_swarm_v0": (uav_swarm_v0, {"config": {"num_uavs": 12}}),
 }
 

@@ -1,7 +1,7 @@
 """Vehicular URLLC: power and resource-block allocation of V2V pairs with a federated tail model.
 
 This module holds what the Gymnasium environment (:class:`VehicularURLLCEnv`, the roadside unit
-allocating for every pair) and the PettingZoo environment (:mod:`fl_gym.envs.vehicular_v0`, one
+allocating for every pair) and the PettingZoo environment (:mod:`fl_gym.envs.vehicular_v1`, one
 agent per transmitter) share: the configuration, the decoding of actions, the observation
 features, the reward and the federated tail estimate. The physics is
 :class:`fl_gym.sim.vehicular.system.VehicularSystem`; the tail model is
@@ -398,7 +398,7 @@ class VehicularURLLCEnv(gym.Env):
 
     ## Arguments
 
-    ``gym.make("fl_gym/VehicularURLLC-v0", config=None, preset=None, obs_mode="dict")``:
+    ``gym.make("fl_gym/VehicularURLLC-v1", config=None, preset=None, obs_mode="dict")``:
     ``obs_mode`` is ``"dict"`` or ``"flat"`` (see Observation Space); ``config`` is a
     :class:`VehicularURLLCConfig` or a dict of overrides (top-level names, ``system.NAME`` or
     bare names of :class:`~fl_gym.sim.vehicular.system.VehicularConfig` fields; unknown keys are an
@@ -412,6 +412,10 @@ class VehicularURLLCEnv(gym.Env):
 
     ## Version History
 
+    * v1: the roadside unit averages the vehicles' ``(log sigma, xi)`` (the coordinates of
+      their gradient steps) instead of ``(sigma, xi)``, so the federated tail estimate has
+      the pooled maximum-likelihood estimate as fixed point; tail estimates, observations
+      and rewards change.
     * v0: initial release.
     """
 

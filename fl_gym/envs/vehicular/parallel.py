@@ -1,5 +1,5 @@
 """The vehicular system with one agent per V2V transmitter: the PettingZoo class behind
-:mod:`fl_gym.envs.vehicular_v0` (build it through that versioned module)."""
+:mod:`fl_gym.envs.vehicular_v1` (build it through that versioned module)."""
 
 from __future__ import annotations
 
@@ -77,11 +77,15 @@ class VehicularEnv(ParallelEnv):
 
     ## Version History
 
+    * v1: the roadside unit averages the vehicles' ``(log sigma, xi)`` (the coordinates of
+      their gradient steps) instead of ``(sigma, xi)``, so the federated tail estimate has
+      the pooled maximum-likelihood estimate as fixed point; tail estimates, observations
+      and rewards change.
     * v0: initial release.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
-        "name": "vehicular_v0",
+        "name": "vehicular_v1",
         "render_modes": [],
         "render_fps": 10,
         "is_parallelizable": True,
@@ -100,7 +104,7 @@ class VehicularEnv(ParallelEnv):
         self.num_threads = check_num_threads(num_threads)
         self.config = make_urllc_config(preset, config)
         reject_unknown_arguments(
-            "vehicular_v0.parallel_env",
+            "vehicular_v1.parallel_env",
             unexpected,
             self.config,
             ["config", "preset", "render_mode", "num_threads"],

@@ -338,6 +338,12 @@ class ByzantineSelectionEnv(WirelessFLEnv):
             observation = self.observe()
         return observation, info
 
+    def restore(self, snapshot: Any) -> None:
+        """Return to ``snapshot``; the restored adversary and monitor (copied with the
+        federation they track) become the pipeline's transforms again."""
+        super().restore(snapshot)
+        self.pipeline.transforms = (self.adversary, self.monitor)  # type: ignore[assignment]
+
     def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         if self.federation is None:
             raise RuntimeError("call reset() before step()")

@@ -43,6 +43,8 @@ from fl_gym.sim.radio.cell import WirelessConfig
 __all__ = [
     "DEFAULT_WIRELESS",
     "PRESETS",
+    "REWARD_MODES",
+    "TARGET_REQUIRED_MODES",
     "WirelessFLConfig",
     "apply_overrides",
     "build_dataset",
@@ -56,6 +58,10 @@ DATASETS = ("digits", "synthetic")
 _SHAPES = {"digits": (64, 10), "synthetic": (60, 10)}
 """Features and classes of each data set as the environments build it."""
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+REWARD_MODES = ("weighted", "time-to-accuracy", "energy-to-accuracy", "accuracy-at-budget")
+"""The objectives a wireless FL environment can reward (see ``WirelessFLConfig.reward_mode``)."""
+TARGET_REQUIRED_MODES = ("time-to-accuracy", "energy-to-accuracy")
+"""Reward modes in which an episode that ends without reaching the target pays a penalty."""
 
 
 DEFAULT_WIRELESS = WirelessConfig(
@@ -102,6 +108,18 @@ class WirelessFLConfig:
         divergence_penalty: Reward cost of the round in which the global model diverges (its
             test loss or a parameter is NaN or infinite; the episode then terminates), in
             [0, 1e+06].
+        reward_mode: The objective (the environment's Rewards section gives each formula):
+            ``"weighted"`` (accuracy gain minus weighted energy and time, the default),
+            ``"time-to-accuracy"`` (FAVOR's ``favor_base ** (accuracy - target) - 1`` per
+            round), ``"energy-to-accuracy"`` (minus the weighted energy per round) or
+            ``"accuracy-at-budget"`` (the accuracy gained within ``energy_budget_j`` /
+            ``time_budget_s``). The two "to-accuracy" modes require the target: an episode that
+            ends without reaching it pays a penalty no successful episode can fall below.
+        favor_base: The base Xi of the time-to-accuracy reward, in (1, 1e+06]; FAVOR uses 64.
+        energy_budget_j: Energy all devices may spend in an ``"accuracy-at-budget"`` episode
+            (0: no energy budget), in [0, 1e+09].
+        time_budget_s: Summed round durations an ``"accuracy-at-budget"`` episode may take (0: no
+            time budget), in [0, 1e+09]. That mode needs at least one of the two budgets.
         learning: Learning configuration (model, optimiser, aggregation, compression levels).
         wireless: Cell configuration (geometry, channel, compute, deadline, batteries);
             :data:`DEFAULT_WIRELESS` by default.
@@ -124,6 +142,10 @@ class WirelessFLConfig:
     energy_weight_per_j: float = 20.0
     time_weight_per_s: float = 1.0
     divergence_penalty: float = 100.0
+    reward_mode: str = "weighted"
+    favor_base: float = 64.0
+    energy_budget_j: float = 0.0
+    time_budget_s: float = 0.0
     learning: FederationConfig = field(default_factory=FederationConfig)
     wireless: WirelessConfig = field(default_factory=lambda: DEFAULT_WIRELESS)
 
@@ -140,6 +162,9 @@ class WirelessFLConfig:
         "energy_weight_per_j": Range(0.0, 1e6),
         "time_weight_per_s": Range(0.0, 1e6),
         "divergence_penalty": Range(0.0, 1e6),
+        "favor_base": Range(1.0, 1e6, low_open=True),
+        "energy_budget_j": Range(0.0, 1e9),
+        "time_budget_s": Range(0.0, 1e9),
     }
     """Documented plausible range of every numeric field (stated in its description);
     ``power_min_dbm`` is also below ``wireless.p_max_dbm``."""
@@ -147,6 +172,7 @@ class WirelessFLConfig:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("partition", self.partition, PARTITIONS)
+        check_choice("reward_mode", self.reward_mode, REWARD_MODES)
         check_bool("synthetic_iid", self.synthetic_iid)
         check_ranges(self, self.RANGES)
         # Only a sequence of whole numbers: int() would silently truncate 1.5 or parse "12".
@@ -170,6 +196,15 @@ class WirelessFLConfig:
             raise ValueError(
                 f"power_min_dbm must be a finite number below p_max_dbm ({p_max_dbm}), "
                 f"got {self.power_min_dbm!r}"
+            )
+        if (
+            self.reward_mode == "accuracy-at-budget"
+            and self.energy_budget_j == 0
+            and self.time_budget_s == 0
+        ):
+            raise ValueError(
+                "reward_mode='accuracy-at-budget' needs a budget: energy_budget_j > 0 or "
+                f"time_budget_s > 0, got {self.energy_budget_j!r} and {self.time_budget_s!r}"
             )
         self._check_sizes()
 
@@ -212,6 +247,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cell-edge": {"wireless.edge_fraction": 0.6},
     "large-k": {"num_devices": 100, "wireless.num_subchannels": 20, "wireless.bandwidth_hz": 20e6},
+    "time-to-accuracy": {"reward_mode": "time-to-accuracy"},
+    "energy-to-accuracy": {"reward_mode": "energy-to-accuracy"},
+    "accuracy-at-budget": {"reward_mode": "accuracy-at-budget", "energy_budget_j": 0.5},
 }
 """Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax."""
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from fl_gym.envs import snapshot as snapshots
 from fl_gym.envs.human import HumanWindow, check_render_mode
 from fl_gym.envs.obs_mode import (
     Observation,
@@ -21,9 +22,11 @@ from fl_gym.envs.obs_mode import (
     flat_slices,
     flatten_observation,
 )
+from fl_gym.envs.snapshot import EnvSnapshot
 from fl_gym.envs.wireless_fl.codec import CONTROLS, SelectionState, WirelessFLCodec, check_controls
 from fl_gym.envs.wireless_fl.config import (
     PRESETS,
+    TARGET_REQUIRED_MODES,
     WirelessFLConfig,
     apply_overrides,
     build_dataset,
@@ -162,19 +165,39 @@ class WirelessFLEnv(gym.Env):
 
     ## Rewards
 
-    ``accuracy_weight * (accuracy - previous accuracy) - energy_weight_per_j * (energy of all
-    devices, J) - time_weight_per_s * (round duration, s)``, with defaults 100, 20 and 1. Each
-    term is in ``info["reward_terms"]``.
+    ``config.reward_mode`` chooses the objective (the presets of the same names select the
+    last three); each term is in ``info["reward_terms"]``:
+
+    * ``"weighted"`` (default): ``accuracy_weight * (accuracy - previous accuracy) -
+      energy_weight_per_j * (energy of all devices, J) - time_weight_per_s * (round duration,
+      s)``, with defaults 100, 20 and 1.
+    * ``"time-to-accuracy"`` (FAVOR, Wang et al. INFOCOM 2020): ``favor_base ** (accuracy -
+      target_accuracy) - 1`` per round (Xi = 64 by default), which is above -1 and below 0
+      until the target is reached, so fewer rounds to the target score more.
+    * ``"energy-to-accuracy"``: ``-energy_weight_per_j * (energy of all devices, J)`` per round.
+    * ``"accuracy-at-budget"``: ``accuracy_weight * (accuracy - previous accuracy)`` for every
+      round within ``energy_budget_j`` / ``time_budget_s``; the round that overspends a budget
+      earns 0 and ends the episode, so the return is the accuracy reached within the budget.
+
+    In the two "to-accuracy" modes an episode that ends (battery exhaustion, ``max_rounds``)
+    without reaching the target pays ``target_penalty()`` (``info["reward_terms"]
+    ["target_missed"]``): ``max_rounds`` for time-to-accuracy, ``energy_weight_per_j`` times the
+    total battery capacity plus 1 for energy-to-accuracy, so that no failed episode out-scores
+    a successful one.
 
     ## Episode End
 
-    Terminates when the test accuracy reaches ``target_accuracy``, when no device has energy
-    left, or when the global model diverges (its test loss or a parameter is NaN or infinite):
-    that round's reward then carries the term ``diverged = -divergence_penalty`` (100 by default)
-    and ``info["diverged"]`` is ``True``; both appear only in that round, so the observation space
-    and the info of a run that does not diverge are unchanged. The registered environments
-    truncate after ``max_rounds`` (100) rounds through ``max_episode_steps``; the raw
-    environment never truncates.
+    Terminates when the test accuracy reaches ``target_accuracy`` (not in
+    ``"accuracy-at-budget"``, which terminates when a budget is overspent instead) or when no
+    device has energy left. The registered environments truncate after ``max_rounds`` (100)
+    rounds through ``max_episode_steps``; in the ``"weighted"`` and ``"accuracy-at-budget"``
+    modes the raw environment never truncates, in the two "to-accuracy" modes it truncates at
+    ``max_rounds`` itself (charging the penalty).
+    The episode also terminates when the global model diverges (its test loss or a parameter is
+    NaN or infinite): that round's reward then carries the term
+    ``diverged = -divergence_penalty`` (100 by default) and ``info["diverged"]`` is ``True``;
+    both appear only in that round, so the observation space and the info of a run that does not
+    diverge are unchanged.
 
     ## Arguments
 
@@ -194,6 +217,13 @@ class WirelessFLEnv(gym.Env):
     small tensors, see :mod:`fl_gym.sim.threads`. ``obs_mode`` is
     ``"dict"`` (the default) or ``"flat"`` (see Observation Space); anything else is a
     ``ValueError`` naming the allowed values.
+
+    ## Snapshots
+
+    ``snapshot()`` copies the whole state (model, client state, cell, bookkeeping, generator) in
+    well under a step's time; ``restore(snapshot)`` goes back to it. Replaying the same actions
+    after a restore gives the same trajectory bit for bit; reseeding ``np_random`` after it
+    plays a fresh future from the same state (what planners and bounds need).
 
     ## Version History
 
@@ -319,6 +349,7 @@ class WirelessFLEnv(gym.Env):
         self._last_report: RoundReport | None = None
         self._previous_accuracy = self.federation.accuracy
         self._energy_spent_j = 0.0
+        self._elapsed_time_s = 0.0
         self._accuracy_history = [self.federation.accuracy]
         self._train_loss = np.zeros(k)
         self._data_share = data.client_sizes / data.client_sizes.max()
@@ -350,22 +381,39 @@ class WirelessFLEnv(gym.Env):
         self._train_loss = np.where(report.selected, report.train_loss, self._train_loss)
         self._energy_spent_j += float(report.energy_j.sum())
         self._accuracy_history.append(report.accuracy)
-        reward, terms = self._reward(report)
-        diverged = self.diverged
-        if diverged:
-            terms["diverged"] = -self.config.divergence_penalty
-            reward = float(sum(terms.values()))
-        self._previous_accuracy = report.accuracy
+        self._elapsed_time_s += report.round_time_s
         cell = self.federation.cell
         assert cell is not None
-        terminated = (
-            report.accuracy >= self.config.target_accuracy or not cell.available.any() or diverged
-        )
+        cfg = self.config
+        reached = report.accuracy >= cfg.target_accuracy
+        exhausted = not cell.available.any()
+        truncated = False
+        if cfg.reward_mode == "accuracy-at-budget":
+            over_budget = (0 < cfg.energy_budget_j < self._energy_spent_j) or (
+                0 < cfg.time_budget_s < self._elapsed_time_s
+            )
+            terminated = over_budget or exhausted
+            reward, terms = self._budget_reward(report, over_budget)
+        else:
+            terminated = reached or exhausted
+            if cfg.reward_mode in TARGET_REQUIRED_MODES and not terminated:
+                # These modes end the episode at max_rounds themselves, to charge the penalty.
+                truncated = report.round_index + 1 >= cfg.max_rounds
+            failed = cfg.reward_mode in TARGET_REQUIRED_MODES and (
+                (terminated or truncated) and not reached
+            )
+            reward, terms = self._reward(report, failed=failed)
+        diverged = self.diverged
+        if diverged:
+            terms["diverged"] = -cfg.divergence_penalty
+            reward -= cfg.divergence_penalty
+            terminated, truncated = True, False
+        self._previous_accuracy = report.accuracy
         obs = self.observe() if observe else {}
         info = self._info(report, terms, decode_info)
         if diverged:
             info["diverged"] = True
-        return obs, reward, bool(terminated), False, info
+        return obs, reward, bool(terminated), truncated, info
 
     @property
     def diverged(self) -> bool:
@@ -441,14 +489,51 @@ class WirelessFLEnv(gym.Env):
         """The current observation (no side effects): :func:`observe_many` of this environment."""
         return observe_many([self])[0]
 
-    def _reward(self, report: RoundReport) -> tuple[float, dict[str, float]]:
+    def _reward(self, report: RoundReport, failed: bool = False) -> tuple[float, dict[str, float]]:
+        """The reward of ``report``'s round (``failed``: the episode ends with it, target not
+        reached) in the ``"weighted"`` and the two target-required modes."""
         cfg = self.config
-        terms = {
-            "accuracy": cfg.accuracy_weight * (report.accuracy - self._previous_accuracy),
-            "energy": -cfg.energy_weight_per_j * float(report.energy_j.sum()),
-            "time": -cfg.time_weight_per_s * report.round_time_s,
-        }
+        energy_j = float(report.energy_j.sum())
+        if cfg.reward_mode == "time-to-accuracy":
+            terms = {"time": cfg.favor_base ** (report.accuracy - cfg.target_accuracy) - 1.0}
+        elif cfg.reward_mode == "energy-to-accuracy":
+            terms = {"energy": -cfg.energy_weight_per_j * energy_j}
+        else:
+            terms = {
+                "accuracy": cfg.accuracy_weight * (report.accuracy - self._previous_accuracy),
+                "energy": -cfg.energy_weight_per_j * energy_j,
+                "time": -cfg.time_weight_per_s * report.round_time_s,
+            }
+            return float(sum(terms.values())), terms
+        terms["target_missed"] = -self.target_penalty() if failed else 0.0
         return float(sum(terms.values())), terms
+
+    def target_penalty(self) -> float:
+        """What an episode that ends without reaching the target pays in the target-required
+        reward modes, chosen so that no such episode out-scores one that reaches it.
+
+        Time-to-accuracy: ``max_rounds`` (every round before the target earns more than -1, so a
+        successful episode's return exceeds ``-max_rounds``, while a failed one's is at most
+        ``-max_rounds``). Energy-to-accuracy: ``energy_weight_per_j`` times the devices' total
+        battery capacity, plus 1 (no episode can spend more than the batteries hold).
+        """
+        cfg = self.config
+        if cfg.reward_mode == "time-to-accuracy":
+            return float(cfg.max_rounds)
+        assert self.federation is not None and self.federation.cell is not None
+        capacity_j = float(self.federation.cell.battery_capacity_j.sum())
+        return cfg.energy_weight_per_j * capacity_j + 1.0
+
+    def _budget_reward(
+        self, report: RoundReport, over_budget: bool
+    ) -> tuple[float, dict[str, float]]:
+        """The ``"accuracy-at-budget"`` reward: the accuracy gain of a round within the budget;
+        the round that overspends it earns nothing and ends the episode, so the return is the
+        accuracy reached within the budget minus the initial accuracy (times the weight)."""
+        cfg = self.config
+        gain = 0.0 if over_budget else report.accuracy - self._previous_accuracy
+        terms = {"accuracy": cfg.accuracy_weight * gain}
+        return terms["accuracy"], terms
 
     def _info(
         self,
@@ -491,6 +576,70 @@ class WirelessFLEnv(gym.Env):
     def close(self) -> None:
         self._renderer = None
         self._window.close()
+
+    # -- snapshots ---------------------------------------------------------------------------------
+
+    _KEPT_ATTRIBUTES: ClassVar[frozenset[str]] = frozenset(
+        {
+            "pipeline",
+            "_renderer",
+            "_window",
+            "_codec",
+            "action_space",
+            "observation_space",
+            "dict_observation_space",
+            "observation_slices",
+            "observation_feature_names",
+            "render_mode",
+            "num_threads",
+            "obs_mode",
+            "spec",
+        }
+    )
+    """What stays with the environment on :meth:`restore` (spaces, caches, display settings)."""
+
+    def snapshot(self) -> EnvSnapshot:
+        """A copy of the environment's whole state: the federation (global model, per-client
+        state), the cell (channels, positions, batteries), the episode's bookkeeping and the
+        generator. Datasets and configurations are shared, not copied (no step changes them).
+
+        :meth:`restore` followed by the same actions replays the same trajectory bit for bit;
+        followed by ``np_random`` reseeded (``env.np_random = np.random.default_rng(s)``) it
+        plays a fresh future from the same state.
+
+        Raises:
+            RuntimeError: Before the first ``reset()``.
+        """
+        return snapshots.take(self, self._KEPT_ATTRIBUTES, self._shared_state())
+
+    def restore(self, snapshot: EnvSnapshot) -> None:
+        """Return to the state of ``snapshot`` (taken by :meth:`snapshot` of an environment of
+        this class with the same spaces); the snapshot can be restored again later."""
+        if isinstance(snapshot, EnvSnapshot) and snapshot.env_type is type(self):
+            config = snapshot.state.get("config")
+            if config is None or self._layout(config) != self._layout(self.config):
+                raise ValueError(
+                    "snapshot's num_devices, compression levels or local_step_choices differ "
+                    "from this environment's (they shape the spaces)"
+                )
+        snapshots.restore(self, snapshot, self._KEPT_ATTRIBUTES, self._shared_state())
+
+    def _shared_state(self) -> list[Any]:
+        """Objects the snapshots share with the environment: what no step changes."""
+        fed = self.federation
+        if fed is None:
+            raise RuntimeError("call reset() before snapshot() or restore()")
+        return [
+            self.config,
+            fed.config,
+            fed.data,
+            fed.clients,
+            fed.x_test,
+            fed.y_test,
+            fed.model,
+            fed.device,
+            self._data_share,
+        ]
 
     # -- helpers -----------------------------------------------------------------------------------
 

@@ -194,10 +194,13 @@ class WirelessFLVectorEnv(VectorEnv):
             bool, and the batched infos.
         """
         rewards, terminated, truncated, env_infos = self.step_envs(actions)
-        infos: dict[str, Any] = {}
-        for i, info_i in enumerate(env_infos):
-            infos = self._add_info(infos, info_i, i)
-        return self._stack_observations(), rewards, terminated, truncated, infos
+        return (
+            self._stack_observations(),
+            rewards,
+            terminated,
+            truncated,
+            self._batch_infos(env_infos),
+        )
 
     @with_torch_threads
     def step_envs(
@@ -316,6 +319,19 @@ class WirelessFLVectorEnv(VectorEnv):
         )
         return dict(zip(order, reports, strict=True))
 
+    def _batch_infos(self, env_infos: list[dict[str, Any]]) -> dict[str, Any]:
+        """The environments' infos batched as :meth:`VectorEnv._add_info` batches them, key by
+        key rather than environment by environment where every environment has the same keys
+        (every step but those with an autoreset)."""
+        first = env_infos[0]
+        keys = first.keys()
+        if any(info.keys() != keys for info in env_infos[1:]) or "final_obs" in keys:
+            infos: dict[str, Any] = {}
+            for i, info_i in enumerate(env_infos):
+                infos = self._add_info(infos, info_i, i)
+            return infos
+        return _batch_same_keys(env_infos, self.num_envs)
+
     def _federation(self, i: int) -> Federation:
         fed = self.envs[i].federation
         assert fed is not None
@@ -327,6 +343,50 @@ class WirelessFLVectorEnv(VectorEnv):
         if isinstance(first, dict):
             return {key: np.stack([obs[key] for obs in observations]) for key in first}  # type: ignore[index]
         return np.stack(observations)  # type: ignore[arg-type]
+
+
+def _batch_same_keys(env_infos: list[dict[str, Any]], num_envs: int) -> dict[str, Any]:
+    """Infos that all have the same keys, batched with ``_add_info``'s types: a number becomes
+    an array of the first environment's type, an array a stacked array, a dict a batched dict,
+    anything else an object array; every key gets an all-true ``"_key"`` mask."""
+    out: dict[str, Any] = {}
+    mask = np.ones(num_envs, dtype=np.bool_)
+    first = env_infos[0]
+    for key, value in first.items():
+        values = [info[key] for info in env_infos]
+        kind = type(value)
+        if isinstance(value, dict):
+            if all(isinstance(v, dict) and v.keys() == value.keys() for v in values):
+                array: Any = _batch_same_keys(values, num_envs)
+            else:
+                array = {}
+                for i, v in enumerate(values):
+                    array = _add_info_to(array, v, i, num_envs)
+        elif kind in (int, float, bool) or issubclass(kind, np.number):
+            array = np.zeros(num_envs, dtype=kind)
+            array[:] = values
+        elif isinstance(value, np.ndarray) and all(
+            isinstance(v, np.ndarray) and v.shape == value.shape for v in values
+        ):
+            array = np.zeros((num_envs, *value.shape), dtype=value.dtype)
+            for i, v in enumerate(values):
+                array[i] = v
+        else:
+            array = np.full(num_envs, fill_value=None, dtype=object)
+            for i, v in enumerate(values):
+                array[i] = v
+        out[key] = array
+        out[f"_{key}"] = mask.copy()
+    return out
+
+
+def _add_info_to(
+    infos: dict[str, Any], info: dict[str, Any], i: int, num_envs: int
+) -> dict[str, Any]:
+    """:meth:`VectorEnv._add_info` of a throwaway vector env of ``num_envs`` environments."""
+    holder = VectorEnv()
+    holder.num_envs = num_envs
+    return holder._add_info(infos, info, i)
 
 
 class OverTheAirFLVectorEnv(WirelessFLVectorEnv):

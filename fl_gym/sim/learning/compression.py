@@ -41,13 +41,16 @@ References:
 from __future__ import annotations
 
 import abc
+import itertools
 import math
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from fl_gym.sim.config import check_bool, check_int, check_positive, check_real
 
@@ -292,12 +295,20 @@ class Compressor(abc.ABC):
         """Whether the operator needs the caller's momentum rows."""
         return False
 
+    def for_layout(self, tensor_sizes: tuple[int, ...]) -> Compressor:
+        """This operator for updates made of parameter tensors of these sizes (in order); the
+        federation calls it with its model's ``tensor_sizes``. Operators that treat a row as
+        one vector return themselves."""
+        return self
+
     @property
     def spec(self) -> str:
         """The spec string of this operator; ``parse_compressor(op.spec) == op``."""
         head: list[str] = []
         options: list[str] = []
         for f in fields(self):  # type: ignore[arg-type]
+            if not f.metadata.get("spec", True):
+                continue  # bound by the caller (e.g. the model's layout), not part of the spec
             value = getattr(self, f.name)
             if f.name == self._positional:
                 head.append(_format_value(value))
@@ -313,7 +324,7 @@ class Compressor(abc.ABC):
         residual: torch.Tensor | None = None,
         momentum: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-        round_index: int = 0,
+        round_index: int | ArrayLike = 0,
     ) -> CompressionResult:
         """Compress the stacked updates of ``K`` clients.
 
@@ -325,7 +336,9 @@ class Compressor(abc.ABC):
                 operators with ``uses_momentum``.
             generator: Source of randomness; required by stochastic operators (random-k,
                 TernGrad, QSGD), ignored by the others. Draws are made on its device.
-            round_index: Index of the current round (>= 0); drives warm-up schedules.
+            round_index: Where each client stands in its warm-up schedule (>= 0): one integer
+                for every row or one per row, the number of rounds that client has taken part
+                in before (the federation passes its per-client participation counts).
 
         Returns:
             The decoded update, exact bits per client, and the new state rows.
@@ -352,8 +365,9 @@ class Compressor(abc.ABC):
             raise ValueError(
                 f"{self.spec!r} draws random numbers: pass generator=torch.Generator(...)"
             )
-        round_index = check_int("round_index", round_index, minimum=0)
-        return self._compress(update, residual, momentum, generator, round_index)
+        return self._compress(
+            update, residual, momentum, generator, _check_round_index(round_index, update)
+        )
 
     def _compress(
         self,
@@ -361,7 +375,7 @@ class Compressor(abc.ABC):
         residual: torch.Tensor | None,
         momentum_state: torch.Tensor | None,
         generator: torch.Generator | None,
-        round_index: int,
+        round_index: int | np.ndarray,
     ) -> CompressionResult:
         """The template, on validated inputs (``None`` state means zeros): error feedback adds
         the residual before encoding and keeps what was not sent as the new residual,
@@ -377,10 +391,24 @@ class Compressor(abc.ABC):
 
     @abc.abstractmethod
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         """Encode the rows of ``x`` (the update, plus the residual under error feedback): the
         values the server decodes and the exact bits of each row."""
+
+
+def _check_round_index(round_index: object, update: torch.Tensor) -> int | np.ndarray:
+    """One integer >= 0, or a ``(K,)`` integer array >= 0 with one entry per row."""
+    if np.ndim(round_index) == 0:  # type: ignore[arg-type]
+        return check_int("round_index", round_index, minimum=0)
+    values = np.asarray(round_index)
+    k = update.shape[0]
+    if values.shape != (k,) or values.dtype.kind not in "iu" or (values < 0).any():
+        raise ValueError(
+            f"round_index must be an integer >= 0 or {k} of them (one per row), got "
+            f"{values.dtype} values of shape {values.shape}"
+        )
+    return values.astype(np.int64)
 
 
 def _add_residual(update: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
@@ -420,7 +448,7 @@ class NoCompression(Compressor):
     _example: ClassVar[str] = "none"
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         return Encoding(x.clone(), _full_bits(x, FLOAT_BITS * x.shape[1]))
 
@@ -460,7 +488,7 @@ class TopK(Compressor):
         )
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         d = x.shape[1]
         k = num_kept(self.ratio, d)
@@ -511,7 +539,7 @@ class RandomK(Compressor):
         object.__setattr__(self, "unbiased", check_bool("unbiased", self.unbiased))
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         assert generator is not None  # checked in compress()
         d = x.shape[1]
@@ -561,7 +589,7 @@ class Threshold(Compressor):
         )
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         d = x.shape[1]
         mask = x.abs() >= self.tau
@@ -599,7 +627,7 @@ class SignSGD(Compressor):
         )
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         d = x.shape[1]
         scale = x.abs().sum(dim=1, keepdim=True) / d
@@ -611,30 +639,86 @@ class SignSGD(Compressor):
 class TernGrad(Compressor):
     """Stochastic ternarisation (Wen et al. 2017), unbiased, no error feedback.
 
-    Per row ``s = max_i |x_i|`` and ``b_i ~ Bernoulli(|x_i| / s)``;
-    ``reconstructed = s * sign(x) * b``, so ``E[reconstructed] = x``. A zero row decodes to zeros.
-    Encoding: two bits per entry (one of -1, 0, +1) and the 32-bit scale ``s``:
-    ``bits = 2 d + 32``.
+    Per row (per parameter tensor of the row with ``layerwise``): optionally clip every entry to
+    ``[-c sigma, c sigma]`` with ``sigma`` the standard deviation of the entries and ``c =
+    clip_sigmas`` (the paper's gradient clipping uses ``c = 2.5``), then ``s = max_i |x_i|`` and
+    ``b_i ~ Bernoulli(|x_i| / s)``; ``reconstructed = s * sign(x) * b``, so ``E[reconstructed]``
+    is the (clipped) ``x``. A zero row decodes to zeros. The paper's layer-wise ternarising
+    (``layerwise=True``) keeps one scale per parameter tensor (each layer's weights and bias):
+    the federation binds its model's tensor sizes (:meth:`for_layout`); an unbound operator
+    treats the row as one tensor.
 
-    Spec: ``"terngrad"``.
+    Encoding: two bits per entry (a fixed-length code for -1, 0, +1, as the paper's
+    implementation; ``log2 3 = 1.58`` bits would need entropy or base-3 packing, not modelled)
+    and one 32-bit scale per tensor: ``bits = 2 d + 32 L`` with ``L`` the number of scales.
+
+    Args:
+        layerwise: One scale per parameter tensor instead of one per row.
+        clip_sigmas: ``c`` of the clipping to ``c`` standard deviations (> 0), or ``None``.
+
+    Spec: ``"terngrad"``, ``"terngrad:layerwise=true,clip_sigmas=2.5"`` (the paper's setting).
     """
+
+    layerwise: bool = False
+    clip_sigmas: float | None = None
+    tensor_sizes: tuple[int, ...] | None = field(
+        default=None, compare=False, repr=False, metadata={"spec": False}
+    )
 
     name: ClassVar[str] = "terngrad"
     stochastic: ClassVar[bool] = True
-    _example: ClassVar[str] = "terngrad"
+    _option_parsers: ClassVar[dict[str, Callable[[str], Any]]] = {
+        "layerwise": _parse_bool,
+        "clip_sigmas": _parse_optional_float,
+    }
+    _example: ClassVar[str] = "terngrad:layerwise=true,clip_sigmas=2.5"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layerwise", check_bool("layerwise", self.layerwise))
+        if self.clip_sigmas is not None:
+            object.__setattr__(self, "clip_sigmas", check_positive("clip_sigmas", self.clip_sigmas))
+        if self.tensor_sizes is not None:
+            sizes = tuple(check_int("tensor_sizes", n, minimum=1) for n in self.tensor_sizes)
+            object.__setattr__(self, "tensor_sizes", sizes)
+
+    def for_layout(self, tensor_sizes: tuple[int, ...]) -> TernGrad:
+        return replace(self, tensor_sizes=tuple(tensor_sizes)) if self.layerwise else self
+
+    def _segments(self, d: int) -> list[tuple[int, int]]:
+        """``(start, end)`` of each tensor that gets its own scale."""
+        if not self.layerwise or self.tensor_sizes is None:
+            return [(0, d)]
+        if sum(self.tensor_sizes) != d:
+            raise ValueError(
+                f"{self.spec!r} is bound to tensors of sizes {self.tensor_sizes} (sum "
+                f"{sum(self.tensor_sizes)}), but the update has {d} entries per row"
+            )
+        ends = list(itertools.accumulate(self.tensor_sizes))
+        return list(zip([0, *ends[:-1]], ends, strict=True))
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         assert generator is not None  # checked in compress()
         d = x.shape[1]
-        magnitude = x.abs()
-        scale = magnitude.amax(dim=1, keepdim=True)
-        # A zero row has scale 0 and all-zero magnitudes: the clamp turns 0/0 into 0/tiny = 0.
-        prob = magnitude / scale.clamp_min(torch.finfo(x.dtype).tiny)
-        keep = _uniform(x, generator, x.dtype) < prob
-        reconstructed = torch.where(keep, scale * torch.sign(x), torch.zeros_like(x))
-        return Encoding(reconstructed, _full_bits(x, 2 * d + FLOAT_BITS))
+        segments = self._segments(d)
+        draws = _uniform(x, generator, x.dtype)
+        reconstructed = torch.empty_like(x)
+        # A loop over the model's few tensors, each batched over the rows.
+        for start, end in segments:
+            part = x[:, start:end]
+            if self.clip_sigmas is not None:
+                bound = self.clip_sigmas * part.std(dim=1, correction=0, keepdim=True)
+                part = torch.maximum(torch.minimum(part, bound), -bound)
+            magnitude = part.abs()
+            scale = magnitude.amax(dim=1, keepdim=True)
+            # A zero row has scale 0 and all-zero magnitudes: the clamp turns 0/0 into 0/tiny = 0.
+            prob = magnitude / scale.clamp_min(torch.finfo(x.dtype).tiny)
+            keep = draws[:, start:end] < prob
+            reconstructed[:, start:end] = torch.where(
+                keep, scale * torch.sign(part), torch.zeros_like(part)
+            )
+        return Encoding(reconstructed, _full_bits(x, 2 * d + FLOAT_BITS * len(segments)))
 
 
 @dataclass(frozen=True)
@@ -668,7 +752,7 @@ class QSGD(Compressor):
         object.__setattr__(self, "levels", check_int("levels", self.levels, minimum=1))
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         assert generator is not None  # checked in compress()
         out = self._quantize(x, _uniform(x, generator, x.dtype))
@@ -699,14 +783,22 @@ class DeepGradientCompression(Compressor):
        ``clip_norm`` is set;
     2. momentum correction: ``u <- momentum * u + g``, ``v <- v + u``;
     3. sparsification: the ``k = max(1, ceil(density_r * d))`` largest-magnitude entries of ``v``
-       are sent, with ``density_r = density_at(round_index)``;
+       are sent, with ``density_r = density_at(r)`` and ``r`` the number of rounds this
+       client has taken part in before (``round_index``, one per row);
     4. momentum factor masking: ``u`` and ``v`` are zeroed where sent.
 
     Hence ``v_new + reconstructed == v_old + u_new`` exactly, with ``u_new`` the momentum after
-    step 2 (before masking). Warm-up: in rounds ``r < warmup_rounds`` the density is
-    ``max(density, 0.25 * 4**-r)``, the paper's 25 %, 6.25 %, 1.5625 %, 0.39 % for the default
-    four rounds; from round ``warmup_rounds`` on it is ``density``. Both ends know ``k``, so the
-    encoding is that of :class:`TopK`: ``bits = 32 k + min(k * ceil(log2 d), d)``.
+    step 2 (before masking). Warm-up: in a client's participations ``r < warmup_rounds`` the
+    density is ``max(density, 0.25 * 4**-r)``, the paper's 25 %, 6.25 %, 1.5625 %, 0.39 % for
+    the default four; from its participation ``warmup_rounds`` on it is ``density``. The
+    schedule is counted per client (Lin et al. warm up each worker over its first epochs), so a
+    client that first takes part late still warms up. Both ends know ``k``, so the encoding is
+    that of :class:`TopK`: ``bits = 32 k + min(k * ceil(log2 d), d)``.
+
+    In federated learning the operator acts once per round on a client's model delta (the sum of
+    its local steps), so the momentum correction and the accumulation run across rounds on
+    deltas, not across iterations on gradients as in the paper's data-parallel training; the
+    local optimiser's own momentum, if any, is separate.
 
     Args:
         density: Target fraction of coordinates sent, in ``(0, 1]``.
@@ -778,7 +870,7 @@ class DeepGradientCompression(Compressor):
         residual: torch.Tensor | None,
         momentum_state: torch.Tensor | None,
         generator: torch.Generator | None,
-        round_index: int,
+        round_index: int | np.ndarray,
     ) -> CompressionResult:
         """DGC's own state update around the shared top-k encoding: clipping and momentum
         correction before it, and momentum factor masking of both states after it (the
@@ -798,16 +890,27 @@ class DeepGradientCompression(Compressor):
         return CompressionResult(reconstructed, bits, new_v, new_u)
 
     def _top_k(
-        self, v: torch.Tensor, round_index: int
+        self, v: torch.Tensor, round_index: int | np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sent values, the mask of sent entries and the bits (top-k's encoding) of ``v``."""
+        """Sent values, the mask of sent entries and the bits (top-k's encoding) of ``v``;
+        ``round_index`` is every row's position in the warm-up schedule (one or per row)."""
         d = v.shape[1]
-        k = num_kept(self.density_at(round_index), d)
-        reconstructed, sent = _keep_top_k(v, k)
-        return reconstructed, sent, sparse_bits(_full_bits(v, k), d)
+        if np.ndim(round_index) == 0:
+            k = num_kept(self.density_at(int(round_index)), d)
+            reconstructed, sent = _keep_top_k(v, k)
+            return reconstructed, sent, sparse_bits(_full_bits(v, k), d)
+        # One k per row: rank every row once at the largest k, keep each row's first k_r.
+        per_row = [num_kept(self.density_at(int(r)), d) for r in np.unique(round_index)]
+        lookup = dict(zip(np.unique(round_index).tolist(), per_row, strict=True))
+        ks = torch.tensor([lookup[int(r)] for r in round_index], device=v.device)
+        idx = v.abs().topk(int(ks.max()), dim=1, sorted=True).indices
+        take = torch.arange(idx.shape[1], device=v.device)[None, :] < ks[:, None]
+        sent = torch.zeros(v.shape, dtype=torch.bool, device=v.device).scatter_(1, idx, take)
+        reconstructed = torch.where(sent, v, torch.zeros_like(v))
+        return reconstructed, sent, sparse_bits(ks.to(torch.int64), d)
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         reconstructed, _, bits = self._top_k(x, round_index)
         return Encoding(reconstructed, bits)
@@ -861,7 +964,7 @@ class SparseQSGD(Compressor):
         )
 
     def _encode(
-        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int
+        self, x: torch.Tensor, generator: torch.Generator | None, round_index: int | np.ndarray
     ) -> Encoding:
         assert generator is not None  # checked in compress()
         d, s = x.shape[1], self.levels

@@ -323,7 +323,8 @@ class Federation:
         self.x_test = torch.as_tensor(data.x_test, dtype=torch.float32, device=self.device)
         self.y_test = torch.as_tensor(data.y_test, dtype=torch.int64, device=self.device)
         self.compressors: tuple[Compressor, ...] = tuple(
-            parse_compressor(spec) for spec in self.config.compression_levels
+            parse_compressor(spec).for_layout(self.model.tensor_sizes)
+            for spec in self.config.compression_levels
         )
         kwargs: dict[str, Any] = {}
         if self.config.aggregator == "trimmed_mean":
@@ -532,7 +533,8 @@ class Federation:
             self.residual[client_rows] if op.uses_residual else None,
             self.momentum[client_rows] if op.uses_momentum else None,
             generator,
-            self.round_index,
+            # Warm-up schedules run per client, over its own participations.
+            self.participation_count[client_rows.cpu().numpy()],
         )
         reconstructed[rows] = out.reconstructed
         bits[rows] = out.bits

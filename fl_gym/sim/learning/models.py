@@ -73,6 +73,14 @@ class BatchedMLP:
         self._layers = tuple(layers)
         self.num_params = offset
 
+    @property
+    def tensor_sizes(self) -> tuple[int, ...]:
+        """Sizes of the parameter tensors (each layer's weights, then its bias) in the order
+        they take in the flat parameter vector; they sum to ``num_params``."""
+        return tuple(
+            size for layer in self._layers for size in (layer.fan_in * layer.fan_out, layer.fan_out)
+        )
+
     def __repr__(self) -> str:
         return (
             f"BatchedMLP(num_features={self.num_features}, num_classes={self.num_classes}, "

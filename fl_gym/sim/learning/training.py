@@ -232,10 +232,13 @@ def _sgd_loop(
     max_steps = int(steps.max())
     uniform = bool((steps == max_steps).all())
     tensors = model.split_repeated(global_params, num)
+    # Every step's minibatches gathered at once (the same rows as data.x[all_idx[t]]), by
+    # index_select, which is several times faster than advanced indexing.
+    flat = all_idx.reshape(-1)
+    xs = data.x.index_select(0, flat).view(*all_idx.shape, -1)
+    ys = data.y.index_select(0, flat).view(all_idx.shape)
     for t in range(max_steps):
-        idx = all_idx[t]
-        xb, yb = data.x[idx], data.y[idx]
-        loss, grads = model.layer_loss_and_grad(tensors, xb, yb)
+        loss, grads = model.layer_loss_and_grad(tensors, xs[t], ys[t])
         if uniform:
             step_scale = None
             loss_sum.add_(loss)
@@ -410,17 +413,38 @@ def _sgd_groups_loop(
         g.data.y.index_select(0, f).view(g.indices.shape)  # type: ignore[union-attr]
         for g, f in zip(groups, flat, strict=True)
     ]
+    # Blocks of groups that train for the same number of steps: the rows still training at
+    # step t are the first blocks' rows.
+    block_lengths, block_ends, block_masked = [lengths[0]], [ends[0]], [masked_groups[0]]
+    for n, end, m in zip(lengths[1:], ends[1:], masked_groups[1:], strict=True):
+        if n == block_lengths[-1]:
+            block_ends[-1] = end
+            block_masked[-1] = block_masked[-1] or m
+        else:
+            block_lengths.append(n)
+            block_ends.append(end)
+            block_masked.append(m)
+    if len(block_lengths) < len(groups):
+        # One (T, S, B, F) batch per block instead of a concatenation per step.
+        xs, ys, begin = list(xs), list(ys), 0
+        merged_x, merged_y = [], []
+        for n in block_lengths:
+            count = lengths[begin:].count(n)  # sorted: the same lengths are adjacent
+            merged_x.append(xs[begin] if count == 1 else torch.cat(xs[begin : begin + count], 1))
+            merged_y.append(ys[begin] if count == 1 else torch.cat(ys[begin : begin + count], 1))
+            begin += count
+        xs, ys = merged_x, merged_y
     loss_sum = torch.zeros(num, dtype=dtype, device=device)
-    for t in range(lengths[0]):
-        live = sum(1 for n in lengths if n > t)
-        rows = ends[live - 1]
+    for t in range(block_lengths[0]):
+        live = sum(1 for n in block_lengths if n > t)
+        rows = block_ends[live - 1]
         xb = xs[0][t] if live == 1 else torch.cat([x[t] for x in xs[:live]])
         yb = ys[0][t] if live == 1 else torch.cat([y[t] for y in ys[:live]])
         view = tensors if rows == num else [tensor[:rows] for tensor in tensors]
         loss, grads = model.layer_loss_and_grad(view, xb, yb)
         if weight_decay:
             torch._foreach_add_(grads, view, alpha=weight_decay)
-        if not any(masked_groups[:live]):
+        if not any(block_masked[:live]):
             loss_sum[:rows].add_(loss)
             torch._foreach_sub_(view, grads, alpha=learning_rate)
             continue

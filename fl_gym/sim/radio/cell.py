@@ -8,9 +8,13 @@ The physics, vectorised over devices (every quantity is an array of shape ``(K,)
   (optionally a fraction of them in an outer ring), and may move by random waypoint.
 * Large scale: path loss ``PL(d) = 128.1 + 37.6 log10(d / 1 km)`` dB and log-normal shadowing.
 * Small scale: Rayleigh block fading ``h`` of shape ``(K, N)`` (``N`` BS antennas), correlated
-  across rounds by the Gauss-Markov model ``h_t = rho h_{t-1} + sqrt(1 - rho^2) e_t`` with the
-  Jakes coefficient ``rho = J0(2 pi f_d T)``. The effective power gain with maximum-ratio combining
-  is ``g = 10^(-(PL + shadowing) / 10) * ||h||^2``.
+  across rounds by the first-order Gauss-Markov model ``h_t = rho h_{t-1} + sqrt(1 - rho^2) e_t``
+  with ``rho = J0(2 pi f_d T)``. That matches Jakes' correlation at a lag of one round only: at
+  ``n`` rounds the correlation is ``rho^n``, a decaying exponential, not ``J0(2 pi f_d n T)``
+  (which oscillates and reaches 0). With ``fading_sinusoids = M > 0`` the fading is instead a
+  sum of ``M`` sinusoids (Clarke / Jakes, :func:`~fl_gym.sim.radio.channel.sum_of_sinusoids`)
+  whose correlation is ``J0(2 pi f_d tau)`` at every lag. The effective power gain with
+  maximum-ratio combining is ``g = 10^(-(PL + shadowing) / 10) * ||h||^2``.
 * Uplink: ``M`` orthogonal sub-channels of bandwidth ``B_m = B / M``, Shannon rate
   ``B_m log2(1 + p g / (B_m N0))`` and the packet error probability
   ``q = 1 - exp(-m B_m N0 / (p g))`` of Chen, Yang, Saad, Poor and Cui, "A Joint Learning and
@@ -47,7 +51,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -69,6 +73,7 @@ from fl_gym.sim.radio.channel import (
     packet_error_probability,
     path_loss_db,
     shannon_rate_bps,
+    sum_of_sinusoids,
     w_to_dbm,
 )
 from fl_gym.sim.radio.uplink import UplinkReport, uplink_many
@@ -121,7 +126,15 @@ class WirelessConfig:
         doppler_hz: Maximum Doppler frequency ``f_d`` of the fading. The default 0.1 Hz (nearly
             static devices, slowly moving scatterers) gives ``rho = J0(2 pi 0.1 * 1) = 0.90``, so
             the channel of the last round says something about the next; pedestrian Doppler at
-            2 GHz (about 5 Hz) makes rounds one second apart practically independent. In [0, 10000].
+            2 GHz (about 5 Hz) makes rounds one second apart practically independent. Under the
+            default Gauss-Markov fading the correlation ``n`` rounds apart is ``rho^n``, not
+            Jakes' ``J0(2 pi f_d n T)`` (see ``fading_sinusoids``). In [0, 10000].
+        fading_sinusoids: 0 (default): first-order Gauss-Markov fading across rounds, whose
+            correlation matches Jakes' only at a lag of one round. ``M >= 1``: each fading entry
+            is a sum of ``M`` sinusoids with random arrival angles and phases (Clarke / Jakes),
+            whose correlation is ``J0(2 pi f_d tau)`` at every lag ``tau`` (exactly, in
+            expectation over the angles); the entries tend to ``CN(0, 1)`` as ``M`` grows (16 to
+            64 is usual). In [0, 1024].
         num_subchannels: Orthogonal sub-channels ``M``; at most ``M`` devices upload per round.
             In [1, 10000].
         bandwidth_hz: Total uplink bandwidth ``B``, split evenly among the sub-channels.
@@ -163,6 +176,7 @@ class WirelessConfig:
     shadowing_decorrelation_m: float = 50.0
     num_antennas: int = 1
     doppler_hz: float = 0.1
+    fading_sinusoids: int = 0
     num_subchannels: int = 10
     bandwidth_hz: float = 10e6
     noise_psd_dbm_per_hz: float = -174.0
@@ -193,6 +207,7 @@ class WirelessConfig:
         "shadowing_decorrelation_m": Range(0.0, 1e6, low_open=True),
         "num_antennas": Range(1, 1024, integer=True),
         "doppler_hz": Range(0.0, 1e4),
+        "fading_sinusoids": Range(0, 1024, integer=True),
         "num_subchannels": Range(1, 10_000, integer=True),
         "bandwidth_hz": Range(1.0, 1e11),
         "noise_psd_dbm_per_hz": Range(-250.0, 0.0),
@@ -269,7 +284,8 @@ class WirelessConfig:
 
     @functools.cached_property
     def fading_correlation(self) -> float:
-        """Gauss-Markov coefficient ``rho = J0(2 pi f_d T)`` between consecutive rounds."""
+        """Gauss-Markov coefficient ``rho = J0(2 pi f_d T)`` between consecutive rounds (the
+        correlation ``n`` rounds apart is ``rho^n``)."""
         return jakes_correlation(self.doppler_hz, self.round_interval_s)
 
     @property
@@ -291,6 +307,10 @@ class CellState:
         battery_capacity_j: ``(K,)`` full battery.
         waypoints_m: ``(K, 2)`` random-waypoint targets (equal to the positions when static).
         speed_mps: ``(K,)`` random-waypoint speeds (0 when static).
+        sinusoid_cos: ``(K, N, M)`` cosines of the sinusoids' arrival angles under
+            sum-of-sinusoids fading (``fading_sinusoids = M``); empty otherwise.
+        sinusoid_phase: ``(K, N, M)`` their current phases in ``[0, 2 pi)``; ``fading`` is
+            ``sum_m exp(j phase) / sqrt(M)``. Empty without sum-of-sinusoids fading.
     """
 
     positions_m: np.ndarray
@@ -301,6 +321,8 @@ class CellState:
     battery_capacity_j: np.ndarray
     waypoints_m: np.ndarray
     speed_mps: np.ndarray
+    sinusoid_cos: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sinusoid_phase: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
         for name in field_names(type(self)):
@@ -468,6 +490,9 @@ class WirelessCell:
             "waypoints_m": (k, 2),
             "speed_mps": (k,),
         }
+        m = self.config.fading_sinusoids
+        if m:
+            shapes |= {"sinusoid_cos": (k, n, m), "sinusoid_phase": (k, n, m)}
         for name, shape in shapes.items():
             value = getattr(state, name)
             if value.shape != shape:
@@ -487,6 +512,10 @@ class WirelessCell:
                 f"state.battery_j must lie in [0, battery_capacity_j], got {state.battery_j}"
             )
         fading = state.fading
+        if m:
+            # The fading follows from the sinusoids' phases.
+            fading = _readonly(sum_of_sinusoids(state.sinusoid_phase))
+            state = CellState(**{**_state_dict(state), "fading": fading})
         if not np.iscomplexobj(fading):
             fading = _readonly(fading.astype(np.complex128))
             state = CellState(**{**_state_dict(state), "fading": fading})
@@ -519,7 +548,12 @@ class WirelessCell:
         inner_m[rng.permutation(k)[:num_edge]] = cfg.edge_inner_radius_m
         positions_m = self._uniform_in_annulus(rng, inner_m)
         shadowing_db = cfg.shadowing_std_db * rng.standard_normal(k)
-        fading = self._complex_normal(rng)
+        sinusoids: dict[str, np.ndarray] = {}
+        if cfg.fading_sinusoids:
+            sinusoids = self._draw_sinusoids(rng)
+            fading = sum_of_sinusoids(sinusoids["sinusoid_phase"])
+        else:
+            fading = self._complex_normal(rng)
         cpu_hz = rng.uniform(cfg.cpu_min_hz, cfg.cpu_max_hz, k)
         capacity_j = rng.uniform(cfg.battery_min_j, cfg.battery_max_j, k)
         if cfg.mobile:
@@ -537,7 +571,20 @@ class WirelessCell:
             battery_capacity_j=capacity_j,
             waypoints_m=waypoints_m,
             speed_mps=speed_mps,
+            **sinusoids,
         )
+
+    def _draw_sinusoids(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Arrival angles ``(2 pi m - pi + theta) / M``, ``m = 1..M``, evenly spread with a
+        random offset ``theta`` per entry (each angle uniform on the circle, as Jakes' isotropic
+        scattering needs, with fewer sinusoids than independent angles would take), and
+        independent uniform phases."""
+        m = self.config.fading_sinusoids
+        shape = (self.num_devices, self.num_antennas)
+        theta = rng.uniform(-math.pi, math.pi, (*shape, 1))
+        angles = (2.0 * math.pi * np.arange(1, m + 1) - math.pi + theta) / m
+        phases = rng.uniform(0.0, 2.0 * math.pi, (*shape, m))
+        return {"sinusoid_cos": np.cos(angles), "sinusoid_phase": phases}
 
     def advance(self, rng: np.random.Generator) -> None:
         """Move on one round: random-waypoint mobility (with shadowing), then fading evolution.
@@ -545,7 +592,8 @@ class WirelessCell:
         A device walks ``speed * round_interval_s`` towards its waypoint; one that reaches it
         stops there and draws a new waypoint (uniform in the annulus) and speed. Its shadowing
         follows Gudmundson's model ``s <- a s + sqrt(1 - a^2) sigma z``, ``a = exp(-moved / d_c)``.
-        Fading follows ``h <- rho h + sqrt(1 - rho^2) e`` with ``e ~ CN(0, 1)``.
+        Fading follows ``h <- rho h + sqrt(1 - rho^2) e`` with ``e ~ CN(0, 1)``, or, with
+        ``fading_sinusoids > 0``, every sinusoid's phase moves on by ``2 pi f_d T cos(angle)``.
 
         Args:
             rng: Source of every draw.
@@ -577,11 +625,19 @@ class WirelessCell:
             shadowing_db = a * shadowing_db + np.sqrt(
                 1.0 - a**2
             ) * cfg.shadowing_std_db * rng.standard_normal(self.num_devices)
-        rho = cfg.fading_correlation
-        fading = rho * state.fading + math.sqrt(1.0 - rho**2) * self._complex_normal(rng)
+        sinusoids: dict[str, np.ndarray] = {}
+        if cfg.fading_sinusoids:
+            step = 2.0 * math.pi * cfg.doppler_hz * cfg.round_interval_s
+            phase = np.mod(state.sinusoid_phase + step * state.sinusoid_cos, 2.0 * math.pi)
+            sinusoids["sinusoid_phase"] = phase
+            fading = sum_of_sinusoids(phase)
+        else:
+            rho = cfg.fading_correlation
+            fading = rho * state.fading + math.sqrt(1.0 - rho**2) * self._complex_normal(rng)
         self._state = CellState(
             **{
                 **_state_dict(state),
+                **sinusoids,
                 "positions_m": positions_m,
                 "waypoints_m": waypoints_m,
                 "speed_mps": speed_mps,

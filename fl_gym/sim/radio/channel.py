@@ -1,8 +1,14 @@
 """Channel formulas of the radio side, vectorised over devices: dBm conversions, the path loss
 ``PL(d) = 128.1 + 37.6 log10(d / 1 km)`` dB, the Jakes correlation ``J0(2 pi f_d T)`` of block
-fading across rounds, Shannon rates and the packet error probability
-``q = 1 - exp(-m B N0 / (p g))`` of Chen, Yang, Saad, Poor and Cui (IEEE TWC 2021); and the
-read-only array helpers the radio records share.
+fading across rounds and the sum-of-sinusoids fading that has it at every lag, Shannon rates and
+the packet error probability ``q = 1 - exp(-m B N0 / (p g))`` of Chen, Yang, Saad, Poor and Cui
+(IEEE TWC 2021); and the read-only array helpers the radio records share.
+
+First-order Gauss-Markov fading with ``rho = J0(2 pi f_d T)`` (the default of
+:class:`~fl_gym.sim.radio.cell.WirelessCell`) has correlation ``rho^n`` at a lag of ``n``
+rounds: it agrees with Jakes' ``J0(2 pi f_d n T)`` at ``n = 1`` only, decays monotonically where
+Jakes' oscillates, and never decorrelates fully at finite lag. The cell's ``fading_sinusoids``
+option uses :func:`sum_of_sinusoids` instead.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ __all__ = [
     "packet_error_probability",
     "path_loss_db",
     "shannon_rate_bps",
+    "sum_of_sinusoids",
     "w_to_dbm",
 ]
 
@@ -53,7 +60,7 @@ def dbm_to_w(x: ArrayLike) -> np.ndarray:
         Power in watts, same shape as ``x``.
     """
     arr = np.asarray(x, dtype=np.float64)
-    if np.any(np.isnan(arr)) or np.any(arr == np.inf):
+    if np.isnan(arr).any() or (arr == np.inf).any():
         raise ValueError(f"power in dBm must be finite or -inf, got {x!r}")
     return np.power(10.0, (arr - 30.0) / 10.0)
 
@@ -96,6 +103,11 @@ def path_loss_db(
 def jakes_correlation(doppler_hz: float, interval_s: float) -> float:
     """Correlation of Rayleigh fading samples ``interval_s`` apart under Jakes' model.
 
+    Used as the coefficient ``rho`` of first-order Gauss-Markov fading across rounds, it fixes
+    the correlation at a lag of one round only: the Gauss-Markov process has correlation
+    ``rho^n`` at ``n`` rounds, not ``J0(2 pi f_d n T)``. :func:`sum_of_sinusoids` has Jakes'
+    correlation at every lag.
+
     Args:
         doppler_hz: Maximum Doppler frequency ``f_d`` in Hz, ``>= 0``.
         interval_s: Time between the two samples ``T`` in seconds, ``>= 0``.
@@ -106,6 +118,24 @@ def jakes_correlation(doppler_hz: float, interval_s: float) -> float:
     check_positive("doppler_hz", doppler_hz, allow_zero=True)
     check_positive("interval_s", interval_s, allow_zero=True)
     return float(j0(2.0 * math.pi * doppler_hz * interval_s))
+
+
+def sum_of_sinusoids(phase: np.ndarray) -> np.ndarray:
+    """Fading as a sum of unit-power sinusoids: ``sum_m exp(j phase_m) / sqrt(M)`` over the
+    last axis.
+
+    With phases ``phi_m + 2 pi f_d t cos(alpha_m)``, each angle ``alpha_m`` uniform on the circle
+    and the ``phi_m`` independent and uniform, ``E[h(t) conj(h(t + tau))] = J0(2 pi f_d tau)``
+    at every lag (Clarke's model; Jakes' correlation), and ``E|h|^2 = 1``.
+
+    Args:
+        phase: ``(..., M)`` phases of the ``M`` sinusoids.
+
+    Returns:
+        ``(...)`` complex fading.
+    """
+    m = phase.shape[-1]
+    return np.exp(1j * phase).sum(axis=-1) / math.sqrt(m)
 
 
 def _snr(

@@ -17,12 +17,21 @@ Two estimators, after Samarakoon et al. (IEEE Trans. Commun. 2020):
 * :func:`fit_gpd_federated`: in each round, every vehicle starts from the RSU's current
   ``(sigma, xi)`` and takes ``local_steps`` gradient-ascent steps on the mean log-likelihood of
   its own samples (all vehicles in one batched computation over a padded ``(K, W)`` array); the
-  RSU averages the vehicles' ``(sigma, xi)`` weighted by their sample counts
+  RSU averages the vehicles' ``(log sigma, xi)`` weighted by their sample counts
   (:func:`fl_gym.sim.learning.aggregation.fedavg`) and broadcasts the result.
+
+The average is taken in the parameterisation the vehicles step in. With one local step, every
+vehicle starts from the same point, so the weighted mean of ``log sigma_k = log sigma + lr g_k``
+is ``log sigma + lr sum_k n_k g_k / n``: a gradient step on the pooled mean log-likelihood, whose
+fixed point is the centralised MLE (while clipping and the support projection are inactive, as
+they are near it). Averaging ``sigma`` itself would add ``E[exp(.)] - exp(E[.])`` > 0 (Jensen)
+every round and move the fixed point above the MLE. With several local steps the vehicles drift
+towards their own MLEs, which on a few dozen samples are noisy and biased (the GPD MLE is biased
+in small samples), so the average of their steps is not the pooled step even on i.i.d. data.
 
 Both count the values exchanged: the centralised fit uploads ``n_k`` samples per vehicle and
 broadcasts 2 parameters; each federated round uploads 3 values per participating vehicle
-(``sigma``, ``xi`` and its sample count) and broadcasts 2 to every vehicle.
+(``log sigma``, ``xi`` and its sample count) and broadcasts 2 to every vehicle.
 
 The gradient steps work on ``(log sigma, xi)`` (so the scale stays positive and the step is
 invariant to the unit of the queue) and project ``xi`` onto ``[xi_min, xi_max]`` and ``sigma``
@@ -271,7 +280,8 @@ def federated_round(
     local_steps: int,
     learning_rate: float,
 ) -> tuple[GPDParams, int]:
-    """One federated round: local steps on every vehicle with samples, then weighted FedAvg.
+    """One federated round: local steps on every vehicle with samples, then weighted FedAvg of
+    ``(log sigma, xi)``.
 
     Args:
         x: ``(K, W)`` zero-padded exceedances.
@@ -296,10 +306,11 @@ def federated_round(
         steps=local_steps,
         learning_rate=learning_rate,
     )
-    updates = torch.from_numpy(np.stack([sigma, xi], axis=1))
+    # Average (log sigma, xi), the coordinates of the steps (module docstring).
+    updates = torch.from_numpy(np.stack([np.log(sigma), xi], axis=1))
     weights = torch.from_numpy(counts[active].astype(np.float64))
     mean = fedavg(updates, weights).aggregate.numpy()
-    return GPDParams(float(mean[0]), float(mean[1])), int(active.sum())
+    return GPDParams(float(np.exp(mean[0])), float(mean[1])), int(active.sum())
 
 
 def fit_gpd_federated(

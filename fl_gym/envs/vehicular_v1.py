@@ -1,4 +1,4 @@
-"""PettingZoo environment ``vehicular_v0``: each V2V transmitter allocates for itself.
+"""PettingZoo environment ``vehicular_v1``: each V2V transmitter allocates for itself.
 
 ``parallel_env()`` is the native form; ``env()`` the AEC conversion; ``raw_env`` the class
 (:class:`fl_gym.envs.vehicular.parallel.VehicularEnv`); the version in its name is the
