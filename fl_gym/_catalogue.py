@@ -155,7 +155,7 @@ def _wireless_entries() -> Iterator[EnvEntry]:
             agents=None,
             action_space=format_space(env.action_space),
             observation_space=format_space(env.observation_space),
-            presets=dict(getattr(raw, "presets", PRESETS)),
+            presets=dict(getattr(raw, "PRESETS", PRESETS)),
             policies=tuple(baselines_for(env)),
             config_keys=tuple(_config_keys(raw.config)),
         )

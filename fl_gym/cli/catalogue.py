@@ -38,7 +38,7 @@ def run_list(args: argparse.Namespace) -> int:
             e.name, e.api + agents, ", ".join(e.controls), e.action_space, e.observation_space
         )
     console.print(overview)
-    # Environments that share their presets share rows (a family, or part of one).
+    # One group per family and set of presets (an env of a family may name its own scenarios).
     families: dict[tuple[str, str], list[Any]] = {}
     for e in entries:
         families.setdefault((e.family, repr(e.presets)), []).append(e)

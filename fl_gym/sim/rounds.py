@@ -38,7 +38,7 @@ import torch
 
 from fl_gym.sim.learning.adversary import ByzantineTransform, UpdateMonitor
 from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
-from fl_gym.sim.learning.models import BatchedMLP, _log_softmax
+from fl_gym.sim.learning.models import BatchedMLP
 from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd, local_sgd_groups
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.radio.uplink import UplinkReport, uplink_many
@@ -292,6 +292,7 @@ def _training_setting(fed: Federation) -> tuple[Any, ...]:
         model.num_features,
         model.num_classes,
         model.hidden_units,
+        model.loss,
         cfg.learning_rate,
         cfg.weight_decay,
         fed.device,
@@ -304,6 +305,7 @@ def _evaluation_setting(fed: Federation) -> tuple[Any, ...]:
         model.num_features,
         model.num_classes,
         model.hidden_units,
+        model.loss,
         tuple(fed.x_test.shape),
         fed.params.dtype,
         fed.device,
@@ -876,9 +878,7 @@ def evaluate_models(
         x, y = cache.get(group)
         with torch.no_grad():
             logits = _aligned_logits(group[0].model, params, x, cache.buffer)
-            log_probs = _log_softmax(logits)
-            loss = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
-            accuracy = (logits.argmax(dim=2) == y).to(params.dtype).mean(dim=1)
+            loss, accuracy = group[0].model.loss_and_accuracy(logits, y)
         for e, values in zip(
             members, zip(loss.tolist(), accuracy.tolist(), strict=True), strict=True
         ):

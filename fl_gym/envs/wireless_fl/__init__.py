@@ -9,6 +9,7 @@ from fl_gym.envs.wireless_fl.env import (
     WirelessFLEnv,
     observe_many,
 )
+from fl_gym.envs.wireless_fl.localization import FederatedLocalizationEnv
 from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
 from fl_gym.envs.wireless_fl.vector import OverTheAirFLVectorEnv, WirelessFLVectorEnv
 
@@ -17,6 +18,7 @@ __all__ = [
     "DEVICE_FEATURES",
     "PRESETS",
     "SERVER_FEATURES",
+    "FederatedLocalizationEnv",
     "OverTheAirFLEnv",
     "OverTheAirFLVectorEnv",
     "WirelessFLConfig",

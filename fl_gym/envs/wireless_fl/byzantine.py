@@ -267,7 +267,7 @@ class ByzantineSelectionEnv(WirelessFLEnv):
     * v0: initial release.
     """
 
-    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = BYZANTINE_PRESETS
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = BYZANTINE_PRESETS
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ from fl_gym.sim.learning.data import (
     make_federated_dataset,
 )
 from fl_gym.sim.learning.federation import FederationConfig, check_federation_size
+from fl_gym.sim.localization.scenario import LOCALIZATION_PRESETS, LocalizationScenario
 from fl_gym.sim.radio.cell import WirelessConfig
 
 __all__ = [
@@ -54,9 +55,10 @@ __all__ = [
 FAMILY = "the wireless FL envs"
 """How errors name this family of environments."""
 
-DATASETS = ("digits", "synthetic")
+DATASETS = ("digits", "synthetic", "localization")
 _SHAPES = {"digits": (64, 10), "synthetic": (60, 10)}
-"""Features and classes of each data set as the environments build it."""
+"""Features and classes of each data set as the environments build it (localization: the
+scenario's APs and 2 coordinates)."""
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
 REWARD_MODES = ("weighted", "time-to-accuracy", "energy-to-accuracy", "accuracy-at-budget")
 """The objectives a wireless FL environment can reward (see ``WirelessFLConfig.reward_mode``)."""
@@ -77,8 +79,10 @@ class WirelessFLConfig:
     """Everything a wireless FL environment is built from.
 
     Attributes:
-        dataset: ``"digits"`` (scikit-learn's bundled 8x8 digits) or ``"synthetic"`` (FedProx
-            Synthetic(alpha, beta), one user per device).
+        dataset: ``"digits"`` (scikit-learn's bundled 8x8 digits), ``"synthetic"`` (FedProx
+            Synthetic(alpha, beta), one user per device) or ``"localization"`` (RSS fingerprints
+            -> position, a regression task: :mod:`fl_gym.sim.localization`; the "accuracy" is
+            the clipped coefficient of determination of the positions).
         num_devices: Number of devices K, in [1, 100000]
             (:data:`~fl_gym.sim.config.MAX_DEVICES`); the model state, a round's minibatches and
             the synthetic data it scales must also fit
@@ -89,6 +93,13 @@ class WirelessFLConfig:
         synthetic_alpha: FedProx alpha (model heterogeneity, a standard deviation), in [0, 100].
         synthetic_beta: FedProx beta (data heterogeneity, a standard deviation), in [0, 100].
         synthetic_iid: Use FedProx's IID synthetic generator instead.
+        localization_scenario: The localisation scenario, a name in
+            :data:`~fl_gym.sim.localization.scenario.LOCALIZATION_PRESETS` (``"indoor"``,
+            ``"outdoor"``, ``"few-aps"``); used by ``dataset="localization"``.
+        samples_per_device: RSS fingerprints each device records along its random-waypoint
+            path (``dataset="localization"``), in [1, 100000].
+        num_test_points: Test positions, uniform over the area (``dataset="localization"``),
+            in [1, 100000].
         target_accuracy: The episode terminates once test accuracy reaches it, in (0, 1].
         max_rounds: The horizon the round counter of the observation is normalised by, in
             [1, 1000000]. The
@@ -132,6 +143,9 @@ class WirelessFLConfig:
     synthetic_alpha: float = 1.0
     synthetic_beta: float = 1.0
     synthetic_iid: bool = False
+    localization_scenario: str = "indoor"
+    samples_per_device: int = 60
+    num_test_points: int = 400
     target_accuracy: float = 0.95
     max_rounds: int = 100
     local_step_choices: tuple[int, ...] = (1, 2, 5, 10, 20)
@@ -154,6 +168,8 @@ class WirelessFLConfig:
         "dirichlet_alpha": Range(0.01, 1e4),
         "synthetic_alpha": Range(0.0, 100.0),
         "synthetic_beta": Range(0.0, 100.0),
+        "samples_per_device": Range(1, 100_000, integer=True),
+        "num_test_points": Range(1, 100_000, integer=True),
         "target_accuracy": Range(0.0, 1.0, low_open=True),
         "max_rounds": Range(1, 1_000_000, integer=True),
         "default_local_steps": Range(1, MAX_LOCAL_STEPS, integer=True),
@@ -172,6 +188,7 @@ class WirelessFLConfig:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("partition", self.partition, PARTITIONS)
+        check_choice("localization_scenario", self.localization_scenario, LOCALIZATION_PRESETS)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
         check_bool("synthetic_iid", self.synthetic_iid)
         check_ranges(self, self.RANGES)
@@ -210,7 +227,16 @@ class WirelessFLConfig:
 
     def _check_sizes(self) -> None:
         """Refuse, before anything is allocated, sizes whose arrays would not fit."""
-        features, classes = _SHAPES[self.dataset]
+        if self.dataset == "localization":
+            features, classes = LOCALIZATION_PRESETS[self.localization_scenario].num_aps, 2
+            check_memory(
+                "num_devices x samples_per_device",
+                (self.num_devices, self.samples_per_device),
+                self.num_devices * self.samples_per_device * 8 * (features + 2),
+                "the localisation fingerprints",
+            )
+        else:
+            features, classes = _SHAPES[self.dataset]
         check_federation_size(
             self.num_devices,
             features,
@@ -276,8 +302,9 @@ def make_config(
         The validated configuration.
     """
     base = WirelessFLConfig() if base is None else base
-    presets = PRESETS if presets is None else presets
-    return resolve_config(base, preset, overrides, presets=presets, family=FAMILY)
+    return resolve_config(
+        base, preset, overrides, presets=PRESETS if presets is None else presets, family=FAMILY
+    )
 
 
 def apply_overrides(config: WirelessFLConfig, overrides: Mapping[str, Any]) -> WirelessFLConfig:
@@ -287,6 +314,12 @@ def apply_overrides(config: WirelessFLConfig, overrides: Mapping[str, Any]) -> W
 
 def build_dataset(config: WirelessFLConfig, rng: np.random.Generator) -> FederatedDataset:
     """Draw the scenario's federated dataset (partition and, for synthetic data, the data)."""
+    if config.dataset == "localization":
+        scenario = LocalizationScenario(LOCALIZATION_PRESETS[config.localization_scenario], rng)
+        data = scenario.sample(
+            config.num_devices, config.samples_per_device, config.num_test_points, rng
+        )
+        return data.federated_dataset()
     if config.dataset == "synthetic":
         return make_federated_dataset(
             "synthetic",

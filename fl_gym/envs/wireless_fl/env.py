@@ -34,6 +34,7 @@ from fl_gym.envs.wireless_fl.config import (
 )
 from fl_gym.sim.config import field_names, reject_unknown_arguments
 from fl_gym.sim.learning.federation import Federation, check_torch_device
+from fl_gym.sim.localization.scenario import LOCALIZATION_PRESETS
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.radio.cell import WirelessCell
 from fl_gym.sim.rounds import DigitalUplink, RoundPipeline, Transport, UpdateTransform
@@ -231,7 +232,7 @@ class WirelessFLEnv(gym.Env):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
-    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = PRESETS
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     """The named scenarios ``preset=`` accepts."""
 
     def __init__(
@@ -249,7 +250,7 @@ class WirelessFLEnv(gym.Env):
         controls = check_controls(controls)
         check_render_mode(render_mode, self.metadata)
         self.controls = controls
-        self.config = make_config(preset, config, base=self.default_config(), presets=self.presets)
+        self.config = make_config(preset, config, base=self.default_config(), presets=self.PRESETS)
         reject_unknown_arguments(type(self).__name__, unexpected, self.config, self._arguments())
         self.render_mode = render_mode
         self._window = HumanWindow(type(self).__name__, self.metadata["render_fps"])
@@ -549,12 +550,30 @@ class WirelessFLEnv(gym.Env):
             "round": fed.round_index,
             "energy_spent_j": self._energy_spent_j,
         }
+        if self.config.dataset == "localization":
+            info.update(self.localization_errors())
         if report is not None:
             info.update({name: getattr(report, name) for name in field_names(type(report))})
             info["energy_j"] = float(report.energy_j.sum())
             info["reward_terms"] = terms
             info.update(decode_info)
         return info
+
+    def localization_errors(self) -> dict[str, float]:
+        """Position errors of the global model on the test set (``dataset="localization"``):
+        ``rmse_m``, ``error_p50_m`` and ``error_p90_m``, metres."""
+        fed = self.federation
+        assert fed is not None
+        area_m = LOCALIZATION_PRESETS[self.config.localization_scenario].area_m
+        with torch.no_grad():
+            out = fed.model.logits(fed.params.unsqueeze(0), fed.x_test.unsqueeze(0))[0]
+            errors = torch.linalg.vector_norm(out - fed.y_test, dim=1).double() * area_m
+        values = errors.numpy()
+        return {
+            "rmse_m": float(np.sqrt(np.mean(values**2))),
+            "error_p50_m": float(np.percentile(values, 50)),
+            "error_p90_m": float(np.percentile(values, 90)),
+        }
 
     # -- rendering ---------------------------------------------------------------------------------
 

@@ -316,12 +316,14 @@ class Federation:
             data.num_features,
             data.num_classes,
             hidden_units=self.config.hidden_units,
+            loss="squared_error" if data.task == "regression" else "cross_entropy",
         )
         self.clients = ClientTensors.from_arrays(
             data.x_train, data.y_train, data.client_indices, device=self.device
         )
         self.x_test = torch.as_tensor(data.x_test, dtype=torch.float32, device=self.device)
-        self.y_test = torch.as_tensor(data.y_test, dtype=torch.int64, device=self.device)
+        label_dtype = torch.float32 if data.task == "regression" else torch.int64
+        self.y_test = torch.as_tensor(data.y_test, dtype=label_dtype, device=self.device)
         self.compressors: tuple[Compressor, ...] = tuple(
             parse_compressor(spec).for_layout(self.model.tensor_sizes)
             for spec in self.config.compression_levels

@@ -32,7 +32,7 @@ class ClientTensors:
 
     Attributes:
         x: ``(N, F)`` features, client 0's samples first, then client 1's, and so on.
-        y: ``(N,)`` labels.
+        y: ``(N,)`` labels (``(N, C)`` targets for regression).
         offsets: ``(K,)`` index of each client's first sample in ``x``.
         counts: ``(K,)`` number of samples of each client (all >= 1).
     """
@@ -60,7 +60,7 @@ class ClientTensors:
 
         Args:
             x: ``(N, F)`` features.
-            y: ``(N,)`` integer labels.
+            y: ``(N,)`` integer labels, or ``(N, C)`` real regression targets.
             client_indices: For each client, the indices of its samples in ``x``.
             device: Torch device of the tensors.
             dtype: Floating dtype of the features.
@@ -75,10 +75,12 @@ class ClientTensors:
             empty = np.flatnonzero(sizes == 0).tolist()
             raise ValueError(f"clients {empty} have no training samples; every client needs >= 1")
         order = np.concatenate([np.asarray(idx, dtype=np.int64) for idx in client_indices])
+        # Integer labels (classification) stay int64; real targets (regression) take ``dtype``.
+        label_dtype = dtype if np.issubdtype(np.asarray(y).dtype, np.floating) else torch.int64
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         return cls(
             x=torch.as_tensor(np.asarray(x)[order], dtype=dtype, device=device),
-            y=torch.as_tensor(np.asarray(y)[order], dtype=torch.int64, device=device),
+            y=torch.as_tensor(np.asarray(y)[order], dtype=label_dtype, device=device),
             offsets=torch.as_tensor(offsets, dtype=torch.int64, device=device),
             counts=torch.as_tensor(sizes, dtype=torch.int64, device=device),
         )
@@ -236,7 +238,8 @@ def _sgd_loop(
     # index_select, which is several times faster than advanced indexing.
     flat = all_idx.reshape(-1)
     xs = data.x.index_select(0, flat).view(*all_idx.shape, -1)
-    ys = data.y.index_select(0, flat).view(all_idx.shape)
+    # (T, S, B) labels, or (T, S, B, C) regression targets.
+    ys = data.y.index_select(0, flat).view(*all_idx.shape, *data.y.shape[1:])
     for t in range(max_steps):
         loss, grads = model.layer_loss_and_grad(tensors, xs[t], ys[t])
         if uniform:
@@ -410,7 +413,8 @@ def _sgd_groups_loop(
         for g, f in zip(groups, flat, strict=True)
     ]
     ys = [
-        g.data.y.index_select(0, f).view(g.indices.shape)  # type: ignore[union-attr]
+        # (T_g, S_g, B) labels, or (T_g, S_g, B, C) regression targets.
+        g.data.y.index_select(0, f).view(*g.indices.shape, *g.data.y.shape[1:])  # type: ignore[union-attr]
         for g, f in zip(groups, flat, strict=True)
     ]
     # Blocks of groups that train for the same number of steps: the rows still training at
