@@ -121,7 +121,9 @@ def _attribute_docs(cls: type) -> dict[str, str]:
 
 
 def _config_keys(config: Any, prefix: str = "") -> Iterator[ConfigKey]:
-    docs = _attribute_docs(type(config))
+    docs: dict[str, str] = {}
+    for cls in reversed(type(config).__mro__):  # a subclass documents the fields it adds
+        docs.update(_attribute_docs(cls) if dataclasses.is_dataclass(cls) else {})
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         name = prefix + f.name

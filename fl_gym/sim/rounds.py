@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from fl_gym.sim.learning.adversary import ByzantineTransform, UpdateMonitor
 from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
 from fl_gym.sim.learning.models import BatchedMLP
 from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd, local_sgd_groups
@@ -103,7 +104,8 @@ class PendingUpdates:
             transport does not compress).
         finite: ``(S,)`` False where local training diverged (the row is zero and never used).
         bits: ``(S,)`` exact bits each client uploads (0 for analog transports).
-        train_loss: ``(S,)`` each client's mean local training loss (0 where it diverged).
+        train_loss: ``(S,)`` each client's mean local training loss (``inf`` where it diverged:
+            a non-finite update or loss is never reported as a good value).
     """
 
     plan: RoundPlan
@@ -217,6 +219,12 @@ class UpdateTransform(abc.ABC):
         trained: list[LocalTrainingResult],
     ) -> list[LocalTrainingResult]:
         """The trained models after this transform (one result per federation)."""
+
+
+# The adversary stage and its monitor live in learning (which cannot import the pipeline): they
+# are update transforms by registration.
+UpdateTransform.register(ByzantineTransform)
+UpdateTransform.register(UpdateMonitor)
 
 
 # -- start ----------------------------------------------------------------------------------------
@@ -365,7 +373,8 @@ def _pendings(
     loss = (
         trained[0].train_loss if len(trained) == 1 else torch.cat([t.train_loss for t in trained])
     )
-    loss_np = torch.where(finite, loss, torch.zeros_like(loss)).cpu().numpy().astype(np.float64)
+    usable = finite & torch.isfinite(loss)
+    loss_np = torch.where(usable, loss, math.inf).cpu().numpy().astype(np.float64)
     return [
         PendingUpdates(
             plan=start.plan,

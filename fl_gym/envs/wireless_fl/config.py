@@ -117,6 +117,9 @@ class WirelessFLConfig:
         energy_weight_per_j: Reward cost per joule spent by all devices in a round, in
             [0, 1e+06].
         time_weight_per_s: Reward cost per second of round duration, in [0, 1e+06].
+        divergence_penalty: Reward cost of the round in which the global model diverges (its
+            test loss or a parameter is NaN or infinite; the episode then terminates), in
+            [0, 1e+06].
         reward_mode: The objective (the environment's Rewards section gives each formula):
             ``"weighted"`` (accuracy gain minus weighted energy and time, the default),
             ``"time-to-accuracy"`` (FAVOR's ``favor_base ** (accuracy - target) - 1`` per
@@ -158,6 +161,7 @@ class WirelessFLConfig:
     accuracy_weight: float = 100.0
     energy_weight_per_j: float = 20.0
     time_weight_per_s: float = 1.0
+    divergence_penalty: float = 100.0
     reward_mode: str = "weighted"
     favor_base: float = 64.0
     energy_budget_j: float = 0.0
@@ -180,6 +184,7 @@ class WirelessFLConfig:
         "accuracy_weight": Range(0.0, 1e6),
         "energy_weight_per_j": Range(0.0, 1e6),
         "time_weight_per_s": Range(0.0, 1e6),
+        "divergence_penalty": Range(0.0, 1e6),
         "favor_base": Range(1.0, 1e6, low_open=True),
         "energy_budget_j": Range(0.0, 1e9),
         "time_budget_s": Range(0.0, 1e9),
