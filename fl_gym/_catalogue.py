@@ -130,7 +130,9 @@ def _own_attribute_docs(cls: type) -> dict[str, str]:
 
 
 def _config_keys(config: Any, prefix: str = "") -> Iterator[ConfigKey]:
-    docs = _attribute_docs(type(config))
+    docs: dict[str, str] = {}
+    for cls in reversed(type(config).__mro__):  # a subclass documents the fields it adds
+        docs.update(_attribute_docs(cls) if dataclasses.is_dataclass(cls) else {})
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         name = prefix + f.name
@@ -145,7 +147,6 @@ def _wireless_entries() -> Iterator[EnvEntry]:
 
     from fl_gym.baselines import baselines_for
     from fl_gym.envs.registration import ENV_IDS
-    from fl_gym.envs.wireless_fl.config import PRESETS
 
     for env_id in ENV_IDS:
         env = gym.make(env_id)
@@ -162,7 +163,7 @@ def _wireless_entries() -> Iterator[EnvEntry]:
             agents=None,
             action_space=format_space(env.action_space),
             observation_space=format_space(env.observation_space),
-            presets=dict(getattr(raw, "PRESETS", PRESETS)),
+            presets=raw.available_presets(),
             policies=tuple(baselines_for(env)),
             config_keys=tuple(_config_keys(raw.config)),
         )

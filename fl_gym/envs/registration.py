@@ -27,6 +27,7 @@ _OTHER_ENVS = {
     "fl_gym/FederatedLocalization-v0": (
         "fl_gym.envs.wireless_fl.localization:FederatedLocalizationEnv"
     ),
+    "fl_gym/ByzantineSelection-v0": "fl_gym.envs.wireless_fl.byzantine:ByzantineSelectionEnv",
 }
 
 _VECTOR_ENTRY = "fl_gym.envs.wireless_fl.vector:WirelessFLVectorEnv"

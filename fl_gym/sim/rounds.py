@@ -10,7 +10,9 @@ batch of E), runs through :func:`run_rounds`::
     compress   compress_rounds         each update through its level's operator (bits counted)
     transport  Transport.deliver       what reaches the server: the orthogonal digital uplink
                                        (DigitalUplink) or over-the-air analog aggregation
-                                       (OverTheAir), with energy, latency and losses
+                                       (OverTheAir, BroadbandAnalog in fl_gym.sim.broadband),
+                                       with energy, latency and losses; then the cell's
+                                       model broadcast (with_downlink), where it is on
     aggregate  aggregate_round         the server's rule over the updates that arrived (or the
                                        aggregate the channel already formed) moves the model;
                                        then UpdateTransform.after_aggregate (server-side noise)
@@ -29,6 +31,7 @@ federation's trajectory does not depend on the others in its batch.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -38,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from fl_gym.sim.learning.adversary import ByzantineTransform, UpdateMonitor
 from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
 from fl_gym.sim.learning.models import BatchedMLP
 from fl_gym.sim.learning.privacy import SampleLevelDP
@@ -62,6 +66,7 @@ __all__ = [
     "evaluate_models",
     "run_rounds",
     "train_rounds",
+    "with_downlink",
 ]
 
 
@@ -102,7 +107,8 @@ class PendingUpdates:
             transport does not compress).
         finite: ``(S,)`` False where local training diverged (the row is zero and never used).
         bits: ``(S,)`` exact bits each client uploads (0 for analog transports).
-        train_loss: ``(S,)`` each client's mean local training loss (0 where it diverged).
+        train_loss: ``(S,)`` each client's mean local training loss (``inf`` where it diverged:
+            a non-finite update or loss is never reported as a good value).
     """
 
     plan: RoundPlan
@@ -226,6 +232,12 @@ class UpdateTransform(abc.ABC):
     ) -> None:
         """Act on the new global models after aggregation, before evaluation (e.g. the
         server's privacy noise); ``fields`` are the rounds' report fields. Nothing by default."""
+
+
+# The adversary stage and its monitor live in learning (which cannot import the pipeline): they
+# are update transforms by registration.
+UpdateTransform.register(ByzantineTransform)
+UpdateTransform.register(UpdateMonitor)
 
 
 # -- start ----------------------------------------------------------------------------------------
@@ -377,7 +389,8 @@ def _pendings(
     loss = (
         trained[0].train_loss if len(trained) == 1 else torch.cat([t.train_loss for t in trained])
     )
-    loss_np = torch.where(finite, loss, torch.zeros_like(loss)).cpu().numpy().astype(np.float64)
+    usable = finite & torch.isfinite(loss)
+    loss_np = torch.where(usable, loss, math.inf).cpu().numpy().astype(np.float64)
     return [
         PendingUpdates(
             plan=start.plan,
@@ -885,6 +898,28 @@ class OverTheAir(Transport):
         )
 
 
+def with_downlink(fed: Federation, start: RoundStart, delivery: Delivery) -> Delivery:
+    """``delivery`` with the broadcast of the global model added, where the cell models it.
+
+    With ``WirelessConfig.downlink`` on, the base station first sends the float32 global model
+    to the round's participants (:meth:`~fl_gym.sim.radio.cell.WirelessCell.downlink`); that time
+    precedes their compute and upload, so it is added to each participant's latency and to the
+    round time (the deadline bounds compute + upload). Otherwise ``delivery`` is returned as is.
+    """
+    cell = fed.cell
+    if cell is None or not cell.config.downlink:
+        return delivery
+    selected = start.plan.selected
+    time_s, _ = cell.downlink(selected, FLOAT_BITS * fed.num_params)
+    if time_s == 0.0:
+        return delivery
+    return dataclasses.replace(
+        delivery,
+        latency_s=np.where(selected, delivery.latency_s + time_s, delivery.latency_s),
+        round_time_s=delivery.round_time_s + time_s,
+    )
+
+
 # -- aggregate ------------------------------------------------------------------------------------
 
 
@@ -1238,6 +1273,10 @@ class RoundPipeline:
         stage = compress_rounds if transport.compresses else uncompressed_rounds
         pendings = stage(feds, starts, trained)
         deliveries = transport.deliver(feds, starts, pendings, rngs)
+        deliveries = [
+            with_downlink(fed, start, delivery)
+            for fed, start, delivery in zip(feds, starts, deliveries, strict=True)
+        ]
         fields = [
             aggregate_round(fed, pending, delivery)
             for fed, pending, delivery in zip(feds, pendings, deliveries, strict=True)

@@ -60,6 +60,7 @@ _SHAPES = {"digits": (64, 10), "synthetic": (60, 10)}
 """Features and classes of each data set as the environments build it (localization: the
 scenario's APs and 2 coordinates)."""
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+ANALOG_SCHEMES = ("beamforming", "broadband")
 REWARD_MODES = ("weighted", "time-to-accuracy", "energy-to-accuracy", "accuracy-at-budget")
 """The objectives a wireless FL environment can reward (see ``WirelessFLConfig.reward_mode``)."""
 TARGET_REQUIRED_MODES = ("time-to-accuracy", "energy-to-accuracy")
@@ -116,6 +117,9 @@ class WirelessFLConfig:
         energy_weight_per_j: Reward cost per joule spent by all devices in a round, in
             [0, 1e+06].
         time_weight_per_s: Reward cost per second of round duration, in [0, 1e+06].
+        divergence_penalty: Reward cost of the round in which the global model diverges (its
+            test loss or a parameter is NaN or infinite; the episode then terminates), in
+            [0, 1e+06].
         reward_mode: The objective (the environment's Rewards section gives each formula):
             ``"weighted"`` (accuracy gain minus weighted energy and time, the default),
             ``"time-to-accuracy"`` (FAVOR's ``favor_base ** (accuracy - target) - 1`` per
@@ -131,6 +135,11 @@ class WirelessFLConfig:
         learning: Learning configuration (model, optimiser, aggregation, compression levels).
         wireless: Cell configuration (geometry, channel, compute, deadline, batteries);
             :data:`DEFAULT_WIRELESS` by default.
+        analog_scheme: How the over-the-air environment aggregates: ``"beamforming"``
+            (multi-antenna receive beamforming, Yang et al. 2020) or ``"broadband"`` (broadband
+            analog aggregation over OFDM sub-carriers with truncated channel inversion, Zhu et
+            al. 2020, :class:`~fl_gym.sim.broadband.BroadbandAnalog`). The environments with
+            digital uploads accept only ``"beamforming"`` (the default, which they ignore).
     """
 
     dataset: str = "digits"
@@ -152,12 +161,14 @@ class WirelessFLConfig:
     accuracy_weight: float = 100.0
     energy_weight_per_j: float = 20.0
     time_weight_per_s: float = 1.0
+    divergence_penalty: float = 100.0
     reward_mode: str = "weighted"
     favor_base: float = 64.0
     energy_budget_j: float = 0.0
     time_budget_s: float = 0.0
     learning: FederationConfig = field(default_factory=FederationConfig)
     wireless: WirelessConfig = field(default_factory=lambda: DEFAULT_WIRELESS)
+    analog_scheme: str = "beamforming"
 
     RANGES: ClassVar[Mapping[str, Range]] = {
         "num_devices": Range(1, MAX_DEVICES, integer=True),
@@ -173,6 +184,7 @@ class WirelessFLConfig:
         "accuracy_weight": Range(0.0, 1e6),
         "energy_weight_per_j": Range(0.0, 1e6),
         "time_weight_per_s": Range(0.0, 1e6),
+        "divergence_penalty": Range(0.0, 1e6),
         "favor_base": Range(1.0, 1e6, low_open=True),
         "energy_budget_j": Range(0.0, 1e9),
         "time_budget_s": Range(0.0, 1e9),
@@ -183,6 +195,7 @@ class WirelessFLConfig:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("partition", self.partition, PARTITIONS)
+        check_choice("analog_scheme", self.analog_scheme, ANALOG_SCHEMES)
         check_choice("localization_scenario", self.localization_scenario, LOCALIZATION_PRESETS)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
         check_bool("synthetic_iid", self.synthetic_iid)
@@ -268,6 +281,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cell-edge": {"wireless.edge_fraction": 0.6},
     "large-k": {"num_devices": 100, "wireless.num_subchannels": 20, "wireless.bandwidth_hz": 20e6},
+    "broadband": {
+        "analog_scheme": "broadband",
+        "wireless.num_antennas": 1,
+        "wireless.downlink": True,
+    },
     "stragglers": {
         "wireless.bandwidth_hz": 1e6,
         "wireless.deadline_s": 0.3,
@@ -285,7 +303,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "energy-to-accuracy": {"reward_mode": "energy-to-accuracy"},
     "accuracy-at-budget": {"reward_mode": "accuracy-at-budget", "energy_budget_j": 0.5},
 }
-"""Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax."""
+"""Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax.
+
+``"broadband"`` is for the over-the-air environment: single-antenna broadband analog
+aggregation (Zhu et al. 2020) with the model broadcast's time in every round
+(``wireless.downlink``); the environments with digital uploads refuse it."""
 
 
 def make_config(

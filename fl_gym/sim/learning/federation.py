@@ -52,7 +52,16 @@ if TYPE_CHECKING:
 __all__ = ["Cell", "Federation", "FederationConfig", "check_federation_size", "check_torch_device"]
 
 _SEED_HIGH = 2**63 - 1
-AGGREGATOR_NAMES = ("fedavg", "median", "trimmed_mean", "geometric_median")
+AGGREGATOR_NAMES = (
+    "fedavg",
+    "median",
+    "trimmed_mean",
+    "geometric_median",
+    "krum",
+    "multi_krum",
+    "centered_clipping",
+    "norm_clipping",
+)
 WEIGHTINGS = ("samples", "uniform")
 STRAGGLER_SCHEMES = ("drop", "stale", "coded")
 
@@ -121,7 +130,9 @@ class FederationConfig:
         weight_decay: L2 coefficient of the local objective, in [0, 100].
         server_learning_rate: Scale of the aggregated update applied to the global model, in
             (0, 100].
-        aggregator: ``"fedavg"``, ``"median"``, ``"trimmed_mean"`` or ``"geometric_median"``.
+        aggregator: ``"fedavg"``, ``"median"``, ``"trimmed_mean"``, ``"geometric_median"``,
+            ``"krum"``, ``"multi_krum"``, ``"centered_clipping"`` or ``"norm_clipping"`` (the
+            rules of :mod:`fl_gym.sim.learning.aggregation`, with their default options).
         trim_ratio: Fraction trimmed at each end by ``"trimmed_mean"``, in [0, 0.5).
         weighting: Aggregation weights: ``"samples"`` (client dataset sizes, as in FedAvg) or
             ``"uniform"``.
