@@ -1282,7 +1282,10 @@ class RoundPipeline:
             for fed, pending, delivery in zip(feds, pendings, deliveries, strict=True)
         ]
         for transform in self.transforms:
-            transform.after_aggregate(feds, starts, pendings, fields)
+            # Virtual subclasses (registered learning-side transforms) may not have the hook.
+            after_aggregate = getattr(transform, "after_aggregate", None)
+            if after_aggregate is not None:
+                after_aggregate(feds, starts, pendings, fields)
         evaluations = evaluate_models(feds, self._test_sets)
         return [
             conclude_round(fed, f, loss, accuracy, rng)
