@@ -5,9 +5,7 @@ Gymnasium's ``check_env`` (render check included: it re-creates each env with
 registered Gymnasium id; PettingZoo's ``parallel_api_test`` on the multi-agent modules. Run by
 ``make check-plain`` in a virtualenv that has only ``pip install -c constraints.txt .``; exits
 non-zero and names the environment when a checker fails, or when an optional extra is installed
-(the check would then prove nothing about a plain install). ``fl_gym/PrivateFL-v0`` needs the
-``privacy`` extra (its privacy accountant is Google's dp-accounting): here it is only checked to
-refuse ``reset`` with an ImportError that names the extra.
+(the check would then prove nothing about a plain install).
 """
 
 from __future__ import annotations
@@ -17,9 +15,7 @@ import sys
 import traceback
 import warnings
 
-OPTIONAL = ("hypothesis", "pytest", "ray", "flwr", "rl_zoo3", "tensorboard", "dp_accounting")
-NEEDS_EXTRA = {"fl_gym/PrivateFL-v0": "privacy"}
-"""Registered ids that need an extra; a plain install must refuse them clearly."""
+OPTIONAL = ("hypothesis", "pytest", "ray", "flwr", "rl_zoo3", "tensorboard")
 
 
 def main() -> int:
@@ -36,21 +32,7 @@ def main() -> int:
     from fl_gym.envs import uav_swarm_v0, vehicular_v1
 
     failures = []
-    for env_id, extra in NEEDS_EXTRA.items():
-        env = gym.make(env_id)
-        try:
-            env.reset(seed=0)
-            failures.append(f"{env_id} reset without the {extra} extra")
-            print(f"FAIL  {env_id}: reset without the {extra} extra did not raise")
-        except ImportError as exc:
-            if f"fl-gym[{extra}]" not in str(exc):
-                failures.append(f"{env_id}: ImportError does not name the {extra} extra")
-            print(f"ok    {env_id} refuses reset without the {extra} extra: {exc}")
-        finally:
-            env.close()
     for env_id in fl_gym.ENV_IDS:
-        if env_id in NEEDS_EXTRA:
-            continue
         for name, check in (
             ("gymnasium check_env", lambda e: check_env(e.unwrapped)),
             ("stable-baselines3 check_env", lambda e: sb3_check_env(e.unwrapped)),

@@ -819,7 +819,7 @@ def test_reset_options_config(env_id: str) -> None:
         env.reset(options={"no_such_option": 1})
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(WirelessFLEnv.available_presets()))
 def test_every_preset_builds_and_steps(preset: str) -> None:
     env = gym.make("fl_gym/WirelessFL-v0", preset=preset)
     expected = make_config(preset)
@@ -1001,8 +1001,15 @@ def test_sb3_ppo_learns_from_the_envs_own_transitions(env_id: str, n_envs: int) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id", WIRELESS_FL_IDS)
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize(
+    ("env_id", "preset"),
+    [
+        (env_id, preset)
+        for env_id in WIRELESS_FL_IDS
+        for preset in sorted(load_env_creator(gym.spec(env_id).entry_point).available_presets())
+        if preset in PRESETS
+    ],
+)
 def test_preset_random_episode_physics(env_id: str, preset: str) -> None:
     env = gym.make(env_id, preset=preset, config=SMALL_BATTERIES)
     check_env(env.unwrapped, skip_render_check=True)

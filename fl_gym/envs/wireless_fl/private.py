@@ -287,9 +287,8 @@ class PrivateFLEnv(WirelessFLEnv):
     :class:`PrivateFLConfig` or a dict of overrides, ``preset`` one of
     :data:`PRIVATE_PRESETS` (``central``, ``distributed``, ``over-the-air``, ``sample-level``).
     Defaults differ from the wireless FL family's: 100 devices, 50 sub-channels of 1 MHz,
-    logistic regression with the uniform average, target accuracy 0.9. Needs the ``privacy``
-    extra (``pip install 'fl-gym[privacy]'``); without it ``reset`` raises an ImportError
-    naming it.
+    logistic regression with the uniform average, target accuracy 0.9. The privacy accountant
+    is Google's dp-accounting (a dependency).
 
     ## Version History
 

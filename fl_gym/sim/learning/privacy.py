@@ -60,13 +60,14 @@ MAX_NOISE_MULTIPLIER = 1e6
 
 
 def require_dp_accounting() -> Any:
-    """The ``dp_accounting`` module, or an ImportError naming the extra to install."""
+    """The ``dp_accounting`` module (a dependency of fl_gym), or an ImportError saying how to
+    install it where it is missing."""
     try:
         import dp_accounting
     except ImportError:
         raise ImportError(
             "differential-privacy accounting needs Google's dp-accounting library, which is not "
-            "installed; install the privacy extra: pip install 'fl-gym[privacy]'"
+            "installed (it is a dependency of fl-gym): pip install 'dp-accounting>=0.4,<1'"
         ) from None
     return dp_accounting
 
