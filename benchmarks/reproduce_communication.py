@@ -367,6 +367,10 @@ def ota_section(args: argparse.Namespace) -> list[str]:
         "cannot resolve (at s = d/10 NIHT fails even without noise and accuracy falls to about "
         "0.7); the server recovers the s/5 largest entries of the sum with 30 NIHT iterations, and "
         "what it misses is lost (the devices' residuals hold only what their own top-k dropped).",
+        "- These gains count channel uses against an error-free digital baseline. The section "
+        "*Broadband analog aggregation and measured communication gains* "
+        "(`benchmarks/reproduce_broadband.py`) measures latency, energy and accuracy of the "
+        "schemes through one cell instead.",
         "",
         "![communication gain and accuracy against the number of devices](img/ota_gain.png)",
         "",

@@ -103,8 +103,17 @@ def unit_of(name: str) -> str | None:
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
-    """``{field: text}`` from the ``Attributes:`` section of a Google-style class docstring."""
-    doc = inspect.getdoc(cls) or ""
+    """``{field: text}`` from the ``Attributes:`` sections of a Google-style class docstring and
+    of its base classes' (a subclass documents only the fields it adds)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(_own_attribute_docs(klass))
+    return out
+
+
+def _own_attribute_docs(cls: type) -> dict[str, str]:
+    doc = cls.__dict__.get("__doc__") or ""
+    doc = inspect.cleandoc(doc)
     match = re.search(r"^Attributes:\n((?:[ \t]+.*\n?|\n)+)", doc, flags=re.MULTILINE)
     if match is None:
         return {}
@@ -121,7 +130,9 @@ def _attribute_docs(cls: type) -> dict[str, str]:
 
 
 def _config_keys(config: Any, prefix: str = "") -> Iterator[ConfigKey]:
-    docs = _attribute_docs(type(config))
+    docs: dict[str, str] = {}
+    for cls in reversed(type(config).__mro__):  # a subclass documents the fields it adds
+        docs.update(_attribute_docs(cls) if dataclasses.is_dataclass(cls) else {})
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         name = prefix + f.name
@@ -136,7 +147,6 @@ def _wireless_entries() -> Iterator[EnvEntry]:
 
     from fl_gym.baselines import baselines_for
     from fl_gym.envs.registration import ENV_IDS
-    from fl_gym.envs.wireless_fl.config import PRESETS
 
     for env_id in ENV_IDS:
         env = gym.make(env_id)
@@ -153,7 +163,7 @@ def _wireless_entries() -> Iterator[EnvEntry]:
             agents=None,
             action_space=format_space(env.action_space),
             observation_space=format_space(env.observation_space),
-            presets=dict(PRESETS),
+            presets=raw.available_presets(),
             policies=tuple(baselines_for(env)),
             config_keys=tuple(_config_keys(raw.config)),
         )

@@ -18,10 +18,14 @@ from scipy import optimize, stats
 from fl_gym.sim.learning.aggregation import (
     AGGREGATORS,
     AggregationResult,
+    centered_clipping,
     coordinate_median,
     fedavg,
     geometric_median,
     get_aggregator,
+    krum,
+    multi_krum,
+    norm_clipping,
     trimmed_mean,
 )
 
@@ -33,6 +37,10 @@ RULES: dict[str, Callable[..., AggregationResult]] = {
     "median": coordinate_median,
     "trimmed_mean": functools.partial(trimmed_mean, trim_ratio=0.2),
     "geometric_median": geometric_median,
+    "krum": krum,
+    "multi_krum": multi_krum,
+    "centered_clipping": centered_clipping,
+    "norm_clipping": norm_clipping,
 }
 
 FAST = settings(max_examples=40, deadline=None)
@@ -475,7 +483,16 @@ def test_runs_on_the_inputs_device(name: str):
 
 
 def test_registry_names():
-    assert set(AGGREGATORS) == {"fedavg", "median", "trimmed_mean", "geometric_median"}
+    assert set(AGGREGATORS) == {
+        "fedavg",
+        "median",
+        "trimmed_mean",
+        "geometric_median",
+        "krum",
+        "multi_krum",
+        "centered_clipping",
+        "norm_clipping",
+    }
 
 
 def test_get_aggregator_binds_options_and_pickles():
@@ -492,8 +509,14 @@ def test_get_aggregator_binds_options_and_pickles():
 
 
 def test_get_aggregator_errors():
-    with pytest.raises(ValueError, match=r"unknown aggregator 'krum'.*'fedavg'.*'median'"):
-        get_aggregator("krum")
+    with pytest.raises(ValueError, match=r"unknown aggregator 'bulyan'.*'fedavg'.*'median'"):
+        get_aggregator("bulyan")
+    with pytest.raises(ValueError, match=r"num_byzantine must be None or an integer >= 0.*-1"):
+        get_aggregator("krum", num_byzantine=-1)
+    with pytest.raises(ValueError, match=r"radius must be None or a number > 0.*0"):
+        get_aggregator("centered_clipping", radius=0)
+    with pytest.raises(ValueError, match=r"max_norm must be None or a number > 0.*nan"):
+        get_aggregator("norm_clipping", max_norm=float("nan"))
     with pytest.raises(TypeError, match="must be a string"):
         get_aggregator(None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"\['trim_ratio'\].*allowed: none"):

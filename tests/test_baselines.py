@@ -21,6 +21,7 @@ from fl_gym.baselines import (
 from fl_gym.baselines.features import STALENESS_SCALE_ROUNDS
 from fl_gym.envs import OverTheAirFLEnv
 from fl_gym.envs.rollout import rollout
+from fl_gym.envs.wireless_fl.byzantine import ByzantineSelectionEnv
 from fl_gym.envs.wireless_fl.env import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES, WirelessFLEnv
 
 # Fewer sub-channels than devices, so that selection rules really choose.
@@ -28,6 +29,7 @@ FEW_SUBCHANNELS = {"wireless.num_subchannels": 3}
 # Batteries that empty after one to three uploads, so devices drop out within a few rounds.
 SMALL_BATTERIES = {
     **FEW_SUBCHANNELS,
+    "num_devices": 10,  # the family's default K (PrivateFL-v0 has 100)
     "wireless.battery_min_j": 0.002,
     "wireless.battery_max_j": 0.02,
 }
@@ -46,7 +48,13 @@ def _applicable(env_id: str) -> list[str]:
 # (fl_gym/baselines/vehicular.py, tested in tests/test_vehicular_env.py).
 FL_IDS = [i for i in fl_gym.ENV_IDS if isinstance(gym.make(i).unwrapped, WirelessFLEnv)]
 DIGITAL_IDS = [i for i in FL_IDS if not isinstance(gym.make(i).unwrapped, OverTheAirFLEnv)]
-DIGITAL_BASELINES = [name for name, cls in BASELINES.items() if not cls.over_the_air]
+DIGITAL_BASELINES = [
+    name
+    for name, cls in BASELINES.items()
+    if not cls.over_the_air and not getattr(cls, "byzantine", False)
+]
+"""The digital baselines of every digital environment (the Byzantine defences apply to the
+Byzantine environment alone, tested in tests/test_byzantine_env.py)."""
 APPLICABLE = [(env_id, name) for env_id in DIGITAL_IDS for name in _applicable(env_id)]
 
 
@@ -110,12 +118,21 @@ def test_registry_names_knobs_and_filter() -> None:
         env = _make(env_id)
         controls = set(env.unwrapped.controls)
         ota = isinstance(env.unwrapped, OverTheAirFLEnv)
+        byzantine = isinstance(env.unwrapped, ByzantineSelectionEnv)
         expected = [
-            n for n, cls in BASELINES.items() if cls.knobs & controls and cls.over_the_air == ota
+            n
+            for n, cls in BASELINES.items()
+            if cls.knobs & controls
+            and cls.over_the_air == ota
+            and (byzantine or not getattr(cls, "byzantine", False))
         ]
         assert baselines_for(env) == expected
         assert baselines_for(env.unwrapped) == expected
-    selection = [n for n, c in BASELINES.items() if c.knobs == {"selection"} and not c.over_the_air]
+    selection = [
+        n
+        for n, c in BASELINES.items()
+        if c.knobs == {"selection"} and not c.over_the_air and not getattr(c, "byzantine", False)
+    ]
     assert set(selection) == {
         "random",
         "round-robin",
@@ -220,9 +237,12 @@ def test_decode_of_encoded_plan_reproduces_it(env_id: str, name: str, overrides:
         available = _cell(env).available.copy()
         saw_unavailable |= not available.all()
         plan = policy.plan(obs)
-        assert plan.selected.sum() == min(m, available.sum())
+        if getattr(type(policy), "byzantine", False):  # a defence may leave devices out
+            assert plan.selected.sum() <= min(m, available.sum())
+        else:
+            assert plan.selected.sum() == min(m, available.sum())
         assert not (plan.selected & ~available).any()
-        action = unwrapped.encode_plan(plan)
+        action = policy._encode(plan)
         decoded, info = unwrapped.decode_action(action)
         assert info["dropped_unavailable"] == []
         np.testing.assert_array_equal(decoded.selected, plan.selected)

@@ -194,6 +194,8 @@ def _check_step(env: gym.Env, before: dict[str, Any], previous_accuracy: float, 
             - cfg.energy_weight_per_j * info["energy_j"]
             - cfg.time_weight_per_s * info["round_time_s"]
         )
+    if "epsilon_round" in info:  # the private env: minus the epsilon the round spent
+        expected -= cfg.privacy_weight_per_epsilon * min(info["epsilon_round"], cfg.epsilon_budget)
     assert reward == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert reward == pytest.approx(sum(info["reward_terms"].values()), rel=1e-12, abs=1e-12)
 
@@ -213,7 +215,8 @@ def _check_step(env: gym.Env, before: dict[str, Any], previous_accuracy: float, 
 
     # Episode end: target accuracy reached or nobody has energy left.
     reached = info["accuracy"] >= cfg.target_accuracy
-    assert terminated == (reached or not cell.available.any())
+    budget_spent = bool(info.get("privacy_budget_spent", False))  # the private env's third end
+    assert terminated == (reached or not cell.available.any() or budget_spent)
 
 
 def _run_checked_episode(env: gym.Env, seed: int, max_steps: int = 200) -> tuple[int, Any]:
@@ -521,7 +524,11 @@ def test_random_episode_physics(env_id: str) -> None:
 @pytest.mark.parametrize("env_id", WIRELESS_FL_IDS)
 def test_batteries_run_out(env_id: str) -> None:
     """With tiny batteries the episode ends because nobody has energy left."""
-    env = gym.make(env_id, config={**SMALL_BATTERIES, "target_accuracy": 1.0})
+    # The private env's privacy budget would end the episode first: out of the way.
+    unlimited = (
+        {"epsilon_budget": 1e6} if hasattr(_RAW_ENVS[env_id].config, "epsilon_budget") else {}
+    )
+    env = gym.make(env_id, config={**SMALL_BATTERIES, "target_accuracy": 1.0, **unlimited})
     _, (obs, _, terminated, truncated, info) = _run_checked_episode(env, SEED)
     cell = _unwrapped(env).federation.cell
     assert terminated and not truncated
@@ -802,8 +809,9 @@ def test_reset_options_config(env_id: str) -> None:
     for config in ({"deadline_s": 1e-3}, make_config(None, {"deadline_s": 1e-3}, base=base)):
         fresh = gym.make(env_id, config=config)
         assert data_equivalence(_rollout(fresh, SEED, 3, action_seed=1), expected, exact=True)
-    env.reset(seed=SEED, options={"config": make_config()})
-    assert _unwrapped(env).config == make_config()
+    defaults = make_config(None, None, base=base)  # the env's own defaults
+    env.reset(seed=SEED, options={"config": defaults})
+    assert _unwrapped(env).config == defaults
     # Anything that would reshape the spaces is refused.
     with pytest.raises(ValueError, match="num_devices"):
         env.reset(options={"config": {"num_devices": _unwrapped(env).num_devices + 1}})
@@ -811,7 +819,7 @@ def test_reset_options_config(env_id: str) -> None:
         env.reset(options={"no_such_option": 1})
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(WirelessFLEnv.available_presets()))
 def test_every_preset_builds_and_steps(preset: str) -> None:
     env = gym.make("fl_gym/WirelessFL-v0", preset=preset)
     expected = make_config(preset)
@@ -993,8 +1001,15 @@ def test_sb3_ppo_learns_from_the_envs_own_transitions(env_id: str, n_envs: int) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id", WIRELESS_FL_IDS)
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize(
+    ("env_id", "preset"),
+    [
+        (env_id, preset)
+        for env_id in WIRELESS_FL_IDS
+        for preset in sorted(load_env_creator(gym.spec(env_id).entry_point).available_presets())
+        if preset in PRESETS
+    ],
+)
 def test_preset_random_episode_physics(env_id: str, preset: str) -> None:
     env = gym.make(env_id, preset=preset, config=SMALL_BATTERIES)
     check_env(env.unwrapped, skip_render_check=True)

@@ -113,6 +113,26 @@ def test_bad_planner_arguments() -> None:
     with pytest.raises(ValueError, match="horizon"):
         MPCPlanner(env, BASES, horizon=0)
     with pytest.raises(TypeError, match="wireless FL"):
-        ClairvoyantPlanner(gym.make("fl_gym/VehicularURLLC-v0"))
+        ClairvoyantPlanner(gym.make("fl_gym/VehicularURLLC-v1"))
     with pytest.raises(ValueError, match="selection-only"):
         enumerate_selection_actions(gym.make("fl_gym/WirelessFL-v0"))
+
+
+def test_clairvoyant_with_references_is_never_below_them() -> None:
+    seed = 2
+    env = _make()
+
+    def make_mpc(e):
+        return MPCPlanner(e, BASES, horizon=2, num_scenarios=1, num_random=1, seed=seed)
+
+    mpc_return = _episode_return(env, make_mpc(env), seed)
+    age_return = _episode_return(env, make_policy("age-based", env), seed)
+    bound_env = _make()
+    planner = ClairvoyantPlanner(
+        bound_env,
+        ("round-robin",),
+        num_random=0,
+        references=[make_mpc, lambda e: make_policy("age-based", e)],
+    )
+    bound = _episode_return(bound_env, planner, seed)
+    assert bound >= max(mpc_return, age_return) - 1e-9

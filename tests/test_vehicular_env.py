@@ -14,7 +14,7 @@ from pettingzoo.test import parallel_api_test, parallel_seed_test
 import fl_gym  # noqa: F401  (registers the environments)
 from fl_gym.baselines.vehicular import (
     VEHICULAR_BASELINES,
-    LyapunovTailPolicy,
+    DriftPlusPenaltyTailPolicy,
     make_vehicular_baseline,
 )
 from fl_gym.envs import vehicular_v1
@@ -236,7 +236,13 @@ def test_baseline_rules() -> None:
     inr = 10 ** (3 * obs["devices"][:, 1 + n :].astype(np.float64)) - 1
     np.testing.assert_array_equal(blocks, np.argmax(snr / (1 + inr), axis=1))
     # Empty queues at reset: queue-proportional and Lyapunov stay silent.
-    for name in ("vehicular-queue-proportional", "vehicular-lyapunov", "vehicular-average-queue"):
+    for name in (
+        "vehicular-queue-proportional",
+        "vehicular-lyapunov",
+        "vehicular-average-queue",
+        "vehicular-drift-plus-penalty",
+        "vehicular-drift-plus-penalty-average-queue",
+    ):
         levels, _ = env.decode_action(make_vehicular_baseline(name, env).predict(obs)[0])
         assert np.all(levels == 0), name
     # Queue-proportional: ceil((L - 1) min(Q / q0, 1)).
@@ -253,14 +259,14 @@ def test_baseline_rules() -> None:
     with pytest.raises(ValueError, match="nope"):
         make_vehicular_baseline("nope", env)
     with pytest.raises(TypeError, match="vehicular"):
-        LyapunovTailPolicy(gym.make("fl_gym/PowerControl-v0"))
+        DriftPlusPenaltyTailPolicy(gym.make("fl_gym/PowerControl-v0"))
 
 
 def test_lyapunov_virtual_queues_raise_power_for_long_queues() -> None:
     env = VehicularURLLCEnv()
     obs, _ = env.reset(seed=0)
     cfg = env.config.system
-    policy = LyapunovTailPolicy(env, tradeoff_v=1.0)
+    policy = DriftPlusPenaltyTailPolicy(env, tradeoff_v=1.0)
     devices = copy.deepcopy(obs["devices"])
     devices[:, 0] = 3.0  # every queue at 3 q0
     levels_first, _ = env.decode_action(

@@ -155,8 +155,9 @@ def _client_losses_and_grads(
         points: ``(S, P)`` parameter vectors.
 
     Returns:
-        ``losses (S, K)`` and ``grads (S, K, P)``, the mean cross-entropy over each client's
-        samples (plus the L2 term of the local objective) and its gradient.
+        ``losses (S, K)`` and ``grads (S, K, P)``, the mean loss (cross-entropy, or squared
+        error for regression) over each client's samples (plus the L2 term of the local
+        objective) and its gradient.
     """
     clients, model = federation.clients, federation.model
     s, k = points.shape[0], clients.num_clients
@@ -168,13 +169,18 @@ def _client_losses_and_grads(
     mask = position.unsqueeze(0) < counts.unsqueeze(1)
     index = torch.where(mask, clients.offsets.unsqueeze(1) + position, 0)
     x = clients.x[index].repeat(s, 1, 1)
-    y = clients.y[index].repeat(s, 1)
+    y = clients.y[index]
+    y = y.repeat(s, *([1] * (y.ndim - 1)))
     weight = (mask / counts.unsqueeze(1)).to(x.dtype).repeat(s, 1)
     params = points.repeat_interleave(k, dim=0).clone().requires_grad_(True)
     with torch.enable_grad():
-        log_probs = torch.log_softmax(model.logits(params, x), dim=-1)
-        nll = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2)
-        loss = (nll * weight).sum(dim=1)
+        outputs = model.logits(params, x)
+        if model.loss == "squared_error":  # regression: the least-squares loss of each sample
+            per_sample = (outputs - y).pow(2).sum(dim=2)
+        else:
+            log_probs = torch.log_softmax(outputs, dim=-1)
+            per_sample = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2)
+        loss = (per_sample * weight).sum(dim=1)
         decay = federation.config.weight_decay
         if decay:
             loss = loss + 0.5 * decay * params.pow(2).sum(dim=1)

@@ -54,9 +54,13 @@ class EpisodeMemory:
 
 
 def applies_to_uplink(cls: type[BaselinePolicy], env: WirelessFLEnv) -> bool:
-    """Whether a policy class's kind of uplink (digital or over-the-air) is ``env``'s."""
+    """Whether a policy class's kind of uplink (digital or over-the-air) is ``env``'s (and, for
+    a Byzantine defence, whether ``env`` is the Byzantine environment)."""
+    from fl_gym.envs.wireless_fl.byzantine import ByzantineSelectionEnv
     from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
 
+    if getattr(cls, "byzantine", False) and not isinstance(env, ByzantineSelectionEnv):
+        return False  # a defence reads features only the Byzantine environment has
     return cls.over_the_air == isinstance(env, OverTheAirFLEnv)
 
 
@@ -110,6 +114,8 @@ class BaselinePolicy(abc.ABC):
             )
         self.env: WirelessFLEnv = unwrapped
         self._memories: list[EpisodeMemory | None] = []
+        self.observation: Any = None
+        """The last observation decided on, as the environment returned it."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, knobs={sorted(self.knobs)})"
@@ -169,7 +175,7 @@ class BaselinePolicy(abc.ABC):
         """
         if not self._memories:
             self._memories = [None]
-        return self._plan_slot(read_observation(obs, self.env.num_devices), 0)
+        return self._plan_slot(self._read(obs), 0)
 
     @with_torch_threads
     def predict(
@@ -204,8 +210,8 @@ class BaselinePolicy(abc.ABC):
         for slot, obs in enumerate(observations):
             if starts[slot]:
                 self._memories[slot] = None
-            features = read_observation(obs, self.env.num_devices)
-            actions.append(self.env.encode_plan(self._plan_slot(features, slot)))
+            features = self._read(obs)
+            actions.append(self._encode(self._plan_slot(features, slot)))
         if batch is None:
             return actions[0], state
         return np.stack([np.asarray(a) for a in actions]), state
@@ -215,6 +221,16 @@ class BaselinePolicy(abc.ABC):
         self._memories = []
 
     # -- internals ---------------------------------------------------------------------------------
+
+    def _read(self, obs: Any) -> ObservationFeatures:
+        """One observation decoded (the wireless FL columns of an environment that adds more);
+        the raw observation stays in :attr:`observation` for policies that read the rest."""
+        self.observation = obs
+        return read_observation(self.env.wireless_observation(obs), self.env.num_devices)
+
+    def _encode(self, plan: RoundPlan) -> Any:
+        """The environment's action for ``plan``."""
+        return self.env.encode_plan(plan)
 
     def _plan_slot(self, features: ObservationFeatures, slot: int) -> RoundPlan:
         memory = self._memories[slot]

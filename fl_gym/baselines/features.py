@@ -154,6 +154,10 @@ def read_observation(observation: Any, num_devices: int | None = None) -> Observ
             f"observation['devices'] must have shape {expected_devices} (one observation; "
             f"columns {list(DEVICE_FEATURES)}), got shape {devices.shape}"
         )
+    # An environment may append entries of its own after the family's (PrivateFL-v0's privacy
+    # entries, fewer than a device row); the heuristics read the family's.
+    if server.ndim == 1 and len(SERVER_FEATURES) < server.shape[0] < 2 * len(SERVER_FEATURES):
+        server = server[: len(SERVER_FEATURES)]
     if server.shape != (len(SERVER_FEATURES),):
         raise ValueError(
             f"observation['server'] must have shape ({len(SERVER_FEATURES)},) (entries "
@@ -214,7 +218,10 @@ def _split_flat(observation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``devices`` ``(..., K, F)`` and ``server`` ``(..., G)`` of flat observation(s)."""
     f, g = len(DEVICE_FEATURES), len(SERVER_FEATURES)
     size = observation.shape[-1] if observation.ndim else 0
-    if observation.ndim not in (1, 2) or size <= g or (size - g) % f:
+    # Server entries an environment appends after the family's (fewer than a device row) are
+    # kept with the server's.
+    extra = (size - g) % f if size > g else 0
+    if observation.ndim not in (1, 2) or size < g + extra + f or extra >= g:
         # Not a flat observation (nor a dict): the same TypeError as any other non-observation.
         raise TypeError(
             "observation must be a dict with keys 'devices' and 'server' or a flat array of "
@@ -224,8 +231,8 @@ def _split_flat(observation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         )
     if observation.dtype.kind not in "biuf":
         raise TypeError(f"observation must be a numeric array, got dtype {observation.dtype}")
-    k = (size - g) // f
-    slices = flat_slices((k, f), g)
+    k = (size - g - extra) // f
+    slices = flat_slices((k, f), g + extra)
     flat = observation.astype(np.float64)
     lead = flat.shape[:-1]
     return flat[..., slices["devices"]].reshape(*lead, k, f), flat[..., slices["server"]]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -165,6 +165,11 @@ class ClairvoyantPlanner(_Planner):
         candidate_actions: With it, search every sequence of these actions to the end of the
             episode instead (exponential: tiny instances only; see
             :func:`enumerate_selection_actions`); the result is the optimum over them.
+        references: Builders ``make(env) -> policy`` of further controllers (any object with
+            SB3's ``predict``: heuristics, an :class:`MPCPlanner`, a trained agent) whose
+            whole episode is simulated at the first round and kept if best: the planner's
+            return is then never below theirs either (for a controller that is deterministic
+            given the environment's state, as these are, built the same way).
         seed: Seed of the random candidates.
     """
 
@@ -175,9 +180,11 @@ class ClairvoyantPlanner(_Planner):
         *,
         num_random: int = 2,
         candidate_actions: Sequence[Any] | None = None,
+        references: Sequence[Callable[[gym.Env], Any]] = (),
         seed: int = 0,
     ) -> None:
         super().__init__(env, bases, num_random, seed)
+        self.references = tuple(references)
         self.candidate_actions = None if candidate_actions is None else list(candidate_actions)
         if self.candidate_actions is not None and not self.candidate_actions:
             raise ValueError("candidate_actions must hold at least one action")
@@ -192,12 +199,36 @@ class ClairvoyantPlanner(_Planner):
         if self.candidate_actions is not None:
             return self._search(snapshot)[1][0]
         best_rewards, best = self._kept_rewards, self._kept
+        if not best:  # the first round: the references' whole episodes
+            for make in self.references:
+                rewards, actions = self._play_reference(snapshot, make)
+                if not best or sum(rewards) > sum(best_rewards):
+                    best_rewards, best = rewards, actions
         for first, base in self._candidates():
             rewards, actions = self._simulate(snapshot, first, base, None, None)
             if not best or sum(rewards) > sum(best_rewards):
                 best_rewards, best = rewards, actions
         self._kept, self._kept_rewards = best[1:], best_rewards[1:]
         return best[0]
+
+    def _play_reference(
+        self, snapshot: Any, make: Callable[[gym.Env], Any]
+    ) -> tuple[list[float], list[Any]]:
+        """Rewards and actions of a freshly built reference controller's whole episode."""
+        env = self.env
+        env.restore(snapshot)
+        policy = make(env)
+        rewards: list[float] = []
+        actions: list[Any] = []
+        first = True
+        while True:
+            action = policy.predict(env.observe(), episode_start=np.array([first]))[0]
+            first = False
+            _, reward, terminated, truncated, _ = env.step(action)
+            rewards.append(float(reward))
+            actions.append(action)
+            if terminated or truncated or env.federation.round_index >= self.max_rounds:
+                return rewards, actions
 
     def _search(self, snapshot: Any) -> tuple[float, list[Any]]:
         """The best sequence of the candidate actions to the end of the episode (depth-first

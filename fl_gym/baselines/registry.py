@@ -21,6 +21,7 @@ import gymnasium as gym
 
 from fl_gym.baselines.adaptive_frequency import AdaptiveFrequency
 from fl_gym.baselines.base import BaselinePolicy, applies_to_uplink
+from fl_gym.baselines.byzantine import BYZANTINE_BASELINES
 from fl_gym.baselines.fixed import FixedCompression, FixedLocalSteps
 from fl_gym.baselines.over_the_air import OTAAllDevices, OTAGreedyChannel, OTASparseSelection
 from fl_gym.baselines.power import ChannelInversionPower, MaxPower, MinPower
@@ -68,9 +69,11 @@ BASELINES: dict[str, type[BaselinePolicy]] = {
         OTAAllDevices,
         OTAGreedyChannel,
         OTASparseSelection,
+        *BYZANTINE_BASELINES,
     )
 }
-"""Every baseline policy class by registry name: selection, then power, compression, frequency."""
+"""Every baseline policy class by registry name: selection, then power, compression, frequency,
+over-the-air selection, then the Byzantine defences."""
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,19 @@ vectorised computation. It serves both environments:
 
 | name | power | block |
 | --- | --- | --- |
-| `vehicular-lyapunov` | drift-plus-penalty, virtual queues for the tail (the paper) | best |
-| `vehicular-average-queue` | drift-plus-penalty on the average queue (its baseline) | best |
+| `vehicular-lyapunov` | Lyapunov JPRA with tail virtual queues (the paper) | clustered |
+| `vehicular-average-queue` | the same JPRA on the queue alone (the paper's baseline) | clustered |
+| `vehicular-drift-plus-penalty` | one-slot drift-plus-penalty with tail virtual queues | best |
+| `vehicular-drift-plus-penalty-average-queue` | the same on an average-queue target | best |
 | `vehicular-max-power` | ``p_max`` | best |
 | `vehicular-queue-proportional` | level proportional to ``Q / q0`` (silent when empty) | best |
 | `vehicular-random-rb` | ``p_max`` | uniform at random (option ``seed``) |
 
-"best" is the block of the highest estimated SINR.
+"best" is the block of the highest estimated SINR. "clustered" is the roadside unit's
+resource-block allocation of the paper: pairs that interfere are grouped by spectral clustering,
+every block is given to one pair of each cluster (orthogonal inside a cluster, reused across
+clusters), in shares that grow with the queues, and each pair picks, among its blocks, the one
+the per-slot optimisation prefers (see :class:`LyapunovJPRAPolicy`).
 
 The estimated SINR of pair k on block b at power p is ``(p / p_max) snr_kb / (1 + inr_kb)``,
 the observed SNR at ``p_max`` for the coming slot over the interference the receiver saw on that
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -36,16 +43,24 @@ import numpy as np
 
 from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.envs.vehicular.env import SNR_SCALE_DB, VehicularURLLCConfig
+from fl_gym.sim.config import check_choice, check_int, check_real
 
 __all__ = [
     "VEHICULAR_BASELINES",
-    "AverageQueuePolicy",
-    "LyapunovTailPolicy",
+    "AverageQueueJPRAPolicy",
+    "DriftPlusPenaltyAverageQueuePolicy",
+    "DriftPlusPenaltyTailPolicy",
+    "LyapunovJPRAPolicy",
     "MaxPowerPolicy",
     "QueueProportionalPolicy",
     "RandomBlockPolicy",
     "VehicularPolicy",
+    "allocate_blocks",
+    "best_discrete_allocation",
+    "estimate_coupling",
+    "lindley_update",
     "make_vehicular_baseline",
+    "spectral_clusters",
 ]
 
 
@@ -253,8 +268,8 @@ class _DriftPlusPenalty(VehicularPolicy):
         return blocks, served, queue[:, None] - served + arrivals
 
 
-class LyapunovTailPolicy(_DriftPlusPenalty):
-    """Drift-plus-penalty with virtual queues for the URLLC tail constraints (Samarakoon et al.).
+class DriftPlusPenaltyTailPolicy(_DriftPlusPenalty):
+    """One-slot drift-plus-penalty with virtual queues for the URLLC tail constraints.
 
     Three virtual queues per pair track the constraints ``Pr(Q > q0) <= eps``,
     ``E[X | Q > q0] <= gamma1`` and ``E[X^2 | Q > q0] <= gamma2`` (``X = Q - q0``), normalised:
@@ -269,15 +284,15 @@ class LyapunovTailPolicy(_DriftPlusPenalty):
     where the federated tail estimate sets the urgency ``u = max(1, m1 / gamma1, m2 / gamma2)``
     from the GPD's conditional moments ``m1 = sigma / (1 - xi)``, ``m2 = 2 sigma^2 / ((1 - xi)
     (1 - 2 xi))``: when the network-wide tail is heavier than the target, every pair weighs
-    reliability more. This is our reading of the paper's joint power and resource allocation,
-    written for the slot-by-slot decisions of this environment.
+    reliability more. A simpler rule than the paper's allocation (:class:`LyapunovJPRAPolicy`):
+    one block per pair by estimated SINR, the next queue predicted at the mean arrival.
 
     Args:
         env: The environment.
         tradeoff_v: ``V``, the weight of power against the queues (larger saves more power).
     """
 
-    name = "vehicular-lyapunov"
+    name = "vehicular-drift-plus-penalty"
 
     def new_memory(self) -> dict[str, np.ndarray]:
         return {"z": np.zeros((3, self.num_pairs))}
@@ -316,8 +331,8 @@ class LyapunovTailPolicy(_DriftPlusPenalty):
         return np.argmin(cost, axis=1), blocks
 
 
-class AverageQueuePolicy(_DriftPlusPenalty):
-    """Drift-plus-penalty on the average queue length, the baseline of Samarakoon et al.
+class DriftPlusPenaltyAverageQueuePolicy(_DriftPlusPenalty):
+    """One-slot drift-plus-penalty on the average queue length.
 
     Reliability is asked of the mean only: ``E[Q] <= target_queue_fraction * q0``, tracked by a
     virtual queue ``Y <- (Y + Q / q0 - target)^+``; each pair picks the power level minimising
@@ -329,7 +344,7 @@ class AverageQueuePolicy(_DriftPlusPenalty):
         target_queue_fraction: The average-queue target as a fraction of ``q0``.
     """
 
-    name = "vehicular-average-queue"
+    name = "vehicular-drift-plus-penalty-average-queue"
 
     def __init__(
         self, env: Any, *, tradeoff_v: float = 1.0, target_queue_fraction: float = 0.5
@@ -357,11 +372,383 @@ class AverageQueuePolicy(_DriftPlusPenalty):
         return np.argmin(cost, axis=1), blocks
 
 
+# -- the paper's joint power and resource-block allocation -------------------------------------
+
+
+def lindley_update(queue: np.ndarray, increment: np.ndarray) -> np.ndarray:
+    """One step of a (virtual) queue, ``max(Z + y, 0)``.
+
+    Over a run of increments ``y_1 .. y_n`` from ``Z_0 = 0`` this gives Lindley's closed form
+    ``Z_n = max(0, max_m sum_{i > m} y_i)``, the largest sum of a suffix of the increments.
+    """
+    return np.maximum(queue + increment, 0.0)
+
+
+def estimate_coupling(gram: np.ndarray, cross: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+    """Cross-link gains from the interference the receivers saw, by (ridge) least squares.
+
+    In a slot, receiver k measures on block b the interference ``y_bk = sum_j x_bj G_jk`` with
+    ``x_bj`` the power (fraction of ``p_max``) of transmitter j if it used block b, else 0.
+    With ``gram = sum_t X_t^T X_t`` and ``cross = sum_t X_t^T Y_t`` accumulated over slots,
+    ``G = (gram + ridge I)^-1 cross``; the fading averages out over the slots.
+
+    Args:
+        gram: ``(K, K)`` accumulated ``X^T X``.
+        cross: ``(K, K)`` accumulated ``X^T Y`` (interference over noise).
+        ridge: Regularisation relative to the mean diagonal of ``gram``.
+
+    Returns:
+        ``(K, K)`` estimated gains ``[tx j, rx k]`` at ``p_max`` over noise, clipped at 0, with a
+        zero diagonal.
+    """
+    k = gram.shape[0]
+    scale = max(float(np.trace(gram)) / k, 1e-12)
+    gains = np.linalg.solve(gram + ridge * scale * np.eye(k), cross)
+    gains = np.maximum(gains, 0.0)
+    np.fill_diagonal(gains, 0.0)
+    return gains
+
+
+def spectral_clusters(
+    affinity: np.ndarray, num_clusters: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Normalised spectral clustering (Ng, Jordan and Weiss), as in the authors' simulations.
+
+    The rows of the ``num_clusters`` eigenvectors of the smallest eigenvalues of the normalised
+    Laplacian ``I - D^-1/2 S D^-1/2`` are scaled to unit length and grouped by k-means
+    (:func:`scipy.cluster.vq.kmeans2`, k-means++ start drawn from ``rng``).
+
+    Args:
+        affinity: ``(K, K)`` symmetric non-negative similarities ``S``.
+        num_clusters: Clusters wanted (at most K).
+        rng: Draws the k-means start.
+
+    Returns:
+        ``(K,)`` cluster labels (a cluster k-means leaves empty is absent).
+    """
+    from scipy.cluster.vq import kmeans2
+
+    s = 0.5 * (affinity + affinity.T)
+    np.fill_diagonal(s, 0.0)
+    inv_sqrt = 1.0 / np.sqrt(np.maximum(s.sum(axis=1), 1e-300))
+    laplacian = np.eye(len(s)) - inv_sqrt[:, None] * s * inv_sqrt[None, :]
+    _, vectors = np.linalg.eigh(laplacian)
+    embedding = vectors[:, :num_clusters]
+    embedding = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "one of the clusters is empty"
+        _, labels = kmeans2(embedding, num_clusters, minit="++", seed=rng)
+    return labels.astype(np.int64)
+
+
+def allocate_blocks(
+    labels: np.ndarray,
+    queue: np.ndarray,
+    num_blocks: int,
+    rng: np.random.Generator,
+    queue_offset: float = 1.0,
+) -> np.ndarray:
+    """The roadside unit's resource-block table: orthogonal in a cluster, reused across clusters.
+
+    In each cluster every block is given to exactly one member; every member gets at least one
+    block and the blocks left over go in proportion to ``queue + queue_offset`` (largest
+    remainders); the blocks are then dealt to the members in a random order. A cluster with more
+    members than blocks gives every member one block, some blocks going to two members.
+
+    Args:
+        labels: ``(K,)`` cluster of each pair.
+        queue: ``(K,)`` queues (any unit; ``queue_offset`` in the same unit).
+        num_blocks: N.
+        rng: Draws the order of the blocks.
+        queue_offset: Added to every queue, so that empty queues still share.
+
+    Returns:
+        ``(K, N)`` boolean table: pair k may use block b.
+    """
+    table = np.zeros((len(labels), num_blocks), dtype=bool)
+    for cluster in np.unique(labels):
+        members = np.flatnonzero(labels == cluster)
+        size = members.size
+        if size >= num_blocks:
+            blocks = np.resize(rng.permutation(num_blocks), size)
+            table[members, blocks] = True
+            continue
+        share = queue[members] + queue_offset
+        extra = (num_blocks - size) * share / share.sum()
+        counts = 1 + np.floor(extra).astype(np.int64)
+        left = num_blocks - int(counts.sum())
+        counts[np.argsort(-(extra - np.floor(extra)), kind="stable")[:left]] += 1
+        owner = np.repeat(members, counts)[rng.permutation(num_blocks)]
+        table[owner, np.arange(num_blocks)] = True
+    return table
+
+
+def best_discrete_allocation(
+    weight: np.ndarray,
+    cinr: np.ndarray,
+    allowed: np.ndarray,
+    power_fraction: np.ndarray,
+    tradeoff_v: float,
+    bits_per_unit: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair's minimiser of the per-slot drift-plus-penalty bound over its actions.
+
+    Pair k picks the power level l and, among its allowed blocks, the block b minimising
+    ``V f_l - beta_k bits_per_unit log2(1 + f_l cinr_kb)`` (``f_l = p_l / p_max``, ``cinr`` the
+    channel-to-interference-plus-noise ratio at ``p_max``). The network-wide bound is a sum of
+    these per-pair terms once the blocks are orthogonal in a cluster (the interference from other
+    clusters is the estimate), so the joint minimum is the pairs' own minima. Ties go to the lower
+    power, then the lower block; silence (``f = 0``) costs 0.
+
+    Args:
+        weight: ``(K,)`` ``beta_k``, the queue-backlog weight of a served bit.
+        cinr: ``(K, N)`` ratio at ``p_max``.
+        allowed: ``(K, N)`` boolean table of the blocks each pair may use.
+        power_fraction: ``(L,)`` ``f_l``, increasing, ``f_0 = 0``.
+        tradeoff_v: ``V``.
+        bits_per_unit: Served units per bit/s/Hz (``B dt`` over the unit of the queue).
+
+    Returns:
+        ``(K,)`` levels and ``(K,)`` blocks.
+    """
+    served = bits_per_unit * np.log2(1.0 + power_fraction[None, :, None] * cinr[:, None, :])
+    cost = tradeoff_v * power_fraction[None, :, None] - weight[:, None, None] * served
+    cost = np.where(allowed[:, None, :], cost, np.inf)  # (K, L, N)
+    flat = np.argmin(cost.reshape(cost.shape[0], -1), axis=1)
+    levels, blocks = np.divmod(flat, cinr.shape[1])
+    return levels.astype(np.int64), blocks.astype(np.int64)
+
+
+TAIL_THRESHOLDS = ("federated", "target")
+"""Where :class:`LyapunovJPRAPolicy` takes the thresholds of its mean and second-moment queues."""
+
+
+class LyapunovJPRAPolicy(VehicularPolicy):
+    """The joint power and resource allocation (JPRA) of Samarakoon et al., slot by slot.
+
+    **Virtual queues** (one per pair and tail constraint; ``q = Q / q0``, ``x = (q - 1)^+``, and
+    ``g1 = m1 / q0``, ``g2 = m2 / q0^2`` the conditional mean and second moment
+    ``m1 = sigma / (1 - xi)``, ``m2 = 2 sigma^2 / ((1 - xi)(1 - 2 xi))`` of the roadside unit's
+    federated GPD estimate of the exceedances), updated on each observed queue::
+
+        Z0 <- max(Z0 + 1{q > 1} - eps, 0)                     Pr(Q > q0) <= eps
+        Z1 <- max(Z1 + 1{q > 1} (x / g1 - 1), 0)               E[X | Q > q0] <= m1
+        Z2 <- max(Z2 + 1{q > 1} (x^2 / g2 - 1), 0)             E[X^2 | Q > q0] <= m2
+
+    **Per-slot problem.** With ``L = (q^2 + Z0^2 + Z1^2 + Z2^2) / 2``, terms quadratic in the
+    served bits ``s`` (in units of ``q0``) bounded by a constant, and ``1{q' > 1} <= q'^2``,
+    the drift-plus-penalty bound of a slot is, up to terms the decision does not change,
+    ``sum_k V p_k / p_max - beta_k s_k`` with the backlog weight
+
+        ``beta = q (1 + 2 Z0) + 1{q > 1} (Z1 / g1 + 2 x Z2 / g2)``.
+
+    It separates over the pairs: each pair minimises ``V p / p_max - beta s(p, b)`` over its
+    power levels and allowed blocks (:func:`best_discrete_allocation`). The paper lets a pair
+    spread power over all its blocks by water-filling, ``p_b / p_max = [beta B dt / (V q0 ln 2)
+    - 1 / cinr_b]^+`` (a lower water level where ``sum_b p_b`` would pass ``p_max``); this
+    environment gives a pair one block and discrete power levels a slot, so the exact minimiser
+    over those actions is taken instead (on a fine grid of levels it is the water-filling level,
+    tests/test_vehicular_jpra.py).
+    The rate of a block is predicted from the SNR at ``p_max`` of the coming slot and the
+    interference estimate ``I <- w I + (1 - w) I_last`` (``w = interference_memory``, 0.5 in
+    the authors' simulations).
+
+    **Resource blocks** (the roadside unit, every ``allocation_interval_slots``): the pairs are
+    grouped into ``num_clusters`` clusters by spectral clustering (:func:`spectral_clusters`)
+    and the blocks dealt by :func:`allocate_blocks` (orthogonal in a cluster, shares growing
+    with the queues).
+    The paper clusters by the vehicles' positions; the controllers here see no positions, so the
+    affinity of two pairs is ``log(1 + G_jk + G_kj)`` with ``G`` the cross-link gains estimated
+    from the observed interference (:func:`estimate_coupling`, exponentially forgotten with
+    ``coupling_memory`` per slot): pairs that interfere share a cluster. Until the first
+    transmissions have been seen every pair may use every block.
+
+    Args:
+        env: The environment.
+        tradeoff_v: ``V``, the weight of power against the queues (larger saves more power).
+        num_clusters: Clusters of the resource-block allocation (capped at K).
+        allocation_interval_slots: Slots between two resource-block allocations.
+        interference_memory: ``w`` of the interference estimate, in [0, 1).
+        coupling_memory: Forgetting factor of the coupling estimate per slot, in (0, 1].
+        tail_thresholds: ``"federated"`` (``m1``, ``m2`` of the federated estimate, as in the
+            authors' simulations) or ``"target"`` (those of the target GPD ``(sigma_th,
+            xi_th)`` of the configuration, ignoring the estimate).
+        seed: Seed of the clustering and of the order the blocks are dealt in.
+    """
+
+    name = "vehicular-lyapunov"
+    tail_aware: ClassVar[bool] = True
+    """Whether the tail virtual queues enter the weight (False: the queue alone)."""
+
+    def __init__(
+        self,
+        env: Any,
+        *,
+        tradeoff_v: float = 0.1,
+        num_clusters: int = 4,
+        allocation_interval_slots: int = 100,
+        interference_memory: float = 0.5,
+        coupling_memory: float = 0.99,
+        tail_thresholds: str = "federated",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(env)
+        self.tail_thresholds = check_choice("tail_thresholds", tail_thresholds, TAIL_THRESHOLDS)
+        self.tradeoff_v = check_real("tradeoff_v", tradeoff_v, low=0.0)
+        self.num_clusters = check_int("num_clusters", num_clusters, minimum=1)
+        self.allocation_interval_slots = check_int(
+            "allocation_interval_slots", allocation_interval_slots, minimum=1
+        )
+        self.interference_memory = check_real(
+            "interference_memory", interference_memory, low=0.0, high=1.0, high_open=True
+        )
+        self.coupling_memory = check_real(
+            "coupling_memory", coupling_memory, low=0.0, high=1.0, low_open=True
+        )
+        self.seed = check_int("seed", seed, minimum=0)
+        sys_cfg = self.config.system
+        self.bits_per_unit = (
+            sys_cfg.rb_bandwidth_hz * sys_cfg.slot_duration_s / sys_cfg.queue_threshold_bits
+        )
+
+    def new_memory(self) -> dict[str, np.ndarray]:
+        k, n = self.num_pairs, self.num_blocks
+        return {
+            "z": np.zeros((3, k)),
+            "interference": np.zeros((k, n)),
+            "gram": np.zeros((k, k)),
+            "cross": np.zeros((k, k)),
+            "allowed": np.ones((k, n), dtype=bool),
+            "labels": np.zeros(k, dtype=np.int64),
+            "last_levels": np.zeros(k, dtype=np.int64),
+            "last_blocks": np.zeros(k, dtype=np.int64),
+            "slot": np.zeros((), dtype=np.int64),
+        }
+
+    def _observe(self, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Queues ``/ q0``, SNR at ``p_max`` and last interference over noise, ``(K, N)``."""
+        n = self.num_blocks
+        d = np.asarray(devices, dtype=np.float64)
+        snr = np.power(10.0, d[:, 1 : 1 + n] * SNR_SCALE_DB / 10.0)
+        inr = np.maximum(np.power(10.0, d[:, 1 + n :] * SNR_SCALE_DB / 10.0) - 1.0, 0.0)
+        return d[:, 0], snr, inr
+
+    def tail_targets(self, server: np.ndarray) -> tuple[float, float]:
+        """``(g1, g2)``: the thresholds of the virtual queues ``Z1``, ``Z2`` in units of ``q0``
+        (the federated estimate's conditional moments, or the target's)."""
+        sys_cfg = self.config.system
+        q0 = sys_cfg.queue_threshold_bits
+        if self.tail_thresholds == "target":
+            return (
+                sys_cfg.tail_mean_target_bits / q0,
+                sys_cfg.tail_second_moment_target_bits2 / q0**2,
+            )
+        sigma = max(float(server[0]), 1e-6) * sys_cfg.tail_scale_target_bits
+        xi = min(float(server[1]), 0.49)
+        mean = sigma / (1.0 - xi)
+        second = 2.0 * sigma**2 / ((1.0 - xi) * (1.0 - 2.0 * xi))
+        return mean / q0, second / q0**2
+
+    def update_virtual_queues(
+        self, z: np.ndarray, queue: np.ndarray, targets: tuple[float, float]
+    ) -> np.ndarray:
+        """The three virtual queues ``(3, K)`` after observing the queues ``/ q0``."""
+        g1, g2 = targets
+        over = queue > 1.0
+        x = np.maximum(queue - 1.0, 0.0)
+        eps = self.config.system.tail_probability_target
+        increments = np.stack([over - eps, over * (x / g1 - 1.0), over * (x * x / g2 - 1.0)])
+        return lindley_update(z, increments)
+
+    def backlog_weight(
+        self, z: np.ndarray, queue: np.ndarray, targets: tuple[float, float]
+    ) -> np.ndarray:
+        """``beta (K,)``: the weight of a served unit in the per-slot bound."""
+        if not self.tail_aware:
+            return queue.copy()
+        g1, g2 = targets
+        over = queue > 1.0
+        x = np.maximum(queue - 1.0, 0.0)
+        return queue * (1.0 + 2.0 * z[0]) + over * (z[1] / g1 + 2.0 * x * z[2] / g2)
+
+    def _learn_coupling(self, memory: dict[str, np.ndarray], inr: np.ndarray) -> None:
+        """Fold the last slot's decision and the interference it caused into the estimate."""
+        fraction = self.power_fraction[memory["last_levels"]]
+        x = np.zeros((self.num_blocks, self.num_pairs))
+        x[memory["last_blocks"], np.arange(self.num_pairs)] = fraction
+        lam = self.coupling_memory
+        memory["gram"] = lam * memory["gram"] + x.T @ x
+        memory["cross"] = lam * memory["cross"] + x.T @ inr.T
+
+    def _allocate(self, memory: dict[str, np.ndarray], queue: np.ndarray) -> np.ndarray:
+        """The block table of the coming interval; ``memory["labels"]`` gets the clusters."""
+        k = self.num_pairs
+        if not np.any(np.diagonal(memory["gram"]) > 0):
+            memory["labels"] = np.arange(k)  # no coupling seen yet: no orthogonality either
+            return np.ones((k, self.num_blocks), dtype=bool)
+        round_index = int(memory["slot"]) // self.allocation_interval_slots
+        rng = np.random.default_rng([self.seed, round_index])
+        clusters = min(self.num_clusters, k)
+        if clusters == 1:
+            labels = np.zeros(k, dtype=np.int64)
+        elif clusters == k:
+            labels = np.arange(k)
+        else:
+            gains = estimate_coupling(memory["gram"], memory["cross"])
+            affinity = np.log1p(gains + gains.T) + 1e-6
+            labels = spectral_clusters(affinity, clusters, rng)
+        memory["labels"] = labels
+        return allocate_blocks(labels, queue, self.num_blocks, rng)
+
+    def decide(
+        self, devices: np.ndarray, server: np.ndarray, memory: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        queue, snr, inr = self._observe(devices)
+        slot = int(memory["slot"])
+        if slot > 0:
+            self._learn_coupling(memory, inr)
+            w = self.interference_memory
+            memory["interference"] = w * memory["interference"] + (1.0 - w) * inr
+        else:
+            memory["interference"] = inr
+        targets = self.tail_targets(server)
+        memory["z"] = self.update_virtual_queues(memory["z"], queue, targets)
+        if slot % self.allocation_interval_slots == 0:
+            memory["allowed"] = self._allocate(memory, queue)
+        weight = self.backlog_weight(memory["z"], queue, targets)
+        cinr = snr / (1.0 + memory["interference"])
+        levels, blocks = best_discrete_allocation(
+            weight,
+            cinr,
+            memory["allowed"],
+            self.power_fraction,
+            self.tradeoff_v,
+            self.bits_per_unit,
+        )
+        memory["last_levels"], memory["last_blocks"] = levels, blocks
+        memory["slot"] = np.asarray(slot + 1)
+        return levels, blocks
+
+
+class AverageQueueJPRAPolicy(LyapunovJPRAPolicy):
+    """The paper's average-queue baseline: the same allocation with ``beta = Q / q0``.
+
+    Without the tail virtual queues the drift-plus-penalty rule only keeps the queues stable
+    (their average bounded, as ``O(V)``); everything else (clustering, block shares, the
+    per-slot minimiser, the interference estimate) is :class:`LyapunovJPRAPolicy`'s.
+    """
+
+    name = "vehicular-average-queue"
+    tail_aware = False
+
+
 VEHICULAR_BASELINES: dict[str, type[VehicularPolicy]] = {
     cls.name: cls
     for cls in (
-        LyapunovTailPolicy,
-        AverageQueuePolicy,
+        LyapunovJPRAPolicy,
+        AverageQueueJPRAPolicy,
+        DriftPlusPenaltyTailPolicy,
+        DriftPlusPenaltyAverageQueuePolicy,
         MaxPowerPolicy,
         QueueProportionalPolicy,
         RandomBlockPolicy,

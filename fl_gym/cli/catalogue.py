@@ -38,13 +38,14 @@ def run_list(args: argparse.Namespace) -> int:
             e.name, e.api + agents, ", ".join(e.controls), e.action_space, e.observation_space
         )
     console.print(overview)
-    families: dict[str, list[Any]] = {}
+    # One group per family and set of presets (an env of a family may name its own scenarios).
+    families: dict[tuple[str, str], list[Any]] = {}
     for e in entries:
-        families.setdefault(e.family, []).append(e)
+        families.setdefault((e.family, repr(e.presets)), []).append(e)
     presets = Table(title="Scenario presets (preset=NAME, --preset NAME)")
     for column in ("preset", "environments", "overrides of the defaults"):
         presets.add_column(column, overflow="fold")
-    for family, members in families.items():
+    for (family, _), members in families.items():
         where = (
             f"{family} ({len(members)})" if len(members) > 2 else ", ".join(e.name for e in members)
         )

@@ -6,7 +6,9 @@ from fl_gym.envs.registration import ENV_IDS, register_envs
 from fl_gym.envs.vehicular.env import VehicularURLLCConfig, VehicularURLLCEnv
 from fl_gym.envs.wireless_fl.config import PRESETS, WirelessFLConfig, make_config
 from fl_gym.envs.wireless_fl.env import CONTROLS, DEVICE_FEATURES, SERVER_FEATURES, WirelessFLEnv
+from fl_gym.envs.wireless_fl.localization import FederatedLocalizationEnv
 from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
+from fl_gym.envs.wireless_fl.private import PrivateFLConfig, PrivateFLEnv
 from fl_gym.envs.wireless_fl.vector import OverTheAirFLVectorEnv, WirelessFLVectorEnv
 
 __all__ = [
@@ -15,8 +17,11 @@ __all__ = [
     "ENV_IDS",
     "PRESETS",
     "SERVER_FEATURES",
+    "FederatedLocalizationEnv",
     "OverTheAirFLEnv",
     "OverTheAirFLVectorEnv",
+    "PrivateFLConfig",
+    "PrivateFLEnv",
     "VehicularURLLCConfig",
     "VehicularURLLCEnv",
     "WirelessFLConfig",

@@ -22,7 +22,12 @@ _WIRELESS_FL_VARIANTS = {
 
 _OTHER_ENVS = {
     "fl_gym/OverTheAirFL-v0": "fl_gym.envs.wireless_fl.over_the_air:OverTheAirFLEnv",
+    "fl_gym/PrivateFL-v0": "fl_gym.envs.wireless_fl.private:PrivateFLEnv",
     "fl_gym/VehicularURLLC-v1": "fl_gym.envs.vehicular.env:VehicularURLLCEnv",
+    "fl_gym/FederatedLocalization-v0": (
+        "fl_gym.envs.wireless_fl.localization:FederatedLocalizationEnv"
+    ),
+    "fl_gym/ByzantineSelection-v0": "fl_gym.envs.wireless_fl.byzantine:ByzantineSelectionEnv",
 }
 
 _VECTOR_ENTRY = "fl_gym.envs.wireless_fl.vector:WirelessFLVectorEnv"

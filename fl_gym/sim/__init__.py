@@ -4,6 +4,7 @@ Layers below the environments only: nothing in ``fl_gym.sim`` imports gymnasium,
 stable-baselines3.
 """
 
+from fl_gym.sim.broadband import BroadbandAnalog
 from fl_gym.sim.learning.aggregation import (
     AGGREGATORS,
     AggregationResult,
@@ -47,6 +48,7 @@ __all__ = [
     "COMPRESSORS",
     "AggregationResult",
     "BatchedMLP",
+    "BroadbandAnalog",
     "ClientTensors",
     "CompressionResult",
     "Compressor",

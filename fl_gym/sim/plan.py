@@ -133,7 +133,8 @@ class RoundReport:
         local_steps: Local SGD steps each selected client ran.
         compression: Compression level each selected client used.
         bits_up: Exact number of bits each client uploaded.
-        train_loss: Mean local minibatch loss of each selected client.
+        train_loss: Mean local minibatch loss of each selected client (``inf`` where its local
+            training diverged).
         num_rejected: Updates rejected as non-finite.
         accuracy: Test accuracy of the global model after aggregation.
         loss: Test loss (mean cross-entropy) of the global model after aggregation.

@@ -5,13 +5,17 @@ batch of E), runs through :func:`run_rounds`::
 
     start      Transport.start         validate the plan, seed the round's torch generator
     train      train_rounds            all federations' selected clients' local SGD, batched
+                                       (DP-SGD with the pipeline's ``local_privacy``)
     transform  UpdateTransform.apply   hooks on the trained models (none by default)
     compress   compress_rounds         each update through its level's operator (bits counted)
     transport  Transport.deliver       what reaches the server: the orthogonal digital uplink
                                        (DigitalUplink) or over-the-air analog aggregation
-                                       (OverTheAir), with energy, latency and losses
+                                       (OverTheAir, BroadbandAnalog in fl_gym.sim.broadband),
+                                       with energy, latency and losses; then the cell's
+                                       model broadcast (with_downlink), where it is on
     aggregate  aggregate_round         the server's rule over the updates that arrived (or the
-                                       aggregate the channel already formed) moves the model
+                                       aggregate the channel already formed) moves the model;
+                                       then UpdateTransform.after_aggregate (server-side noise)
     evaluate   evaluate_models         all new global models on their test sets, batched
     conclude   conclude_round          the round's RoundReport; the channel moves on
 
@@ -27,17 +31,20 @@ federation's trajectory does not depend on the others in its batch.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from fl_gym.sim.learning.adversary import ByzantineTransform, UpdateMonitor
 from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
-from fl_gym.sim.learning.models import BatchedMLP, _log_softmax
+from fl_gym.sim.learning.models import BatchedMLP
+from fl_gym.sim.learning.privacy import SampleLevelDP
 from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd, local_sgd_groups
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.radio.uplink import UplinkReport, uplink_many
@@ -59,6 +66,7 @@ __all__ = [
     "evaluate_models",
     "run_rounds",
     "train_rounds",
+    "with_downlink",
 ]
 
 
@@ -99,7 +107,8 @@ class PendingUpdates:
             transport does not compress).
         finite: ``(S,)`` False where local training diverged (the row is zero and never used).
         bits: ``(S,)`` exact bits each client uploads (0 for analog transports).
-        train_loss: ``(S,)`` each client's mean local training loss (0 where it diverged).
+        train_loss: ``(S,)`` each client's mean local training loss (``inf`` where it diverged:
+            a non-finite update or loss is never reported as a good value).
     """
 
     plan: RoundPlan
@@ -142,6 +151,9 @@ class Delivery:
     channel_uses: float
     aggregate: torch.Tensor | None = None
     aggregation_mse: float | None = None
+    late_rounds: np.ndarray | None = None
+    """``(S,)`` per pending row, the rounds a straggler's update arrives late (0: not held), with
+    ``FederationConfig.stragglers="stale"``; ``None`` otherwise."""
 
 
 def _ideal_delivery(num_rows: int, k: int) -> Delivery:
@@ -211,6 +223,22 @@ class UpdateTransform(abc.ABC):
     ) -> list[LocalTrainingResult]:
         """The trained models after this transform (one result per federation)."""
 
+    def after_aggregate(  # noqa: B027 - an optional hook: most transforms act only in apply
+        self,
+        feds: Sequence[Federation],
+        starts: Sequence[RoundStart],
+        pendings: Sequence[PendingUpdates],
+        fields: Sequence[dict[str, Any]],
+    ) -> None:
+        """Act on the new global models after aggregation, before evaluation (e.g. the
+        server's privacy noise); ``fields`` are the rounds' report fields. Nothing by default."""
+
+
+# The adversary stage and its monitor live in learning (which cannot import the pipeline): they
+# are update transforms by registration.
+UpdateTransform.register(ByzantineTransform)
+UpdateTransform.register(UpdateMonitor)
+
 
 # -- start ----------------------------------------------------------------------------------------
 
@@ -227,17 +255,18 @@ def _start(fed: Federation, plan: RoundPlan, rng: np.random.Generator, **extra: 
 
 
 def train_rounds(
-    feds: Sequence[Federation], starts: Sequence[RoundStart]
+    feds: Sequence[Federation],
+    starts: Sequence[RoundStart],
+    privacy: SampleLevelDP | None = None,
 ) -> list[LocalTrainingResult]:
     """Local SGD of every started round's clients: one batched call per learning setting.
 
     Federations that share the model's architecture and the optimiser's settings train in one
     :func:`~fl_gym.sim.learning.training.local_sgd_groups` call, each from its own global model
-    on its own minibatches (drawn from its own round generator).
+    on its own minibatches (drawn from its own round generator). With ``privacy`` (DP-SGD) each
+    federation trains in its own batched call, its noise drawn from its own round generator.
     """
-    if len(feds) == 1:  # a batch of one: its federation's local SGD, nothing to group
-        fed, start = feds[0], starts[0]
-        cfg = fed.config
+    if len(feds) == 1 or privacy is not None:  # each federation's local SGD, nothing to group
         return [
             local_sgd(
                 fed.model,
@@ -245,11 +274,13 @@ def train_rounds(
                 fed.clients,
                 start.client_ids,
                 start.local_steps,
-                batch_size=cfg.batch_size,
-                learning_rate=cfg.learning_rate,
+                batch_size=fed.config.batch_size,
+                learning_rate=fed.config.learning_rate,
                 generator=start.generator,
-                weight_decay=cfg.weight_decay,
+                weight_decay=fed.config.weight_decay,
+                privacy=privacy,
             )
+            for fed, start in zip(feds, starts, strict=True)
         ]
     out: list[LocalTrainingResult | None] = [None] * len(feds)
     for members in _by_setting(feds, _training_setting):
@@ -284,6 +315,7 @@ def _training_setting(fed: Federation) -> tuple[Any, ...]:
         model.num_features,
         model.num_classes,
         model.hidden_units,
+        model.loss,
         cfg.learning_rate,
         cfg.weight_decay,
         fed.device,
@@ -296,6 +328,7 @@ def _evaluation_setting(fed: Federation) -> tuple[Any, ...]:
         model.num_features,
         model.num_classes,
         model.hidden_units,
+        model.loss,
         tuple(fed.x_test.shape),
         fed.params.dtype,
         fed.device,
@@ -356,7 +389,8 @@ def _pendings(
     loss = (
         trained[0].train_loss if len(trained) == 1 else torch.cat([t.train_loss for t in trained])
     )
-    loss_np = torch.where(finite, loss, torch.zeros_like(loss)).cpu().numpy().astype(np.float64)
+    usable = finite & torch.isfinite(loss)
+    loss_np = torch.where(usable, loss, math.inf).cpu().numpy().astype(np.float64)
     return [
         PendingUpdates(
             plan=start.plan,
@@ -544,10 +578,13 @@ class DigitalUplink(Transport):
     ) -> list[Delivery]:
         out: list[Delivery | None] = [None] * len(feds)
         batch: dict[int, list[tuple[int, tuple[np.ndarray, ...]]]] = {}
+        setups: dict[int, tuple[np.ndarray, float]] = {}
         for e, (fed, start, pending) in enumerate(zip(feds, starts, pendings, strict=True)):
             if fed.cell is None:
                 out[e] = _ideal_delivery(pending.client_ids.shape[0], fed.num_clients)
                 continue
+            if fed.config.stragglers == "coded":
+                setups[e] = _coded_setup(fed, start)
             args = self._uplink_args(fed, start, pending, rngs[e])
             if args is None:  # the cell's public method raises the error
                 assert start.power_w is not None and start.silent is not None
@@ -572,6 +609,12 @@ class DigitalUplink(Transport):
             )
             for (e, _), uplink in zip(members, reports, strict=True):
                 out[e] = _from_uplink(feds[e], pendings[e], uplink)
+                if feds[e].config.stragglers == "stale":
+                    out[e] = _hold_late(feds[e], starts[e], pendings[e], uplink, rngs[e], out[e])
+        for e, (energy_j, _) in setups.items():
+            delivery = out[e]
+            assert delivery is not None
+            out[e] = replace(delivery, energy_transmit_j=delivery.energy_transmit_j + energy_j)
         return out  # type: ignore[return-value]
 
     @staticmethod
@@ -615,6 +658,116 @@ def _from_uplink(fed: Federation, pending: PendingUpdates, uplink: UplinkReport)
         round_time_s=uplink.round_time_s,
         channel_uses=float(uplink.transmit_time_s.sum() * fed.cell.config.subchannel_bandwidth_hz),
     )
+
+
+def _hold_late(
+    fed: Federation,
+    start: RoundStart,
+    pending: PendingUpdates,
+    uplink: UplinkReport,
+    rng: np.random.Generator,
+    delivery: Delivery,
+) -> Delivery:
+    """Stragglers that finish late (``stragglers="stale"``): which of them keep working past the
+    deadline, how many rounds late their update arrives, and the energy the rest costs.
+
+    A straggler whose battery lasted the round and whose upload can finish (rate above 0) goes
+    on computing and transmitting at its power: it needs ``C b s / f + bits / rate`` seconds (on
+    the round's channel), so its update arrives ``tau = ceil(need / deadline) - 1`` rounds late
+    (rounds that end at the deadline, as every round with a straggler does). One later than
+    ``max_staleness`` rounds, or one whose battery cannot pay for the rest, stops at the deadline
+    and is lost as with ``"drop"``. The rest of the work is charged now, to this round's energy;
+    the late upload is lost with the round's packet error probability (drawn from ``rng``).
+    """
+    cell = fed.cell
+    assert cell is not None and start.power_w is not None
+    plan = start.plan
+    k = fed.num_clients
+    finite = np.zeros(k, dtype=bool)
+    finite[pending.client_ids] = pending.finite
+    candidate = uplink.straggler & ~uplink.battery_depleted & finite & (uplink.rate_bps > 0)
+    late_rounds = np.zeros(pending.client_ids.shape[0], dtype=np.int64)
+    if not candidate.any():
+        return replace(delivery, late_rounds=late_rounds)
+    compute_need_s, compute_need_j = cell.compute_cost(plan.local_steps, fed.config.batch_size)
+    bits = _bits_per_device(fed, pending)
+    rate = np.where(candidate, uplink.rate_bps, 1.0)
+    transmit_need_s = np.where(candidate, bits / rate, 0.0)
+    need_s = compute_need_s + transmit_need_s
+    tau = np.ceil(need_s / cell.config.deadline_s).astype(np.int64) - 1
+    candidate &= (tau >= 1) & (tau <= fed.config.max_staleness)
+    power = np.where(plan.selected, start.power_w, 0.0)
+    more_compute_j = np.where(candidate, compute_need_j - uplink.compute_energy_j, 0.0)
+    more_transmit_j = np.where(candidate, power * (transmit_need_s - uplink.transmit_time_s), 0.0)
+    candidate &= cell.battery_j >= more_compute_j + more_transmit_j
+    more_compute_j = np.where(candidate, np.maximum(more_compute_j, 0.0), 0.0)
+    more_transmit_j = np.where(candidate, np.maximum(more_transmit_j, 0.0), 0.0)
+    cell.drain(more_compute_j + more_transmit_j)
+    lost = rng.random(k) < uplink.packet_error_prob
+    late = candidate & ~lost
+    late_rounds[:] = np.where(late[pending.client_ids], tau[pending.client_ids], 0)
+    return replace(
+        delivery,
+        energy_compute_j=delivery.energy_compute_j + more_compute_j,
+        energy_transmit_j=delivery.energy_transmit_j + more_transmit_j,
+        late_rounds=late_rounds,
+    )
+
+
+def coded_upload_bits(fed: Federation) -> np.ndarray:
+    """``(K,)`` bits each device uploads once with ``stragglers="coded"``: its code length times
+    the coded features, bias column and one-hot targets, as float32."""
+    from fl_gym.sim.learning.coded import code_length
+
+    width = fed.model.num_features + 1 + fed.model.num_classes
+    lengths = [code_length(int(n), fed.config.code_redundancy) for n in fed.data.client_sizes]
+    return np.asarray(lengths, dtype=np.float64) * width * FLOAT_BITS
+
+
+def _coded_setup(fed: Federation, start: RoundStart) -> tuple[np.ndarray, float]:
+    """The one-off coded uploads of ``stragglers="coded"``: every selected device that has not
+    yet uploaded its coded data does so this round, charged through the cell; returns the
+    energy each device spent and the time the uploads add to the round.
+
+    At the first round, every device's code is drawn from the round's generator (features with
+    a bias column and one-hot labels, :func:`fl_gym.sim.learning.coded.encode`, ``W = I``). A
+    device uploads it at ``p_max`` on its sub-channel of the current channel the first round
+    it is selected: time ``bits / rate``, energy ``p_max * time``, before the round (its energy
+    is in the round's report, its time in ``Federation.coded_upload_time_s``; the round's own
+    duration stays within the deadline). The selected devices upload in parallel. A device
+    whose battery cannot pay for its upload (or whose rate is 0) sends nothing and tries again
+    the next time it is selected; until its upload arrives the server has no stand-in for it.
+    """
+    from fl_gym.sim.learning.coded import CodedClients, code_length, encode
+
+    cell = fed.cell
+    assert cell is not None
+    cfg = cell.config
+    k = fed.num_clients
+    if fed.coded is None:
+        clients = fed.clients
+        ones = torch.ones(1, dtype=clients.x.dtype, device=fed.device)
+        codes = []
+        for i in range(k):
+            begin, n = int(clients.offsets[i]), int(clients.counts[i])
+            x = clients.x[begin : begin + n]
+            x_aug = torch.cat([x, ones.expand(n, 1)], dim=1)
+            y = torch.nn.functional.one_hot(clients.y[begin : begin + n], fed.model.num_classes)
+            length = code_length(n, fed.config.code_redundancy)
+            codes.append(encode(x_aug, y, length, start.generator))
+        fed.coded = CodedClients(tuple(codes), np.zeros(k, dtype=bool))
+    uploading = start.plan.selected & ~fed.coded.available
+    if not uploading.any():
+        return np.zeros(k), 0.0
+    rate = cell.achievable_rate_bps(cfg.p_max_w)
+    bits = coded_upload_bits(fed)
+    time_s = np.divide(bits, rate, out=np.full(k, np.inf), where=uploading & (rate > 0))
+    energy_j = np.where(uploading, cfg.p_max_w * time_s, 0.0)
+    sent = uploading & np.isfinite(time_s) & (cell.battery_j >= energy_j)
+    spent = cell.drain(np.where(sent, energy_j, 0.0))
+    fed.coded = CodedClients(fed.coded.codes, fed.coded.available | sent)
+    fed.coded_upload_time_s = fed.coded_upload_time_s + np.where(sent, time_s, 0.0)
+    return spent, float(time_s[sent].max(initial=0.0))
 
 
 @dataclass
@@ -745,6 +898,28 @@ class OverTheAir(Transport):
         )
 
 
+def with_downlink(fed: Federation, start: RoundStart, delivery: Delivery) -> Delivery:
+    """``delivery`` with the broadcast of the global model added, where the cell models it.
+
+    With ``WirelessConfig.downlink`` on, the base station first sends the float32 global model
+    to the round's participants (:meth:`~fl_gym.sim.radio.cell.WirelessCell.downlink`); that time
+    precedes their compute and upload, so it is added to each participant's latency and to the
+    round time (the deadline bounds compute + upload). Otherwise ``delivery`` is returned as is.
+    """
+    cell = fed.cell
+    if cell is None or not cell.config.downlink:
+        return delivery
+    selected = start.plan.selected
+    time_s, _ = cell.downlink(selected, FLOAT_BITS * fed.num_params)
+    if time_s == 0.0:
+        return delivery
+    return dataclasses.replace(
+        delivery,
+        latency_s=np.where(selected, delivery.latency_s + time_s, delivery.latency_s),
+        round_time_s=delivery.round_time_s + time_s,
+    )
+
+
 # -- aggregate ------------------------------------------------------------------------------------
 
 
@@ -770,7 +945,12 @@ def aggregate_round(fed: Federation, pending: PendingUpdates, delivery: Delivery
             accepted = use
     else:
         num_rejected = int((delivery.arrived & ~pending.finite).sum())
-        if use.any():
+        extra = None if fed.config.stragglers == "drop" else _straggler_rows(fed, pending, use)
+        if extra is not None:
+            update_norm, accepted_rows, rejected = _aggregate_with(fed, pending, use, *extra)
+            accepted[np.flatnonzero(use)] = accepted_rows
+            num_rejected += rejected
+        elif use.any():
             rows = torch.as_tensor(np.flatnonzero(use), device=fed.device)
             ids = torch.as_tensor(pending.client_ids[use], device=fed.device)
             result = fed.aggregator(pending.updates[rows], fed.client_weights[ids])
@@ -779,6 +959,8 @@ def aggregate_round(fed: Federation, pending: PendingUpdates, delivery: Delivery
             update_norm = float(torch.linalg.vector_norm(step))
             accepted[np.flatnonzero(use)] = result.accepted.cpu().numpy()
             num_rejected += int(result.num_rejected)
+        if delivery.late_rounds is not None:
+            _store_late(fed, pending, delivery.late_rounds)
     delivered = np.zeros(k, dtype=bool)
     delivered[pending.client_ids[accepted]] = True
     fed.record_participation(pending.client_ids, delivered)
@@ -808,6 +990,102 @@ def aggregate_round(fed: Federation, pending: PendingUpdates, delivery: Delivery
     if delivery.aggregation_mse is not None:
         fields["aggregation_mse"] = delivery.aggregation_mse
     return fields
+
+
+def _straggler_rows(
+    fed: Federation, pending: PendingUpdates, use: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The rows the server adds to a round's fresh updates under ``stragglers="stale"`` (late
+    updates due now) or ``"coded"`` (stand-ins for missing updates): ``(rows, weights, base
+    weights)``, or ``None`` when there are none (the round then aggregates as with ``"drop"``).
+
+    A late update of staleness ``tau`` is weighted ``n_k (1 + tau)^-a`` against a base weight
+    ``n_k``; a stand-in is weighted as the update it replaces.
+    """
+    from fl_gym.sim.learning.coded import staleness_weight, stand_in_updates
+
+    cfg = fed.config
+    if cfg.stragglers == "stale":
+        due = np.flatnonzero((fed.late_due_round == fed.round_index) & (fed.late_origin_round >= 0))
+        if not due.size or fed.late_updates is None:
+            return None
+        ids = torch.as_tensor(due, device=fed.device)
+        base = fed.client_weights[ids]
+        tau = fed.round_index - fed.late_origin_round[due]
+        scale = torch.as_tensor(
+            staleness_weight(tau, cfg.staleness_exponent), dtype=base.dtype, device=fed.device
+        )
+        rows = fed.late_updates[ids].clone()
+        fed.num_late_applied[due] += 1
+        fed.late_origin_round[due] = -1
+        fed.late_due_round[due] = -1
+        return rows, base * scale, base
+    coded = fed.coded
+    if coded is None:
+        return None
+    missing = pending.finite & ~use & coded.available[pending.client_ids]
+    if not missing.any():
+        return None
+    ids_np = pending.client_ids[missing]
+    rows = stand_in_updates(
+        fed.params,
+        fed.model.num_classes,
+        coded,
+        ids_np,
+        fed.data.client_sizes[ids_np],
+        pending.plan.local_steps[ids_np],
+        cfg.learning_rate,
+    )
+    base = fed.client_weights[torch.as_tensor(ids_np, device=fed.device)]
+    return rows, base, base
+
+
+def _aggregate_with(
+    fed: Federation,
+    pending: PendingUpdates,
+    use: np.ndarray,
+    extra_rows: torch.Tensor,
+    extra_weights: torch.Tensor,
+    extra_base: torch.Tensor,
+) -> tuple[float, np.ndarray, int]:
+    """Aggregate the fresh rows in ``use`` with extra rows: the server's rule over all of them
+    with their weights, the result scaled by ``sum(weights) / sum(base weights)`` (so a late
+    update's discount shrinks the step, FedAsync-style, rather than being normalised away).
+    Returns the step's norm, the fresh rows' accepted mask and the number rejected."""
+    fresh = np.flatnonzero(use)
+    rows_t = torch.as_tensor(fresh, device=fed.device)
+    ids = torch.as_tensor(pending.client_ids[fresh], device=fed.device)
+    fresh_weights = fed.client_weights[ids]
+    updates = torch.cat([pending.updates[rows_t], extra_rows.to(pending.updates.dtype)])
+    weights = torch.cat([fresh_weights, extra_weights])
+    base = torch.cat([fresh_weights, extra_base])
+    result = fed.aggregator(updates, weights)
+    taken = result.accepted
+    share = float(weights[taken].sum() / base[taken].sum()) if bool(taken.any()) else 0.0
+    step = result.aggregate * (fed.config.server_learning_rate * share)
+    fed.params = fed.params + step
+    return (
+        float(torch.linalg.vector_norm(step)),
+        taken[: fresh.size].cpu().numpy(),
+        int(result.num_rejected),
+    )
+
+
+def _store_late(fed: Federation, pending: PendingUpdates, late_rounds: np.ndarray) -> None:
+    """Hold this round's late updates until they arrive (a client's newer late update replaces
+    one of its own still in flight)."""
+    late = late_rounds > 0
+    if not late.any():
+        return
+    if fed.late_updates is None:
+        fed.late_updates = torch.zeros(
+            fed.num_clients, fed.num_params, dtype=fed.params.dtype, device=fed.device
+        )
+    ids_np = pending.client_ids[late]
+    rows = torch.as_tensor(np.flatnonzero(late), device=fed.device)
+    fed.late_updates[torch.as_tensor(ids_np, device=fed.device)] = pending.updates[rows]
+    fed.late_origin_round[ids_np] = fed.round_index
+    fed.late_due_round[ids_np] = fed.round_index + late_rounds[late]
 
 
 # -- evaluate -------------------------------------------------------------------------------------
@@ -867,9 +1145,7 @@ def evaluate_models(
         x, y = cache.get(group)
         with torch.no_grad():
             logits = _aligned_logits(group[0].model, params, x, cache.buffer)
-            log_probs = _log_softmax(logits)
-            loss = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
-            accuracy = (logits.argmax(dim=2) == y).to(params.dtype).mean(dim=1)
+            loss, accuracy = group[0].model.loss_and_accuracy(logits, y)
         for e, values in zip(
             members, zip(loss.tolist(), accuracy.tolist(), strict=True), strict=True
         ):
@@ -946,10 +1222,15 @@ class RoundPipeline:
     Args:
         transport: How updates reach the server (:class:`DigitalUplink` by default).
         transforms: Update transforms applied in order after local training.
+        local_privacy: DP-SGD in local training (per-example clipping and noise), or ``None``;
+            an attribute a controller may change between rounds.
     """
 
     def __init__(
-        self, transport: Transport | None = None, transforms: Sequence[UpdateTransform] = ()
+        self,
+        transport: Transport | None = None,
+        transforms: Sequence[UpdateTransform] = (),
+        local_privacy: SampleLevelDP | None = None,
     ) -> None:
         self.transport = DigitalUplink() if transport is None else transport
         if not isinstance(self.transport, Transport):
@@ -958,6 +1239,7 @@ class RoundPipeline:
         for t in self.transforms:
             if not isinstance(t, UpdateTransform):
                 raise TypeError(f"transforms must be UpdateTransform objects, got {t!r}")
+        self.local_privacy = local_privacy
         self._test_sets = EvaluationCache()
 
     def run(
@@ -981,16 +1263,29 @@ class RoundPipeline:
             transport.start(fed, plan, rng, allow_empty)
             for fed, plan, rng in zip(feds, plans, rngs, strict=True)
         ]
-        trained = train_rounds(feds, starts)
+        if self.local_privacy is not None and not isinstance(self.local_privacy, SampleLevelDP):
+            raise TypeError(
+                f"local_privacy must be a SampleLevelDP or None, got {self.local_privacy!r}"
+            )
+        trained = train_rounds(feds, starts, self.local_privacy)
         for transform in self.transforms:
             trained = transform.apply(feds, starts, trained)
         stage = compress_rounds if transport.compresses else uncompressed_rounds
         pendings = stage(feds, starts, trained)
         deliveries = transport.deliver(feds, starts, pendings, rngs)
+        deliveries = [
+            with_downlink(fed, start, delivery)
+            for fed, start, delivery in zip(feds, starts, deliveries, strict=True)
+        ]
         fields = [
             aggregate_round(fed, pending, delivery)
             for fed, pending, delivery in zip(feds, pendings, deliveries, strict=True)
         ]
+        for transform in self.transforms:
+            # Virtual subclasses (registered learning-side transforms) may not have the hook.
+            after_aggregate = getattr(transform, "after_aggregate", None)
+            if after_aggregate is not None:
+                after_aggregate(feds, starts, pendings, fields)
         evaluations = evaluate_models(feds, self._test_sets)
         return [
             conclude_round(fed, f, loss, accuracy, rng)
@@ -1006,6 +1301,7 @@ def run_rounds(
     transport: Transport | None = None,
     transforms: Sequence[UpdateTransform] = (),
     allow_empty: bool = False,
+    local_privacy: SampleLevelDP | None = None,
 ) -> list[RoundReport]:
     """One round of each of E federations, as one computation of the pipeline's stages.
 
@@ -1018,8 +1314,11 @@ def run_rounds(
         transport: :class:`DigitalUplink` (the default) or :class:`OverTheAir`.
         transforms: Update transforms after local training.
         allow_empty: Accept plans that select nobody (the model then stays unchanged).
+        local_privacy: DP-SGD in local training, or ``None``.
 
     Returns:
         One :class:`~fl_gym.sim.plan.RoundReport` per federation.
     """
-    return RoundPipeline(transport, transforms).run(feds, plans, rngs, allow_empty=allow_empty)
+    return RoundPipeline(transport, transforms, local_privacy).run(
+        feds, plans, rngs, allow_empty=allow_empty
+    )

@@ -38,6 +38,7 @@ from fl_gym.sim.learning.data import (
     make_federated_dataset,
 )
 from fl_gym.sim.learning.federation import FederationConfig, check_federation_size
+from fl_gym.sim.localization.scenario import LOCALIZATION_PRESETS, LocalizationScenario
 from fl_gym.sim.radio.cell import WirelessConfig
 
 __all__ = [
@@ -54,10 +55,12 @@ __all__ = [
 FAMILY = "the wireless FL envs"
 """How errors name this family of environments."""
 
-DATASETS = ("digits", "synthetic")
+DATASETS = ("digits", "synthetic", "localization")
 _SHAPES = {"digits": (64, 10), "synthetic": (60, 10)}
-"""Features and classes of each data set as the environments build it."""
+"""Features and classes of each data set as the environments build it (localization: the
+scenario's APs and 2 coordinates)."""
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
+ANALOG_SCHEMES = ("beamforming", "broadband")
 REWARD_MODES = ("weighted", "time-to-accuracy", "energy-to-accuracy", "accuracy-at-budget")
 """The objectives a wireless FL environment can reward (see ``WirelessFLConfig.reward_mode``)."""
 TARGET_REQUIRED_MODES = ("time-to-accuracy", "energy-to-accuracy")
@@ -77,8 +80,10 @@ class WirelessFLConfig:
     """Everything a wireless FL environment is built from.
 
     Attributes:
-        dataset: ``"digits"`` (scikit-learn's bundled 8x8 digits) or ``"synthetic"`` (FedProx
-            Synthetic(alpha, beta), one user per device).
+        dataset: ``"digits"`` (scikit-learn's bundled 8x8 digits), ``"synthetic"`` (FedProx
+            Synthetic(alpha, beta), one user per device) or ``"localization"`` (RSS fingerprints
+            -> position, a regression task: :mod:`fl_gym.sim.localization`; the "accuracy" is
+            the clipped coefficient of determination of the positions).
         num_devices: Number of devices K, in [1, 100000]
             (:data:`~fl_gym.sim.config.MAX_DEVICES`); the model state, a round's minibatches and
             the synthetic data it scales must also fit
@@ -89,6 +94,13 @@ class WirelessFLConfig:
         synthetic_alpha: FedProx alpha (model heterogeneity, a standard deviation), in [0, 100].
         synthetic_beta: FedProx beta (data heterogeneity, a standard deviation), in [0, 100].
         synthetic_iid: Use FedProx's IID synthetic generator instead.
+        localization_scenario: The localisation scenario, a name in
+            :data:`~fl_gym.sim.localization.scenario.LOCALIZATION_PRESETS` (``"indoor"``,
+            ``"outdoor"``, ``"few-aps"``); used by ``dataset="localization"``.
+        samples_per_device: RSS fingerprints each device records along its random-waypoint
+            path (``dataset="localization"``), in [1, 100000].
+        num_test_points: Test positions, uniform over the area (``dataset="localization"``),
+            in [1, 100000].
         target_accuracy: The episode terminates once test accuracy reaches it, in (0, 1].
         max_rounds: The horizon the round counter of the observation is normalised by, in
             [1, 1000000]. The
@@ -105,6 +117,9 @@ class WirelessFLConfig:
         energy_weight_per_j: Reward cost per joule spent by all devices in a round, in
             [0, 1e+06].
         time_weight_per_s: Reward cost per second of round duration, in [0, 1e+06].
+        divergence_penalty: Reward cost of the round in which the global model diverges (its
+            test loss or a parameter is NaN or infinite; the episode then terminates), in
+            [0, 1e+06].
         reward_mode: The objective (the environment's Rewards section gives each formula):
             ``"weighted"`` (accuracy gain minus weighted energy and time, the default),
             ``"time-to-accuracy"`` (FAVOR's ``favor_base ** (accuracy - target) - 1`` per
@@ -120,6 +135,11 @@ class WirelessFLConfig:
         learning: Learning configuration (model, optimiser, aggregation, compression levels).
         wireless: Cell configuration (geometry, channel, compute, deadline, batteries);
             :data:`DEFAULT_WIRELESS` by default.
+        analog_scheme: How the over-the-air environment aggregates: ``"beamforming"``
+            (multi-antenna receive beamforming, Yang et al. 2020) or ``"broadband"`` (broadband
+            analog aggregation over OFDM sub-carriers with truncated channel inversion, Zhu et
+            al. 2020, :class:`~fl_gym.sim.broadband.BroadbandAnalog`). The environments with
+            digital uploads accept only ``"beamforming"`` (the default, which they ignore).
     """
 
     dataset: str = "digits"
@@ -129,6 +149,9 @@ class WirelessFLConfig:
     synthetic_alpha: float = 1.0
     synthetic_beta: float = 1.0
     synthetic_iid: bool = False
+    localization_scenario: str = "indoor"
+    samples_per_device: int = 60
+    num_test_points: int = 400
     target_accuracy: float = 0.95
     max_rounds: int = 100
     local_step_choices: tuple[int, ...] = (1, 2, 5, 10, 20)
@@ -138,18 +161,22 @@ class WirelessFLConfig:
     accuracy_weight: float = 100.0
     energy_weight_per_j: float = 20.0
     time_weight_per_s: float = 1.0
+    divergence_penalty: float = 100.0
     reward_mode: str = "weighted"
     favor_base: float = 64.0
     energy_budget_j: float = 0.0
     time_budget_s: float = 0.0
     learning: FederationConfig = field(default_factory=FederationConfig)
     wireless: WirelessConfig = field(default_factory=lambda: DEFAULT_WIRELESS)
+    analog_scheme: str = "beamforming"
 
     RANGES: ClassVar[Mapping[str, Range]] = {
         "num_devices": Range(1, MAX_DEVICES, integer=True),
         "dirichlet_alpha": Range(0.01, 1e4),
         "synthetic_alpha": Range(0.0, 100.0),
         "synthetic_beta": Range(0.0, 100.0),
+        "samples_per_device": Range(1, 100_000, integer=True),
+        "num_test_points": Range(1, 100_000, integer=True),
         "target_accuracy": Range(0.0, 1.0, low_open=True),
         "max_rounds": Range(1, 1_000_000, integer=True),
         "default_local_steps": Range(1, MAX_LOCAL_STEPS, integer=True),
@@ -157,6 +184,7 @@ class WirelessFLConfig:
         "accuracy_weight": Range(0.0, 1e6),
         "energy_weight_per_j": Range(0.0, 1e6),
         "time_weight_per_s": Range(0.0, 1e6),
+        "divergence_penalty": Range(0.0, 1e6),
         "favor_base": Range(1.0, 1e6, low_open=True),
         "energy_budget_j": Range(0.0, 1e9),
         "time_budget_s": Range(0.0, 1e9),
@@ -167,6 +195,8 @@ class WirelessFLConfig:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("partition", self.partition, PARTITIONS)
+        check_choice("analog_scheme", self.analog_scheme, ANALOG_SCHEMES)
+        check_choice("localization_scenario", self.localization_scenario, LOCALIZATION_PRESETS)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
         check_bool("synthetic_iid", self.synthetic_iid)
         check_ranges(self, self.RANGES)
@@ -205,7 +235,16 @@ class WirelessFLConfig:
 
     def _check_sizes(self) -> None:
         """Refuse, before anything is allocated, sizes whose arrays would not fit."""
-        features, classes = _SHAPES[self.dataset]
+        if self.dataset == "localization":
+            features, classes = LOCALIZATION_PRESETS[self.localization_scenario].num_aps, 2
+            check_memory(
+                "num_devices x samples_per_device",
+                (self.num_devices, self.samples_per_device),
+                self.num_devices * self.samples_per_device * 8 * (features + 2),
+                "the localisation fingerprints",
+            )
+        else:
+            features, classes = _SHAPES[self.dataset]
         check_federation_size(
             self.num_devices,
             features,
@@ -242,11 +281,33 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cell-edge": {"wireless.edge_fraction": 0.6},
     "large-k": {"num_devices": 100, "wireless.num_subchannels": 20, "wireless.bandwidth_hz": 20e6},
+    "broadband": {
+        "analog_scheme": "broadband",
+        "wireless.num_antennas": 1,
+        "wireless.downlink": True,
+    },
+    "stragglers": {
+        "wireless.bandwidth_hz": 1e6,
+        "wireless.deadline_s": 0.3,
+        "wireless.edge_fraction": 0.5,
+        "learning.stragglers": "stale",
+    },
+    "coded": {
+        "learning.model": "logreg",
+        "wireless.bandwidth_hz": 2e5,
+        "wireless.deadline_s": 0.1,
+        "wireless.edge_fraction": 0.5,
+        "learning.stragglers": "coded",
+    },
     "time-to-accuracy": {"reward_mode": "time-to-accuracy"},
     "energy-to-accuracy": {"reward_mode": "energy-to-accuracy"},
     "accuracy-at-budget": {"reward_mode": "accuracy-at-budget", "energy_budget_j": 0.5},
 }
-"""Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax."""
+"""Named scenarios: overrides of the defaults, in :func:`make_config`'s key syntax.
+
+``"broadband"`` is for the over-the-air environment: single-antenna broadband analog
+aggregation (Zhu et al. 2020) with the model broadcast's time in every round
+(``wireless.downlink``); the environments with digital uploads refuse it."""
 
 
 def make_config(
@@ -254,6 +315,7 @@ def make_config(
     overrides: Mapping[str, Any] | WirelessFLConfig | None = None,
     *,
     base: WirelessFLConfig | None = None,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> WirelessFLConfig:
     """Build a configuration from a preset and overrides (:func:`fl_gym.sim.config.resolve_config`).
 
@@ -264,12 +326,15 @@ def make_config(
             or bare names of a ``learning`` / ``wireless`` field; ``learning`` and ``wireless``
             may also be given as dicts or config objects.
         base: The configuration the preset and overrides apply to (the defaults if ``None``).
+        presets: The named presets ``preset`` picks from (:data:`PRESETS` if ``None``).
 
     Returns:
         The validated configuration.
     """
     base = WirelessFLConfig() if base is None else base
-    return resolve_config(base, preset, overrides, presets=PRESETS, family=FAMILY)
+    return resolve_config(
+        base, preset, overrides, presets=PRESETS if presets is None else presets, family=FAMILY
+    )
 
 
 def apply_overrides(config: WirelessFLConfig, overrides: Mapping[str, Any]) -> WirelessFLConfig:
@@ -279,6 +344,12 @@ def apply_overrides(config: WirelessFLConfig, overrides: Mapping[str, Any]) -> W
 
 def build_dataset(config: WirelessFLConfig, rng: np.random.Generator) -> FederatedDataset:
     """Draw the scenario's federated dataset (partition and, for synthetic data, the data)."""
+    if config.dataset == "localization":
+        scenario = LocalizationScenario(LOCALIZATION_PRESETS[config.localization_scenario], rng)
+        data = scenario.sample(
+            config.num_devices, config.samples_per_device, config.num_test_points, rng
+        )
+        return data.federated_dataset()
     if config.dataset == "synthetic":
         return make_federated_dataset(
             "synthetic",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from fl_gym.envs import snapshot as snapshots
@@ -22,6 +24,7 @@ from fl_gym.envs.obs_mode import (
 from fl_gym.envs.snapshot import EnvSnapshot
 from fl_gym.envs.wireless_fl.codec import CONTROLS, SelectionState, WirelessFLCodec, check_controls
 from fl_gym.envs.wireless_fl.config import (
+    PRESETS,
     TARGET_REQUIRED_MODES,
     WirelessFLConfig,
     apply_overrides,
@@ -30,9 +33,10 @@ from fl_gym.envs.wireless_fl.config import (
 )
 from fl_gym.sim.config import field_names, reject_unknown_arguments
 from fl_gym.sim.learning.federation import Federation, check_torch_device
+from fl_gym.sim.localization.scenario import LOCALIZATION_PRESETS
 from fl_gym.sim.plan import RoundPlan, RoundReport
 from fl_gym.sim.radio.cell import WirelessCell
-from fl_gym.sim.rounds import DigitalUplink, RoundPipeline, Transport
+from fl_gym.sim.rounds import DigitalUplink, RoundPipeline, Transport, UpdateTransform
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 
 __all__ = ["CONTROLS", "DEVICE_FEATURES", "SERVER_FEATURES", "WirelessFLEnv", "observe_many"]
@@ -133,7 +137,7 @@ class WirelessFLEnv(gym.Env):
     | `battery` | energy left | / capacity |
     | `cpu` | CPU frequency | / ``cpu_max_hz`` |
     | `staleness` | rounds since the device's update was last aggregated | / 50, capped at 1 |
-    | `train_loss` | its last local training loss (0 before it trains) | / 5, capped at 1 |
+    | `train_loss` | its last training loss (0 before; 1 if it diverged) | / 5, capped at 1 |
     | `available` | battery not empty | 0 or 1 |
     | `selected` | selected in the last round | 0 or 1 |
     | `delivered` | its update was aggregated in the last round | 0 or 1 |
@@ -143,7 +147,7 @@ class WirelessFLEnv(gym.Env):
     | --- | --- | --- |
     | `round` | rounds played | / ``max_rounds`` |
     | `accuracy` | global test accuracy | as is |
-    | `loss` | global test loss | / 5, capped at 1 |
+    | `loss` | global test loss (1 if NaN or infinite) | / 5, capped at 1 |
     | `energy_spent` | energy spent by all devices so far | / total battery capacity |
     | `round_time` | duration of the last round | / deadline |
     | `available_share` | fraction of devices with energy left | as is |
@@ -189,6 +193,11 @@ class WirelessFLEnv(gym.Env):
     rounds through ``max_episode_steps``; in the ``"weighted"`` and ``"accuracy-at-budget"``
     modes the raw environment never truncates, in the two "to-accuracy" modes it truncates at
     ``max_rounds`` itself (charging the penalty).
+    The episode also terminates when the global model diverges (its test loss or a parameter is
+    NaN or infinite): that round's reward then carries the term
+    ``diverged = -divergence_penalty`` (100 by default) and ``info["diverged"]`` is ``True``;
+    both appear only in that round, so the observation space and the info of a run that does not
+    diverge are unchanged.
 
     ## Arguments
 
@@ -209,6 +218,24 @@ class WirelessFLEnv(gym.Env):
     ``"dict"`` (the default) or ``"flat"`` (see Observation Space); anything else is a
     ``ValueError`` naming the allowed values.
 
+    Stragglers (``learning.stragglers``): by default an update that misses ``deadline_s`` is
+    lost (``"drop"``). With ``"stale"`` the straggler keeps computing and transmitting (the
+    rest of its energy is charged to the round) and its update is aggregated ``tau`` rounds
+    late with weight ``(1 + tau)^-a`` (FedAsync; ``staleness_exponent`` ``a``, 0.5; updates
+    later than ``max_staleness`` rounds are dropped). With ``"coded"`` (``model="logreg"``
+    only) every device uploads once, the first round it is selected, a random linear code of
+    its data (``code_redundancy`` x its samples rows; its energy in that round's report, its
+    time, spent before the round, in ``federation.coded_upload_time_s``)
+    and the server runs each missing device's local steps on its coded data instead (CodedFedL,
+    Prakash et al. 2020, simplified; see :mod:`fl_gym.sim.learning.coded`). The coded data are
+    random projections of the raw data and leak far more about it than updates do: the scheme
+    trades privacy for latency. The presets ``"stragglers"`` (``"stale"`` on a 1 MHz uplink
+    with a 0.3 s deadline and half the devices at the cell edge) and ``"coded"`` (``"coded"``
+    with logistic regression on a 200 kHz uplink with a 0.1 s deadline) set these up. The
+    coded stand-ins are least-squares steps of the linear model; against cross-entropy clients
+    they are a surrogate and need not beat dropping (the least-squares case is reproduced in
+    ``docs/reproductions.md``).
+
     ## Snapshots
 
     ``snapshot()`` copies the whole state (model, client state, cell, bookkeeping, generator) in
@@ -222,6 +249,8 @@ class WirelessFLEnv(gym.Env):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 4}
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
+    """The named scenarios ``preset=`` accepts."""
 
     def __init__(
         self,
@@ -238,7 +267,7 @@ class WirelessFLEnv(gym.Env):
         controls = check_controls(controls)
         check_render_mode(render_mode, self.metadata)
         self.controls = controls
-        self.config = make_config(preset, config, base=self.default_config())
+        self.config = make_config(preset, config, base=self.default_config(), presets=self.PRESETS)
         reject_unknown_arguments(type(self).__name__, unexpected, self.config, self._arguments())
         self.render_mode = render_mode
         self._window = HumanWindow(type(self).__name__, self.metadata["render_fps"])
@@ -247,7 +276,7 @@ class WirelessFLEnv(gym.Env):
         self.num_threads = check_num_threads(num_threads)
         self._build_spaces()
         self.federation: Federation | None = None
-        self.pipeline = RoundPipeline(self.make_transport())
+        self.pipeline = RoundPipeline(self.make_transport(), self.make_transforms())
         """The round's stages (:mod:`fl_gym.sim.rounds`), kept for the environment's life."""
         self._renderer: Any = None
 
@@ -321,6 +350,12 @@ class WirelessFLEnv(gym.Env):
                     "compression levels and local_step_choices (they shape the spaces); "
                     "make a new environment to change them"
                 )
+            if new.analog_scheme != self.config.analog_scheme:
+                raise ValueError(
+                    f"reset(options={{'config': ...}}) must keep analog_scheme "
+                    f"({self.config.analog_scheme!r}, got {new.analog_scheme!r}): it chooses the "
+                    "transport; make a new environment to change it"
+                )
             self.config = new
         # Only now, once the options are valid: a failed reset must not reseed np_random.
         super().reset(seed=seed)
@@ -392,9 +427,39 @@ class WirelessFLEnv(gym.Env):
                 (terminated or truncated) and not reached
             )
             reward, terms = self._reward(report, failed=failed)
+        diverged = self.diverged
+        if diverged:
+            terms["diverged"] = -cfg.divergence_penalty
+            reward -= cfg.divergence_penalty
+            terminated, truncated = True, False
         self._previous_accuracy = report.accuracy
         obs = self.observe() if observe else {}
-        return obs, reward, bool(terminated), truncated, self._info(report, terms, decode_info)
+        info = self._info(report, terms, decode_info)
+        if diverged:
+            info["diverged"] = True
+        return obs, reward, bool(terminated), truncated, info
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the global model has diverged: its test loss or a parameter is NaN or
+        infinite (the episode then terminates with ``divergence_penalty``)."""
+        fed = self.federation
+        if fed is None:
+            return False
+        return not (math.isfinite(fed.loss) and bool(torch.isfinite(fed.params.sum())))
+
+    analog: ClassVar[bool] = False
+    """Whether the updates travel by analog aggregation (presets with an ``analog_scheme``)."""
+
+    @classmethod
+    def available_presets(cls) -> dict[str, dict[str, Any]]:
+        """The :data:`~fl_gym.envs.wireless_fl.config.PRESETS` this environment accepts (those
+        that choose an analog scheme only where the updates travel by analog aggregation)."""
+        return {
+            name: overrides
+            for name, overrides in cls.PRESETS.items()
+            if cls.analog or overrides.get("analog_scheme", "beamforming") == "beamforming"
+        }
 
     def default_config(self) -> WirelessFLConfig:
         """This environment's defaults, which presets and ``config`` overrides apply to."""
@@ -403,7 +468,17 @@ class WirelessFLEnv(gym.Env):
     def make_transport(self) -> Transport:
         """How this environment's updates reach the server: digital uploads on orthogonal
         sub-channels (:class:`~fl_gym.sim.rounds.DigitalUplink`)."""
+        if self.config.analog_scheme != "beamforming":
+            raise ValueError(
+                f"analog_scheme={self.config.analog_scheme!r} needs the over-the-air environment "
+                "(fl_gym/OverTheAirFL-v0); this environment uploads digitally and allows only "
+                "'beamforming' (the default)"
+            )
         return DigitalUplink()
+
+    def make_transforms(self) -> tuple[UpdateTransform, ...]:
+        """The update transforms of this environment's rounds (none)."""
+        return ()
 
     def _play_round(self, plan: RoundPlan) -> RoundReport:
         """Carry the plan out: the round pipeline on a batch of one."""
@@ -447,6 +522,11 @@ class WirelessFLEnv(gym.Env):
     def _format_observation(self, observation: dict[str, np.ndarray]) -> Observation:
         """The Dict observation as this environment's ``obs_mode`` returns it."""
         return observation if self.obs_mode == "dict" else flatten_observation(observation)
+
+    def wireless_observation(self, observation: Observation) -> Observation:
+        """The wireless FL columns of an observation of this environment (all of them here;
+        an environment that adds features drops them), as baselines read it."""
+        return observation
 
     def observe(self) -> Observation:
         """The current observation (no side effects): :func:`observe_many` of this environment."""
@@ -512,12 +592,30 @@ class WirelessFLEnv(gym.Env):
             "round": fed.round_index,
             "energy_spent_j": self._energy_spent_j,
         }
+        if self.config.dataset == "localization":
+            info.update(self.localization_errors())
         if report is not None:
             info.update({name: getattr(report, name) for name in field_names(type(report))})
             info["energy_j"] = float(report.energy_j.sum())
             info["reward_terms"] = terms
             info.update(decode_info)
         return info
+
+    def localization_errors(self) -> dict[str, float]:
+        """Position errors of the global model on the test set (``dataset="localization"``):
+        ``rmse_m``, ``error_p50_m`` and ``error_p90_m``, metres."""
+        fed = self.federation
+        assert fed is not None
+        area_m = LOCALIZATION_PRESETS[self.config.localization_scenario].area_m
+        with torch.no_grad():
+            out = fed.model.logits(fed.params.unsqueeze(0), fed.x_test.unsqueeze(0))[0]
+            errors = torch.linalg.vector_norm(out - fed.y_test, dim=1).double() * area_m
+        values = errors.numpy()
+        return {
+            "rmse_m": float(np.sqrt(np.mean(values**2))),
+            "error_p50_m": float(np.percentile(values, 50)),
+            "error_p90_m": float(np.percentile(values, 90)),
+        }
 
     # -- rendering ---------------------------------------------------------------------------------
 
@@ -611,6 +709,12 @@ class WirelessFLEnv(gym.Env):
         return config.num_devices, config.num_compression_levels, config.local_step_choices
 
 
+def loss_feature(loss: float) -> float:
+    """The ``loss`` server entry: ``loss / LOSS_SCALE`` capped at 1, and 1 (the worst value) for
+    a NaN or infinite loss, which is never shown as a good one."""
+    return min(loss / LOSS_SCALE, 1.0) if math.isfinite(loss) else 1.0
+
+
 def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     """The observations of E environments (that share ``num_devices``): the one observation
     function of the wireless FL family, for a single environment (E = 1) and the native vector
@@ -672,7 +776,7 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
             [
                 fed.round_index / env.config.max_rounds,
                 fed.accuracy,
-                min(fed.loss / LOSS_SCALE, 1.0),
+                loss_feature(fed.loss),
                 env._energy_spent_j / capacity,
                 0.0 if report is None else report.round_time_s / wcfg.deadline_s,
                 float(available[e].mean()),

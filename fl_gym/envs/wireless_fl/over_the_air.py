@@ -7,6 +7,7 @@ from typing import Any
 from fl_gym.envs.wireless_fl.codec import OverTheAirCodec
 from fl_gym.envs.wireless_fl.config import WirelessFLConfig, apply_overrides
 from fl_gym.envs.wireless_fl.env import WirelessFLEnv
+from fl_gym.sim.broadband import BroadbandAnalog
 from fl_gym.sim.rounds import OverTheAir, Transport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS
 
@@ -31,6 +32,15 @@ class OverTheAirFLEnv(WirelessFLEnv):
     error of the aggregate for all: selection trades participation against aggregation error.
     There is no sub-channel limit and no compression; a round's airtime is ``d / bandwidth``.
 
+    With ``preset="broadband"`` (``analog_scheme="broadband"``, one antenna, downlink on) the
+    round is broadband analog aggregation instead (Zhu, Wang and Huang, "Broadband Analog
+    Aggregation for Low-Latency Federated Edge Learning", IEEE TWC 2020): the band is split
+    into 64 OFDM sub-carriers with independent Rayleigh fading, a device stays silent on the
+    sub-carriers whose gain is below 0.1 (truncated channel inversion) and inverts the others,
+    and the aligned receive power is tied to the power budget so that no device averages more
+    than ``P0``; the time of the base station's model broadcast (``wireless.downlink``) is part
+    of every round. The registered v0 id keeps the beamforming scheme and no downlink.
+
     ## Action Space
 
     ``Box(-1, 1, (K + 1,))``: K device scores (devices with a score > 0 and energy left
@@ -51,6 +61,8 @@ class OverTheAirFLEnv(WirelessFLEnv):
 
     * v0: initial release.
     """
+
+    analog = True
 
     def __init__(
         self,
@@ -83,5 +95,8 @@ class OverTheAirFLEnv(WirelessFLEnv):
 
     def make_transport(self) -> Transport:
         """Over-the-air aggregation, each round's power budget the plan's (the action's last
-        entry)."""
+        entry): receive beamforming, or broadband analog aggregation with
+        ``analog_scheme="broadband"``."""
+        if self.config.analog_scheme == "broadband":
+            return BroadbandAnalog()
         return OverTheAir()

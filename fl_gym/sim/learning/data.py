@@ -35,6 +35,7 @@ import scipy.sparse
 
 from fl_gym.sim.config import (
     MAX_DEVICES,
+    check_choice,
     check_int,
     check_memory,
     check_positive,
@@ -62,6 +63,8 @@ __all__ = [
 DATASETS: tuple[str, ...] = ("digits", "synthetic")
 #: Names accepted by :func:`federate` (``partition=``).
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "quantity")
+#: Learning tasks a :class:`FederatedDataset` holds (``task=``).
+TASKS: tuple[str, ...] = ("classification", "regression")
 
 
 # -- validation helpers ------------------------------------------------------------------------
@@ -187,9 +190,38 @@ class Dataset:
         return int(self.x_train.shape[1])
 
 
+def _as_targets(name: str, y: object, num_samples: int, num_outputs: int) -> np.ndarray:
+    """Regression targets ``(n, num_outputs)`` as finite ``float32``, or a clear error."""
+    targets = _as_features(name, y)
+    if targets.shape != (num_samples, num_outputs):
+        raise ValueError(
+            f"{name} must have shape ({num_samples}, {num_outputs}) (one row of "
+            f"num_classes={num_outputs} regression targets per sample), got {targets.shape}"
+        )
+    return targets
+
+
 def _validated_splits(
-    x_train: object, y_train: object, x_test: object, y_test: object, num_classes: object
+    x_train: object,
+    y_train: object,
+    x_test: object,
+    y_test: object,
+    num_classes: object,
+    task: str = "classification",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    check_choice("task", task, TASKS)
+    if task == "regression":
+        outputs = check_int("num_classes", num_classes, minimum=1)
+        xs_train = _as_features("x_train", x_train)
+        xs_test = _as_features("x_test", x_test)
+        ys_train = _as_targets("y_train", y_train, xs_train.shape[0], outputs)
+        ys_test = _as_targets("y_test", y_test, xs_test.shape[0], outputs)
+        if xs_test.shape[1] != xs_train.shape[1]:
+            raise ValueError(
+                f"x_test has {xs_test.shape[1]} features but x_train has {xs_train.shape[1]}; "
+                "they must match"
+            )
+        return xs_train, ys_train, xs_test, ys_test
     classes = check_int("num_classes", num_classes, minimum=2)
     xs_train = _as_features("x_train", x_train)
     ys_train = _as_labels("y_train", y_train, xs_train.shape[0])
@@ -221,8 +253,11 @@ class FederatedDataset:
             disjoint, every client holds at least one sample and together they hold all ``n``.
         x_test: ``(n_test, d)`` global test features.
         y_test: ``(n_test,)`` global test labels.
-        num_classes: Number of classes ``C``.
+        num_classes: Number of classes ``C`` (for regression: number of target columns).
         name: Short name used in logs and reports.
+        task: ``"classification"`` (integer labels) or ``"regression"``: then ``y_train`` and
+            ``y_test`` are ``float32`` arrays ``(n, num_classes)`` of targets, fitted by least
+            squares (e.g. positions in localisation).
     """
 
     x_train: np.ndarray
@@ -232,10 +267,11 @@ class FederatedDataset:
     y_test: np.ndarray
     num_classes: int
     name: str
+    task: str = "classification"
 
     def __post_init__(self) -> None:
         x_train, y_train, x_test, y_test = _validated_splits(
-            self.x_train, self.y_train, self.x_test, self.y_test, self.num_classes
+            self.x_train, self.y_train, self.x_test, self.y_test, self.num_classes, self.task
         )
         indices = _validated_client_indices(self.client_indices, x_train.shape[0])
         object.__setattr__(self, "x_train", x_train)
@@ -281,6 +317,8 @@ class FederatedDataset:
         Returns:
             ``(K, C)`` ``int64``: entry ``[k, c]`` counts client ``k``'s samples of class ``c``.
         """
+        if self.task != "classification":
+            raise ValueError(f"label_counts needs a classification data set, this is {self.task}")
         owner = _owner_of_samples(self.client_indices, self.x_train.shape[0])
         flat = owner * self.num_classes + self.y_train
         counts = np.bincount(flat, minlength=self.num_clients * self.num_classes)
@@ -292,6 +330,8 @@ class FederatedDataset:
         Returns:
             The pooled data set, e.g. to re-partition it with :func:`federate`.
         """
+        if self.task != "classification":
+            raise ValueError(f"to_dataset needs a classification data set, this is {self.task}")
         return Dataset(
             self.x_train, self.y_train, self.x_test, self.y_test, self.num_classes, self.name
         )

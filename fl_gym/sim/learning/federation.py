@@ -52,8 +52,18 @@ if TYPE_CHECKING:
 __all__ = ["Cell", "Federation", "FederationConfig", "check_federation_size", "check_torch_device"]
 
 _SEED_HIGH = 2**63 - 1
-AGGREGATOR_NAMES = ("fedavg", "median", "trimmed_mean", "geometric_median")
+AGGREGATOR_NAMES = (
+    "fedavg",
+    "median",
+    "trimmed_mean",
+    "geometric_median",
+    "krum",
+    "multi_krum",
+    "centered_clipping",
+    "norm_clipping",
+)
 WEIGHTINGS = ("samples", "uniform")
+STRAGGLER_SCHEMES = ("drop", "stale", "coded")
 
 
 def check_torch_device(device: Any, name: str = "device") -> torch.device:
@@ -120,12 +130,27 @@ class FederationConfig:
         weight_decay: L2 coefficient of the local objective, in [0, 100].
         server_learning_rate: Scale of the aggregated update applied to the global model, in
             (0, 100].
-        aggregator: ``"fedavg"``, ``"median"``, ``"trimmed_mean"`` or ``"geometric_median"``.
+        aggregator: ``"fedavg"``, ``"median"``, ``"trimmed_mean"``, ``"geometric_median"``,
+            ``"krum"``, ``"multi_krum"``, ``"centered_clipping"`` or ``"norm_clipping"`` (the
+            rules of :mod:`fl_gym.sim.learning.aggregation`, with their default options).
         trim_ratio: Fraction trimmed at each end by ``"trimmed_mean"``, in [0, 0.5).
         weighting: Aggregation weights: ``"samples"`` (client dataset sizes, as in FedAvg) or
             ``"uniform"``.
         compression_levels: Operator specs a plan's per-client ``compression`` indexes into
             (see :func:`fl_gym.sim.learning.compression.parse_compressor`).
+        stragglers: What becomes of an update that misses the round deadline on the digital
+            uplink: ``"drop"`` (lost, the default), ``"stale"`` (the device finishes its upload
+            and the update is aggregated ``tau`` rounds late, weighted by ``(1 + tau)^-a``,
+            FedAsync's polynomial staleness function) or ``"coded"`` (coded federated learning
+            after Prakash et al., JSAC 2020: every device uploads a random linear code of its
+            data once, and the server stands in for each missing update by running that
+            device's local steps on its coded data; see :mod:`fl_gym.sim.learning.coded`).
+        staleness_exponent: ``a`` of the staleness weight ``(1 + tau)^-a``, in [0, 10].
+        max_staleness: The most rounds an update may arrive late with ``stragglers="stale"``;
+            a later one is dropped. In [1, 1000].
+        code_redundancy: With ``stragglers="coded"``, each device's code length ``c`` (rows of
+            coded data) as a fraction of its sample count, ``c = ceil(redundancy * n_k)``.
+            In (0, 10].
     """
 
     model: str = "mlp"
@@ -138,6 +163,10 @@ class FederationConfig:
     trim_ratio: float = 0.1
     weighting: str = "samples"
     compression_levels: tuple[str, ...] = ("none", "topk:0.1", "qsgd:16", "sign")
+    stragglers: str = "drop"
+    staleness_exponent: float = 0.5
+    max_staleness: int = 4
+    code_redundancy: float = 0.1
 
     RANGES: ClassVar[Mapping[str, Range]] = {
         "learning_rate": Range(0.0, 1e38, low_open=True),
@@ -145,6 +174,9 @@ class FederationConfig:
         "weight_decay": Range(0.0, 100.0),
         "server_learning_rate": Range(0.0, 100.0, low_open=True),
         "trim_ratio": Range(0.0, 0.5, high_open=True),
+        "staleness_exponent": Range(0.0, 10.0),
+        "max_staleness": Range(1, 1000, integer=True),
+        "code_redundancy": Range(0.0, 10.0, low_open=True),
     }
     """Documented plausible range of every numeric field (stated in its description)."""
 
@@ -166,6 +198,12 @@ class FederationConfig:
         check_ranges(self, self.RANGES)
         check_choice("aggregator", self.aggregator, AGGREGATOR_NAMES)
         check_choice("weighting", self.weighting, WEIGHTINGS)
+        check_choice("stragglers", self.stragglers, STRAGGLER_SCHEMES)
+        if self.stragglers == "coded" and self.model != "logreg":
+            raise ValueError(
+                "stragglers='coded' needs a linear model (model='logreg'): a random linear code "
+                f"of the data gives the gradient of a linear model only, got model={self.model!r}"
+            )
         levels = self.compression_levels
         if isinstance(levels, (str, bytes)) or not isinstance(levels, (tuple, list)) or not levels:
             raise ValueError(
@@ -305,12 +343,14 @@ class Federation:
             data.num_features,
             data.num_classes,
             hidden_units=self.config.hidden_units,
+            loss="squared_error" if data.task == "regression" else "cross_entropy",
         )
         self.clients = ClientTensors.from_arrays(
             data.x_train, data.y_train, data.client_indices, device=self.device
         )
         self.x_test = torch.as_tensor(data.x_test, dtype=torch.float32, device=self.device)
-        self.y_test = torch.as_tensor(data.y_test, dtype=torch.int64, device=self.device)
+        label_dtype = torch.float32 if data.task == "regression" else torch.int64
+        self.y_test = torch.as_tensor(data.y_test, dtype=label_dtype, device=self.device)
         self.compressors: tuple[Compressor, ...] = tuple(
             parse_compressor(spec).for_layout(self.model.tensor_sizes)
             for spec in self.config.compression_levels
@@ -359,8 +399,24 @@ class Federation:
         self.round_index = 0
         self.participation_count = np.zeros(k, dtype=np.int64)
         self.last_delivered_round = np.full(k, -1, dtype=np.int64)
+        # Late updates in flight (stragglers="stale"): at most one per client, its row, the
+        # round it was trained in (-1: none) and the round it reaches the server.
+        self.late_updates: torch.Tensor | None = None
+        self.late_origin_round = np.full(k, -1, dtype=np.int64)
+        self.late_due_round = np.full(k, -1, dtype=np.int64)
+        self.num_late_applied = np.zeros(k, dtype=np.int64)
+        # The devices' coded data and who has uploaded it (stragglers="coded"), made at the
+        # first round.
+        self.coded: Any = None
+        self.coded_upload_time_s = np.zeros(k)
+        """``(K,)`` time each device spent on its one-off coded upload (before its round)."""
         loss, accuracy = self.evaluate()
         self.accuracy, self.loss = accuracy, loss
+
+    @property
+    def staleness(self) -> np.ndarray:
+        """``(K,)`` per client, the age in rounds of its update still in flight (-1 if none)."""
+        return np.where(self.late_origin_round >= 0, self.round_index - self.late_origin_round, -1)
 
     def rounds_since_delivery(self) -> np.ndarray:
         """Per client, rounds since its last aggregated update (``round_index + 1`` if never)."""

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["MODEL_NAMES", "BatchedMLP", "make_model"]
+__all__ = ["LOSSES", "MODEL_NAMES", "BatchedMLP", "make_model", "regression_score"]
 
 MODEL_NAMES = ("logreg", "mlp")
+LOSSES = ("cross_entropy", "squared_error")
+"""Training losses: softmax cross-entropy over classes, or least squares on real targets."""
 
 
 @dataclass(frozen=True)
@@ -46,17 +48,32 @@ class BatchedMLP:
 
     Args:
         num_features: Input dimension F.
-        num_classes: Number of output classes C (softmax cross-entropy loss).
-        hidden_units: Widths of the hidden layers; ``()`` gives multinomial logistic regression.
+        num_classes: Number of output classes C (softmax cross-entropy loss), or of real outputs
+            with ``loss="squared_error"``.
+        hidden_units: Widths of the hidden layers; ``()`` gives multinomial logistic regression
+            (linear least squares with ``loss="squared_error"``).
+        loss: ``"cross_entropy"`` (labels ``y (K, B)``) or ``"squared_error"``: the per-sample
+            loss ``sum_o (out_o - y_o)^2`` on real targets ``y (K, B, C)`` (regression).
     """
 
     def __init__(
-        self, num_features: int, num_classes: int, hidden_units: tuple[int, ...] = ()
+        self,
+        num_features: int,
+        num_classes: int,
+        hidden_units: tuple[int, ...] = (),
+        *,
+        loss: str = "cross_entropy",
     ) -> None:
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
+        self.loss = loss
         if int(num_features) < 1:
             raise ValueError(f"num_features must be >= 1, got {num_features!r}")
-        if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+        least = 1 if loss == "squared_error" else 2
+        if int(num_classes) < least:
+            raise ValueError(
+                f"num_classes must be >= {least} for loss {loss!r}, got {num_classes!r}"
+            )
         hidden = tuple(int(h) for h in hidden_units)
         if any(h < 1 for h in hidden):
             raise ValueError(f"hidden_units must all be >= 1, got {hidden_units!r}")
@@ -84,7 +101,7 @@ class BatchedMLP:
     def __repr__(self) -> str:
         return (
             f"BatchedMLP(num_features={self.num_features}, num_classes={self.num_classes}, "
-            f"hidden_units={self.hidden_units}, num_params={self.num_params})"
+            f"hidden_units={self.hidden_units}, num_params={self.num_params}, loss={self.loss!r})"
         )
 
     # -- parameters ----------------------------------------------------------------------------
@@ -196,8 +213,13 @@ class BatchedMLP:
             if i < num_layers - 1:
                 h = h.relu_()
                 activations.append(h)
-        log_probs = _log_softmax(h)
         batch = x.shape[1]
+        if self.loss == "squared_error":
+            error = h - y
+            loss = error.pow(2).sum(dim=2).mean(dim=1)
+            delta = error.mul_(2.0 / batch)
+            return loss, self._backward(tensors, activations, delta)
+        log_probs = _log_softmax(h)
         y_index = y.unsqueeze(2)
         loss = -log_probs.gather(2, y_index).squeeze(2).mean(dim=1)
 
@@ -205,6 +227,13 @@ class BatchedMLP:
         delta = log_probs.exp_()
         delta.scatter_add_(2, y_index, torch.full_like(y_index, -1, dtype=delta.dtype))
         delta.div_(batch)
+        return loss, self._backward(tensors, activations, delta)
+
+    def _backward(
+        self, tensors: list[torch.Tensor], activations: list[torch.Tensor], delta: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Per-layer gradients from the gradient ``delta`` of the loss w.r.t. the outputs."""
+        num_layers = len(self._layers)
         grads: list[torch.Tensor] = [torch.empty(0)] * (2 * num_layers)
         for i in range(num_layers - 1, -1, -1):
             a = activations[i]
@@ -214,36 +243,116 @@ class BatchedMLP:
                 delta = torch.bmm(delta, tensors[2 * i].transpose(1, 2))
                 # The ReLU derivative, fused (what autograd itself calls for relu).
                 delta = torch.ops.aten.threshold_backward(delta, a, 0)
-        return loss, grads
+        return grads
+
+    def layer_loss_and_clipped_grad(
+        self, tensors: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, clip_norm: float
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """The mean of the per-example gradients, each clipped to norm ``clip_norm`` (DP-SGD).
+
+        A dense layer's gradient for one example is the outer product ``a_i delta_i^T`` of its
+        input and its output's error, whose Frobenius norm is ``||a_i|| ||delta_i||``
+        (Goodfellow, "Efficient per-example gradient computations", 2015). The back-propagated
+        errors are linear in the loss's error, so every example's full gradient norm comes from
+        one ordinary backward pass, and the clipped sum is the same batched product with each
+        example's error scaled by its factor ``min(1, C / ||g_i||)``: no per-example gradient
+        is ever materialised and no loop runs over clients or examples.
+
+        Args:
+            tensors: Per-layer tensors of :meth:`split` (``K`` models).
+            x: ``(K, B, F)`` inputs.
+            y: ``(K, B)`` labels (``(K, B, C)`` targets for regression).
+            clip_norm: The bound ``C`` on every example's gradient norm.
+
+        Returns:
+            ``loss (K,)`` (mean, unclipped), the clipped mean gradient per layer, and each
+            example's gradient norm before clipping ``(K, B)``.
+        """
+        num_layers = len(self._layers)
+        activations = [x]
+        h = x
+        for i in range(num_layers):
+            h = torch.baddbmm(tensors[2 * i + 1].unsqueeze(1), h, tensors[2 * i])
+            if i < num_layers - 1:
+                h = h.relu_()
+                activations.append(h)
+        batch = x.shape[1]
+        if self.loss == "squared_error":
+            # Per-example error of sum_o (out_o - y_o)^2: 2 (out - y).
+            error = h - y
+            loss = error.pow(2).sum(dim=2).mean(dim=1)
+            delta = error.mul_(2.0)
+        else:
+            log_probs = _log_softmax(h)
+            y_index = y.unsqueeze(2)
+            loss = -log_probs.gather(2, y_index).squeeze(2).mean(dim=1)
+            # Per-example error of the per-example loss: softmax - onehot.
+            delta = log_probs.exp_()
+            delta.scatter_add_(2, y_index, torch.full_like(y_index, -1, dtype=delta.dtype))
+        deltas: list[torch.Tensor] = [torch.empty(0)] * num_layers
+        norm_sq = torch.zeros(delta.shape[:2], dtype=delta.dtype, device=delta.device)
+        for i in range(num_layers - 1, -1, -1):
+            deltas[i] = delta
+            delta_sq = delta.pow(2).sum(dim=2)
+            # ||a_i delta_i^T||_F^2 (weights) + ||delta_i||^2 (bias).
+            norm_sq += delta_sq * (activations[i].pow(2).sum(dim=2) + 1.0)
+            if i > 0:
+                delta = torch.bmm(delta, tensors[2 * i].transpose(1, 2))
+                delta = torch.ops.aten.threshold_backward(delta, activations[i], 0)
+        norms = norm_sq.sqrt_()
+        factor = torch.clamp(clip_norm / torch.clamp(norms, min=1e-30), max=1.0) / batch
+        grads: list[torch.Tensor] = [torch.empty(0)] * (2 * num_layers)
+        for i in range(num_layers):
+            # In place: every layer's error has already been propagated to the layer below.
+            scaled = deltas[i].mul_(factor.unsqueeze(2))
+            grads[2 * i] = torch.bmm(activations[i].transpose(1, 2), scaled)
+            grads[2 * i + 1] = scaled.sum(dim=1)
+        return loss, grads, norms
 
     def evaluate(
         self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss and accuracy of one or K models on a shared dataset.
 
+        For regression (``loss="squared_error"``) the accuracy is :func:`regression_score`, the
+        coefficient of determination clipped to [0, 1].
+
         Args:
             params: ``(P,)`` for one model or ``(K, P)`` for K models.
             x: ``(N, F)`` inputs shared by all models.
-            y: ``(N,)`` labels.
+            y: ``(N,)`` labels (``(N, C)`` targets for regression).
 
         Returns:
             ``(loss, accuracy)``, scalars for ``(P,)`` params, ``(K,)`` tensors for ``(K, P)``.
         """
         single = params.ndim == 1
         p = params.unsqueeze(0) if single else params
-        if x.ndim != 2 or x.shape[1] != self.num_features or y.shape != (x.shape[0],):
+        y_shape = (x.shape[0], self.num_classes) if self.loss == "squared_error" else (x.shape[0],)
+        if x.ndim != 2 or x.shape[1] != self.num_features or tuple(y.shape) != y_shape:
             raise ValueError(
-                f"x must be (N, {self.num_features}) and y (N,), got {tuple(x.shape)} and "
+                f"x must be (N, {self.num_features}) and y {y_shape}, got {tuple(x.shape)} and "
                 f"{tuple(y.shape)}"
             )
         with torch.no_grad():
-            logits = self.logits(p, x.unsqueeze(0).expand(p.shape[0], -1, -1))
-            log_probs = _log_softmax(logits)
-            y_index = y.view(1, -1, 1).expand(p.shape[0], -1, 1)
-            loss = -log_probs.gather(2, y_index).squeeze(2).mean(dim=1)
-            accuracy = (logits.argmax(dim=2) == y.unsqueeze(0)).to(params.dtype).mean(dim=1)
+            outputs = self.logits(p, x.unsqueeze(0).expand(p.shape[0], -1, -1))
+            loss, accuracy = self.loss_and_accuracy(outputs, y.unsqueeze(0))
         if single:
             return loss[0], accuracy[0]
+        return loss, accuracy
+
+    def loss_and_accuracy(
+        self, outputs: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss ``(K,)`` and accuracy ``(K,)`` of outputs ``(K, N, C)`` against ``y``
+        (``(K, N)`` labels or ``(K, N, C)`` targets; a leading 1 broadcasts)."""
+        if self.loss == "squared_error":
+            error = (outputs - y).pow(2).sum(dim=2)
+            loss = error.mean(dim=1)
+            return loss, regression_score(error.sum(dim=1), y.expand_as(outputs))
+        log_probs = _log_softmax(outputs)
+        y_index = y.unsqueeze(2).expand(outputs.shape[0], -1, 1)
+        loss = -log_probs.gather(2, y_index).squeeze(2).mean(dim=1)
+        accuracy = (outputs.argmax(dim=2) == y).to(outputs.dtype).mean(dim=1)
         return loss, accuracy
 
     # -- interoperability ----------------------------------------------------------------------
@@ -280,6 +389,25 @@ class BatchedMLP:
         return torch.cat(parts)
 
 
+def regression_score(sum_squared_error: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The coefficient of determination clipped to [0, 1]: the accuracy of a regression.
+
+    ``max(0, 1 - SSE / SST)`` with ``SST = sum_n |y_n - mean(y)|^2``: 1 for exact outputs, 0 for
+    outputs no better than always answering the targets' mean. For localisation it is
+    ``1 - (RMSE / RMSE of guessing the mean position)^2``.
+
+    Args:
+        sum_squared_error: ``(K,)`` squared error summed over samples and outputs.
+        y: ``(K, N, C)`` the targets.
+
+    Returns:
+        ``(K,)`` scores.
+    """
+    total = (y - y.mean(dim=1, keepdim=True)).pow(2).sum(dim=(1, 2))
+    score = 1.0 - sum_squared_error / total.clamp_min(torch.finfo(y.dtype).tiny)
+    return score.clamp(0.0, 1.0)
+
+
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """log_softmax over the last dim, by hand: torch's kernel is several times slower on a last
     dim of ~10 classes."""
@@ -288,7 +416,12 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def make_model(
-    name: str, num_features: int, num_classes: int, *, hidden_units: tuple[int, ...] = (64,)
+    name: str,
+    num_features: int,
+    num_classes: int,
+    *,
+    hidden_units: tuple[int, ...] = (64,),
+    loss: str = "cross_entropy",
 ) -> BatchedMLP:
     """Build a batched model by name.
 
@@ -297,14 +430,15 @@ def make_model(
         num_features: Input dimension.
         num_classes: Number of classes.
         hidden_units: Hidden layer widths of the MLP (ignored by ``"logreg"``).
+        loss: ``"cross_entropy"`` or ``"squared_error"`` (see :class:`BatchedMLP`).
 
     Returns:
         The model.
     """
     if name == "logreg":
-        return BatchedMLP(num_features, num_classes, ())
+        return BatchedMLP(num_features, num_classes, (), loss=loss)
     if name == "mlp":
         if not hidden_units:
             raise ValueError("the 'mlp' model needs at least one hidden layer in hidden_units")
-        return BatchedMLP(num_features, num_classes, tuple(hidden_units))
+        return BatchedMLP(num_features, num_classes, tuple(hidden_units), loss=loss)
     raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from fl_gym.sim.learning.models import BatchedMLP
+from fl_gym.sim.learning.privacy import SampleLevelDP
 
 __all__ = [
     "ClientTensors",
@@ -32,7 +33,7 @@ class ClientTensors:
 
     Attributes:
         x: ``(N, F)`` features, client 0's samples first, then client 1's, and so on.
-        y: ``(N,)`` labels.
+        y: ``(N,)`` labels (``(N, C)`` targets for regression).
         offsets: ``(K,)`` index of each client's first sample in ``x``.
         counts: ``(K,)`` number of samples of each client (all >= 1).
     """
@@ -60,7 +61,7 @@ class ClientTensors:
 
         Args:
             x: ``(N, F)`` features.
-            y: ``(N,)`` integer labels.
+            y: ``(N,)`` integer labels, or ``(N, C)`` real regression targets.
             client_indices: For each client, the indices of its samples in ``x``.
             device: Torch device of the tensors.
             dtype: Floating dtype of the features.
@@ -75,10 +76,12 @@ class ClientTensors:
             empty = np.flatnonzero(sizes == 0).tolist()
             raise ValueError(f"clients {empty} have no training samples; every client needs >= 1")
         order = np.concatenate([np.asarray(idx, dtype=np.int64) for idx in client_indices])
+        # Integer labels (classification) stay int64; real targets (regression) take ``dtype``.
+        label_dtype = dtype if np.issubdtype(np.asarray(y).dtype, np.floating) else torch.int64
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         return cls(
             x=torch.as_tensor(np.asarray(x)[order], dtype=dtype, device=device),
-            y=torch.as_tensor(np.asarray(y)[order], dtype=torch.int64, device=device),
+            y=torch.as_tensor(np.asarray(y)[order], dtype=label_dtype, device=device),
             offsets=torch.as_tensor(offsets, dtype=torch.int64, device=device),
             counts=torch.as_tensor(sizes, dtype=torch.int64, device=device),
         )
@@ -178,6 +181,7 @@ def local_sgd(
     learning_rate: float,
     generator: torch.Generator,
     weight_decay: float = 0.0,
+    privacy: SampleLevelDP | None = None,
 ) -> LocalTrainingResult:
     """Run local minibatch SGD for several clients at once, starting from the global model.
 
@@ -191,6 +195,8 @@ def local_sgd(
         learning_rate: SGD step size.
         generator: Torch generator for the minibatch draws.
         weight_decay: L2 coefficient added to the gradient.
+        privacy: DP-SGD (per-example clipping and Gaussian noise every step, the noise drawn
+            from ``generator`` after the minibatch indices), or ``None`` for plain SGD.
 
     Returns:
         The clients' parameters after their steps and their mean training loss.
@@ -211,7 +217,16 @@ def local_sgd(
     all_idx = draw_round_indices(data, client_ids, int(steps.max()), batch_size, generator)
     with torch.no_grad():
         return _sgd_loop(
-            model, global_params, data, client_ids, steps, learning_rate, weight_decay, all_idx
+            model,
+            global_params,
+            data,
+            client_ids,
+            steps,
+            learning_rate,
+            weight_decay,
+            all_idx,
+            privacy,
+            generator,
         )
 
 
@@ -224,18 +239,28 @@ def _sgd_loop(
     learning_rate: float,
     weight_decay: float,
     all_idx: torch.Tensor,
+    privacy: SampleLevelDP | None = None,
+    generator: torch.Generator | None = None,
 ) -> LocalTrainingResult:
-    """One federation's clients' local SGD on pre-drawn minibatch indices ``(T, S, B)``."""
+    """One federation's clients' local SGD on pre-drawn minibatch indices ``(T, S, B)``
+    (with ``privacy``, DP-SGD steps whose noise comes from ``generator``)."""
     num = client_ids.shape[0]
     dtype = global_params.dtype
     loss_sum = torch.zeros(num, dtype=dtype, device=global_params.device)
     max_steps = int(steps.max())
     uniform = bool((steps == max_steps).all())
     tensors = model.split_repeated(global_params, num)
+    # Every step's minibatches gathered at once (the same rows as data.x[all_idx[t]]), by
+    # index_select, which is several times faster than advanced indexing.
+    flat = all_idx.reshape(-1)
+    xs = data.x.index_select(0, flat).view(*all_idx.shape, -1)
+    # (T, S, B) labels, or (T, S, B, C) regression targets.
+    ys = data.y.index_select(0, flat).view(*all_idx.shape, *data.y.shape[1:])
     for t in range(max_steps):
-        idx = all_idx[t]
-        xb, yb = data.x[idx], data.y[idx]
-        loss, grads = model.layer_loss_and_grad(tensors, xb, yb)
+        if privacy is None:
+            loss, grads = model.layer_loss_and_grad(tensors, xs[t], ys[t])
+        else:
+            loss, grads = _private_grad(model, tensors, xs[t], ys[t], privacy, generator)
         if uniform:
             step_scale = None
             loss_sum.add_(loss)
@@ -253,6 +278,30 @@ def _sgd_loop(
                 shape = (num,) + (1,) * (grad.ndim - 1)
                 tensor.sub_(grad.mul_(step_scale.view(shape)))
     return LocalTrainingResult(model.merge(tensors), loss_sum / steps.to(dtype))
+
+
+def _private_grad(
+    model: BatchedMLP,
+    tensors: list[torch.Tensor],
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    privacy: SampleLevelDP,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A DP-SGD step's gradient: the clipped mean plus ``N(0, (z C / B)^2)`` per coordinate."""
+    loss, grads, _ = model.layer_loss_and_clipped_grad(tensors, xb, yb, privacy.clip_norm)
+    std = privacy.noise_std(xb.shape[1])
+    if std > 0.0:
+        if generator is None:
+            raise ValueError("DP-SGD noise needs a torch generator")
+        # One draw for all layers, split: fewer calls than one draw per layer.
+        sizes = [grad.numel() for grad in grads]
+        noise = torch.randn(
+            sum(sizes), generator=generator, dtype=grads[0].dtype, device=grads[0].device
+        )
+        for grad, part in zip(grads, noise.split(sizes), strict=True):
+            grad.add_(part.view(grad.shape), alpha=std)
+    return loss, grads
 
 
 @dataclass(frozen=True)
@@ -407,7 +456,8 @@ def _sgd_groups_loop(
         for g, f in zip(groups, flat, strict=True)
     ]
     ys = [
-        g.data.y.index_select(0, f).view(g.indices.shape)  # type: ignore[union-attr]
+        # (T_g, S_g, B) labels, or (T_g, S_g, B, C) regression targets.
+        g.data.y.index_select(0, f).view(*g.indices.shape, *g.data.y.shape[1:])  # type: ignore[union-attr]
         for g, f in zip(groups, flat, strict=True)
     ]
     # Blocks of groups that train for the same number of steps: the rows still training at

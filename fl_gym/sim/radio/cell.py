@@ -59,6 +59,7 @@ from numpy.typing import ArrayLike
 
 from fl_gym.sim.config import (
     Range,
+    check_bool,
     check_int,
     check_ranges,
     check_rng,
@@ -161,6 +162,14 @@ class WirelessConfig:
             In (0, 1e+09].
         battery_floor_j: A device whose battery holds this much or less is exhausted: it is not
             available and cannot be selected. In [0, 1e+09].
+        downlink: Whether the base station's broadcast of the global model (float32, ``32 d``
+            bits) takes time before each round (:meth:`WirelessCell.downlink`): over the whole
+            bandwidth at ``downlink_power_dbm``, at the Shannon rate of the weakest selected
+            device's large-scale gain (the broadcast must reach every participant; fading
+            averaged out). The time is added to every selected device's latency and to the
+            round time; the base station's energy is ``downlink_power_dbm`` x that time. Off by
+            default.
+        downlink_power_dbm: Base-station transmit power of the broadcast. In [-50, 80].
     """
 
     cell_radius_m: float = 500.0
@@ -192,6 +201,8 @@ class WirelessConfig:
     battery_min_j: float = 0.3
     battery_max_j: float = 0.6
     battery_floor_j: float = 1e-6
+    downlink: bool = False
+    downlink_power_dbm: float = 46.0
 
     RANGES: ClassVar[Mapping[str, Range]] = {
         "cell_radius_m": Range(0.0, 1e5, low_open=True),
@@ -223,11 +234,13 @@ class WirelessConfig:
         "battery_min_j": Range(0.0, 1e9, low_open=True),
         "battery_max_j": Range(0.0, 1e9, low_open=True),
         "battery_floor_j": Range(0.0, 1e9),
+        "downlink_power_dbm": Range(-50.0, 80.0),
     }
     """Documented plausible range of every numeric field (stated in its description)."""
 
     def __post_init__(self) -> None:
         check_ranges(self, self.RANGES)
+        check_bool("downlink", self.downlink)
         if self.min_distance_m >= self.cell_radius_m:
             raise ValueError(
                 f"min_distance_m must be < cell_radius_m ({self.cell_radius_m!r}), "
@@ -460,6 +473,38 @@ class WirelessCell:
             self.config.noise_psd_w_per_hz,
             self.config.waterfall_threshold,
         )
+
+    def downlink(self, selected: ArrayLike, bits: float) -> tuple[float, float]:
+        """Time and base-station energy of broadcasting ``bits`` to the selected devices.
+
+        The broadcast uses the whole bandwidth ``B`` at ``downlink_power_dbm`` and must reach
+        every selected device, so it runs at the rate of the weakest one's large-scale gain
+        ``G``: ``B log2(1 + P_BS G / (B N0))``. Computed whether or not ``config.downlink`` is
+        on (the round pipeline adds it to the round only when it is).
+
+        Args:
+            selected: ``(K,)`` bool, the devices that receive the model.
+            bits: Size of the model in bits, ``>= 0``.
+
+        Returns:
+            ``(time_s, energy_j)``; both 0 when nobody is selected or ``bits`` is 0.
+        """
+        sel = np.asarray(selected, dtype=bool)
+        if sel.shape != (self.num_devices,):
+            raise ValueError(
+                f"selected must have shape ({self.num_devices},), got shape {sel.shape}"
+            )
+        size = float(bits)
+        if not math.isfinite(size) or size < 0.0:
+            raise ValueError(f"bits must be finite and >= 0, got {bits!r}")
+        if not sel.any() or size == 0.0:
+            return 0.0, 0.0
+        cfg = self.config
+        power_w = float(dbm_to_w(cfg.downlink_power_dbm))
+        gain = float(self.large_scale_gain[sel].min())
+        rate = float(shannon_rate_bps(cfg.bandwidth_hz, power_w, gain, cfg.noise_psd_w_per_hz))
+        time_s = size / rate if rate > 0.0 else math.inf
+        return time_s, power_w * time_s
 
     def set_batteries(self, battery_j: np.ndarray) -> None:
         """Replace the batteries' charge, e.g. after a batched uplink computed the round's

@@ -128,7 +128,8 @@ def gpd_conditional_moments(scale: ArrayLike, shape: ArrayLike) -> tuple[np.ndar
     """
     sigma = np.asarray(scale, dtype=np.float64)
     xi = np.asarray(shape, dtype=np.float64)
-    with np.errstate(divide="ignore"):
+    # Both branches are evaluated; the masked one may overflow for xi >= 1/2 and is discarded.
+    with np.errstate(divide="ignore", over="ignore"):
         mean = np.where(xi < 1.0, sigma / np.maximum(1.0 - xi, 1e-300), np.inf)
         second = np.where(
             xi < 0.5,
