@@ -125,10 +125,12 @@ def test_config_is_validated() -> None:
         gym.make(ENV_ID, preset="nowhere")
 
 
-def test_reset_without_the_privacy_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reset_without_dp_accounting_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "dp_accounting", None)  # as if not installed
     env = gym.make(ENV_ID)
-    with pytest.raises(ImportError, match=r"fl-gym\[privacy\]"):
+    with pytest.raises(ImportError, match=r"pip install 'dp-accounting"):
         env.reset(seed=0)
