@@ -16,6 +16,7 @@ the batched MLP of ``sim/learning`` with a least-squares loss).
 from fl_gym.sim.localization.gp import (
     GPHyperparameters,
     GPMap,
+    fit_admm,
     fit_centralized,
     fit_federated,
     gp_log_marginal_likelihood,
@@ -36,6 +37,7 @@ __all__ = [
     "LocalizationConfig",
     "LocalizationData",
     "LocalizationScenario",
+    "fit_admm",
     "fit_centralized",
     "fit_federated",
     "gaussian_random_field",
