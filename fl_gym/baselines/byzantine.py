@@ -14,6 +14,7 @@ Each picks the devices that upload and the server's aggregation rule:
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -107,8 +108,9 @@ class _OutlierRejection(_ByzantineDefence):
     def _new_episode_state(self) -> dict[str, Any]:
         return {"banned_until": np.zeros(self.env.num_devices, dtype=np.int64)}
 
+    @abc.abstractmethod
     def _outliers(self, devices: np.ndarray) -> np.ndarray:
-        raise NotImplementedError  # each subclass defines its test
+        """``(K,)`` bool: the devices whose last update this rule counts as an outlier."""
 
     def _decide(self, features: ObservationFeatures, memory: EpisodeMemory) -> dict[str, Any]:
         banned_until = memory.extra["banned_until"]

@@ -25,6 +25,7 @@ single environments (not vector envs).
 
 from __future__ import annotations
 
+import abc
 import copy
 import itertools
 from collections.abc import Callable, Sequence
@@ -43,7 +44,7 @@ DEFAULT_BASES = ("round-robin", "best-channel", "proportional-fair", "energy-awa
 """The base heuristics a planner tries when none are named (those that apply to the env)."""
 
 
-class _Planner:
+class _Planner(abc.ABC):
     """Shared machinery: base heuristics shadowing the real episode, simulation on copies."""
 
     def __init__(
@@ -103,7 +104,7 @@ class _Planner:
         snapshot = env.snapshot()
         render_mode, env.render_mode = env.render_mode, None
         try:
-            action = self._plan(snapshot, real)
+            action = self._plan(snapshot)
         finally:
             env.restore(snapshot)
             env.render_mode = render_mode
@@ -113,8 +114,9 @@ class _Planner:
         for shadow in self._shadows:
             shadow.reset()
 
-    def _plan(self, snapshot: Any, observation: Any) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _plan(self, snapshot: Any) -> Any:
+        """The action to play from ``snapshot`` (the environment's current state)."""
 
     # -- simulation ------------------------------------------------------------------------------
 
@@ -195,7 +197,7 @@ class ClairvoyantPlanner(_Planner):
         super()._new_episode()
         self._kept, self._kept_rewards = [], []
 
-    def _plan(self, snapshot: Any, observation: Any) -> Any:
+    def _plan(self, snapshot: Any) -> Any:
         if self.candidate_actions is not None:
             return self._search(snapshot)[1][0]
         best_rewards, best = self._kept_rewards, self._kept
@@ -277,7 +279,7 @@ class MPCPlanner(_Planner):
         self.horizon = check_int("horizon", horizon, minimum=1)
         self.num_scenarios = check_int("num_scenarios", num_scenarios, minimum=1)
 
-    def _plan(self, snapshot: Any, observation: Any) -> Any:
+    def _plan(self, snapshot: Any) -> Any:
         seeds = [int(s) for s in self._rng.integers(2**31, size=self.num_scenarios)]
         best_value, best = -np.inf, None
         for first, base in self._candidates():
