@@ -10,7 +10,6 @@ truncated channel inversion tied to the power budget
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ from fl_gym.sim.radio.broadband_analog import (
     broadband_analog_aggregate,
     broadband_fading,
 )
-from fl_gym.sim.rounds import Delivery, OverTheAir, PendingUpdates, RoundStart
+from fl_gym.sim.rounds import OverTheAir, RoundStart
 
 if TYPE_CHECKING:
     from fl_gym.sim.learning.federation import Federation
@@ -69,78 +68,42 @@ class BroadbandAnalog(OverTheAir):
             raise ValueError(f"gain_threshold must be a number in (0, 100], got {g!r}")
         check_int("num_subcarriers", self.num_subcarriers, minimum=1, maximum=100_000)
 
-    def deliver(
-        self,
-        feds: Sequence[Federation],
-        starts: Sequence[RoundStart],
-        pendings: Sequence[PendingUpdates],
-        rngs: Sequence[np.random.Generator],
-    ) -> list[Delivery]:
-        return [
-            self._deliver_broadband(fed, start, pending, rng)
-            for fed, start, pending, rng in zip(feds, starts, pendings, rngs, strict=True)
-        ]
+    def _airtime_s(self, fed: Federation) -> float:
+        """``ceil(d / M) M / B``: the entries spread over the ``M`` sub-carriers."""
+        assert fed.cell is not None
+        return baa_airtime_s(fed.num_params, self.num_subcarriers, fed.cell.config.bandwidth_hz)
 
-    def _deliver_broadband(
+    def _draw_channels(self, fed: Federation, rng: np.random.Generator) -> np.ndarray:
+        """``(K, M)`` sub-carrier fading of every device (so the draws do not depend on who
+        transmits)."""
+        return broadband_fading(rng, fed.num_clients, self.num_subcarriers)
+
+    def _aggregate(
         self,
         fed: Federation,
         start: RoundStart,
-        pending: PendingUpdates,
-        rng: np.random.Generator,
-    ) -> Delivery:
+        updates: torch.Tensor,
+        send_ids: np.ndarray,
+        p0: float,
+        channels: np.ndarray,
+    ) -> tuple[torch.Tensor, np.ndarray, float, float]:
         cell = fed.cell
-        assert cell is not None and start.power_w is not None
+        assert cell is not None
         cfg = cell.config
-        plan = start.plan
-        k, d = fed.num_clients, fed.num_params
-        ids_np = pending.client_ids
-        airtime_s = baa_airtime_s(d, self.num_subcarriers, cfg.bandwidth_hz)
-        p0 = float(start.power_w[0])
-        compute_s, compute_j = cell.compute_cost(plan.local_steps, fed.config.batch_size)
-        compute_s = np.where(plan.selected, compute_s, 0.0)
-        compute_j = np.where(plan.selected, compute_j, 0.0)
-        straggler = plan.selected & (compute_s + airtime_s > cfg.deadline_s)
-        affordable = cell.battery_j >= compute_j + p0 * airtime_s
-        finite = np.zeros(k, dtype=bool)
-        finite[ids_np] = pending.finite
-        send = plan.selected & ~straggler & affordable & finite
-        fading = broadband_fading(rng, k, self.num_subcarriers)
-        rows = np.flatnonzero(send[ids_np])
-        transmit_w = np.zeros(k)
-        aggregate = None
-        mse = 0.0
-        uses = 0
-        if rows.size:
-            send_ids = ids_np[rows]
-            result = broadband_analog_aggregate(
-                pending.updates[torch.as_tensor(rows, device=fed.device)],
-                fed.data.client_sizes[send_ids].astype(np.float64),
-                cell.large_scale_gain[send_ids],
-                fading[send_ids],
-                gain_threshold=float(self.gain_threshold),
-                p_max_w=p0,
-                bandwidth_hz=cfg.bandwidth_hz,
-                noise_psd_w_per_hz=cfg.noise_psd_w_per_hz,
-                generator=start.generator,
-            )
-            aggregate = result.aggregate.to(fed.params.dtype)
-            transmit_w[send_ids] = result.transmit_power_w
-            mse = float(result.aggregate_mse)
-            uses = result.channel_uses
-        spent = cell.drain(compute_j + transmit_w * airtime_s)
-        # A device that could not pay for the round spent what it had, computing first.
-        energy_compute = np.minimum(compute_j, spent)
-        latency = np.minimum(np.where(send, compute_s + airtime_s, compute_s), cfg.deadline_s)
-        return Delivery(
-            arrived=send[ids_np],
-            energy_compute_j=energy_compute,
-            energy_transmit_j=spent - energy_compute,
-            latency_s=latency,
-            packet_error=np.zeros(k),
-            straggler=straggler,
-            packet_lost=np.zeros(k, dtype=bool),
-            round_time_s=float(latency.max(initial=0.0)),
-            channel_uses=float(uses),
-            aggregate=aggregate,
-            aggregation_mse=mse,
+        result = broadband_analog_aggregate(
+            updates,
+            fed.data.client_sizes[send_ids].astype(np.float64),
+            cell.large_scale_gain[send_ids],
+            channels[send_ids],
+            gain_threshold=float(self.gain_threshold),
+            p_max_w=p0,
+            bandwidth_hz=cfg.bandwidth_hz,
+            noise_psd_w_per_hz=cfg.noise_psd_w_per_hz,
+            generator=start.generator,
+        )
+        return (
+            result.aggregate,
+            result.transmit_power_w,
+            float(result.aggregate_mse),
+            float(result.channel_uses),
         )

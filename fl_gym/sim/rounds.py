@@ -830,21 +830,71 @@ class OverTheAir(Transport):
         rngs: Sequence[np.random.Generator],
     ) -> list[Delivery]:
         return [
-            self._deliver_one(fed, start, pending)
-            for fed, start, pending in zip(feds, starts, pendings, strict=True)
+            self._deliver_one(fed, start, pending, rng)
+            for fed, start, pending, rng in zip(feds, starts, pendings, rngs, strict=True)
         ]
 
-    @staticmethod
-    def _deliver_one(fed: Federation, start: RoundStart, pending: PendingUpdates) -> Delivery:
+    # -- what an analog scheme defines (receive beamforming here) ---------------------------------
+
+    def _airtime_s(self, fed: Federation) -> float:
+        """Airtime of one analog upload of ``d`` entries: one channel use per entry."""
+        assert fed.cell is not None
+        return fed.num_params / fed.cell.config.bandwidth_hz
+
+    def _draw_channels(self, fed: Federation, rng: np.random.Generator) -> Any:
+        """The round's extra channel state, drawn before anyone transmits (none here: the
+        cell's fading is the channel)."""
+        return None
+
+    def _aggregate(
+        self,
+        fed: Federation,
+        start: RoundStart,
+        updates: torch.Tensor,
+        send_ids: np.ndarray,
+        p0: float,
+        channels: Any,
+    ) -> tuple[torch.Tensor, np.ndarray, float, float]:
+        """The transmitting devices' analog aggregate: ``(aggregate, transmit power of each
+        sender in W, aggregation MSE, channel uses)``."""
         from fl_gym.sim.radio.over_the_air import ota_aggregate, ota_channels, receive_beamformer
 
+        cell = fed.cell
+        assert cell is not None
+        cfg = cell.config
+        gains = ota_channels(cell.large_scale_gain[send_ids], cell.fading[send_ids])
+        weights = fed.data.client_sizes[send_ids].astype(np.float64)
+        # 20 mirror-descent iterations and one local ascent reach >= 99.9% of the dual bound
+        # on the default cells in ~2 ms; the function's defaults take ten times longer.
+        beamformer = receive_beamformer(gains, weights, num_iterations=20, num_starts=1).beamformer
+        result = ota_aggregate(
+            updates,
+            weights,
+            gains,
+            beamformer,
+            power_w=p0,
+            noise_power_w=cfg.noise_psd_w_per_hz * cfg.bandwidth_hz,
+            generator=start.generator,
+        )
+        return (
+            result.aggregate,
+            result.transmit_power_w,
+            float(result.aggregate_mse),
+            float(fed.num_params),
+        )
+
+    def _deliver_one(
+        self, fed: Federation, start: RoundStart, pending: PendingUpdates, rng: np.random.Generator
+    ) -> Delivery:
+        """One federation's analog round: who can transmit (deadline, battery, finite update),
+        the scheme's aggregate, and the energy and latency it cost."""
         cell = fed.cell
         assert cell is not None and start.power_w is not None
         cfg = cell.config
         plan = start.plan
-        k, d = fed.num_clients, fed.num_params
+        k = fed.num_clients
         ids_np = pending.client_ids
-        airtime_s = d / cfg.bandwidth_hz
+        airtime_s = self._airtime_s(fed)
         p0 = float(start.power_w[0])
         compute_s, compute_j = cell.compute_cost(plan.local_steps, fed.config.batch_size)
         compute_s = np.where(plan.selected, compute_s, 0.0)
@@ -854,31 +904,24 @@ class OverTheAir(Transport):
         finite = np.zeros(k, dtype=bool)
         finite[ids_np] = pending.finite
         send = plan.selected & ~straggler & affordable & finite
+        channels = self._draw_channels(fed, rng)
         rows = np.flatnonzero(send[ids_np])
         transmit_w = np.zeros(k)
         aggregate = None
         mse = 0.0
+        uses = 0.0
         if rows.size:
             send_ids = ids_np[rows]
-            channels = ota_channels(cell.large_scale_gain[send_ids], cell.fading[send_ids])
-            weights = fed.data.client_sizes[send_ids].astype(np.float64)
-            # 20 mirror-descent iterations and one local ascent reach >= 99.9% of the dual bound
-            # on the default cells in ~2 ms; the function's defaults take ten times longer.
-            beamformer = receive_beamformer(
-                channels, weights, num_iterations=20, num_starts=1
-            ).beamformer
-            result = ota_aggregate(
+            result, power_w, mse, uses = self._aggregate(
+                fed,
+                start,
                 pending.updates[torch.as_tensor(rows, device=fed.device)],
-                weights,
+                send_ids,
+                p0,
                 channels,
-                beamformer,
-                power_w=p0,
-                noise_power_w=cfg.noise_psd_w_per_hz * cfg.bandwidth_hz,
-                generator=start.generator,
             )
-            aggregate = result.aggregate.to(fed.params.dtype)
-            transmit_w[send_ids] = result.transmit_power_w
-            mse = float(result.aggregate_mse)
+            aggregate = result.to(fed.params.dtype)
+            transmit_w[send_ids] = power_w
         spent = cell.drain(compute_j + transmit_w * airtime_s)
         # A device that could not pay for the round spent what it had, computing first.
         energy_compute = np.minimum(compute_j, spent)
@@ -892,7 +935,7 @@ class OverTheAir(Transport):
             straggler=straggler,
             packet_lost=np.zeros(k, dtype=bool),
             round_time_s=float(latency.max(initial=0.0)),
-            channel_uses=float(d if rows.size else 0),
+            channel_uses=uses,
             aggregate=aggregate,
             aggregation_mse=mse,
         )
