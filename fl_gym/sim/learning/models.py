@@ -205,6 +205,17 @@ class BatchedMLP:
         self, tensors: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """:meth:`loss_and_grad` on the per-layer tensors of :meth:`split` (no checks)."""
+        activations, h = self._forward(tensors, x)
+        loss, error = self._loss_and_error(h, y)
+        # The mean loss's gradient w.r.t. the outputs: each example's error over B.
+        batch = x.shape[1]
+        delta = error.mul_(2.0 / batch) if self.loss == "squared_error" else error.div_(batch)
+        return loss, self._backward(tensors, activations, delta)
+
+    def _forward(
+        self, tensors: list[torch.Tensor], x: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every layer's input (``x`` first) and the outputs of the batched forward pass."""
         num_layers = len(self._layers)
         activations = [x]
         h = x
@@ -213,21 +224,23 @@ class BatchedMLP:
             if i < num_layers - 1:
                 h = h.relu_()
                 activations.append(h)
-        batch = x.shape[1]
+        return activations, h
+
+    def _loss_and_error(
+        self, h: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss per model and each example's error at the outputs, up to the loss's
+        constant factor: ``out - y`` (squared error, whose gradient is twice it) or
+        ``softmax - onehot`` (cross-entropy). The error may reuse ``h``'s storage."""
         if self.loss == "squared_error":
             error = h - y
-            loss = error.pow(2).sum(dim=2).mean(dim=1)
-            delta = error.mul_(2.0 / batch)
-            return loss, self._backward(tensors, activations, delta)
+            return error.pow(2).sum(dim=2).mean(dim=1), error
         log_probs = _log_softmax(h)
         y_index = y.unsqueeze(2)
         loss = -log_probs.gather(2, y_index).squeeze(2).mean(dim=1)
-
-        # d(mean CE)/d(logits) = (softmax - onehot) / B
-        delta = log_probs.exp_()
-        delta.scatter_add_(2, y_index, torch.full_like(y_index, -1, dtype=delta.dtype))
-        delta.div_(batch)
-        return loss, self._backward(tensors, activations, delta)
+        error = log_probs.exp_()
+        error.scatter_add_(2, y_index, torch.full_like(y_index, -1, dtype=error.dtype))
+        return loss, error
 
     def _backward(
         self, tensors: list[torch.Tensor], activations: list[torch.Tensor], delta: torch.Tensor
@@ -269,26 +282,11 @@ class BatchedMLP:
             example's gradient norm before clipping ``(K, B)``.
         """
         num_layers = len(self._layers)
-        activations = [x]
-        h = x
-        for i in range(num_layers):
-            h = torch.baddbmm(tensors[2 * i + 1].unsqueeze(1), h, tensors[2 * i])
-            if i < num_layers - 1:
-                h = h.relu_()
-                activations.append(h)
+        activations, h = self._forward(tensors, x)
         batch = x.shape[1]
+        loss, delta = self._loss_and_error(h, y)
         if self.loss == "squared_error":
-            # Per-example error of sum_o (out_o - y_o)^2: 2 (out - y).
-            error = h - y
-            loss = error.pow(2).sum(dim=2).mean(dim=1)
-            delta = error.mul_(2.0)
-        else:
-            log_probs = _log_softmax(h)
-            y_index = y.unsqueeze(2)
-            loss = -log_probs.gather(2, y_index).squeeze(2).mean(dim=1)
-            # Per-example error of the per-example loss: softmax - onehot.
-            delta = log_probs.exp_()
-            delta.scatter_add_(2, y_index, torch.full_like(y_index, -1, dtype=delta.dtype))
+            delta = delta.mul_(2.0)  # per-example gradient of sum_o (out_o - y_o)^2
         deltas: list[torch.Tensor] = [torch.empty(0)] * num_layers
         norm_sq = torch.zeros(delta.shape[:2], dtype=delta.dtype, device=delta.device)
         for i in range(num_layers - 1, -1, -1):
