@@ -64,7 +64,7 @@ def test_wrapper_rejects_bad_actions_and_settings() -> None:
     env = DeviceChoiceWrapper(_env())
     env.reset(seed=0)
     for bad in (8, -1, 1.5, True):
-        with pytest.raises(ValueError, match="device index in 0..7"):
+        with pytest.raises(ValueError, match=r"device index in 0\.\.7"):
             env.step(bad)
     with pytest.raises(ValueError, match="companions"):
         DeviceChoiceWrapper(_env(), companions="all")
@@ -128,7 +128,9 @@ def test_double_dqn_target_takes_the_online_argmax_valued_by_the_target_network(
     batch = {key: value[None] for key, value in obs.items()}
     nxt = {key: value[None] for key, value in next_obs.items()}
     for _ in range(4):  # one transition only: every sampled batch is that transition
-        model.replay_buffer.add(batch, nxt, np.array([[2]]), np.array([-0.5]), np.array([0.0]), [{}])
+        model.replay_buffer.add(
+            batch, nxt, np.array([[2]]), np.array([-0.5]), np.array([0.0]), [{}]
+        )
     model._setup_learn(1)
     model.train(gradient_steps=1, batch_size=4)
     with torch.no_grad():
