@@ -266,7 +266,8 @@ def _table(results: dict[str, Result]) -> list[str]:
     random = results["random"].pooled
     lines = [
         "| method | rounds to target, mean (95 % CI) | target missed (of "
-        f"{len(EVAL_SEEDS)}; mean per agent) | reduction vs random | paired: fewer / more rounds than random |",
+        f"{len(EVAL_SEEDS)}; mean per agent) | reduction vs random | "
+        "paired: fewer / more rounds than random |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for result in results.values():
