@@ -6,6 +6,8 @@
 * :func:`evaluate` plays trained agents and baselines alike on given seeds.
 * :class:`DeviceSetExtractor` / :class:`DeviceSetPolicy`: one network for any number of devices,
   equivariant in their order.
+* :class:`DeviceChoiceWrapper`, :class:`DeviceQPolicy`, :class:`DoubleDQN`,
+  :class:`TopMQSelector`: FAVOR-style DQN device selection (one Q-value per device, top-M play).
 * :func:`run_benchmark` and :func:`leaderboard_markdown`: the harness behind ``fl-gym bench``.
 """
 
@@ -17,6 +19,7 @@ from fl_gym.agents.bench import (
     leaderboard_markdown,
     run_benchmark,
 )
+from fl_gym.agents.device_q import DeviceChoiceWrapper, DeviceQPolicy, DoubleDQN, TopMQSelector
 from fl_gym.agents.device_set import DeviceSetExtractor, DeviceSetPolicy, action_layout
 from fl_gym.agents.evaluation import (
     EpisodeMetrics,
@@ -39,10 +42,14 @@ __all__ = [
     "ALGORITHMS",
     "POLICY_ARCHITECTURES",
     "BenchmarkResult",
+    "DeviceChoiceWrapper",
+    "DeviceQPolicy",
     "DeviceSetExtractor",
     "DeviceSetPolicy",
+    "DoubleDQN",
     "EpisodeMetrics",
     "NativeVecEnv",
+    "TopMQSelector",
     "TrainedAgent",
     "UntrustedAgentError",
     "action_layout",
