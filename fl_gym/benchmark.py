@@ -121,7 +121,27 @@ FLW_7_V0 = (
 """``FLW-7-v0``: the first draft of the wireless FL suite (seven tasks, every control knob and
 the over-the-air uplink); tasks whose headroom turns out small are dropped in later versions."""
 
-SUITES: Mapping[str, tuple[Task, ...]] = MappingProxyType({"FLW-7-v0": FLW_7_V0})
+_KEPT = {
+    t.name: t
+    for t in FLW_7_V0
+    if t.name
+    in ("selection-label-skew", "selection-scarce-energy", "power-cell-edge", "joint-large-k")
+}
+
+FLW_10_V1 = (
+    _KEPT["selection-label-skew"],
+    _KEPT["selection-scarce-energy"],
+    _KEPT["power-cell-edge"],
+    _KEPT["joint-large-k"],
+)
+"""``FLW-10-v1``: the wireless FL suite with measured headroom (benchmarks/headroom.md).
+
+The four ``FLW-7-v0`` tasks with real headroom are kept unchanged (same name, same
+configuration)."""
+
+SUITES: Mapping[str, tuple[Task, ...]] = MappingProxyType(
+    {"FLW-7-v0": FLW_7_V0, "FLW-10-v1": FLW_10_V1}
+)
 """Every benchmark suite by its versioned name."""
 
 
