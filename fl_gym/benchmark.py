@@ -133,6 +133,21 @@ FLW_10_V1 = (
     _KEPT["selection-scarce-energy"],
     _KEPT["power-cell-edge"],
     _KEPT["joint-large-k"],
+    Task(
+        "compression-edge-deadline",
+        "fl_gym/GradientCompression-v0",
+        {
+            **_SKEW,
+            "wireless.edge_fraction": 0.6,
+            "wireless.deadline_s": 0.1,
+            "reward_mode": "time-to-accuracy",
+            "target_accuracy": 0.9,
+        },
+        "rounds-to-target",
+        "Most devices at the cell edge, a 100 ms deadline and one or two digits per device: an "
+        "update compressed too little misses the deadline and its classes go unseen, one "
+        "compressed too much slows learning; the level has to follow each device's channel.",
+    ),
 )
 """``FLW-10-v1``: the wireless FL suite with measured headroom (benchmarks/headroom.md).
 
