@@ -8,6 +8,11 @@ is what an FL operator wants (rounds, seconds or joules to a target accuracy; ac
 budget; see the wireless FL environments' Rewards section). A suite's name carries its version:
 a change of any task makes a new name, never a silent edit.
 
+Besides the wireless FL environments (Gymnasium ids), a task may name one of the PettingZoo
+multi-agent modules of :data:`MULTI_AGENT_ENVS` (``"vehicular_v1"``, ``"uav_swarm_v0"``) as its
+``env_id``: its environment is then a PettingZoo ``ParallelEnv`` and its return is the sum of the
+rewards over agents and steps. No planner applies to those (``Task.planning`` is ``False``).
+
 ``make_task_env(task)`` builds a task's environment; :data:`SUITES` lists the suites.
 """
 
@@ -20,7 +25,23 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["SUITES", "Task", "get_suite", "make_task_env"]
+__all__ = ["METRICS", "MULTI_AGENT_ENVS", "SUITES", "Task", "get_suite", "make_task_env"]
+
+MULTI_AGENT_ENVS: Mapping[str, str] = MappingProxyType(
+    {"vehicular_v1": "max_steps", "uav_swarm_v0": "swarm.max_steps"}
+)
+"""The PettingZoo modules a task may name as its ``env_id`` (in ``fl_gym.envs``), each with the
+configuration key of its episode length (set from ``Task.max_episode_steps``)."""
+
+METRICS = (
+    "rounds-to-target",
+    "energy-to-target",
+    "time-to-target",
+    "accuracy-at-budget",
+    "share-above-threshold",
+    "collisions-per-uav-step",
+)
+"""Every value ``Task.metric`` may take (see :class:`Task`)."""
 
 
 @dataclass(frozen=True)
@@ -31,11 +52,23 @@ class Task:
         name: The task's name within its suite (kebab-case).
         env_id: A registered Gymnasium id.
         config: Configuration overrides (the environment's ``config`` argument).
-        metric: The quantity the task's reward optimises, as reported beside the return:
-            ``"rounds-to-target"``, ``"energy-to-target"``, ``"time-to-target"`` or
-            ``"accuracy-at-budget"``.
+        env_id: A registered Gymnasium id, or a PettingZoo module of
+            :data:`MULTI_AGENT_ENVS` (``"vehicular_v1"``, ``"uav_swarm_v0"``).
+        config: Configuration overrides (the environment's ``config`` argument).
+        metric: The quantity the task's reward optimises, as reported beside the return (one of
+            :data:`METRICS`): for the wireless FL environments ``"rounds-to-target"``,
+            ``"energy-to-target"``, ``"time-to-target"`` (rounds, joules or seconds until the
+            test accuracy reaches ``target_accuracy``) or ``"accuracy-at-budget"`` (the accuracy
+            reached within the energy / time budget); for ``vehicular_v1``
+            ``"share-above-threshold"``, the fraction of (vehicle pair, slot) queues above the
+            URLLC threshold ``q0`` over the episode (the mean of ``share_above_q0`` of the
+            game's info, lower is better); for ``uav_swarm_v0`` ``"collisions-per-uav-step"``,
+            the colliding (UAV, step) occurrences per UAV-step flown (lower is better).
         description: What makes the task's decisions matter.
-        max_episode_steps: Rounds after which an episode is truncated.
+        max_episode_steps: Rounds (slots, steps) after which an episode is truncated.
+        planning: Whether the model-predictive and clairvoyant planners of
+            :mod:`fl_gym.baselines.planning` apply (they need a single-agent environment with
+            snapshots); ``False`` exactly for the multi-agent tasks.
     """
 
     name: str
@@ -44,9 +77,22 @@ class Task:
     metric: str = "rounds-to-target"
     description: str = ""
     max_episode_steps: int = 100
+    planning: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; allowed: {list(METRICS)}")
+        if self.multi_agent and self.planning:
+            raise ValueError(
+                f"task {self.name!r} on the multi-agent env {self.env_id!r} must have "
+                "planning=False: no planner plays a PettingZoo environment"
+            )
+
+    @property
+    def multi_agent(self) -> bool:
+        """Whether the task's environment is a PettingZoo parallel environment."""
+        return self.env_id in MULTI_AGENT_ENVS
 
 
 _SKEW = {"partition": "shards"}  # two shards of sorted labels per device: 1-2 classes each
@@ -148,6 +194,18 @@ FLW_10_V1 = (
         "update compressed too little misses the deadline and its classes go unseen, one "
         "compressed too much slows learning; the level has to follow each device's channel.",
     ),
+    Task(
+        "vehicular-urllc",
+        "vehicular_v1",
+        {},
+        "share-above-threshold",
+        "Twenty V2V transmitters share ten resource blocks in a Manhattan grid, each choosing "
+        "its own power and block from local channels and the federated estimate of the queue "
+        "tail: too little power lets queues exceed the URLLC threshold, too much interferes "
+        "with the pairs on the same block.",
+        max_episode_steps=100,
+        planning=False,
+    ),
 )
 """``FLW-10-v1``: the wireless FL suite with measured headroom (benchmarks/headroom.md).
 
@@ -171,9 +229,20 @@ def get_suite(name: str) -> tuple[Task, ...]:
     return SUITES[name]
 
 
-def make_task_env(task: Task, **kwargs: Any) -> gym.Env:
-    """The task's environment (``gym.make`` with the task's configuration and truncation; other
-    keyword arguments, e.g. ``render_mode``, pass through)."""
+def make_task_env(task: Task, **kwargs: Any) -> Any:
+    """The task's environment with the task's configuration and episode length.
+
+    A Gymnasium environment (``gym.make`` with ``max_episode_steps``) for a registered id; for a
+    multi-agent task the PettingZoo ``ParallelEnv`` of its module (``parallel_env``, its
+    episode-length key set to ``task.max_episode_steps``). Other keyword arguments, e.g.
+    ``render_mode``, pass through.
+    """
+    if task.multi_agent:
+        import importlib
+
+        module = importlib.import_module(f"fl_gym.envs.{task.env_id}")
+        config = {**task.config, MULTI_AGENT_ENVS[task.env_id]: task.max_episode_steps}
+        return module.parallel_env(config=config, **kwargs)
     return gym.make(
         task.env_id,
         config=dict(task.config),
