@@ -206,6 +206,17 @@ FLW_10_V1 = (
         max_episode_steps=100,
         planning=False,
     ),
+    Task(
+        "uav-swarm",
+        "uav_swarm_v0",
+        {},
+        "collisions-per-uav-step",
+        "A hundred UAVs fly from a source disc to a destination 120 m away in wind, each seeing "
+        "its own state and the density of the others around it (the mean field): flying "
+        "straight makes them collide, spreading out costs time and motion energy.",
+        max_episode_steps=400,
+        planning=False,
+    ),
 )
 """``FLW-10-v1``: the wireless FL suite with measured headroom (benchmarks/headroom.md).
 
