@@ -195,6 +195,19 @@ FLW_10_V1 = (
         "compressed too much slows learning; the level has to follow each device's channel.",
     ),
     Task(
+        "frequency-client-drift",
+        "fl_gym/AggregationFrequency-v0",
+        {
+            "partition": "dirichlet",
+            "dirichlet_alpha": 0.1,
+            "reward_mode": "time-to-accuracy",
+            "target_accuracy": 0.9,
+        },
+        "rounds-to-target",
+        "Dirichlet(0.1) label skew: many local steps drift each device's model towards its own "
+        "few classes, few steps waste rounds; the best count changes as training goes on.",
+    ),
+    Task(
         "vehicular-urllc",
         "vehicular_v1",
         {},
