@@ -94,6 +94,13 @@ class Task:
         """Whether the task's environment is a PettingZoo parallel environment."""
         return self.env_id in MULTI_AGENT_ENVS
 
+    @property
+    def family(self) -> str:
+        """The environment family: ``"wireless-fl"``, ``"vehicular"`` or ``"uav"``."""
+        from fl_gym.envs.rollout import family_of_id
+
+        return family_of_id(self.env_id)
+
 
 _SKEW = {"partition": "shards"}  # two shards of sorted labels per device: 1-2 classes each
 _SCARCE = {"wireless.battery_min_j": 0.03, "wireless.battery_max_j": 0.08}

@@ -12,6 +12,7 @@ from pettingzoo import ParallelEnv
 
 from fl_gym.baselines import baselines_for
 from fl_gym.benchmark import METRICS, MULTI_AGENT_ENVS, SUITES, Task, get_suite, make_task_env
+from fl_gym.envs.rollout import env_family
 
 METRIC_OF_MODE = {
     "time-to-accuracy": {"rounds-to-target", "time-to-target"},
@@ -35,12 +36,14 @@ def test_suite_names_and_coverage(suite: str) -> None:
         assert task.metric in METRICS
         assert task.planning is not task.multi_agent
         assert task.multi_agent is (task.env_id in MULTI_AGENT_ENVS)
+        assert task.multi_agent is (task.family != "wireless-fl")
 
 
 @pytest.mark.parametrize(("suite", "task"), TASKS, ids=[f"{s}:{t.name}" for s, t in TASKS])
 def test_every_task_builds_and_steps(suite: str, task: Task) -> None:
     env = make_task_env(task)
     assert baselines_for(env), f"{task.name}: no heuristic to compare against"
+    assert env_family(env) == task.family
     if task.multi_agent:
         assert isinstance(env, ParallelEnv)
         assert task.metric == METRIC_OF_MODULE[task.env_id]
