@@ -215,6 +215,22 @@ FLW_10_V1 = (
         "few classes, few steps waste rounds; the best count changes as training goes on.",
     ),
     Task(
+        "ota-skew-budget",
+        "fl_gym/OverTheAirFL-v0",
+        {
+            **_SKEW,
+            "wireless.edge_fraction": 0.6,
+            "reward_mode": "accuracy-at-budget",
+            "energy_budget_j": 0.1,
+        },
+        "accuracy-at-budget",
+        "Over-the-air aggregation with one or two digits per device, most of them at the cell "
+        "edge: who transmits, and at what power budget, sets the classes in the aggregate, its "
+        "channel-inversion error and the energy; the accuracy reached within 0.1 J and 30 "
+        "rounds.",
+        max_episode_steps=30,
+    ),
+    Task(
         "vehicular-urllc",
         "vehicular_v1",
         {},
