@@ -61,9 +61,14 @@ class Task:
             test accuracy reaches ``target_accuracy``) or ``"accuracy-at-budget"`` (the accuracy
             reached within the energy / time budget); for ``vehicular_v1``
             ``"share-above-threshold"``, the fraction of (vehicle pair, slot) queues above the
-            URLLC threshold ``q0`` over the episode (the mean of ``share_above_q0`` of the
-            game's info, lower is better); for ``uav_swarm_v0`` ``"collisions-per-uav-step"``,
-            the colliding (UAV, step) occurrences per UAV-step flown (lower is better).
+            URLLC threshold ``q0`` over the episode
+            (:attr:`fl_gym.envs.rollout.VehicularEpisode.share_above_threshold`, lower is
+            better); for ``uav_swarm_v0`` ``"collisions-per-uav-step"``, the colliding (UAV,
+            step) occurrences per UAV-step flown
+            (:attr:`fl_gym.envs.rollout.SwarmEpisode.collisions_per_uav_step`, lower is better;
+            random actions collide little because they barely leave the source, so read it
+            beside the return and the arrived fraction). Each multi-agent metric is the
+            attribute of the rollout's episode record named like it (``-`` read as ``_``).
         description: What makes the task's decisions matter.
         max_episode_steps: Rounds (slots, steps) after which an episode is truncated.
         planning: Whether the model-predictive and clairvoyant planners of

@@ -12,7 +12,7 @@ from pettingzoo import ParallelEnv
 
 from fl_gym.baselines import baselines_for
 from fl_gym.benchmark import METRICS, MULTI_AGENT_ENVS, SUITES, Task, get_suite, make_task_env
-from fl_gym.envs.rollout import env_family
+from fl_gym.envs.rollout import env_family, rollout
 
 METRIC_OF_MODE = {
     "time-to-accuracy": {"rounds-to-target", "time-to-target"},
@@ -23,6 +23,18 @@ METRIC_OF_MODULE = {
     "vehicular_v1": "share-above-threshold",
     "uav_swarm_v0": "collisions-per-uav-step",
 }
+
+
+class _RandomAgents:
+    """Every live agent samples its own action space."""
+
+    def __init__(self, env: ParallelEnv) -> None:
+        self.env = env
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        return {agent: self.env.action_space(agent).sample() for agent in observation}, state
+
+
 TASKS = [(suite, task) for suite in sorted(SUITES) for task in SUITES[suite]]
 
 
@@ -63,6 +75,10 @@ def test_every_task_builds_and_steps(suite: str, task: Task) -> None:
             )
             steps += 1
         assert steps == 3 and all(truncated.values())
+        # The metric is the episode record's attribute of that name, a fraction.
+        record = rollout(short, _RandomAgents(short), seed=0)
+        value = getattr(record, task.metric.replace("-", "_"))
+        assert isinstance(value, float) and 0.0 <= value <= 1.0
         short.close()
     else:
         assert isinstance(env, gym.Env)
