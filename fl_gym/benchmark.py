@@ -236,6 +236,17 @@ FLW_10_V1 = (
         max_episode_steps=30,
     ),
     Task(
+        "localization-to-target",
+        "fl_gym/FederatedLocalization-v0",
+        {"reward_mode": "time-to-accuracy", "target_accuracy": 0.7},
+        "rounds-to-target",
+        "RSS-fingerprint localisation (FedLoc): each device recorded only along its own path, "
+        "so who takes part decides which parts of the hall the model learns; all four knobs, "
+        "rounds until the position score (clipped R^2) reaches 0.7, an RMSE of 55% of that "
+        "of guessing the mean position.",
+        max_episode_steps=50,
+    ),
+    Task(
         "vehicular-urllc",
         "vehicular_v1",
         {},
