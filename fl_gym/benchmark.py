@@ -50,8 +50,6 @@ class Task:
 
     Attributes:
         name: The task's name within its suite (kebab-case).
-        env_id: A registered Gymnasium id.
-        config: Configuration overrides (the environment's ``config`` argument).
         env_id: A registered Gymnasium id, or a PettingZoo module of
             :data:`MULTI_AGENT_ENVS` (``"vehicular_v1"``, ``"uav_swarm_v0"``).
         config: Configuration overrides (the environment's ``config`` argument).
