@@ -342,7 +342,9 @@ def _weighted_median_rows(
     count) and integer weights the median of rows repeated that many times.
     """
     num = values.shape[1]
-    cum = _take(w, order).cumsum(dim=1)  # (m, n), non-decreasing along each row
+    if values.device.type == "cpu":
+        return _weighted_median_rows_numpy(values.numpy(), order.numpy(), w.numpy())
+    cum = w[order].cumsum(dim=1)  # (m, n), non-decreasing along each row
     total = cum[:, -1]
     half = 0.5 * total
     # Cumulative sums of non-integer weights land a few ulps off an exact tie with half the
@@ -356,6 +358,37 @@ def _weighted_median_rows(
     lo = values.gather(1, order.gather(1, lo_index))[:, 0]
     hi = values.gather(1, order.gather(1, hi_index))[:, 0]
     return _midpoint(lo, hi)
+
+
+def _weighted_median_rows_numpy(
+    values: np.ndarray, order: np.ndarray, w: np.ndarray
+) -> torch.Tensor:
+    """:func:`_weighted_median_rows` on the CPU, the same arithmetic through numpy (whose
+    per-call cost is a fraction of torch's on the short rows of a median of distances).
+
+    torch accumulates a float32 cumulative sum in float64 and rounds each partial sum to float32;
+    the float64 cumulative sum rounded to the weights' dtype is that, bit for bit.
+    """
+    num = values.shape[1]
+    cum = np.cumsum(w.astype(np.float64)[order], axis=1).astype(w.dtype, copy=False)
+    total = cum[:, -1]
+    half = 0.5 * total
+    slack = num * float(np.finfo(w.dtype).eps) * total
+    below, above = half - slack, half + slack
+    rows = np.arange(values.shape[0])
+    if values.shape[0] == 1:
+        lo_index = np.searchsorted(cum[0], below, side="left")
+        hi_index = np.searchsorted(cum[0], above, side="right")
+    else:
+        cum_t = torch.from_numpy(cum)
+        lo_index = torch.searchsorted(cum_t, torch.from_numpy(below[:, None]), side="left")
+        hi_index = torch.searchsorted(cum_t, torch.from_numpy(above[:, None]), side="right")
+        lo_index, hi_index = lo_index.numpy()[:, 0], hi_index.numpy()[:, 0]
+    hi_index = np.minimum(hi_index, num - 1)
+    lo = values[rows, order[rows, lo_index]]
+    hi = values[rows, order[rows, hi_index]]
+    # The midpoint convention of _midpoint: halve each term first (no overflow), keep equal ends.
+    return torch.from_numpy(np.where(lo == hi, lo, 0.5 * lo + 0.5 * hi))
 
 
 def _equal(w: torch.Tensor) -> bool:
