@@ -366,11 +366,11 @@ def _weighted_median_rows_numpy(
     """:func:`_weighted_median_rows` on the CPU, the same arithmetic through numpy (whose
     per-call cost is a fraction of torch's on the short rows of a median of distances).
 
-    torch accumulates a float32 cumulative sum in float64 and rounds each partial sum to float32;
-    the float64 cumulative sum rounded to the weights' dtype is that, bit for bit.
+    The cumulative sums stay torch's (faster than numpy's along rows, and the same bits: torch
+    accumulates them in float64 and rounds each partial sum to the weights' dtype).
     """
     num = values.shape[1]
-    cum = np.cumsum(w.astype(np.float64)[order], axis=1).astype(w.dtype, copy=False)
+    cum = torch.from_numpy(w[order]).cumsum(dim=1).numpy()
     total = cum[:, -1]
     half = 0.5 * total
     slack = num * float(np.finfo(w.dtype).eps) * total
