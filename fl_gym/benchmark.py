@@ -184,7 +184,7 @@ _KEPT = {
     in ("selection-label-skew", "selection-scarce-energy", "power-cell-edge", "joint-large-k")
 }
 
-FLW_10_V1 = (
+FLW_11_V1 = (
     _KEPT["selection-label-skew"],
     _KEPT["selection-scarce-energy"],
     _KEPT["power-cell-edge"],
@@ -245,6 +245,22 @@ FLW_10_V1 = (
         max_episode_steps=50,
     ),
     Task(
+        "byzantine-fedavg-server",
+        "fl_gym/ByzantineSelection-v1",
+        {
+            "adversary.attack": "sign_flip",
+            "adversary.fraction": 0.3,
+            "aggregator_choices": ("fedavg",),
+            "reward_mode": "time-to-accuracy",
+            "target_accuracy": 0.9,
+        },
+        "rounds-to-target",
+        "Three of ten devices send sign-flipped updates scaled by 4 and the server can only "
+        "average (as under secure aggregation): whom the controller lets upload decides "
+        "whether the model learns at all; each device's last update norm and cosine are "
+        "observed, never who is Byzantine.",
+    ),
+    Task(
         "vehicular-urllc",
         "vehicular_v1",
         {},
@@ -268,8 +284,8 @@ FLW_10_V1 = (
         planning=False,
     ),
 )
-"""``FLW-10-v1``: the wireless FL tasks with measured headroom, every control knob, the
-over-the-air uplink, localisation and the two multi-agent environments.
+"""``FLW-11-v1``: the wireless FL tasks with measured headroom, every control knob, the
+over-the-air uplink, localisation, Byzantine devices and the two multi-agent environments.
 
 Measured on evaluation seeds 100-101 (``benchmarks/headroom.py``, benchmarks/headroom.md):
 uniformly random actions, every heuristic, the MPC planner and the clairvoyant bound.
@@ -293,6 +309,10 @@ uniformly random actions, every heuristic, the MPC planner and the clairvoyant b
 * localization-to-target: random -5.87, best heuristic (random selection) -4.48, bound -4.16;
   the default target 0.95 is out of reach within 50 rounds (scores end near 0.72-0.74) and an
   accuracy-at-budget form left the bound 0.76 above random actions.
+* byzantine-fedavg-server (``ByzantineSelection-v1``, FedAvg the only rule): random actions
+  -195.7 and every selection heuristic that lets all devices upload -196.9 (the model never
+  learns), norm-outlier-rejection -6.30 (the target in 18 rounds), cosine-outlier-rejection
+  -142.9 (its cosines are taken against a step the attackers already poisoned).
 * vehicular-urllc and uav-swarm have no planner; returns summed over agents and steps: vehicular
   random actions -1999 (18% of queues above ``q0``), best heuristic
   vehicular-drift-plus-penalty-average-queue -84 (2.1%); UAV swarm random actions -4067 (1%
@@ -301,7 +321,7 @@ uniformly random actions, every heuristic, the MPC planner and the clairvoyant b
 """
 
 SUITES: Mapping[str, tuple[Task, ...]] = MappingProxyType(
-    {"FLW-7-v0": FLW_7_V0, "FLW-10-v1": FLW_10_V1}
+    {"FLW-7-v0": FLW_7_V0, "FLW-11-v1": FLW_11_V1}
 )
 """Every benchmark suite by its versioned name."""
 

@@ -122,5 +122,5 @@ def test_tasks_are_immutable_and_unknown_suites_refused() -> None:
     task = get_suite("FLW-7-v0")[0]
     with pytest.raises(TypeError):
         task.config["target_accuracy"] = 0.5  # type: ignore[index]
-    with pytest.raises(ValueError, match=r"FLW-7-v0.*FLW-10-v1"):
+    with pytest.raises(ValueError, match=r"FLW-7-v0.*FLW-11-v1"):
         get_suite("FLW-0")
