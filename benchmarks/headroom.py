@@ -161,7 +161,11 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/headroom.md")
     args = parser.parse_args()
     seeds = _seeds(args.seeds)
-    tasks = [t for t in get_suite(args.suite) if args.tasks is None or t.name in args.tasks]
+    tasks = [
+        t
+        for t in get_suite(args.suite)
+        if t.planning and (args.tasks is None or t.name in args.tasks)  # planners: single-agent
+    ]
     header = [
         f"# Headroom of `{args.suite}`",
         "",
