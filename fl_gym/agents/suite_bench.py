@@ -283,9 +283,7 @@ def controller_specs(task: Task, agents: Sequence[ShippedAgent] = ()) -> list[Co
         env.close()
     specs = [ControllerSpec(RANDOM, "random", RANDOM)]
     specs += [ControllerSpec(h, "heuristic", h) for h in heuristics]
-    specs += [
-        ControllerSpec(a.name, "agent", a.family, a.training_seed, a.files) for a in agents
-    ]
+    specs += [ControllerSpec(a.name, "agent", a.family, a.training_seed, a.files) for a in agents]
     if has_planners(task):
         specs += [ControllerSpec(MPC, "planner", MPC), ControllerSpec(BOUND, "bound", BOUND)]
     return specs
@@ -419,9 +417,7 @@ def _episode_numbers(result: Any) -> tuple[float, float, float, int]:
     return float(result.episode_return), math.nan, math.nan, int(result.slots)
 
 
-def play_episode(
-    task: Task, specs: Sequence[ControllerSpec], index: int, seed: int
-) -> EpisodeRow:
+def play_episode(task: Task, specs: Sequence[ControllerSpec], index: int, seed: int) -> EpisodeRow:
     """Play controller ``specs[index]`` on ``task`` from ``reset(seed=seed)`` in a fresh env.
 
     Args:
@@ -445,9 +441,7 @@ def play_episode(
         start = time.process_time()
         if spec.kind == "bound":
             references = [_maker(s, seed, bases) for s in specs if s.kind != "bound"]
-            player = ClairvoyantPlanner(
-                env, bases, num_random=1, references=references, seed=seed
-            )
+            player = ClairvoyantPlanner(env, bases, num_random=1, references=references, seed=seed)
         else:
             player = _maker(spec, seed, bases)(env)
         result = rollout(env, player, seed=seed, deterministic=True)
