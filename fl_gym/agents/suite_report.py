@@ -47,8 +47,8 @@ __all__ = [
     "TaskNormaliser",
     "bootstrap_interval",
     "fast_probability_of_improvement",
-    "normalisers",
     "normalised_scores",
+    "normalisers",
     "require_rliable",
     "score_matrices",
     "suite_markdown",
@@ -80,12 +80,13 @@ def require_rliable() -> Any:
 @contextlib.contextmanager
 def _global_numpy_seed(seed: int) -> Iterator[None]:
     """Seed numpy's global generator for rliable's bootstrap, restoring its state after."""
-    state = np.random.get_state()
-    np.random.seed(seed)
+    # rliable leaves no other way to make its resamples reproducible.
+    state = np.random.get_state()  # noqa: NPY002
+    np.random.seed(seed)  # noqa: NPY002
     try:
         yield
     finally:
-        np.random.set_state(state)
+        np.random.set_state(state)  # noqa: NPY002
 
 
 @dataclass(frozen=True)
