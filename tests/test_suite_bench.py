@@ -293,3 +293,35 @@ def test_rows_do_not_depend_on_the_number_of_processes(rows: list[EpisodeRow]) -
     two = run_suite([TINY], SEEDS, jobs=2)
     strip = lambda rs: [dataclasses.replace(r, cpu_s=0.0) for r in rs]  # noqa: E731
     assert _same(strip(two), strip(no_agent))
+
+
+@pytest.mark.slow
+def test_a_multi_agent_task_has_no_planner_rows_and_plays_a_shared_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fl_gym.agents.multiagent import make_parallel_env
+
+    task = Task("swarm", "uav_swarm_v0", {"num_uavs": 4}, "mean-return", "", 10)
+    # The suite builds a multi-agent task's environment as its PettingZoo parallel env.
+    monkeypatch.setattr(
+        suite_bench,
+        "make_task_env",
+        lambda t, **kw: make_parallel_env(t.env_id, config=dict(t.config)),
+    )
+    train(
+        task.env_id,
+        "ppo",
+        64,
+        seed=0,
+        policy="mlp",
+        config=dict(task.config),
+        algo_kwargs={"n_steps": 16, "batch_size": 16, "n_epochs": 1},
+        save_path=tmp_path / task.name / "ppo-mlp-s0",
+    )
+    rows = run_suite([task], [0], agents=find_agents(tmp_path, [task]))
+    assert {r.kind for r in rows} == {"random", "heuristic", "agent"}
+    assert all(np.isfinite(r.episode_return) and r.rounds > 0 for r in rows)
+    norm = normalisers(rows)[task.name]
+    assert not norm.has_bound and norm.top == norm.best_heuristic
+    swarm = [r for r in rows if r.kind == "agent"]
+    assert swarm[0].metric == swarm[0].episode_return  # SwarmEpisode.mean_return
