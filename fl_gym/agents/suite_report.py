@@ -503,12 +503,13 @@ def _aggregate_section(
         iqm = bootstrap_interval(m.scores, _iqm, reps=reps, seed=seed)
         mean = bootstrap_interval(m.scores, _mean, reps=reps, seed=seed)
         poi_text = "-"
-        if best is not None and entry != BEST_HEURISTIC:
-            columns = [best.tasks.index(t) for t in m.tasks]
-            y = best.scores[:, columns]
-            point = float(metrics.probability_of_improvement(m.scores, y))
+        shared = [t for t in m.tasks if best is not None and t in best.tasks]
+        if best is not None and entry != BEST_HEURISTIC and shared:
+            x = m.scores[:, [m.tasks.index(t) for t in shared]]
+            y = best.scores[:, [best.tasks.index(t) for t in shared]]
+            point = float(metrics.probability_of_improvement(x, y))
             _, low, high = bootstrap_interval(
-                [m.scores, y], fast_probability_of_improvement, reps=reps, seed=seed
+                [x, y], fast_probability_of_improvement, reps=reps, seed=seed
             )
             poi_text = _ci(point, low, high, ".2f")
         name = f"`{entry}`" if entry != BEST_HEURISTIC else BEST_HEURISTIC
@@ -653,11 +654,21 @@ def _agent_sentence(
             headroom = norm.top_mean - mean[best]
             if headroom > 0:
                 closed = (mean[family] - mean[best]) / headroom
-                text += (
-                    f"; on average it closes {closed:.0%} of the headroom between `{best}` and "
-                    f"the bound (mean normalised score {norm.score(mean[family]):.2f} against "
-                    f"{norm.score(mean[best]):.2f})"
+                scores = (
+                    f"mean normalised score {norm.score(mean[family]):.2f} against "
+                    f"{norm.score(mean[best]):.2f}"
                 )
+                if closed >= 0:
+                    text += (
+                        f"; on average it closes {closed:.0%} of the headroom between `{best}` "
+                        f"and the bound ({scores})"
+                    )
+                else:
+                    text += (
+                        f"; on average it closes none of the headroom between `{best}` and the "
+                        f"bound: its mean return is {-closed:.2f} headrooms below `{best}`'s "
+                        f"({scores})"
+                    )
             else:
                 text += "; the bound is not above the best heuristic here (no headroom to close)"
         else:

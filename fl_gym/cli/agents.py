@@ -275,5 +275,6 @@ def run_suite_bench(args: argparse.Namespace) -> int:
     md_path.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
     sys.stdout.write(markdown if markdown.endswith("\n") else markdown + "\n")
     sys.stdout.flush()
-    print(f"wrote {results}, {md_path} and the plot in {out}/", file=sys.stderr)
+    made = f"from {results}" if args.from_results is not None else f"and {results}"
+    print(f"wrote {md_path} {made}; the plot in {out}/", file=sys.stderr)
     return 0
