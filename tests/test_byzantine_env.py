@@ -170,3 +170,32 @@ def test_no_nan_reaches_an_observation_or_reward(attack, fraction, scale, redraw
         assert math.isfinite(reward)
         if terminated or truncated:
             break
+
+
+def test_v1_remembers_each_devices_last_update_where_v0_shows_zero():
+    """Same seed, same actions: v0 and v1 agree on the devices that uploaded last round; a
+    device that did not keeps, in v1, exactly the values of its last upload (0 before any)."""
+    v0 = gym.make(ENV_ID, config={"adversary.attack": "large_norm"})
+    v1 = gym.make("fl_gym/ByzantineSelection-v1", config={"adversary.attack": "large_norm"})
+    assert v1.unwrapped.remember_updates and not v0.unwrapped.remember_updates
+    obs0, _ = v0.reset(seed=3)
+    obs1, _ = v1.reset(seed=3)
+    rng = np.random.default_rng(0)
+    last = np.zeros((10, 2))
+    cols = [NORM, NORM + 1]
+    for _ in range(6):
+        selected = rng.random(10) < 0.5
+        obs0, *_ = v0.step(action(v0, selected, "median"))
+        obs1, *_ = v1.step(action(v1, selected, "median"))
+        sent = obs0["devices"][:, BYZANTINE_DEVICE_FEATURES.index("selected")] > 0
+        np.testing.assert_array_equal(
+            obs1["devices"][sent][:, cols], obs0["devices"][sent][:, cols]
+        )
+        assert not obs0["devices"][~sent][:, cols].any()
+        np.testing.assert_array_equal(obs1["devices"][~sent][:, cols], last[~sent])
+        last[sent] = obs0["devices"][sent][:, cols]
+    assert (last[:, 0] != 0).any()  # the memory was exercised
+    # Everything else is the same environment.
+    wide = [c for c in range(len(BYZANTINE_DEVICE_FEATURES)) if c not in cols]
+    np.testing.assert_array_equal(obs0["devices"][:, wide], obs1["devices"][:, wide])
+    np.testing.assert_array_equal(obs0["server"], obs1["server"])

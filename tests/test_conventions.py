@@ -35,7 +35,7 @@ def _no_action(env: Any) -> Any:
 
 
 def test_the_list_holds_every_env_of_every_family() -> None:
-    assert len(ENV_IDS) == 10
+    assert len(ENV_IDS) == 11
     assert sorted({family_of_id(name) for name in ALL_ENVS}) == ["uav", "vehicular", "wireless-fl"]
 
 

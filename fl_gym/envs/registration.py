@@ -28,7 +28,10 @@ _OTHER_ENVS = {
         "fl_gym.envs.wireless_fl.localization:FederatedLocalizationEnv"
     ),
     "fl_gym/ByzantineSelection-v0": "fl_gym.envs.wireless_fl.byzantine:ByzantineSelectionEnv",
+    "fl_gym/ByzantineSelection-v1": "fl_gym.envs.wireless_fl.byzantine:ByzantineSelectionEnv",
 }
+_OTHER_KWARGS = {"fl_gym/ByzantineSelection-v1": {"remember_updates": True}}
+"""Constructor arguments that make an id's version."""
 
 _VECTOR_ENTRY = "fl_gym.envs.wireless_fl.vector:WirelessFLVectorEnv"
 _OTHER_VECTOR_ENTRIES = {
@@ -62,4 +65,5 @@ def register_envs() -> None:
             entry_point=entry_point,
             vector_entry_point=_OTHER_VECTOR_ENTRIES.get(env_id),
             max_episode_steps=MAX_EPISODE_STEPS,
+            kwargs=dict(_OTHER_KWARGS.get(env_id, {})),
         )

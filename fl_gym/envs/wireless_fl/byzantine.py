@@ -231,8 +231,11 @@ class ByzantineSelectionEnv(WirelessFLEnv):
     | `byzantine` | it sent a Byzantine update (``server_knows_byzantine`` only) | 0 or 1 |
 
     ``update_norm`` is clipped to [-5, 5] and is 5 for an update that is not finite;
-    ``update_cosine`` is 0 in the first round and for an update that is zero or not finite; both
-    are 0 for a device that did not upload in the last round.
+    ``update_cosine`` is 0 in the first round and for an update that is zero or not finite.
+    A device that did not upload in the last round has both at 0 in ``v0``; from ``v1``
+    (``remember_updates=True``) it keeps the values of the last update it sent (0 until its
+    first), so a defence without memory of its own still knows who misbehaved once (the
+    ``staleness`` column says how long ago that was).
 
     | server entry | meaning | scaling |
     | --- | --- | --- |
@@ -262,12 +265,22 @@ class ByzantineSelectionEnv(WirelessFLEnv):
     :class:`~fl_gym.sim.plan.RoundReport` field and ``byzantine`` (``(K,)`` bool, the devices
     that sent a Byzantine update), ``aggregator`` (the rule's name) and ``aggregator_index``.
 
+    ## Arguments of the constructor
+
+    ``remember_updates`` (bool, default False; True in ``v1``): see the observation above.
+
     ## Version History
 
+    * v1: a device's update columns hold the values of its last upload
+      (``remember_updates=True``) instead of 0 in the rounds it does not upload. v0 stays
+      registered, unchanged.
     * v0: initial release.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = BYZANTINE_PRESETS
+    _KEPT_ATTRIBUTES: ClassVar[frozenset[str]] = WirelessFLEnv._KEPT_ATTRIBUTES | {
+        "remember_updates"
+    }
 
     def __init__(
         self,
@@ -277,8 +290,12 @@ class ByzantineSelectionEnv(WirelessFLEnv):
         device: str = "cpu",
         num_threads: int | None = DEFAULT_NUM_THREADS,
         obs_mode: str = "dict",
+        remember_updates: bool = False,
         **unexpected: Any,
     ) -> None:
+        if not isinstance(remember_updates, bool):
+            raise TypeError(f"remember_updates must be a bool, got {remember_updates!r}")
+        self.remember_updates = remember_updates
         super().__init__(
             controls=("selection",),
             config=config,
@@ -385,7 +402,7 @@ class ByzantineSelectionEnv(WirelessFLEnv):
     def _features(self) -> np.ndarray:
         """``(K, 3)`` update_norm, update_cosine and byzantine columns of the last round."""
         k = self.num_devices
-        out = np.zeros((k, 3))
+        out = self._update_features.copy() if self.remember_updates else np.zeros((k, 3))
         norms = self.monitor.norms[0]
         measured = self.monitor.measured[0]
         finite = measured & np.isfinite(norms) & (norms > 0)
@@ -393,9 +410,9 @@ class ByzantineSelectionEnv(WirelessFLEnv):
             reference = float(np.median(norms[finite]))
             with np.errstate(divide="ignore"):
                 ratio = np.log10(np.where(finite, norms, reference) / reference) / NORM_DECADES
-            out[:, 0] = np.where(finite, ratio, 0.0)
+            out[measured, 0] = np.where(finite, ratio, 0.0)[measured]
         out[measured & ~np.isfinite(norms), 0] = _OBS_BOUND
-        out[:, 1] = np.where(measured, self.monitor.cosines[0], 0.0)
+        out[measured, 1] = self.monitor.cosines[0][measured]
         if byzantine_settings(self.config).server_knows_byzantine:
             out[:, 2] = self.adversary.last_attackers[0]
         return out
