@@ -277,6 +277,25 @@ def test_from_results_makes_the_same_page(
     assert "fl-gym bench --suite TINY-1-v0 --seeds 0-1" in direct
 
 
+def test_the_command_stops_on_a_row_above_the_bound_and_keeps_the_rows(
+    rows: list[EpisodeRow],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import fl_gym.benchmark
+
+    bound = next(r for r in rows if r.kind == "bound" and r.eval_seed == 0)
+    cheat = dataclasses.replace(rows[0], episode_return=bound.episode_return + 1.0)
+    monkeypatch.setattr(fl_gym.benchmark, "get_suite", lambda name: (TINY,))
+    monkeypatch.setattr(suite_bench, "run_suite", lambda *a, **k: [cheat, *rows[1:]])
+    args = ["bench", "--suite", "TINY-1-v0", "--seeds", "0-1", "--out", str(tmp_path)]
+    assert main([*args, "--no-progress"]) == 1
+    assert "random-actions" in capsys.readouterr().err
+    assert len(read_rows(tmp_path / "results.csv")) == len(rows)
+    assert not (tmp_path / "leaderboard.md").exists()
+
+
 def test_the_suite_command_without_rliable_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -209,7 +209,14 @@ def run_suite_bench(args: argparse.Namespace) -> int:
         print(f"fl-gym: error: {exc}", file=sys.stderr)
         return 2
     from fl_gym.agents.evaluation import parse_seeds
-    from fl_gym.agents.suite_bench import find_agents, read_rows, run_suite, write_rows
+    from fl_gym.agents.suite_bench import (
+        BoundViolation,
+        check_bound,
+        find_agents,
+        read_rows,
+        run_suite,
+        write_rows,
+    )
     from fl_gym.benchmark import get_suite
 
     out = Path(args.out)
@@ -242,6 +249,7 @@ def run_suite_bench(args: argparse.Namespace) -> int:
             agents=agents,
             jobs=args.jobs,
             progress=progress_enabled(args.no_progress),
+            check=False,  # the rows are written first, so that a violation can be looked at
         )
         info = RunInfo(
             command=_suite_command(args, seed_text),
@@ -266,6 +274,11 @@ def run_suite_bench(args: argparse.Namespace) -> int:
         results = Path(args.results) if args.results else out / "results.csv"
         write_rows(rows, results)
         info.write(results.with_suffix(".json"))
+        try:
+            check_bound(rows)
+        except BoundViolation as exc:
+            print(f"fl-gym: error: {exc} (every episode is in {results})", file=sys.stderr)
+            return 1
         # The page is made from the files, as --from-results makes it.
         rows, info = read_rows(results), RunInfo.read(results.with_suffix(".json"))
     markdown = suite_markdown(
