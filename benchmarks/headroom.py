@@ -1,6 +1,7 @@
 """Headroom of a benchmark suite: random, every heuristic, MPC and the clairvoyant bound per task.
 
-For every task of the suite (:mod:`fl_gym.benchmark`) and every evaluation seed, plays uniformly
+For every single-agent task of the suite (:mod:`fl_gym.benchmark`; the planners play no
+multi-agent task) and every evaluation seed, plays uniformly
 random actions, every heuristic that applies (:func:`fl_gym.baselines.baselines_for`), the
 model-predictive planner and the clairvoyant planner (:mod:`fl_gym.baselines.planning`) with
 :func:`fl_gym.agents.suite_bench.run_suite` (the episodes of ``fl-gym bench --suite``, without
@@ -33,7 +34,7 @@ import numpy as np  # noqa: E402
 
 import fl_gym  # noqa: E402, F401
 from fl_gym.agents.evaluation import parse_seeds  # noqa: E402
-from fl_gym.agents.suite_bench import EpisodeRow, run_suite  # noqa: E402
+from fl_gym.agents.suite_bench import EpisodeRow, has_planners, run_suite  # noqa: E402
 from fl_gym.benchmark import Task, get_suite  # noqa: E402
 
 
@@ -93,7 +94,11 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/headroom.md")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
-    tasks = [t for t in get_suite(args.suite) if args.tasks is None or t.name in args.tasks]
+    tasks = [
+        t
+        for t in get_suite(args.suite)
+        if has_planners(t) and (args.tasks is None or t.name in args.tasks)
+    ]
     header = [
         f"# Headroom of `{args.suite}`",
         "",

@@ -80,9 +80,18 @@ BUDGET: dict[str, dict[str, Any]] = {
 """Steps, parallel environments and SB3 arguments per algorithm (SB3 defaults otherwise)."""
 
 MULTI_AGENT_PPO = {
-    "timesteps": 30_720,
-    "n_envs": 2,
-    "algo_kwargs": {"n_steps": 128, "batch_size": 256, "n_epochs": 10},
+    # 2 copies x 20 vehicles x 128 steps = 5,120 agent-steps per update, 20 updates.
+    "vehicular_v1": {
+        "timesteps": 102_400,
+        "n_envs": 2,
+        "algo_kwargs": {"n_steps": 128, "batch_size": 512, "n_epochs": 10},
+    },
+    # 1 copy x 100 UAVs x 128 steps = 12,800 agent-steps per update, 16 updates.
+    "uav_swarm_v0": {
+        "timesteps": 204_800,
+        "n_envs": 1,
+        "algo_kwargs": {"n_steps": 128, "batch_size": 1024, "n_epochs": 10},
+    },
 }
 """PPO on the multi-agent tasks (one policy for every agent; timesteps count agent-steps)."""
 
@@ -112,7 +121,7 @@ def train_one(
 
     (task,) = [t for t in get_suite(suite) if t.name == task_name]
     multi = task.env_id in MULTI_AGENT
-    budget = MULTI_AGENT_PPO if multi else BUDGET[algo]
+    budget = MULTI_AGENT_PPO[task.env_id] if multi else BUDGET[algo]
     if task.config.get("num_devices", 10) > 20:  # the device-set networks cost ~K per step
         budget = {**budget, "timesteps": budget["timesteps"] * 5 // 8}
     policy = "mlp" if multi else "device-set"
@@ -131,6 +140,7 @@ def train_one(
         algo_kwargs=dict(budget["algo_kwargs"]),
         save_path=path,
         vectorization="dummy" if multi else vectorization,
+        max_episode_steps=None if multi else task.max_episode_steps,
     )
     cpu_s = time.process_time() - start_cpu
     meta_path = path.with_suffix(".json")

@@ -315,17 +315,12 @@ def test_rows_do_not_depend_on_the_number_of_processes(rows: list[EpisodeRow]) -
 
 
 @pytest.mark.slow
-def test_a_multi_agent_task_has_no_planner_rows_and_plays_a_shared_agent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from fl_gym.agents.multiagent import make_parallel_env
+def test_a_multi_agent_task_has_no_planner_rows_and_plays_a_shared_agent(tmp_path: Path) -> None:
+    from fl_gym.agents.suite_bench import RandomActions
+    from fl_gym.benchmark import make_task_env
 
-    task = Task("swarm", "uav_swarm_v0", {"num_uavs": 4}, "mean-return", "", 10)
-    # The suite builds a multi-agent task's environment as its PettingZoo parallel env.
-    monkeypatch.setattr(
-        suite_bench,
-        "make_task_env",
-        lambda t, **kw: make_parallel_env(t.env_id, config=dict(t.config)),
+    task = Task(
+        "swarm", "uav_swarm_v0", {"num_uavs": 4}, "collisions-per-uav-step", "", 10, planning=False
     )
     train(
         task.env_id,
@@ -339,8 +334,17 @@ def test_a_multi_agent_task_has_no_planner_rows_and_plays_a_shared_agent(
     )
     rows = run_suite([task], [0], agents=find_agents(tmp_path, [task]))
     assert {r.kind for r in rows} == {"random", "heuristic", "agent"}
-    assert all(np.isfinite(r.episode_return) and r.rounds > 0 for r in rows)
+    assert all(np.isfinite(r.episode_return) and 0 < r.rounds <= 10 for r in rows)
+    assert all(0.0 <= r.metric <= 1.0 for r in rows)
     norm = normalisers(rows)[task.name]
     assert not norm.has_bound and norm.top == norm.best_heuristic
-    swarm = [r for r in rows if r.kind == "agent"]
-    assert swarm[0].metric == swarm[0].episode_return  # SwarmEpisode.mean_return
+    # The return of a multi-agent task sums the rewards over agents and steps.
+    env = make_task_env(task)
+    observations, _ = env.reset(seed=0)
+    policy, total = RandomActions(env, 0), 0.0
+    while env.agents:
+        actions, _ = policy.predict({a: observations[a] for a in env.agents})
+        observations, rewards, *_ = env.step(actions)
+        total += sum(float(v) for v in rewards.values())
+    (random_row,) = [r for r in rows if r.kind == "random"]
+    assert random_row.episode_return == pytest.approx(total, rel=1e-12)

@@ -117,8 +117,9 @@ def task_metric(task: Task, result: Any, env: Any) -> float:
     """The task's metric of one episode (NaN where the target was not reached).
 
     A metric missing from :data:`TASK_METRICS` is read as the result's attribute of that name
-    (``"mean-return"`` -> ``result.mean_return``) when it has one; otherwise it is NaN (the
-    report says the metric was not computed).
+    (``"share-above-threshold"`` -> ``VehicularEpisode.share_above_threshold``, as
+    :class:`fl_gym.benchmark.Task` defines the multi-agent metrics) when it has one; otherwise
+    it is NaN (the report says the metric was not computed).
     """
     rule = TASK_METRICS.get(task.metric)
     if rule is not None:
@@ -351,7 +352,7 @@ class EpisodeRow:
         family: The agent family, else the controller's name.
         training_seed: The agent's training seed, else ``None``.
         eval_seed: The episode's reset seed.
-        episode_return: Sum of the rewards (the mean over agents for multi-agent tasks).
+        episode_return: Sum of the rewards (over agents and steps for a multi-agent task).
         metric: The task's metric (NaN where the target was not reached).
         accuracy: Final test accuracy (NaN for non-FL tasks).
         energy_j: Energy spent by all devices (NaN for non-FL tasks).
@@ -401,8 +402,30 @@ class EpisodeRow:
             ) from exc
 
 
-def _episode_numbers(result: Any) -> tuple[float, float, float, int]:
-    """Return, accuracy, energy and rounds of a rollout result of any family."""
+class _SummingRecorder:
+    """The family's recorder, plus the sum of every reward over agents and steps (the return
+    of a multi-agent task, :mod:`fl_gym.benchmark`)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.total = 0.0
+
+    def start(self, env: Any, policy: Any, seed: int, observation: Any, info: Any) -> None:
+        self.total = 0.0
+        self.inner.start(env, policy, seed, observation, info)
+
+    def step(self, env: Any, reward: Any, terminated: Any, truncated: Any, info: Any) -> None:
+        values = reward.values() if isinstance(reward, Mapping) else [reward]
+        self.total += float(sum(float(v) for v in values))
+        self.inner.step(env, reward, terminated, truncated, info)
+
+    def result(self, env: Any, policy: Any) -> Any:
+        return self.inner.result(env, policy)
+
+
+def _episode_numbers(result: Any, total: float) -> tuple[float, float, float, int]:
+    """Return, accuracy, energy and rounds of a rollout result of any family (``total``: the
+    rewards summed over agents and steps, the return of a multi-agent task)."""
     from fl_gym.envs.rollout import EpisodeResult, SwarmEpisode
 
     if isinstance(result, EpisodeResult):
@@ -413,8 +436,8 @@ def _episode_numbers(result: Any) -> tuple[float, float, float, int]:
             result.rounds,
         )
     if isinstance(result, SwarmEpisode):
-        return result.mean_return, math.nan, math.nan, result.steps
-    return float(result.episode_return), math.nan, math.nan, int(result.slots)
+        return total, math.nan, math.nan, result.steps
+    return total, math.nan, math.nan, int(result.slots)
 
 
 def play_episode(task: Task, specs: Sequence[ControllerSpec], index: int, seed: int) -> EpisodeRow:
@@ -432,7 +455,7 @@ def play_episode(task: Task, specs: Sequence[ControllerSpec], index: int, seed: 
     """
     from fl_gym.baselines import baselines_for
     from fl_gym.baselines.planning import ClairvoyantPlanner
-    from fl_gym.envs.rollout import rollout
+    from fl_gym.envs.rollout import make_recorder, rollout
 
     spec = specs[index]
     env = make_task_env(task)
@@ -444,9 +467,10 @@ def play_episode(task: Task, specs: Sequence[ControllerSpec], index: int, seed: 
             player = ClairvoyantPlanner(env, bases, num_random=1, references=references, seed=seed)
         else:
             player = _maker(spec, seed, bases)(env)
-        result = rollout(env, player, seed=seed, deterministic=True)
+        recorder = _SummingRecorder(make_recorder(env))
+        result = rollout(env, player, seed=seed, deterministic=True, recorder=recorder)
         cpu_s = time.process_time() - start
-        episode_return, accuracy, energy_j, rounds = _episode_numbers(result)
+        episode_return, accuracy, energy_j, rounds = _episode_numbers(result, recorder.total)
         value = task_metric(task, result, env)
     finally:
         env.close()

@@ -116,6 +116,7 @@ def make_training_env(
     config: dict[str, Any] | None = None,
     preset: str | None = None,
     vectorization: str = "dummy",
+    max_episode_steps: int | None = None,
 ) -> Any:
     """An SB3 ``VecEnv`` of ``n_envs`` copies of ``env_id``, seeded ``seed, seed + 1, ...``.
 
@@ -129,6 +130,9 @@ def make_training_env(
         vectorization: ``"dummy"`` (SB3's ``DummyVecEnv``, one process), ``"subproc"`` (one
             process per copy) or ``"native"`` (fl_gym's batched vector env: the copies'
             clients train in one batched computation; the wireless FL envs only).
+        max_episode_steps: Truncate episodes after this many steps instead of the
+            registration's (Gymnasium ids only; a multi-agent environment's episode length is
+            a key of its config).
 
     Returns:
         The vectorised environment (monitored, so episode returns reach SB3's logger).
@@ -144,7 +148,20 @@ def make_training_env(
 
     if not (isinstance(n_envs, int) and n_envs >= 1):
         raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    if max_episode_steps is not None and (
+        isinstance(max_episode_steps, bool)
+        or not isinstance(max_episode_steps, int)
+        or max_episode_steps < 1
+    ):
+        raise ValueError(
+            f"max_episode_steps must be None or an integer >= 1, got {max_episode_steps!r}"
+        )
     if env_id.removeprefix("fl_gym/") in MULTI_AGENT_ENVS:
+        if max_episode_steps is not None:
+            raise ValueError(
+                f"max_episode_steps applies to the Gymnasium ids; {env_id!r} takes its episode "
+                "length from its config"
+            )
         ma_kwargs: dict[str, Any] = {"config": config, "preset": preset}
 
         def make_copy() -> Any:
@@ -161,6 +178,8 @@ def make_training_env(
         kwargs["config"] = config
     if preset is not None:
         kwargs["preset"] = preset
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
     if vectorization == "native":
         from fl_gym.agents.vec_adapter import make_native_vec_env
 
@@ -214,6 +233,7 @@ def train(
     vectorization: str = "dummy",
     verbose: int = 0,
     num_threads: int | None = DEFAULT_NUM_THREADS,
+    max_episode_steps: int | None = None,
 ) -> TrainedAgent:
     """Train an SB3 agent on an fl_gym environment.
 
@@ -248,6 +268,8 @@ def train(
             algorithm's updates; the caller's setting is restored afterwards). One is fastest
             for these small networks and far faster on a busy machine; parallelise with
             ``n_envs`` and ``vectorization`` instead. ``None`` leaves torch's setting alone.
+        max_episode_steps: Episode length of the training environments instead of the
+            registration's (see :func:`make_training_env`); recorded in the metadata.
 
     Returns:
         The trained agent with its metadata.
@@ -269,6 +291,7 @@ def train(
             tensorboard_log=tensorboard_log,
             vectorization=vectorization,
             verbose=verbose,
+            max_episode_steps=max_episode_steps,
         )
 
 
@@ -289,6 +312,7 @@ def _train(
     tensorboard_log: str | Path | None,
     vectorization: str,
     verbose: int,
+    max_episode_steps: int | None,
 ) -> TrainedAgent:
     from fl_gym.agents.agent_files import policy_kwargs_to_json, rebuild_algo_kwargs
 
@@ -316,6 +340,7 @@ def _train(
         config=config,
         preset=preset,
         vectorization=vectorization,
+        max_episode_steps=max_episode_steps,
     )
     try:
         _check_spaces(algo_name, vec_env.action_space)
@@ -352,6 +377,7 @@ def _train(
         "seed": seed,
         "n_envs": n_envs,
         "vectorization": vectorization,
+        "max_episode_steps": max_episode_steps,
         "total_timesteps": int(model.num_timesteps),
         "requested_timesteps": total_timesteps,
         "versions": _versions(),

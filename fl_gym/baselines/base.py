@@ -55,12 +55,17 @@ class EpisodeMemory:
 
 def applies_to_uplink(cls: type[BaselinePolicy], env: WirelessFLEnv) -> bool:
     """Whether a policy class's kind of uplink (digital or over-the-air) is ``env``'s (and, for
-    a Byzantine defence, whether ``env`` is the Byzantine environment)."""
+    a Byzantine defence, whether ``env`` is the Byzantine environment and offers the defence's
+    aggregation rule, if it names one)."""
     from fl_gym.envs.wireless_fl.byzantine import ByzantineSelectionEnv
     from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
 
-    if getattr(cls, "byzantine", False) and not isinstance(env, ByzantineSelectionEnv):
-        return False  # a defence reads features only the Byzantine environment has
+    if getattr(cls, "byzantine", False):
+        if not isinstance(env, ByzantineSelectionEnv):
+            return False  # a defence reads features only the Byzantine environment has
+        rule = getattr(cls, "aggregator", None)
+        if rule is not None and rule not in env.codec.aggregator_choices:  # type: ignore[attr-defined]
+            return False
     return cls.over_the_air == isinstance(env, OverTheAirFLEnv)
 
 

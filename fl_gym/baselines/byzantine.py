@@ -41,7 +41,8 @@ class _ByzantineDefence(BaselinePolicy):
 
     knobs: ClassVar[frozenset[str]] = frozenset({"selection"})
     byzantine: ClassVar[bool] = True
-    aggregator: str = "fedavg"
+    aggregator: str | None = "fedavg"
+    """The rule it needs the environment to offer (``None``: it adapts to the offer)."""
 
     def __init__(self, env: gym.Env) -> None:
         unwrapped = getattr(env, "unwrapped", None)
@@ -98,9 +99,14 @@ def _select_all(rule: str) -> type[_ByzantineDefence]:
 class _OutlierRejection(_ByzantineDefence):
     """Leaves out devices whose last update was an outlier, for a number of rounds."""
 
-    def __init__(
-        self, env: gym.Env, aggregator: str = "centered_clipping", retry_rounds: int = 10
-    ) -> None:
+    aggregator: str | None = None
+
+    def __init__(self, env: gym.Env, aggregator: str | None = None, retry_rounds: int = 10) -> None:
+        if aggregator is None:
+            # Centered clipping where the environment offers it, else FedAvg (a server that
+            # can only sum, e.g. under secure aggregation, must rely on the selection).
+            offered = env.unwrapped.codec.aggregator_choices
+            aggregator = "centered_clipping" if "centered_clipping" in offered else "fedavg"
         self.aggregator = aggregator
         super().__init__(env)
         self.retry_rounds = check_int("retry_rounds", retry_rounds, minimum=1)
@@ -131,9 +137,10 @@ class NormOutlierRejection(_OutlierRejection):
         env: The Byzantine environment.
         threshold_decades: A device whose ``|log10(norm / median)|`` exceeded this is left
             out, > 0 (0.5: more than about 3.2 times the median, or less than a third of it).
-        aggregator: The rule the server aggregates the kept devices with (centered clipping by
-            default: a first round with every device must not already poison the model, nor
-            the step the cosines are measured against).
+        aggregator: The rule the server aggregates the kept devices with (by default centered
+            clipping, so that a first round with every device does not already poison the
+            model, nor the step the cosines are measured against; FedAvg where the
+            environment's ``aggregator_choices`` do not offer centered clipping).
         retry_rounds: Rounds a rejected device stays out, >= 1.
     """
 
@@ -143,7 +150,7 @@ class NormOutlierRejection(_OutlierRejection):
         self,
         env: gym.Env,
         threshold_decades: float = 0.5,
-        aggregator: str = "centered_clipping",
+        aggregator: str | None = None,
         retry_rounds: int = 10,
     ) -> None:
         super().__init__(env, aggregator, retry_rounds)
@@ -162,9 +169,10 @@ class CosineOutlierRejection(_OutlierRejection):
         env: The Byzantine environment.
         min_cosine: A device whose cosine with the previous step was below this is left out,
             in [-1, 1].
-        aggregator: The rule the server aggregates the kept devices with (centered clipping by
-            default: a first round with every device must not already poison the model, nor
-            the step the cosines are measured against).
+        aggregator: The rule the server aggregates the kept devices with (by default centered
+            clipping, so that a first round with every device does not already poison the
+            model, nor the step the cosines are measured against; FedAvg where the
+            environment's ``aggregator_choices`` do not offer centered clipping).
         retry_rounds: Rounds a rejected device stays out, >= 1.
     """
 
@@ -174,7 +182,7 @@ class CosineOutlierRejection(_OutlierRejection):
         self,
         env: gym.Env,
         min_cosine: float = 0.0,
-        aggregator: str = "centered_clipping",
+        aggregator: str | None = None,
         retry_rounds: int = 10,
     ) -> None:
         super().__init__(env, aggregator, retry_rounds)

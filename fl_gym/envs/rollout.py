@@ -231,6 +231,11 @@ class VehicularEpisode:
     def episode_return(self) -> float:
         return float(np.sum(self.rewards))
 
+    @property
+    def share_above_threshold(self) -> float:
+        """Fraction of (pair, slot) queues above ``q0`` over the episode (0 before a slot)."""
+        return float(np.mean(self.share_above_q0)) if self.share_above_q0 else 0.0
+
 
 class VehicularEpisodeRecorder:
     """Power, queues and tail-estimate traffic of every slot (both vehicular envs).

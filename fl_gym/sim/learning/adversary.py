@@ -200,6 +200,13 @@ class ByzantineTransform:
         mask[order[: cfg.num_byzantine(k)]] = True
         return mask
 
+    def byzantine_devices(self, fed: Federation) -> np.ndarray | None:
+        """``(K,)`` bool: ``fed``'s Byzantine devices of the last round (selected or not), or
+        ``None`` before its first round with this stage. The evaluation side of the truth that
+        ``last_attackers`` gives only for the devices that uploaded."""
+        kept = _find(self._sets, fed)
+        return None if kept is None else kept.copy()
+
     # -- the stage -------------------------------------------------------------------------------
 
     def apply(

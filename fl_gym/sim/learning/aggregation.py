@@ -38,6 +38,7 @@ import functools
 import inspect
 import math
 import numbers
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,9 @@ __all__ = [
 # Guards floor(trim_ratio * n) against rounding just below a whole number (0.29 * 100 evaluates
 # to 28.999999999999996, which must trim 29 rows, not 28).
 _TRIM_COUNT_GUARD = 1e-9
+
+# The packed sort keys of _column_order read an int64's two int32 words in memory order.
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,18 +262,56 @@ def fedavg_trusted(updates: torch.Tensor, weights: torch.Tensor) -> AggregationR
     )
 
 
-def _sort_columns(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x.sort(dim=0)`` (values and indices), through numpy on the CPU.
-
-    numpy's column sort of a ``(K, d)`` array is an order of magnitude faster than torch's on
-    one CPU thread (a few ms against about 60 ms at K = 100, d = 4,810). The values and the
-    indices come from two sorts; they agree but for the order of equal values, which no rule
-    here depends on (equal values give equal medians and trimmed means whatever their order).
-    """
+def _sort_columns(x: torch.Tensor) -> torch.Tensor:
+    """The values of ``x`` sorted down each column (``x.sort(dim=0).values``), through numpy on
+    the CPU, whose column sort of a ``(K, d)`` array is an order of magnitude faster than
+    torch's on one CPU thread."""
     if x.device.type != "cpu":
-        return x.sort(dim=0)
-    array = x.numpy()
-    return torch.from_numpy(np.sort(array, axis=0)), torch.from_numpy(np.argsort(array, axis=0))
+        return x.sort(dim=0).values
+    return torch.from_numpy(np.sort(x.numpy(), axis=0))
+
+
+def _column_order(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` transposed to ``(d, n)`` (contiguous) and, per column of ``x``, the row indices
+    that sort it (``(d, n)``, each row of the result an argsort).
+
+    On the CPU the columns are sorted along the contiguous axis through numpy. Finite float32
+    values are sorted as packed 64-bit keys (an order-preserving integer image of the value
+    above the row index), whose vectorised value sort is several times faster than numpy's
+    argsort: where a column holds no two equal values its sorting permutation is unique, so it
+    is the one an argsort gives. A column with equal values (``-0.0`` equals ``0.0``) is
+    argsorted by numpy, as are wider dtypes, so equal values keep the order numpy's argsort
+    gives them (the same down ``dim=0``: numpy sorts a strided column by copying it out and
+    running the same kernel).
+    """
+    xt = _transpose(x)
+    if x.device.type != "cpu":
+        return xt, xt.argsort(dim=1)
+    values = xt.numpy()
+    if values.dtype != np.float32 or not _LITTLE_ENDIAN:
+        return xt, torch.from_numpy(np.argsort(values, axis=1))
+    # IEEE order as integers: a float's bits read as a signed integer order the positive values;
+    # flipping the magnitude bits of the negative ones orders those too. Adding 0.0 first turns
+    # -0.0 into 0.0 (equal values get equal keys).
+    bits = (values + np.float32(0.0)).view(np.int32)
+    bits ^= (bits >> 31) & 0x7FFFFFFF
+    keys = bits.astype(np.int64)
+    keys <<= 32
+    keys |= np.arange(values.shape[1], dtype=np.int64)
+    keys.sort(axis=1)
+    words = keys.view(np.int32)  # (d, 2 n): low word the row index, high word the value's key
+    order = words[:, 0::2].astype(np.int64)
+    tied = np.flatnonzero((words[:, 3::2] == words[:, 1:-2:2]).any(axis=1))
+    if tied.size:
+        order[tied] = np.argsort(values[tied], axis=1)
+    return xt, torch.from_numpy(order)
+
+
+def _transpose(x: torch.Tensor) -> torch.Tensor:
+    """``x.T.contiguous()`` (numpy's copy on the CPU: several times faster than torch's)."""
+    if x.device.type != "cpu":
+        return x.T.contiguous()
+    return torch.from_numpy(np.ascontiguousarray(x.numpy().T))
 
 
 def _midpoint(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -279,10 +321,18 @@ def _midpoint(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     return torch.where(lo == hi, lo, 0.5 * lo + 0.5 * hi)
 
 
-def _weighted_median_sorted(
-    sorted_x: torch.Tensor, order: torch.Tensor, w: torch.Tensor
+def _take(w: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``w[order]`` (numpy's gather on the CPU: several times faster than torch's indexing)."""
+    if w.device.type != "cpu":
+        return w[order]
+    return torch.from_numpy(w.numpy()[order.numpy()])
+
+
+def _weighted_median_rows(
+    values: torch.Tensor, order: torch.Tensor, w: torch.Tensor
 ) -> torch.Tensor:
-    """Per-column weighted median of column-sorted values, midpoint of the minimiser interval.
+    """Weighted median of each row of ``values`` (``(m, n)``, ``order`` its per-row argsort,
+    ``w`` the ``(n,)`` weights), midpoint of the minimiser interval.
 
     ``m`` minimises ``sum_k w_k |x_k - m|`` exactly when the weight strictly below ``m`` and the
     weight strictly above ``m`` are each at most half the total. The minimisers form an interval
@@ -291,18 +341,59 @@ def _weighted_median_sorted(
     so equal weights reproduce the ordinary median (the mean of the two middle values for an even
     count) and integer weights the median of rows repeated that many times.
     """
-    num = sorted_x.shape[0]
-    cum = w[order].cumsum(dim=0)  # (n, d), non-decreasing down each column
-    total = cum[-1]
+    num = values.shape[1]
+    if values.device.type == "cpu":
+        return _weighted_median_rows_numpy(values.numpy(), order.numpy(), w.numpy())
+    cum = w[order].cumsum(dim=1)  # (m, n), non-decreasing along each row
+    total = cum[:, -1]
     half = 0.5 * total
     # Cumulative sums of non-integer weights land a few ulps off an exact tie with half the
     # total; within this tolerance a tie is treated as one, keeping the midpoint convention.
     slack = num * torch.finfo(cum.dtype).eps * total
-    lo_index = (cum < half - slack).sum(dim=0, keepdim=True)
-    hi_index = (cum <= half + slack).sum(dim=0, keepdim=True).clamp_max(num - 1)
-    lo = sorted_x.gather(0, lo_index)[0]
-    hi = sorted_x.gather(0, hi_index)[0]
+    # The rows of cum are sorted: the count of entries below (at most) a bound is a binary
+    # search, not a pass over the (m, n) array.
+    lo_index = torch.searchsorted(cum, (half - slack).unsqueeze(1), side="left")
+    hi_index = torch.searchsorted(cum, (half + slack).unsqueeze(1), side="right")
+    hi_index = hi_index.clamp_max(num - 1)
+    lo = values.gather(1, order.gather(1, lo_index))[:, 0]
+    hi = values.gather(1, order.gather(1, hi_index))[:, 0]
     return _midpoint(lo, hi)
+
+
+def _weighted_median_rows_numpy(
+    values: np.ndarray, order: np.ndarray, w: np.ndarray
+) -> torch.Tensor:
+    """:func:`_weighted_median_rows` on the CPU, the same arithmetic through numpy (whose
+    per-call cost is a fraction of torch's on the short rows of a median of distances).
+
+    The cumulative sums stay torch's (faster than numpy's along rows, and the same bits: torch
+    accumulates them in float64 and rounds each partial sum to the weights' dtype).
+    """
+    num = values.shape[1]
+    cum = torch.from_numpy(w[order]).cumsum(dim=1).numpy()
+    total = cum[:, -1]
+    half = 0.5 * total
+    slack = num * float(np.finfo(w.dtype).eps) * total
+    below, above = half - slack, half + slack
+    rows = np.arange(values.shape[0])
+    if values.shape[0] == 1:
+        lo_index = np.searchsorted(cum[0], below, side="left")
+        hi_index = np.searchsorted(cum[0], above, side="right")
+    else:
+        cum_t = torch.from_numpy(cum)
+        lo_index = torch.searchsorted(cum_t, torch.from_numpy(below[:, None]), side="left")
+        hi_index = torch.searchsorted(cum_t, torch.from_numpy(above[:, None]), side="right")
+        lo_index, hi_index = lo_index.numpy()[:, 0], hi_index.numpy()[:, 0]
+    hi_index = np.minimum(hi_index, num - 1)
+    lo = values[rows, order[rows, lo_index]]
+    hi = values[rows, order[rows, hi_index]]
+    # The midpoint convention of _midpoint: halve each term first (no overflow), keep equal ends.
+    return torch.from_numpy(np.where(lo == hi, lo, 0.5 * lo + 0.5 * hi))
+
+
+def _equal(w: torch.Tensor) -> bool:
+    """Whether all weights are equal (the weighted rules then reduce to the unweighted ones)."""
+    return bool((w == w[0]).all())
 
 
 def coordinate_median(
@@ -333,12 +424,14 @@ def coordinate_median(
     num = rows.x.shape[0]
     if num == 0:
         return _result(rows, None, updates)
-    if rows.w is None:
-        sorted_x = _sort_columns(rows.x)[0]
+    if rows.w is None or _equal(rows.w):
+        # Equal weights: the minimiser interval of the weighted definition is that of the
+        # ordinary median, so only the values are sorted.
+        sorted_x = _sort_columns(rows.x)
         median = _midpoint(sorted_x[(num - 1) // 2], sorted_x[num // 2])
     else:
-        sorted_x, order = _sort_columns(rows.x)
-        median = _weighted_median_sorted(sorted_x, order, rows.w)
+        xt, order = _column_order(rows.x)
+        median = _weighted_median_rows(xt, order, rows.w)
     return _result(rows, median, updates)
 
 
@@ -371,20 +464,33 @@ def trimmed_mean(
     num = rows.x.shape[0]
     if num == 0:
         return _result(rows, None, updates)
-    # Sums of values near the dtype's maximum overflow: average power-of-two-scaled rows.
-    x, scale = _scaled64(rows.x)
-    w = None if rows.w is None else rows.w.to(torch.float64)
     # trim_ratio < 0.5 keeps at least one value; the clamp covers the rounding guard.
     trim = min(math.floor(ratio * num + _TRIM_COUNT_GUARD), (num - 1) // 2)
-    if trim == 0:
-        # Nothing is trimmed: skip the (n, d) sort.
-        mean = x.mean(dim=0) if w is None else w @ x
+    # Sums of values near the dtype's maximum overflow: average power-of-two-scaled rows.
+    if trim == 0 or rows.w is None:
+        x, scale = _scaled64(rows.x)
+        if trim == 0:
+            # Nothing is trimmed: skip the (n, d) sort.
+            mean = x.mean(dim=0) if rows.w is None else rows.w.to(torch.float64) @ x
+        else:
+            mean = _sort_columns(x)[trim : num - trim].mean(dim=0)
         return _result(rows, _back(mean, scale, updates), updates)
-    sorted_x, order = _sort_columns(x)
-    kept = sorted_x[trim : num - trim]
-    if w is None:
-        return _result(rows, _back(kept.mean(dim=0), scale, updates), updates)
-    kept_w = w[order[trim : num - trim]]
+    # Only the kept values are scaled to float64, in the (n - 2 trim, d) layout the sums below
+    # have always run in. The order of the rows in the working dtype is that of the scaled rows
+    # (dividing by a power of two is exact and monotone).
+    scale = _scale_of(rows.x)
+    w = rows.w.to(torch.float64)
+    if _equal(w):
+        # Equal weights: which rows are kept does not change their weights, so only the values
+        # are sorted; the weighted mean below is computed as for any weights.
+        kept = _sort_columns(rows.x)[trim : num - trim]
+        kept_w = torch.full(kept.shape, float(w[0]), dtype=torch.float64, device=kept.device)
+    else:
+        xt, order = _column_order(rows.x)
+        order = order[:, trim : num - trim]  # (d, n - 2 trim)
+        kept = _transpose(xt.gather(1, order))
+        kept_w = _transpose(_take(w, order))
+    kept = kept.to(torch.float64).div_(scale)
     weight_sum = kept_w.sum(dim=0)
     has_weight = weight_sum > 0
     weighted = (kept_w * kept).sum(dim=0) / torch.where(has_weight, weight_sum, 1.0)
@@ -400,12 +506,24 @@ def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     ``3.4e38`` or float64's ``1.8e308``), and multiplying back by ``s`` returns the input's
     scale exactly.
     """
+    scale = _scale_of(x)
     x64 = x.to(torch.float64)
-    largest = float(x64.abs().max()) if x64.numel() else 0.0
+    if scale != 1.0:
+        # x64 is a fresh copy when x is narrower, so it can be divided in place.
+        x64 = x64.div_(scale) if x64.data_ptr() != x.data_ptr() else x64 / scale
+    return x64, scale
+
+
+def _scale_of(x: torch.Tensor) -> float:
+    """The power of two ``s`` of :func:`_scaled64`: ``2**e >= max |x|`` (1 for all zeros)."""
+    if x.numel() == 0:
+        return 1.0
+    # The extremes give max |x| exactly, without an (n, d) temporary of absolute values.
+    low, high = torch.aminmax(x)
+    largest = max(-float(low), float(high))
     if largest == 0.0:
-        return x64, 1.0
-    scale = math.ldexp(1.0, math.frexp(largest)[1])  # 2**e >= largest
-    return x64 / scale, scale
+        return 1.0
+    return math.ldexp(1.0, math.frexp(largest)[1])
 
 
 def _back(aggregate: torch.Tensor, scale: float, like: torch.Tensor) -> torch.Tensor:
@@ -416,21 +534,25 @@ def _back(aggregate: torch.Tensor, scale: float, like: torch.Tensor) -> torch.Te
     return out.clamp(-limit, limit)
 
 
-def _median_start(x: torch.Tensor) -> torch.Tensor:
-    """The unweighted coordinate median of ``x``'s rows: the robust start of the iterative
-    rules (only the values are sorted, which is cheap; a start does not need the weights)."""
+def _median_start(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """The unweighted coordinate median of the rows ``x / scale`` in float64: the robust start
+    of the iterative rules (only the values are sorted, which is cheap; a start does not need
+    the weights).
+
+    ``x`` holds the accepted rows in the working dtype: their order is that of the scaled float64
+    rows (dividing by a power of two is exact and monotone), and the narrower values sort faster;
+    only the two middle rows are scaled, and their midpoint is taken in float64.
+    """
     n = x.shape[0]
-    if x.device.type == "cpu":
-        sorted_x = torch.from_numpy(np.sort(x.numpy(), axis=0))
-    else:
-        sorted_x = x.sort(dim=0).values
-    return _midpoint(sorted_x[(n - 1) // 2], sorted_x[n // 2])
+    sorted_x = _sort_columns(x)
+    middle = sorted_x[[(n - 1) // 2, n // 2]].to(torch.float64) / scale
+    return _midpoint(middle[0], middle[1])
 
 
 def _weighted_median_1d(values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Weighted median of a 1-D tensor (midpoint convention of :func:`coordinate_median`)."""
-    sorted_v, order = values.unsqueeze(1).sort(dim=0)
-    return _weighted_median_sorted(sorted_v, order, w)[0]
+    order = values.unsqueeze(1).sort(dim=0).indices.T  # (1, n)
+    return _weighted_median_rows(values.unsqueeze(0), order, w)[0]
 
 
 def geometric_median(
@@ -486,10 +608,11 @@ def geometric_median(
     x, scale = _scaled64(rows.x)
     assert rows.w is not None
     alpha = rows.w.to(torch.float64)
-    median = _median_start(x)
+    median = _median_start(rows.x, scale)
     smoothing = float(nu) / scale
+    diff = torch.empty_like(x)  # reused by every iteration: no (n, d) allocation in the loop
     for _ in range(int(max_iter)):
-        distance = torch.linalg.vector_norm(x - median, dim=1)
+        distance = torch.linalg.vector_norm(torch.sub(x, median, out=diff), dim=1)
         beta = alpha / distance.clamp_min(smoothing)
         new_median = (beta @ x) / beta.sum()
         step = float(torch.linalg.vector_norm(new_median - median))
@@ -648,12 +771,13 @@ def centered_clipping(
     assert rows.w is not None and iterations is not None
     x, scale = _scaled64(rows.x)
     alpha = rows.w.to(torch.float64)
-    center = _median_start(x)
     if tau is not None and math.isinf(tau):
         center = alpha @ x
         return _result(rows, _back(center, scale, updates), updates)
+    center = _median_start(rows.x, scale)
+    diff = torch.empty_like(x)  # reused by every iteration
     for _ in range(iterations):
-        diff = x - center
+        torch.sub(x, center, out=diff)
         distance = torch.linalg.vector_norm(diff, dim=1)
         radius_k = _weighted_median_1d(distance, alpha) if tau is None else tau / scale
         factor = torch.where(

@@ -1,0 +1,182 @@
+"""Does a trained controller keep Byzantine devices out? The shipped agents of the suite's
+Byzantine task against random actions and every defence, on evaluation seeds.
+
+For every controller and evaluation seed it plays one episode of the task
+(:mod:`fl_gym.benchmark`; ``fl_gym/ByzantineSelection-v1``) and counts, over the rounds of the
+episode, the share of (Byzantine device, round) pairs in which the Byzantine device was
+selected, the same share for the honest devices, the rounds to the target accuracy and the
+return. The Byzantine set is the environment's truth (the adversary stage's), never shown to the
+controllers. The agents are those ``benchmarks/train_suite.py`` ships for the task (training
+seeds 0-2, disjoint from the evaluation seeds). Writes the ``byzantine-controller`` block of
+``docs/reproductions.md``.
+
+Run: ``python benchmarks/byzantine_controller.py [--suite NAME] [--task NAME] [--seeds 100-109]
+[--no-write]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from docblock import markers, write_block  # noqa: E402
+
+import fl_gym  # noqa: E402, F401
+from fl_gym.agents.training import load_agent  # noqa: E402
+from fl_gym.baselines import baselines_for, make_policy  # noqa: E402
+from fl_gym.benchmark import get_suite, make_task_env  # noqa: E402
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "reproductions.md"
+
+
+class RandomActions:
+    """Uniformly random actions of the environment's space (seeded once)."""
+
+    def __init__(self, env: Any, seed: int) -> None:
+        self.space = env.action_space
+        self.space.seed(seed)
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[Any, Any]:
+        return self.space.sample(), state
+
+
+def play(env: Any, policy: Any, seed: int, target: float) -> dict[str, float]:
+    """One episode: return, rounds, rounds to target (NaN if missed), selection shares."""
+    obs, _ = env.reset(seed=seed)
+    unwrapped = env.unwrapped
+    total, rounds, reached = 0.0, 0, float("nan")
+    byz_sel = byz_all = hon_sel = hon_all = 0
+    done = False
+    while not done:
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        total += float(reward)
+        rounds += 1
+        byz = unwrapped.adversary.byzantine_devices(unwrapped.federation)
+        selected = np.asarray(info["selected"], dtype=bool)
+        byz_sel += int((selected & byz).sum())
+        byz_all += int(byz.sum())
+        hon_sel += int((selected & ~byz).sum())
+        hon_all += int((~byz).sum())
+        if np.isnan(reached) and info["accuracy"] >= target:
+            reached = rounds
+    return {
+        "return": total,
+        "rounds": rounds,
+        "to_target": reached,
+        "byzantine_selected": byz_sel / max(byz_all, 1),
+        "honest_selected": hon_sel / max(hon_all, 1),
+    }
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text:
+        lo, hi = text.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", required=True)
+    parser.add_argument("--task", default="byzantine-sign-flip")
+    parser.add_argument("--seeds", default="100-109")
+    parser.add_argument("--agents", default=None, help="default models/<SUITE>/<task>")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    (task,) = [t for t in get_suite(args.suite) if t.name == args.task]
+    seeds = _seeds(args.seeds)
+    agents_dir = Path(args.agents or f"models/{args.suite}/{task.name}")
+    env = make_task_env(task)
+    target = float(env.unwrapped.config.target_accuracy)
+    makers: dict[str, Any] = {"random actions": lambda s: RandomActions(env, s)}
+    for name in baselines_for(env):
+        makers[name] = lambda s, name=name: make_policy(name, env)
+    families: dict[str, list[Path]] = {}
+    for path in sorted(agents_dir.glob("*.pt")):
+        family = path.stem.rsplit("-s", 1)[0]
+        families.setdefault(family, []).append(path)
+    for family, paths in families.items():
+        agents = [load_agent(p) for p in paths]
+        makers[f"{family} (trained, {len(paths)} seeds)"] = lambda s, agents=agents: agents[
+            s % len(agents)
+        ]
+    rows: dict[str, list[dict[str, float]]] = {}
+    start = time.time()
+    for name, make in makers.items():
+        if " (trained" in name:
+            # Every training seed plays every evaluation seed.
+            count = len(families[name.split(" (trained")[0]])
+            rows[name] = [play(env, make(i), s, target) for i in range(count) for s in seeds]
+        else:
+            rows[name] = [play(env, make(s), s, target) for s in seeds]
+        print(f"{name}: {time.time() - start:.0f} s", flush=True)
+
+    def mean(name: str, key: str) -> float:
+        return float(np.nanmean([r[key] for r in rows[name]]))
+
+    lines = [
+        "## A learned defence: keeping Byzantine devices out",
+        "",
+        f"Made by `python benchmarks/byzantine_controller.py --suite {args.suite} --task "
+        f"{task.name} --seeds {args.seeds}` on {time.strftime('%Y-%m-%d')} "
+        f"({platform.machine()}, {os.cpu_count()} CPUs). Task `{task.name}` of `{args.suite}`: "
+        f"`{task.env_id}` with {dict(task.config)}. {task.description} Evaluation seeds "
+        f"{seeds[0]}-{seeds[-1]}; trained agents: training seeds disjoint from them, every "
+        "agent on every evaluation seed, deterministic actions. Byzantine / honest selected: "
+        "share of (device, round) pairs in which a Byzantine / honest device was selected.",
+        "",
+        "| controller | return | rounds to target (reached) | Byzantine selected | "
+        "honest selected |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    order = sorted(rows, key=lambda n: -mean(n, "return"))
+    for name in order:
+        reached = [r["to_target"] for r in rows[name] if not np.isnan(r["to_target"])]
+        shown = (
+            f"{np.mean(reached):.1f} ({len(reached)}/{len(rows[name])})"
+            if reached
+            else (f"- (0/{len(rows[name])})")
+        )
+        lines.append(
+            f"| {name} | {mean(name, 'return'):.2f} | {shown} | "
+            f"{mean(name, 'byzantine_selected'):.0%} | {mean(name, 'honest_selected'):.0%} |"
+        )
+    heuristics = [n for n in rows if n != "random actions" and " (trained" not in n]
+    best = max(heuristics, key=lambda n: mean(n, "return"))
+    lines.append("")
+    for name in [n for n in order if " (trained" in n]:
+        lines.append(
+            f"{name}: selects Byzantine devices in {mean(name, 'byzantine_selected'):.0%} of "
+            f"their rounds and honest ones in {mean(name, 'honest_selected'):.0%} (random "
+            f"actions: {mean('random actions', 'byzantine_selected'):.0%} and "
+            f"{mean('random actions', 'honest_selected'):.0%}); its mean return "
+            f"{mean(name, 'return'):.2f} is "
+            f"{'above' if mean(name, 'return') > mean(best, 'return') else 'below'} the best "
+            f"defence's ({best}, {mean(best, 'return'):.2f})."
+        )
+    begin, end = markers("byzantine-controller")
+    section = "\n".join([begin, *lines, end]) + "\n"
+    print(section)
+    if not args.no_write:
+        write_block(DOC, "byzantine-controller", section)
+
+
+if __name__ == "__main__":
+    main()
