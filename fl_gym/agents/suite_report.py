@@ -581,9 +581,10 @@ def _task_section(
     if metric not in TASK_METRICS and all(math.isnan(r.metric) for r in rows if r.task == task):
         text += f" The metric {metric} has no rule in TASK_METRICS: not computed."
     lines += [text.strip(), ""]
+    counted = "episodes that reached it" if metric.endswith("-to-target") else "episodes"
     lines += [
         f"| controller | kind | runs | return [95% CI] | normalised | {metric} [95% CI] "
-        "(episodes that reached it) | final accuracy | energy (J) | CPU s / episode |",
+        f"({counted}) | final accuracy | energy (J) | CPU s / episode |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for family in sorted(families, key=lambda f: -mean[f]):
