@@ -1,18 +1,21 @@
 """Headroom of a benchmark suite: random, every heuristic, MPC and the clairvoyant bound per task.
 
-For every task of the suite (:mod:`fl_gym.benchmark`) and every evaluation seed, plays uniformly
+For every single-agent task of the suite (:mod:`fl_gym.benchmark`; the planners play no
+multi-agent task) and every evaluation seed, plays uniformly
 random actions, every heuristic that applies (:func:`fl_gym.baselines.baselines_for`), the
-model-predictive planner and the clairvoyant planner (:mod:`fl_gym.baselines.planning`), and
-writes a Markdown table: mean return (and its standard error) and the task's metric per
-controller, the headroom (clairvoyant bound minus the best heuristic) and each controller's
+model-predictive planner and the clairvoyant planner (:mod:`fl_gym.baselines.planning`) with
+:func:`fl_gym.agents.suite_bench.run_suite` (the episodes of ``fl-gym bench --suite``, without
+agents), and writes a Markdown table: mean return (and its standard error) and the task's metric
+per controller, the headroom (clairvoyant bound minus the best heuristic) and each controller's
 normalised score ``(return - random) / (bound - random)``. The clairvoyant planner is never
-below the heuristics it uses as bases on a seed (it keeps the best sequence it has simulated),
-so the bound is a lower estimate of what any controller could reach.
+below the controllers it simulates on a seed (it keeps the best sequence it has simulated), so
+the bound is a lower estimate of what any controller could reach; ``run_suite`` checks it.
 
 Run: ``python benchmarks/headroom.py [--suite FLW-7-v0] [--seeds 100-102] [--tasks NAME ...]
 [--out benchmarks/headroom.md]``. Costs: the clairvoyant planner simulates every base heuristic
 to the end of the episode at every round (rounds x bases x remaining rounds); keep episodes
-short with ``--max-steps``.
+short with ``--max-steps``. ``fl-gym bench --suite`` plays the same episodes (and the shipped
+agents) and reports them with rliable's interval estimates.
 """
 
 from __future__ import annotations
@@ -26,98 +29,28 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
-from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import fl_gym  # noqa: E402, F401
-from fl_gym.baselines import baselines_for, make_policy  # noqa: E402
-from fl_gym.baselines.planning import ClairvoyantPlanner, MPCPlanner  # noqa: E402
-from fl_gym.benchmark import Task, get_suite, make_task_env  # noqa: E402
-from fl_gym.envs.rollout import EpisodeResult, rollout  # noqa: E402
-
-
-class RandomActions:
-    """Uniformly random actions of the environment's space (seeded once)."""
-
-    def __init__(self, env: Any, seed: int) -> None:
-        self.space = env.action_space
-        self.space.seed(seed)
-
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[Any, Any]:
-        return self.space.sample(), state
-
-
-def metric(task: Task, result: EpisodeResult, env: Any) -> float:
-    """The task's metric of one episode (NaN where the target was not reached)."""
-    cfg = env.unwrapped.config
-    if task.metric == "accuracy-at-budget":
-        return result.accuracy_within(
-            cfg.energy_budget_j or float("inf"), cfg.time_budget_s or float("inf")
-        )
-    value = {
-        "rounds-to-target": result.rounds_to,
-        "energy-to-target": result.energy_to,
-        "time-to-target": result.time_to,
-    }[task.metric](cfg.target_accuracy)
-    return float("nan") if value is None else float(value)
-
-
-def controllers(env: Any, seed: int, bases: list[str]) -> dict[str, Any]:
-    """Every controller of the table, the clairvoyant planner last: it simulates each of the
-    others' whole episode at its first round (built afresh the same way), so its return is
-    never below theirs on a seed."""
-    makers: dict[str, Any] = {"random-actions": lambda e: RandomActions(e, seed)}
-    for name in baselines_for(env):
-        makers[name] = lambda e, name=name: make_policy(name, e)
-    makers["mpc"] = lambda e: MPCPlanner(
-        e, bases, horizon=3, num_scenarios=1, num_random=1, seed=seed
-    )
-    out = {name: make(env) for name, make in makers.items()}
-    out["clairvoyant"] = ClairvoyantPlanner(
-        env, bases, num_random=1, references=list(makers.values()), seed=seed
-    )
-    return out
+from fl_gym.agents.evaluation import parse_seeds  # noqa: E402
+from fl_gym.agents.suite_bench import EpisodeRow, has_planners, run_suite  # noqa: E402
+from fl_gym.benchmark import Task, get_suite  # noqa: E402
 
 
 def run_task(task: Task, seeds: list[int], max_steps: int | None) -> dict[str, dict[str, list]]:
+    """Every controller's returns, metrics and CPU seconds on ``task`` (checked against the
+    bound by :func:`fl_gym.agents.suite_bench.run_suite`)."""
     if max_steps is not None:
         task = dataclasses.replace(task, max_episode_steps=max_steps)
+    rows: list[EpisodeRow] = run_suite([task], seeds)
     table: dict[str, dict[str, list]] = {}
-    for seed in seeds:
-        env = make_task_env(task)
-        applicable = baselines_for(env)
-        preferred = ("round-robin", "best-channel", "energy-aware", "proportional-fair")
-        bases = [b for b in preferred if b in applicable] or applicable[:3]
-        for name, policy in controllers(env, seed, bases).items():
-            start = time.process_time()
-            result = rollout(env, policy, seed=seed)
-            row = table.setdefault(name, {"return": [], "metric": [], "cpu_s": []})
-            row["return"].append(result.episode_return)
-            row["metric"].append(metric(task, result, env))
-            row["cpu_s"].append(time.process_time() - start)
-        env.close()
-        bound = table["clairvoyant"]["return"][-1]
-        for name, row in table.items():
-            if row["return"][-1] > bound + 1e-9:
-                raise AssertionError(
-                    f"{task.name}, seed {seed}: {name} ({row['return'][-1]:.6f}) above the "
-                    f"clairvoyant bound ({bound:.6f})"
-                )
+    for r in rows:
+        row = table.setdefault(r.controller, {"return": [], "metric": [], "cpu_s": []})
+        row["return"].append(r.episode_return)
+        row["metric"].append(r.metric)
+        row["cpu_s"].append(r.cpu_s)
     return table
-
-
-def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
 
 
 def format_task(task: Task, table: dict[str, dict[str, list]]) -> list[str]:
@@ -160,11 +93,11 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="shorter episodes")
     parser.add_argument("--out", default="benchmarks/headroom.md")
     args = parser.parse_args()
-    seeds = _seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     tasks = [
         t
         for t in get_suite(args.suite)
-        if t.planning and (args.tasks is None or t.name in args.tasks)  # planners: single-agent
+        if has_planners(t) and (args.tasks is None or t.name in args.tasks)
     ]
     header = [
         f"# Headroom of `{args.suite}`",
@@ -172,7 +105,8 @@ def main() -> None:
         f"Made by `python benchmarks/headroom.py --suite {args.suite} --seeds {args.seeds}"
         + (f" --max-steps {args.max_steps}" if args.max_steps else "")
         + f"` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}); evaluation seeds {seeds}. Returns are the tasks' "
+        f"Python {platform.python_version()}; re-make it by running that command again); "
+        f"evaluation seeds {seeds}. Returns are the tasks' "
         "own rewards; `normalised` is (return - random actions) / (clairvoyant - random "
         "actions). MPC: horizon 3, one fresh scenario, one random candidate per round; "
         "clairvoyant: fortified rollout over the same base heuristics and one random candidate, "

@@ -9,6 +9,8 @@
 * :class:`DeviceChoiceWrapper`, :class:`DeviceQPolicy`, :class:`DoubleDQN`,
   :class:`TopMQSelector`: FAVOR-style DQN device selection (one Q-value per device, top-M play).
 * :func:`run_benchmark` and :func:`leaderboard_markdown`: the harness behind ``fl-gym bench``.
+* :func:`run_suite` and :func:`suite_markdown`: a benchmark suite's episodes and its leaderboard
+  (rliable's interval estimates; ``fl-gym bench --suite``).
 """
 
 from fl_gym.agents.agent_files import UntrustedAgentError, save_agent
@@ -28,6 +30,8 @@ from fl_gym.agents.evaluation import (
     parse_seeds,
     resolve_policy,
 )
+from fl_gym.agents.suite_bench import find_agents, read_rows, run_suite, write_rows
+from fl_gym.agents.suite_report import suite_markdown
 from fl_gym.agents.training import (
     ALGORITHMS,
     POLICY_ARCHITECTURES,
@@ -56,14 +60,19 @@ __all__ = [
     "bootstrap_ci",
     "evaluate",
     "evaluate_episodes",
+    "find_agents",
     "interquartile_mean",
     "leaderboard_markdown",
     "load_agent",
     "make_native_vec_env",
     "make_training_env",
     "parse_seeds",
+    "read_rows",
     "resolve_policy",
     "run_benchmark",
+    "run_suite",
     "save_agent",
+    "suite_markdown",
     "train",
+    "write_rows",
 ]

@@ -60,6 +60,7 @@ class _Planner(abc.ABC):
         if not isinstance(unwrapped, WirelessFLEnv):
             raise TypeError(f"a planner needs a wireless FL environment, got {env!r}")
         self.env: WirelessFLEnv = unwrapped
+        self._given_env = env  # references are built on it: the same episode length as ours
         applicable = baselines_for(unwrapped)
         if bases is None:
             bases = [b for b in DEFAULT_BASES if b in applicable] or applicable[:1]
@@ -76,7 +77,8 @@ class _Planner(abc.ABC):
         self._shadows: list[BaselinePolicy] = [make_baseline(b, unwrapped) for b in bases]
         self.num_random = check_int("num_random", num_random, minimum=0)
         self._rng = np.random.default_rng(seed)
-        spec = unwrapped.spec
+        # The wrapper's spec first: gym.make(..., max_episode_steps=N) records N there only.
+        spec = getattr(env, "spec", None) or unwrapped.spec
         limit = getattr(spec, "max_episode_steps", None) if spec is not None else None
         self.max_rounds = int(limit) if limit else unwrapped.config.max_rounds
         """Rounds after which a simulated episode ends (the registration's truncation)."""
@@ -219,7 +221,7 @@ class ClairvoyantPlanner(_Planner):
         """Rewards and actions of a freshly built reference controller's whole episode."""
         env = self.env
         env.restore(snapshot)
-        policy = make(env)
+        policy = make(self._given_env)
         rewards: list[float] = []
         actions: list[Any] = []
         first = True

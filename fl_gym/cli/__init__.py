@@ -134,7 +134,9 @@ def _build_parser() -> argparse.ArgumentParser:
     agents.add_trust_pickle_argument(evaluate)
 
     bench = sub.add_parser(
-        "bench", help="every policy on every env and seed: CSV, leaderboard, plots"
+        "bench",
+        help="every policy on every env and seed: CSV, leaderboard, plots; with --suite, a "
+        "benchmark suite's leaderboard (rliable)",
     )
     bench.add_argument("--envs", nargs="+", default=["fl_gym/ClientSelection-v0"])
     bench.add_argument(
@@ -144,7 +146,43 @@ def _build_parser() -> argparse.ArgumentParser:
         help="baseline names, ALGO:PATH agents, or 'baselines' for all that apply",
     )
     bench.add_argument(
-        "--seeds", default="0-9", help="e.g. 0-9 or 0,3,7 (default 0-9; at most 100,000 seeds)"
+        "--seeds",
+        default=None,
+        help="evaluation seeds, e.g. 0-9 or 0,3,7 (default 0-9, with --suite 100-104; at most "
+        "100,000 seeds)",
+    )
+    bench.add_argument(
+        "--suite",
+        default=None,
+        metavar="NAME",
+        help="play a benchmark suite (e.g. FLW-7-v0): random actions, every heuristic, MPC, "
+        "the clairvoyant bound and the shipped agents per task; normalised scores, IQM, "
+        'probability of improvement, performance profiles (needs "fl-gym[bench]")',
+    )
+    bench.add_argument("--tasks", nargs="+", default=None, help="--suite: only these tasks")
+    bench.add_argument(
+        "--agents",
+        default=None,
+        metavar="DIR",
+        help="--suite: trained agents as DIR/<task>/<algo>-<policy>-s<seed>.pt + .json",
+    )
+    bench.add_argument(
+        "--results",
+        default=None,
+        metavar="CSV",
+        help="--suite: per-episode rows (default OUT/results.csv; run info beside it as .json)",
+    )
+    bench.add_argument(
+        "--from-results",
+        default=None,
+        metavar="CSV",
+        help="make the suite leaderboard from a results CSV without playing any episode",
+    )
+    bench.add_argument(
+        "--jobs", type=positive_int, default=1, help="--suite: processes (results do not change)"
+    )
+    bench.add_argument(
+        "--reps", type=positive_int, default=2000, help="--suite: bootstrap resamples"
     )
     bench.add_argument("--preset", default=None)
     bench.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE")

@@ -11,7 +11,13 @@ import numpy as np
 
 from fl_gym.cli.common import parse_overrides
 
-__all__ = ["add_trust_pickle_argument", "run_bench", "run_eval", "run_train"]
+__all__ = [
+    "add_trust_pickle_argument",
+    "run_bench",
+    "run_eval",
+    "run_suite_bench",
+    "run_train",
+]
 
 
 def add_trust_pickle_argument(parser: argparse.ArgumentParser) -> None:
@@ -128,11 +134,13 @@ def run_bench(args: argparse.Namespace) -> int:
     from fl_gym.agents import leaderboard_markdown, run_benchmark
     from fl_gym.agents.bench import RayConnectionError
 
+    if args.suite is not None or args.from_results is not None:
+        return run_suite_bench(args)
     try:
         result = run_benchmark(
             args.envs,
             args.policies,
-            args.seeds,
+            "0-9" if args.seeds is None else args.seeds,
             config=parse_overrides(args.config) or None,
             preset=args.preset,
             backend=args.backend,
@@ -165,4 +173,121 @@ def run_bench(args: argparse.Namespace) -> int:
     sys.stdout.write(printed if printed.endswith("\n") else printed + "\n")
     sys.stdout.flush()
     print(f"wrote {csv_path}, {md_path} and {len(plots)} plot(s) in {out}/", file=sys.stderr)
+    return 0
+
+
+def _suite_command(args: argparse.Namespace, seeds: str) -> str:
+    """The command line that plays these episodes, written in the leaderboard's header."""
+    parts = ["fl-gym bench", f"--suite {args.suite}"]
+    if args.tasks:
+        parts.append("--tasks " + " ".join(args.tasks))
+    parts.append(f"--seeds {seeds}")
+    if args.agents:
+        parts.append(f"--agents {args.agents}")
+    if args.jobs > 1:
+        parts.append(f"--jobs {args.jobs}")
+    return " ".join(parts)
+
+
+def run_suite_bench(args: argparse.Namespace) -> int:
+    """``fl-gym bench --suite NAME`` / ``--from-results CSV``: the suite leaderboard.
+
+    Plays every controller of the suite's tasks (or reads the rows of an earlier run), writes
+    the rows (CSV, with the run's description beside it as JSON), the Markdown leaderboard and
+    its plot, and prints the leaderboard.
+    """
+    import datetime
+    import platform
+    from pathlib import Path
+
+    from fl_gym._console import progress_enabled
+    from fl_gym.agents.suite_report import RunInfo, require_rliable, suite_markdown
+
+    try:
+        require_rliable()
+    except ImportError as exc:
+        print(f"fl-gym: error: {exc}", file=sys.stderr)
+        return 2
+    from fl_gym.agents.evaluation import parse_seeds
+    from fl_gym.agents.suite_bench import (
+        BoundViolation,
+        check_bound,
+        find_agents,
+        read_rows,
+        run_suite,
+        write_rows,
+    )
+    from fl_gym.benchmark import get_suite
+
+    out = Path(args.out)
+    md_path = Path(args.markdown) if args.markdown else out / "leaderboard.md"
+    if args.from_results is not None:
+        if args.suite is not None:
+            raise ValueError("give either --suite (play the episodes) or --from-results, not both")
+        results = Path(args.from_results)
+        rows = read_rows(results)
+        meta = results.with_suffix(".json")
+        if meta.is_file():
+            info = RunInfo.read(meta)
+        else:
+            seeds = sorted({r.eval_seed for r in rows})
+            info = RunInfo(f"(rows of {results})", "unknown date", "unknown machine", "?", seeds)
+    else:
+        tasks = get_suite(args.suite)
+        if args.tasks:
+            names = [t.name for t in tasks]
+            unknown = [n for n in args.tasks if n not in names]
+            if unknown:
+                raise ValueError(f"unknown task(s) {unknown} of {args.suite}; allowed: {names}")
+            tasks = tuple(t for t in tasks if t.name in args.tasks)
+        seed_text = "100-104" if args.seeds is None else args.seeds
+        seeds = parse_seeds(seed_text)
+        agents = find_agents(args.agents, tasks) if args.agents else {}
+        rows = run_suite(
+            tasks,
+            seeds,
+            agents=agents,
+            jobs=args.jobs,
+            progress=progress_enabled(args.no_progress),
+            check=False,  # the rows are written first, so that a violation can be looked at
+        )
+        info = RunInfo(
+            command=_suite_command(args, seed_text),
+            date=datetime.date.today().isoformat(),
+            machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}",
+            suite=args.suite,
+            seeds=seeds,
+            tasks=[
+                {
+                    "name": t.name,
+                    "env_id": t.env_id,
+                    "metric": t.metric,
+                    "description": t.description,
+                    "max_episode_steps": t.max_episode_steps,
+                    "config": dict(t.config),
+                }
+                for t in tasks
+            ],
+            agents=args.agents,
+        )
+        results = Path(args.results) if args.results else out / "results.csv"
+        write_rows(rows, results)
+        info.write(results.with_suffix(".json"))
+        try:
+            check_bound(rows)
+        except BoundViolation as exc:
+            print(f"fl-gym: error: {exc} (every episode is in {results})", file=sys.stderr)
+            return 1
+        # The page is made from the files, as --from-results makes it.
+        rows, info = read_rows(results), RunInfo.read(results.with_suffix(".json"))
+    markdown = suite_markdown(
+        rows, info, out_dir=out, markdown_path=md_path, results_path=results, reps=args.reps
+    )
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+    sys.stdout.write(markdown if markdown.endswith("\n") else markdown + "\n")
+    sys.stdout.flush()
+    made = f"from {results}" if args.from_results is not None else f"and {results}"
+    print(f"wrote {md_path} {made}; the plot in {out}/", file=sys.stderr)
     return 0
