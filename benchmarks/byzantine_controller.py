@@ -31,28 +31,13 @@ import numpy as np  # noqa: E402
 from docblock import markers, write_block  # noqa: E402
 
 import fl_gym  # noqa: E402, F401
+from fl_gym.agents.evaluation import parse_seeds  # noqa: E402
+from fl_gym.agents.suite_bench import RandomActions  # noqa: E402
 from fl_gym.agents.training import load_agent  # noqa: E402
 from fl_gym.baselines import baselines_for, make_policy  # noqa: E402
 from fl_gym.benchmark import get_suite, make_task_env  # noqa: E402
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reproductions.md"
-
-
-class RandomActions:
-    """Uniformly random actions of the environment's space (seeded once)."""
-
-    def __init__(self, env: Any, seed: int) -> None:
-        self.space = env.action_space
-        self.space.seed(seed)
-
-    def predict(
-        self,
-        observation: Any,
-        state: Any = None,
-        episode_start: Any = None,
-        deterministic: bool = True,
-    ) -> tuple[Any, Any]:
-        return self.space.sample(), state
 
 
 def play(env: Any, policy: Any, seed: int, target: float) -> dict[str, float]:
@@ -85,13 +70,6 @@ def play(env: Any, policy: Any, seed: int, target: float) -> dict[str, float]:
     }
 
 
-def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", required=True)
@@ -101,7 +79,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     (task,) = [t for t in get_suite(args.suite) if t.name == args.task]
-    seeds = _seeds(args.seeds)
+    seeds = parse_seeds(args.seeds)
     agents_dir = Path(args.agents or f"models/{args.suite}/{task.name}")
     env = make_task_env(task)
     target = float(env.unwrapped.config.target_accuracy)

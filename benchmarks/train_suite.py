@@ -38,6 +38,7 @@ from typing import Any  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
 import fl_gym  # noqa: E402, F401
+from fl_gym.agents.evaluation import parse_seeds  # noqa: E402
 from fl_gym.benchmark import Task, get_suite, make_task_env  # noqa: E402
 
 MULTI_AGENT = ("vehicular_v1", "uav_swarm_v0")
@@ -80,17 +81,17 @@ BUDGET: dict[str, dict[str, Any]] = {
 """Steps, parallel environments and SB3 arguments per algorithm (SB3 defaults otherwise)."""
 
 MULTI_AGENT_PPO = {
-    # 2 copies x 20 vehicles x 128 steps = 5,120 agent-steps per update, 20 updates.
+    # 2 copies x 20 vehicles x 128 steps = 5,120 agent-steps per update, 100 updates.
     "vehicular_v1": {
-        "timesteps": 102_400,
+        "timesteps": 512_000,
         "n_envs": 2,
         "algo_kwargs": {"n_steps": 128, "batch_size": 512, "n_epochs": 10},
     },
-    # 1 copy x 100 UAVs x 128 steps = 12,800 agent-steps per update, 16 updates.
+    # 1 copy x 100 UAVs x 128 steps = 12,800 agent-steps per update, 80 updates.
     "uav_swarm_v0": {
-        "timesteps": 204_800,
+        "timesteps": 1_024_000,
         "n_envs": 1,
-        "algo_kwargs": {"n_steps": 128, "batch_size": 1024, "n_epochs": 10},
+        "algo_kwargs": {"n_steps": 128, "batch_size": 1280, "n_epochs": 10},
     },
 }
 """PPO on the multi-agent tasks (one policy for every agent; timesteps count agent-steps)."""
@@ -158,13 +159,6 @@ def train_one(
     }
 
 
-def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", required=True)
@@ -187,7 +181,7 @@ def main() -> None:
                 algos.append(name)
         for algo in algos:
             policy = "mlp" if task.env_id in MULTI_AGENT else "device-set"
-            for seed in _seeds(args.seeds):
+            for seed in parse_seeds(args.seeds):
                 if agent_path(out, task, algo, policy, seed).with_suffix(".pt").exists() and (
                     not args.overwrite
                 ):
