@@ -18,6 +18,8 @@ METRIC_OF_MODE = {
     "time-to-accuracy": {"rounds-to-target", "time-to-target"},
     "energy-to-accuracy": {"energy-to-target"},
     "accuracy-at-budget": {"accuracy-at-budget"},
+    # The weighted reward ends an episode at the target too: any "-to-target" metric reads.
+    "weighted": {"rounds-to-target", "time-to-target", "energy-to-target"},
 }
 METRIC_OF_MODULE = {
     "vehicular_v1": "share-above-threshold",
