@@ -18,7 +18,9 @@ The budget per agent is fixed below (:data:`BUDGET`) so that the whole suite tra
 2-core machine in about an hour; every agent's metadata records the CPU seconds it took.
 
 Run: ``python benchmarks/train_suite.py --suite NAME [--tasks ...] [--algos ppo offpolicy]
-[--seeds 0-2] [--jobs 2]``. Existing agent files are kept unless ``--overwrite``.
+[--seeds 0-2] [--jobs 2]``. Existing agent files are kept unless ``--overwrite``. The
+environments run in fl_gym's native vector env where the id has one, else in SB3's
+``DummyVecEnv``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import gymnasium as gym  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
 import fl_gym  # noqa: E402, F401
@@ -111,6 +114,15 @@ def off_policy_for(task: Task) -> str | None:
     return None
 
 
+def _vectorization(task: Task, asked: str) -> str:
+    """``asked``, except ``"native"`` for an id without a native vector env: ``"dummy"``."""
+    if task.env_id in MULTI_AGENT:
+        return "dummy"
+    if asked == "native" and gym.spec(task.env_id).vector_entry_point is None:
+        return "dummy"
+    return asked
+
+
 def agent_path(out: Path, task: Task, algo: str, policy: str, seed: int) -> Path:
     return out / task.name / f"{algo}-{policy}-s{seed}"
 
@@ -140,7 +152,7 @@ def train_one(
         policy_kwargs=budget.get("policy_kwargs"),
         algo_kwargs=dict(budget["algo_kwargs"]),
         save_path=path,
-        vectorization="dummy" if multi else vectorization,
+        vectorization=_vectorization(task, vectorization),
         max_episode_steps=None if multi else task.max_episode_steps,
     )
     cpu_s = time.process_time() - start_cpu
