@@ -105,7 +105,7 @@ def test_rows_cover_every_controller_and_seed_and_round_trip_the_csv(
     specs = controller_specs(TINY, find_agents(agents_dir, [TINY])[TINY.name])
     names = [s.name for s in specs]
     assert names[0] == "random-actions" and names[-2:] == ["mpc", "clairvoyant"]
-    assert "round-robin" in names and "ppo-mlp-s0" in names
+    assert "round-robin" in names and "ppo-mlp-s0" in names and "ppo-mlp-sampled-s0" in names
     assert [(r.controller, r.eval_seed) for r in rows] == [(n, s) for n in names for s in SEEDS]
     assert all(r.task == TINY.name and r.rounds == 3 for r in rows)
     assert {r.kind for r in rows} == {"random", "heuristic", "agent", "planner", "bound"}
@@ -125,6 +125,8 @@ def test_a_shipped_agent_is_a_family_with_its_training_seed(rows: list[EpisodeRo
     assert [(r.family, r.training_seed, r.eval_seed) for r in agent] == [
         ("ppo-mlp", 0, 0),
         ("ppo-mlp", 0, 1),
+        ("ppo-mlp-sampled", 0, 0),
+        ("ppo-mlp-sampled", 0, 1),
     ]
     assert all(r.training_seed is None for r in rows if r.kind != "agent")
     matrices = score_matrices(rows)
@@ -139,6 +141,26 @@ def test_every_episode_is_the_one_its_seed_gives(rows: list[EpisodeRow]) -> None
     again = suite_bench.play_episode(TINY, specs, index, 1)
     (kept,) = [r for r in rows if r.controller == "proportional-fair" and r.eval_seed == 1]
     assert again.episode_return == kept.episode_return and again.accuracy == kept.accuracy
+
+
+def test_a_sampled_agent_replays_its_samples_and_leaves_torch_alone(
+    rows: list[EpisodeRow], agents_dir: Path
+) -> None:
+    """The sampled family plays other actions than the deterministic one, the same ones again
+    when replayed, and the caller's torch generator is where it was."""
+    import torch
+
+    specs = controller_specs(TINY, find_agents(agents_dir, [TINY])[TINY.name])
+    index = [s.name for s in specs].index("ppo-mlp-sampled-s0")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    again = suite_bench.play_episode(TINY, specs, index, 0)
+    np.testing.assert_array_equal(torch.rand(3), expected)
+    (kept,) = [r for r in rows if r.controller == "ppo-mlp-sampled-s0" and r.eval_seed == 0]
+    assert again.episode_return == kept.episode_return and again.energy_j == kept.energy_j
+    (mean,) = [r for r in rows if r.controller == "ppo-mlp-s0" and r.eval_seed == 0]
+    assert kept.energy_j != mean.energy_j  # other devices selected: the samples are used
 
 
 def test_a_controller_above_the_bound_raises(rows: list[EpisodeRow]) -> None:

@@ -260,6 +260,8 @@ class ControllerSpec:
         family: The agent family (an agent), else the name.
         training_seed: The agent's training seed, else ``None``.
         agent: The agent's files (an agent), else ``None``.
+        sampled: An agent that plays actions sampled from its policy (family
+            ``<algo>-<policy>-sampled``) rather than its deterministic (mean or arg-max) action.
     """
 
     name: str
@@ -267,6 +269,7 @@ class ControllerSpec:
     family: str
     training_seed: int | None = None
     agent: AgentFiles | None = None
+    sampled: bool = False
 
 
 def _planner_bases(applicable: Sequence[str]) -> list[str]:
@@ -284,7 +287,19 @@ def controller_specs(task: Task, agents: Sequence[ShippedAgent] = ()) -> list[Co
         env.close()
     specs = [ControllerSpec(RANDOM, "random", RANDOM)]
     specs += [ControllerSpec(h, "heuristic", h) for h in heuristics]
-    specs += [ControllerSpec(a.name, "agent", a.family, a.training_seed, a.files) for a in agents]
+    for sampled in (False, True):
+        suffix = SAMPLED_SUFFIX if sampled else ""
+        specs += [
+            ControllerSpec(
+                f"{a.family}{suffix}-s{a.training_seed}",
+                "agent",
+                a.family + suffix,
+                a.training_seed,
+                a.files,
+                sampled,
+            )
+            for a in agents
+        ]
     if has_planners(task):
         specs += [ControllerSpec(MPC, "planner", MPC), ControllerSpec(BOUND, "bound", BOUND)]
     return specs
@@ -312,6 +327,40 @@ class _SharedPolicy:
         return {a: actions[i] for i, a in enumerate(names)}, state
 
 
+SAMPLED_SUFFIX = "-sampled"
+"""Family suffix of an agent that plays sampled actions (see :class:`_Sampled`)."""
+
+
+class _Sampled:
+    """An agent playing actions sampled from its policy, reproducibly.
+
+    SB3 samples with torch's global generator; each call here runs under a forked generator
+    state seeded from ``(seed, call index)``, so the same episode replays the same samples (the
+    clairvoyant bound's reference runs included) and the caller's torch random state is left
+    as it was. Why sample: a selection codec thresholds scores, and a Gaussian policy's mean
+    can lie below the threshold for every device although its samples select some.
+    """
+
+    def __init__(self, policy: Any, seed: int) -> None:
+        self.policy = policy
+        self.seed = int(seed)
+        self.calls = 0
+
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[Any, Any]:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + self.calls)
+            self.calls += 1
+            return self.policy.predict(observation, state, episode_start, deterministic=False)
+
+
 def _load_agent(files: AgentFiles, env: Any) -> Any:
     from fl_gym.envs.rollout import is_multi_agent
 
@@ -333,6 +382,9 @@ def _maker(spec: ControllerSpec, seed: int, bases: Sequence[str]) -> Callable[[A
     if spec.kind == "agent":
         assert spec.agent is not None
         files = spec.agent
+        if spec.sampled:
+            stream = seed * 1_009 + (spec.training_seed or 0)
+            return lambda env: _Sampled(_load_agent(files, env), stream)
         return lambda env: _load_agent(files, env)
     if spec.kind == "planner":
         return lambda env: MPCPlanner(
