@@ -7,8 +7,9 @@ episode, the share of (Byzantine device, round) pairs in which the Byzantine dev
 selected, the same share for the honest devices, the rounds to the target accuracy and the
 return. The Byzantine set is the environment's truth (the adversary stage's), never shown to the
 controllers. The agents are those ``benchmarks/train_suite.py`` ships for the task (training
-seeds 0-2, disjoint from the evaluation seeds). Writes the ``byzantine-controller`` block of
-``docs/reproductions.md``.
+seeds 0-2, disjoint from the evaluation seeds), each played with its deterministic action and
+with actions sampled from its policy (see ``fl_gym.agents.suite_bench.SampledActions``).
+Writes the ``byzantine-controller`` block of ``docs/reproductions.md``.
 
 Run: ``python benchmarks/byzantine_controller.py [--suite NAME] [--task NAME] [--seeds 100-109]
 [--no-write]``.
@@ -32,7 +33,7 @@ from docblock import markers, write_block  # noqa: E402
 
 import fl_gym  # noqa: E402, F401
 from fl_gym.agents.evaluation import parse_seeds  # noqa: E402
-from fl_gym.agents.suite_bench import RandomActions  # noqa: E402
+from fl_gym.agents.suite_bench import RandomActions, SampledActions  # noqa: E402
 from fl_gym.agents.training import load_agent  # noqa: E402
 from fl_gym.baselines import baselines_for, make_policy  # noqa: E402
 from fl_gym.benchmark import get_suite, make_task_env  # noqa: E402
@@ -90,20 +91,24 @@ def main() -> None:
     for path in sorted(agents_dir.glob("*.pt")):
         family = path.stem.rsplit("-s", 1)[0]
         families.setdefault(family, []).append(path)
+    agent_entries: dict[str, tuple[list[Any], bool]] = {}
     for family, paths in families.items():
         agents = [load_agent(p) for p in paths]
-        makers[f"{family} (trained, {len(paths)} seeds)"] = lambda s, agents=agents: agents[
-            s % len(agents)
-        ]
+        agent_entries[f"{family} (trained, {len(paths)} seeds)"] = (agents, False)
+        agent_entries[f"{family}, sampled actions (trained, {len(paths)} seeds)"] = (agents, True)
     rows: dict[str, list[dict[str, float]]] = {}
     start = time.time()
     for name, make in makers.items():
-        if " (trained" in name:
-            # Every training seed plays every evaluation seed.
-            count = len(families[name.split(" (trained")[0]])
-            rows[name] = [play(env, make(i), s, target) for i in range(count) for s in seeds]
-        else:
-            rows[name] = [play(env, make(s), s, target) for s in seeds]
+        rows[name] = [play(env, make(s), s, target) for s in seeds]
+        print(f"{name}: {time.time() - start:.0f} s", flush=True)
+    for name, (agents, sampled) in agent_entries.items():
+        # Every training seed plays every evaluation seed; sampled actions are seeded per
+        # (training seed, evaluation seed) as in fl-gym bench --suite.
+        rows[name] = [
+            play(env, SampledActions(agent, s * 1_009 + i) if sampled else agent, s, target)
+            for i, agent in enumerate(agents)
+            for s in seeds
+        ]
         print(f"{name}: {time.time() - start:.0f} s", flush=True)
 
     def mean(name: str, key: str) -> float:
@@ -117,7 +122,8 @@ def main() -> None:
         f"({platform.machine()}, {os.cpu_count()} CPUs). Task `{task.name}` of `{args.suite}`: "
         f"`{task.env_id}` with {dict(task.config)}. {task.description} Evaluation seeds "
         f"{seeds[0]}-{seeds[-1]}; trained agents: training seeds disjoint from them, every "
-        "agent on every evaluation seed, deterministic actions. Byzantine / honest selected: "
+        "agent on every evaluation seed, with its deterministic (mean) action and with actions "
+        "sampled from its policy. Byzantine / honest selected: "
         "share of (device, round) pairs in which a Byzantine / honest device was selected.",
         "",
         "| controller | return | rounds to target (reached) | Byzantine selected | "

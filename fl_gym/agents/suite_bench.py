@@ -49,6 +49,7 @@ __all__ = [
     "ControllerSpec",
     "EpisodeRow",
     "RandomActions",
+    "SampledActions",
     "ShippedAgent",
     "check_bound",
     "controller_specs",
@@ -328,10 +329,10 @@ class _SharedPolicy:
 
 
 SAMPLED_SUFFIX = "-sampled"
-"""Family suffix of an agent that plays sampled actions (see :class:`_Sampled`)."""
+"""Family suffix of an agent that plays sampled actions (see :class:`SampledActions`)."""
 
 
-class _Sampled:
+class SampledActions:
     """An agent playing actions sampled from its policy, reproducibly.
 
     SB3 samples with torch's global generator; each call here runs under a forked generator
@@ -384,7 +385,7 @@ def _maker(spec: ControllerSpec, seed: int, bases: Sequence[str]) -> Callable[[A
         files = spec.agent
         if spec.sampled:
             stream = seed * 1_009 + (spec.training_seed or 0)
-            return lambda env: _Sampled(_load_agent(files, env), stream)
+            return lambda env: SampledActions(_load_agent(files, env), stream)
         return lambda env: _load_agent(files, env)
     if spec.kind == "planner":
         return lambda env: MPCPlanner(
