@@ -163,6 +163,23 @@ def test_a_sampled_agent_replays_its_samples_and_leaves_torch_alone(
     assert kept.energy_j != mean.energy_j  # other devices selected: the samples are used
 
 
+def test_the_page_states_each_agent_familys_training_budget(
+    rows: list[EpisodeRow], agents_dir: Path, tmp_path: Path
+) -> None:
+    from fl_gym.agents.suite_report import agent_budgets
+
+    budgets = agent_budgets(find_agents(agents_dir, [TINY]))
+    assert [(b["task"], b["family"], b["algo"], b["training_seeds"]) for b in budgets] == [
+        (TINY.name, "ppo-mlp", "ppo", [0])
+    ]
+    assert budgets[0]["timesteps"] == 128 and budgets[0]["n_envs"] == 1
+    info = dataclasses.replace(_info(), budgets=budgets)
+    again = RunInfo.read(info.write(tmp_path / "results.json"))
+    assert again.budgets == budgets
+    page = suite_markdown(rows, again, out_dir=tmp_path, markdown_path=tmp_path / "lb.md", reps=50)
+    assert f"| {TINY.name} | `ppo-mlp` | ppo | 0 | 128 | 1 |" in page
+
+
 def test_a_controller_above_the_bound_raises(rows: list[EpisodeRow]) -> None:
     check_bound(rows)
     bound = next(r for r in rows if r.kind == "bound" and r.eval_seed == 1)

@@ -42,6 +42,7 @@ import numpy as np
 from fl_gym.agents.suite_bench import TASK_METRICS, EpisodeRow
 
 __all__ = [
+    "agent_budgets",
     "BEST_HEURISTIC",
     "RunInfo",
     "TaskNormaliser",
@@ -102,6 +103,10 @@ class RunInfo:
         tasks: Each task's ``name``, ``env_id``, ``metric``, ``description``,
             ``max_episode_steps`` and ``config``.
         agents: The agents directory, if any.
+        budgets: One entry per (task, agent family): ``task``, ``family``, ``algo``,
+            ``training_seeds``, ``timesteps`` (environment steps each agent trained for; for a
+            multi-agent task, agent-steps), ``n_envs``, ``cpu_s`` (mean training CPU seconds
+            per agent, where its metadata records them) and ``algo_kwargs``.
     """
 
     command: str
@@ -111,6 +116,7 @@ class RunInfo:
     seeds: list[int]
     tasks: list[dict[str, Any]] = field(default_factory=list)
     agents: str | None = None
+    budgets: list[dict[str, Any]] = field(default_factory=list)
 
     def write(self, path: str | Path) -> Path:
         out = Path(path)
@@ -395,6 +401,55 @@ def _task_info(info: RunInfo, task: str) -> dict[str, Any]:
     return {"name": task}
 
 
+def _budget_section(budgets: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The agents' training budgets (from their metadata), one row per task and family."""
+    if not budgets:
+        return []
+    lines = [
+        "## Agents and their training budgets",
+        "",
+        "Per task and agent family: the algorithm, the training seeds, the environment steps "
+        "each agent trained for (agent-steps on a multi-agent task) in how many parallel "
+        "environments, and the mean training CPU seconds per agent, from the agents' metadata.",
+        "",
+        "| task | family | algorithm | training seeds | steps per agent | envs | CPU s per agent |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for b in budgets:
+        cpu = b.get("cpu_s")
+        lines.append(
+            f"| {b['task']} | `{b['family']}` | {b['algo']} | "
+            f"{', '.join(str(x) for x in b['training_seeds'])} | {int(b['timesteps']):,} | "
+            f"{b['n_envs']} | {'-' if cpu is None else f'{cpu:.0f}'} |"
+        )
+    return [*lines, ""]
+
+
+def agent_budgets(agents: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The :attr:`RunInfo.budgets` entries of shipped agents (``{task: [ShippedAgent]}``)."""
+    out: list[dict[str, Any]] = []
+    for task, found in agents.items():
+        families: dict[str, list[Any]] = {}
+        for agent in found:
+            families.setdefault(agent.family, []).append(agent)
+        for family, members in families.items():
+            metas = [m.files.metadata for m in members]
+            cpus = [float(m["training_cpu_s"]) for m in metas if "training_cpu_s" in m]
+            out.append(
+                {
+                    "task": task,
+                    "family": family,
+                    "algo": metas[0].get("algo"),
+                    "training_seeds": [m.training_seed for m in members],
+                    "timesteps": int(metas[0].get("total_timesteps", 0)),
+                    "n_envs": metas[0].get("n_envs"),
+                    "cpu_s": float(np.mean(cpus)) if cpus else None,
+                    "algo_kwargs": metas[0].get("algo_kwargs", {}),
+                }
+            )
+    return out
+
+
 def suite_markdown(
     rows: Sequence[EpisodeRow],
     info: RunInfo,
@@ -471,6 +526,7 @@ def suite_markdown(
         "",
     ]
     lines += _aggregate_section(matrices, norms, out_dir, md_dir, reps, seed, metrics)
+    lines += _budget_section(info.budgets)
     for task, norm in norms.items():
         lines += _task_section(rows, task, norm, _task_info(info, task), reps, seed, metrics)
     return "\n".join(lines)

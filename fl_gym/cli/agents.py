@@ -201,7 +201,12 @@ def run_suite_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fl_gym._console import progress_enabled
-    from fl_gym.agents.suite_report import RunInfo, require_rliable, suite_markdown
+    from fl_gym.agents.suite_report import (
+        RunInfo,
+        agent_budgets,
+        require_rliable,
+        suite_markdown,
+    )
 
     try:
         require_rliable()
@@ -270,6 +275,7 @@ def run_suite_bench(args: argparse.Namespace) -> int:
                 for t in tasks
             ],
             agents=args.agents,
+            budgets=agent_budgets(agents),
         )
         results = Path(args.results) if args.results else out / "results.csv"
         write_rows(rows, results)
