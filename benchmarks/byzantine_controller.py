@@ -74,7 +74,7 @@ def play(env: Any, policy: Any, seed: int, target: float) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", required=True)
-    parser.add_argument("--task", default="byzantine-sign-flip")
+    parser.add_argument("--task", default="byzantine-fedavg-server")
     parser.add_argument("--seeds", default="100-109")
     parser.add_argument("--agents", default=None, help="default models/<SUITE>/<task>")
     parser.add_argument("--no-write", action="store_true")
