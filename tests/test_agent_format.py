@@ -321,3 +321,38 @@ def test_shipped_agents_act_as_their_zip_files_did(name: str, first_action: list
     with torch_threads(1):
         action = agent.predict(obs)[0]
     np.testing.assert_array_equal(action, np.array(first_action, dtype=np.float32))
+
+
+def test_an_acting_only_sac_file_plays_as_the_whole_agent_and_is_smaller(tmp_path: Path) -> None:
+    agent = train(
+        CLIENT_SELECTION,
+        "sac",
+        64,
+        seed=1,
+        algo_kwargs={"learning_starts": 32, "batch_size": 16, "train_freq": 16},
+    )
+    whole = save_agent(agent, tmp_path / "whole")
+    acting = save_agent(agent, tmp_path / "acting", acting_only=True)
+    assert json.loads(acting.with_suffix(".json").read_text())["weights"] == "acting"
+    assert acting.with_suffix(".pt").stat().st_size < whole.with_suffix(".pt").stat().st_size / 2
+    env = gym.make(CLIENT_SELECTION)
+    obs, _ = env.reset(seed=3)
+    a_whole, _ = load_agent(whole).predict(obs, deterministic=True)
+    a_acting, _ = load_agent(acting).predict(obs, deterministic=True)
+    np.testing.assert_array_equal(a_whole, a_acting)
+    # The critics are not in the file; a file missing part of the actor is refused.
+    state = torch.load(acting.with_suffix(".pt"), weights_only=True)
+    assert state and all(k.startswith("actor.") for k in state)
+    broken = dict(list(state.items())[1:])
+    buffer = tmp_path / "broken.pt"
+    torch.save(broken, buffer)
+    files = AgentFiles.read(acting)
+    files = type(files)(**{**files.__dict__, "weights": buffer.read_bytes()})
+    with pytest.raises(ValueError, match="do not fit"):
+        files.load()
+
+
+def test_acting_only_is_refused_where_the_whole_policy_acts(tmp_path: Path) -> None:
+    agent = train(CLIENT_SELECTION, "ppo", 32, algo_kwargs=SMALL_PPO)
+    with pytest.raises(ValueError, match="acting_only applies to"):
+        save_agent(agent, tmp_path / "ppo", acting_only=True)

@@ -260,21 +260,38 @@ def agent_spec(model: Any, num_envs: int) -> dict[str, Any]:
     }
 
 
-def _weights_bytes(model: Any) -> bytes:
+ACTING_PREFIXES = {"sac": ("actor.",), "td3": ("actor.",)}
+"""The parts of a policy's ``state_dict`` that choose its actions, per algorithm whose policy
+also holds what only training needs (the critics and their targets)."""
+
+
+def _weights_bytes(model: Any, acting_only: bool = False) -> bytes:
     import torch
 
+    state = model.policy.state_dict()
+    if acting_only:
+        prefixes = ACTING_PREFIXES[_algo_name(model)]
+        state = type(state)((k, v) for k, v in state.items() if k.startswith(prefixes))
     buffer = io.BytesIO()
-    torch.save(model.policy.state_dict(), buffer)
+    torch.save(state, buffer)
     return buffer.getvalue()
 
 
-def save_agent(agent: Any, path: str | Path) -> Path:
+def _algo_name(model: Any) -> str:
+    return type(model).__name__.lower()
+
+
+def save_agent(agent: Any, path: str | Path, *, acting_only: bool = False) -> Path:
     """Write ``agent`` as ``PATH.pt`` (weights) and ``PATH.json`` (provenance and spec).
 
     Args:
         agent: A :class:`~fl_gym.agents.TrainedAgent` whose metadata holds what :func:`train`
             records (env id, algo, policy, policy_kwargs, algo_kwargs, ...).
         path: Where to write, with or without a suffix.
+        acting_only: Keep only the weights that choose actions (SAC's and TD3's actor, see
+            :data:`ACTING_PREFIXES`), not the critics and their targets: a file a fraction of
+            the size that plays exactly as the whole agent but cannot go on training (its
+            critics load freshly initialised). The JSON records ``"weights": "acting"``.
 
     Returns:
         The path without suffix.
@@ -298,7 +315,13 @@ def save_agent(agent: Any, path: str | Path) -> Path:
         metadata["algo_kwargs_spec"] = rebuild_algo_kwargs(metadata.get("algo_kwargs", {}))[0]
     num_envs = metadata.get("num_envs", getattr(model, "n_envs", 1))
     metadata.update(agent_spec(model, num_envs))
-    weights = _weights_bytes(model)
+    if acting_only and _algo_name(model) not in ACTING_PREFIXES:
+        raise ValueError(
+            f"acting_only applies to {sorted(ACTING_PREFIXES)} (their critics are only for "
+            f"training), not to {_algo_name(model)!r}, whose whole policy acts"
+        )
+    metadata["weights"] = "acting" if acting_only else "all"
+    weights = _weights_bytes(model, acting_only)
     metadata["weights_sha256"] = hashlib.sha256(weights).hexdigest()
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".pt").write_bytes(weights)
@@ -308,6 +331,19 @@ def save_agent(agent: Any, path: str | Path) -> Path:
 
 
 # -- loading ---------------------------------------------------------------------------------------
+
+
+def _load_acting(model: Any, state: Any, algo: str) -> None:
+    """Load a file saved with ``acting_only``: exactly the acting weights, nothing else."""
+    prefixes = ACTING_PREFIXES.get(algo)
+    if prefixes is None:
+        raise RuntimeError(f"an acting-only weights file for {algo!r}, which has none")
+    result = model.policy.load_state_dict(state, strict=False)
+    missing_acting = [k for k in result.missing_keys if k.startswith(prefixes)]
+    if missing_acting or result.unexpected_keys:
+        raise RuntimeError(
+            f"acting weights missing {missing_acting} or unexpected {result.unexpected_keys}"
+        )
 
 
 class _SpacesOnly(gym.Env):
@@ -454,7 +490,10 @@ class AgentFiles:
             )
         state = torch.load(io.BytesIO(self.weights or b""), map_location="cpu", weights_only=True)
         try:
-            model.policy.load_state_dict(state, strict=True)
+            if meta.get("weights", "all") == "acting":
+                _load_acting(model, state, algo)
+            else:
+                model.policy.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ValueError(
                 f"the weights in {self.stem}.pt do not fit the {meta['policy']} policy rebuilt "
