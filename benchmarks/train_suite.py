@@ -11,7 +11,8 @@ For every task of the suite (:mod:`fl_gym.benchmark`) and every training seed, t
 
 Agents go to ``models/<SUITE>/<task>/<algo>-<policy>-s<seed>.pt`` (+ ``.json`` with the whole
 configuration, the steps that ran and the CPU seconds they took), which is where
-``fl-gym bench --suite`` finds them. Training seeds are 0, 1, 2 (the training environments are
+``fl-gym bench --suite`` finds them; SAC agents keep only their actor's weights
+(``save_agent(..., acting_only=True)``: they play exactly as trained in a fraction of the file). Training seeds are 0, 1, 2 (the training environments are
 seeded ``seed .. seed + n_envs - 1``), disjoint from the evaluation seeds (100 and up).
 
 The budget per agent is fixed below (:data:`BUDGET`) so that the whole suite trains on a
@@ -130,6 +131,7 @@ def agent_path(out: Path, task: Task, algo: str, policy: str, seed: int) -> Path
 def train_one(
     suite: str, task_name: str, algo: str, seed: int, out: str, vectorization: str
 ) -> dict[str, Any]:
+    from fl_gym.agents.agent_files import ACTING_PREFIXES, save_agent
     from fl_gym.agents.training import train
 
     (task,) = [t for t in get_suite(suite) if t.name == task_name]
@@ -141,7 +143,7 @@ def train_one(
     path = agent_path(Path(out), task, algo, policy, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     start_wall, start_cpu = time.time(), time.process_time()
-    train(
+    agent = train(
         task.env_id,
         algo,
         budget["timesteps"],
@@ -156,6 +158,9 @@ def train_one(
         max_episode_steps=None if multi else task.max_episode_steps,
     )
     cpu_s = time.process_time() - start_cpu
+    if algo in ACTING_PREFIXES:
+        # Ship what plays: the actor (the critics are for training only, and most of the file).
+        save_agent(agent, path, acting_only=True)
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text())
     meta["training_cpu_s"] = round(cpu_s, 1)
