@@ -12,7 +12,8 @@ For every task of the suite (:mod:`fl_gym.benchmark`) and every training seed, t
 Agents go to ``models/<SUITE>/<task>/<algo>-<policy>-s<seed>.pt`` (+ ``.json`` with the whole
 configuration, the steps that ran and the CPU seconds they took), which is where
 ``fl-gym bench --suite`` finds them; SAC agents keep only their actor's weights
-(``save_agent(..., acting_only=True)``: they play exactly as trained in a fraction of the file). Training seeds are 0, 1, 2 (the training environments are
+(``save_agent(..., acting_only=True)``: they play exactly as trained in a fraction of the
+file). Training seeds are 0, 1, 2 (the training environments are
 seeded ``seed .. seed + n_envs - 1``), disjoint from the evaluation seeds (100 and up).
 
 The budget per agent is fixed below (:data:`BUDGET`) so that the whole suite trains on a
