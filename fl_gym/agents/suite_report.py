@@ -42,10 +42,10 @@ import numpy as np
 from fl_gym.agents.suite_bench import TASK_METRICS, EpisodeRow
 
 __all__ = [
-    "agent_budgets",
     "BEST_HEURISTIC",
     "RunInfo",
     "TaskNormaliser",
+    "agent_budgets",
     "bootstrap_interval",
     "fast_probability_of_improvement",
     "normalised_scores",
