@@ -12,9 +12,6 @@ from gymnasium import spaces
 
 from fl_gym.envs.obs_mode import (
     Observation,
-    flat_feature_names,
-    flat_observation_space,
-    flat_slices,
 )
 from fl_gym.envs.wireless_fl.codec import SelectionState, WirelessFLCodec, bin_levels, unbin_levels
 from fl_gym.envs.wireless_fl.config import WirelessFLConfig, apply_overrides
@@ -323,23 +320,7 @@ class ByzantineSelectionEnv(WirelessFLEnv):
 
     def _build_spaces(self) -> None:
         super()._build_spaces()
-        k = self.num_devices
-        devices, server = len(BYZANTINE_DEVICE_FEATURES), len(BYZANTINE_SERVER_FEATURES)
-        self.dict_observation_space = spaces.Dict(
-            {
-                "devices": spaces.Box(-_OBS_BOUND, _OBS_BOUND, (k, devices), dtype=np.float32),
-                "server": spaces.Box(-_OBS_BOUND, _OBS_BOUND, (server,), dtype=np.float32),
-            }
-        )
-        self.observation_slices = flat_slices((k, devices), server)
-        self.observation_feature_names = flat_feature_names(
-            k, BYZANTINE_DEVICE_FEATURES, BYZANTINE_SERVER_FEATURES
-        )
-        self.observation_space = (
-            self.dict_observation_space
-            if self.obs_mode == "dict"
-            else flat_observation_space(self.dict_observation_space)
-        )
+        self._set_observation_layout(BYZANTINE_DEVICE_FEATURES, BYZANTINE_SERVER_FEATURES)
 
     # -- gymnasium API -----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -297,19 +298,25 @@ class WirelessFLEnv(gym.Env):
         self.num_devices = k
         self._codec: WirelessFLCodec | None = None
         self.action_space = self.codec.action_space
+        self._set_observation_layout(DEVICE_FEATURES, SERVER_FEATURES)
+
+    def _set_observation_layout(
+        self, device_features: Sequence[str], server_features: Sequence[str]
+    ) -> None:
+        """The observation spaces (dict and flat), slices and feature names of ``K`` rows of
+        ``device_features`` and one vector of ``server_features``, all in [-5, 5]; a subclass
+        that adds columns or entries calls it with its own names."""
+        k = self.num_devices
+        f, g = len(device_features), len(server_features)
         self.dict_observation_space = spaces.Dict(
             {
-                "devices": spaces.Box(
-                    -_OBS_BOUND, _OBS_BOUND, (k, len(DEVICE_FEATURES)), dtype=np.float32
-                ),
-                "server": spaces.Box(
-                    -_OBS_BOUND, _OBS_BOUND, (len(SERVER_FEATURES),), dtype=np.float32
-                ),
+                "devices": spaces.Box(-_OBS_BOUND, _OBS_BOUND, (k, f), dtype=np.float32),
+                "server": spaces.Box(-_OBS_BOUND, _OBS_BOUND, (g,), dtype=np.float32),
             }
         )
         # The flat layout is exposed in both modes (see fl_gym.envs.obs_mode).
-        self.observation_slices = flat_slices((k, len(DEVICE_FEATURES)), len(SERVER_FEATURES))
-        self.observation_feature_names = flat_feature_names(k, DEVICE_FEATURES, SERVER_FEATURES)
+        self.observation_slices = flat_slices((k, f), g)
+        self.observation_feature_names = flat_feature_names(k, device_features, server_features)
         self.observation_space = (
             self.dict_observation_space
             if self.obs_mode == "dict"

@@ -12,9 +12,6 @@ from gymnasium import spaces
 
 from fl_gym.envs.obs_mode import (
     Observation,
-    flat_feature_names,
-    flat_observation_space,
-    flat_slices,
 )
 from fl_gym.envs.wireless_fl.codec import SelectionState, WirelessFLCodec
 from fl_gym.envs.wireless_fl.config import WirelessFLConfig, apply_overrides
@@ -352,21 +349,7 @@ class PrivateFLEnv(WirelessFLEnv):
 
     def _build_spaces(self) -> None:
         super()._build_spaces()
-        k = self.num_devices
-        devices = self.dict_observation_space["devices"]
-        g = len(SERVER_FEATURES) + len(PRIVACY_FEATURES)
-        self.dict_observation_space = spaces.Dict(
-            {"devices": devices, "server": spaces.Box(-5.0, 5.0, (g,), dtype=np.float32)}
-        )
-        self.observation_slices = flat_slices(devices.shape, g)
-        self.observation_feature_names = flat_feature_names(
-            k, DEVICE_FEATURES, (*SERVER_FEATURES, *PRIVACY_FEATURES)
-        )
-        self.observation_space = (
-            self.dict_observation_space
-            if self.obs_mode == "dict"
-            else flat_observation_space(self.dict_observation_space)
-        )
+        self._set_observation_layout(DEVICE_FEATURES, (*SERVER_FEATURES, *PRIVACY_FEATURES))
 
     # -- gymnasium API -----------------------------------------------------------------------------
 
