@@ -459,3 +459,19 @@ def test_shipped_agents_load_and_play(name: str) -> None:
     assert agent.metadata["requested_timesteps"] == 100_000
     (m,) = evaluate(f"ppo:{path}", "fl_gym/ClientSelection-v0", [0], max_episode_steps=3)
     assert m.rounds == 3 and np.isfinite(m.episode_return)
+
+
+@pytest.mark.parametrize("vectorization", ["dummy", "native"])
+def test_training_envs_truncate_at_the_episode_length_asked(vectorization: str) -> None:
+    from fl_gym.agents.training import make_training_env
+
+    vec = make_training_env(
+        "fl_gym/ClientSelection-v0", n_envs=2, vectorization=vectorization, max_episode_steps=3
+    )
+    vec.reset()
+    for _ in range(3):
+        _, _, dones, infos = vec.step(np.zeros((2, *vec.action_space.shape), np.float32))
+    assert dones.all() and all(info["TimeLimit.truncated"] for info in infos)
+    vec.close()
+    with pytest.raises(ValueError, match="max_episode_steps must be an integer >= 1"):
+        make_training_env("fl_gym/ClientSelection-v0", max_episode_steps=0)

@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from fl_gym.sim.config import check_int
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, torch_threads
 
 __all__ = [
@@ -148,14 +149,8 @@ def make_training_env(
 
     if not (isinstance(n_envs, int) and n_envs >= 1):
         raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
-    if max_episode_steps is not None and (
-        isinstance(max_episode_steps, bool)
-        or not isinstance(max_episode_steps, int)
-        or max_episode_steps < 1
-    ):
-        raise ValueError(
-            f"max_episode_steps must be None or an integer >= 1, got {max_episode_steps!r}"
-        )
+    if max_episode_steps is not None:
+        max_episode_steps = check_int("max_episode_steps", max_episode_steps, minimum=1)
     if env_id.removeprefix("fl_gym/") in MULTI_AGENT_ENVS:
         if max_episode_steps is not None:
             raise ValueError(
