@@ -105,8 +105,13 @@ def main() -> None:
         # Every training seed plays every evaluation seed; sampled actions are seeded per
         # (training seed, evaluation seed) as in fl-gym bench --suite.
         rows[name] = [
-            play(env, SampledActions(agent, s * 1_009 + i) if sampled else agent, s, target)
-            for i, agent in enumerate(agents)
+            play(
+                env,
+                SampledActions.for_episode(agent, s, agent.metadata["seed"]) if sampled else agent,
+                s,
+                target,
+            )
+            for agent in agents
             for s in seeds
         ]
         print(f"{name}: {time.time() - start:.0f} s", flush=True)

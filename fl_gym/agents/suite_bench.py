@@ -347,6 +347,12 @@ class SampledActions:
         self.seed = int(seed)
         self.calls = 0
 
+    @classmethod
+    def for_episode(cls, policy: Any, eval_seed: int, training_seed: int) -> SampledActions:
+        """The sampler of the suite's episode of an agent of ``training_seed`` on evaluation
+        seed ``eval_seed`` (one stream per pair)."""
+        return cls(policy, int(eval_seed) * 1_009 + int(training_seed))
+
     def predict(
         self,
         observation: Any,
@@ -384,8 +390,9 @@ def _maker(spec: ControllerSpec, seed: int, bases: Sequence[str]) -> Callable[[A
         assert spec.agent is not None
         files = spec.agent
         if spec.sampled:
-            stream = seed * 1_009 + (spec.training_seed or 0)
-            return lambda env: SampledActions(_load_agent(files, env), stream)
+            return lambda env: SampledActions.for_episode(
+                _load_agent(files, env), seed, spec.training_seed or 0
+            )
         return lambda env: _load_agent(files, env)
     if spec.kind == "planner":
         return lambda env: MPCPlanner(
