@@ -377,7 +377,8 @@ class ByzantineSelectionEnv(WirelessFLEnv):
         obs, reward, terminated, truncated, info = super()._finish_step(
             report, decode_info, observe=observe
         )
-        info["byzantine"] = self.adversary.last_attackers[0].copy()
+        if report.byzantine is None:  # an inactive adversary: nobody attacked
+            info["byzantine"] = np.zeros(self.num_devices, dtype=bool)
         return obs, reward, terminated, truncated, info
 
     def _features(self) -> np.ndarray:

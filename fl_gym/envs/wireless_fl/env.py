@@ -602,7 +602,12 @@ class WirelessFLEnv(gym.Env):
         if self.config.dataset == "localization":
             info.update(self.localization_errors())
         if report is not None:
-            info.update({name: getattr(report, name) for name in field_names(type(report))})
+            # A field a round did not fill (the attackers of a round without an adversary) is
+            # left out rather than given as None.
+            for name in field_names(type(report)):
+                value = getattr(report, name)
+                if value is not None:
+                    info[name] = value
             info["energy_j"] = float(report.energy_j.sum())
             info["reward_terms"] = terms
             info.update(decode_info)
