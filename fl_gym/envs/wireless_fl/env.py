@@ -394,6 +394,7 @@ class WirelessFLEnv(gym.Env):
         if self.federation is None:
             raise RuntimeError("call reset() before step()")
         plan, decode_info = self.decode_action(action)
+        self._before_round(decode_info)
         result = self._finish_step(self._play_round(plan), decode_info)
         if self.render_mode == "human":
             self.render()
@@ -487,6 +488,11 @@ class WirelessFLEnv(gym.Env):
         """The update transforms of this environment's rounds (none)."""
         return ()
 
+    def _before_round(self, decode_info: dict[str, Any]) -> None:
+        """Apply what a decoded action sets beyond its plan, just before the round runs (an
+        environment whose action also picks the aggregation rule sets it here). Called by
+        :meth:`step` and by the native vector environment; nothing by default."""
+
     def _play_round(self, plan: RoundPlan) -> RoundReport:
         """Carry the plan out: the round pipeline on a batch of one."""
         assert self.federation is not None
@@ -536,8 +542,15 @@ class WirelessFLEnv(gym.Env):
         return observation
 
     def observe(self) -> Observation:
-        """The current observation (no side effects): :func:`observe_many` of this environment."""
-        return observe_many([self])[0]
+        """The current observation (no side effects): :meth:`observe_envs` of this environment."""
+        return self.observe_envs([self])[0]
+
+    @classmethod
+    def observe_envs(cls, envs: list[WirelessFLEnv]) -> list[Observation]:
+        """The observations of environments of this class, made together (the native vector
+        environment's observation step): :func:`observe_many`, plus the columns a subclass
+        adds. Reading state only, it changes nothing."""
+        return observe_many(envs)
 
     def _reward(self, report: RoundReport, failed: bool = False) -> tuple[float, dict[str, float]]:
         """The reward of ``report``'s round (``failed``: the episode ends with it, target not
