@@ -93,6 +93,22 @@ def test_subclass_envs_match_sync_vector_env(env_id: str) -> None:
     assert truncations > 0
 
 
+@pytest.mark.parametrize("preset", [None, "sample-level", "over-the-air"])
+def test_private_envs_match_sync_vector_env(preset: str | None) -> None:
+    """Each environment's DP setting (client-level clipping and noise, or DP-SGD in its own
+    federation's local training) and accountant, inside the batched round."""
+    kwargs = {} if preset is None else {"preset": preset}
+    sync, native = _pair("fl_gym/PrivateFL-v0", 3, max_episode_steps=5, **kwargs)
+    assert data_equivalence(sync.reset(seed=2), native.reset(seed=2), exact=True)
+    space = sync.action_space
+    space.seed(2)
+    for t in range(7):
+        action = space.sample()
+        for name, a, b in zip("otrui", sync.step(action), native.step(action), strict=True):
+            assert data_equivalence(a, b, exact=True), f"step {t}: {name} differs"
+    assert native.envs[0]._epsilon > 0.0
+
+
 def test_byzantine_vector_env_keeps_each_envs_rule_and_attackers() -> None:
     vec = gym.make_vec("fl_gym/ByzantineSelection-v1", num_envs=2)
     vec.reset(seed=0)

@@ -39,6 +39,7 @@ _OTHER_VECTOR_ENTRIES = {
     "fl_gym/FederatedLocalization-v0": (
         "fl_gym.envs.wireless_fl.vector:FederatedLocalizationVectorEnv"
     ),
+    "fl_gym/PrivateFL-v0": "fl_gym.envs.wireless_fl.vector:PrivateFLVectorEnv",
     "fl_gym/ByzantineSelection-v0": "fl_gym.envs.wireless_fl.vector:ByzantineSelectionVectorEnv",
     "fl_gym/ByzantineSelection-v1": "fl_gym.envs.wireless_fl.vector:ByzantineSelectionVectorEnv",
 }

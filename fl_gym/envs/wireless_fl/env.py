@@ -493,10 +493,17 @@ class WirelessFLEnv(gym.Env):
         environment whose action also picks the aggregation rule sets it here). Called by
         :meth:`step` and by the native vector environment; nothing by default."""
 
+    def _after_round(self, plan: RoundPlan, report: RoundReport) -> None:
+        """Bookkeeping of a subclass right after its round ran, before the step's reward and
+        observation (privacy accounting, say). Called by :meth:`_play_round` and by the native
+        vector environment; nothing by default."""
+
     def _play_round(self, plan: RoundPlan) -> RoundReport:
         """Carry the plan out: the round pipeline on a batch of one."""
         assert self.federation is not None
-        return self.pipeline.run([self.federation], [plan], [self.np_random], allow_empty=True)[0]
+        report = self.pipeline.run([self.federation], [plan], [self.np_random], allow_empty=True)[0]
+        self._after_round(plan, report)
+        return report
 
     # -- action <-> plan ---------------------------------------------------------------------------
 

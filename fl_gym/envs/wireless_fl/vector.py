@@ -8,9 +8,9 @@ one run of the round pipeline (:mod:`fl_gym.sim.rounds`), the same code a single
 runs as a batch of one: local training, compression, uplink and evaluation of all E federations
 are batched, every row from its own environment's model and generator; the observations are
 one :func:`~fl_gym.envs.wireless_fl.env.observe_many` call. Environments with their own update
-transforms (the Byzantine environment's adversary and monitor) run them on their own federation
-inside the batched round; ``fl_gym/PrivateFL-v0``, whose action sets the round's DP-SGD, has no
-native vector env.
+transforms (the Byzantine environment's adversary and monitor, the private environment's
+client-level DP) run them on their own federation inside the batched round, and the private
+environment's DP-SGD setting applies to its own federation.
 
 Conventions are Gymnasium 1.x's (those of :class:`gymnasium.vector.SyncVectorEnv`):
 
@@ -46,6 +46,7 @@ from fl_gym.envs.wireless_fl.byzantine import ByzantineSelectionEnv
 from fl_gym.envs.wireless_fl.env import WirelessFLEnv
 from fl_gym.envs.wireless_fl.localization import FederatedLocalizationEnv
 from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
+from fl_gym.envs.wireless_fl.private import PrivateFLEnv
 from fl_gym.sim.learning.federation import Federation
 from fl_gym.sim.learning.training import LocalTrainingResult
 from fl_gym.sim.plan import RoundPlan
@@ -56,6 +57,7 @@ __all__ = [
     "ByzantineSelectionVectorEnv",
     "FederatedLocalizationVectorEnv",
     "OverTheAirFLVectorEnv",
+    "PrivateFLVectorEnv",
     "WirelessFLVectorEnv",
 ]
 
@@ -328,12 +330,19 @@ class WirelessFLVectorEnv(VectorEnv):
         """The decoded environments' rounds as one run of the round pipeline."""
         order = list(decoded)
         self._env_transforms.envs = [self.envs[i] for i in order]
+        # Each environment's DP-SGD setting (the private environment's action sets it).
+        privacy = [self.envs[i].pipeline.local_privacy for i in order]
+        self.pipeline.local_privacy = (
+            privacy if any(p is not None for p in privacy) else None  # type: ignore[assignment]
+        )
         reports = self.pipeline.run(
             [self._federation(i) for i in order],
             [decoded[i][0] for i in order],
             [self.envs[i].np_random for i in order],
             allow_empty=True,
         )
+        for i, report in zip(order, reports, strict=True):
+            self.envs[i]._after_round(decoded[i][0], report)
         return dict(zip(order, reports, strict=True))
 
     def _batch_infos(self, env_infos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -466,6 +475,18 @@ class ByzantineSelectionVectorEnv(WirelessFLVectorEnv):
     """
 
     env_class: ClassVar[type[WirelessFLEnv]] = ByzantineSelectionEnv
+
+
+class PrivateFLVectorEnv(WirelessFLVectorEnv):
+    """E private FL environments (:class:`~fl_gym.envs.wireless_fl.private.PrivateFLEnv`).
+
+    Same conventions as :class:`WirelessFLVectorEnv`: each environment's client-level DP
+    (clipping, noise) acts on its own federation, its DP-SGD setting trains its own federation
+    (environments without DP-SGD train batched, each with DP-SGD in its own batched call) and
+    its accountant counts its own rounds.
+    """
+
+    env_class: ClassVar[type[WirelessFLEnv]] = PrivateFLEnv
 
 
 class FederatedLocalizationVectorEnv(WirelessFLVectorEnv):
