@@ -30,17 +30,16 @@ from docblock import markers, write_block
 
 from fl_gym.sim import (
     BroadbandAnalog,
+    CSOverTheAir,
     DigitalUplink,
     Federation,
     FederationConfig,
     OverTheAir,
-    local_sgd,
     make_federated_dataset,
 )
 from fl_gym.sim.radio.broadband_analog import baa_airtime_s, expected_truncation_ratio
 from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
 from fl_gym.sim.radio.channel import shannon_rate_bps
-from fl_gym.sim.radio.over_the_air import cs_ota_aggregate
 
 DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img")
@@ -199,6 +198,9 @@ def _pipeline_run(scheme: str, num_devices: int, seed: int, rounds: int) -> Run:
         "BAA": BroadbandAnalog(
             power_scale=1.0, gain_threshold=GAIN_THRESHOLD, num_subcarriers=NUM_SUBCARRIERS
         ),
+        "CS over-the-air": CSOverTheAir(
+            power_scale=1.0, density=CS_DENSITY, measurement_ratio=CS_MEASUREMENT_RATIO
+        ),
     }
     fed, rng = _federation(num_devices, seed)
     transport = transports[scheme]
@@ -216,69 +218,6 @@ def _pipeline_run(scheme: str, num_devices: int, seed: int, rounds: int) -> Run:
     return run
 
 
-def _cs_ota_run(num_devices: int, seed: int, rounds: int) -> Run:
-    """CS over-the-air through the same cell: top-k with error accumulation, a shared Gaussian
-    projection to s = d/2 measurements sent in analog with channel inversion to the weakest
-    device at p_max (airtime s / B), NIHT recovery. Transmit energy is each device's inversion
-    power at unit symbol power x airtime, an upper bound (the common symbol scale keeps every
-    device's mean symbol power at or below 1)."""
-    fed, rng = _federation(num_devices, seed)
-    cell = fed.cell
-    assert cell is not None
-    cfg = cell.config
-    d = fed.num_params
-    keep = max(1, round(CS_DENSITY * d))
-    measurements = max(1, round(CS_MEASUREMENT_RATIO * d))
-    airtime = measurements / cfg.bandwidth_hz
-    residual = torch.zeros(num_devices, d, dtype=fed.params.dtype)
-    ids = torch.arange(num_devices)
-    steps = torch.full((num_devices,), LOCAL_STEPS, dtype=torch.int64)
-    weights = fed.data.client_sizes.astype(np.float64)
-    run = Run()
-    selected = np.ones(num_devices, dtype=bool)
-    for round_index in range(rounds):
-        downlink_s, _ = cell.downlink(selected, 32 * d)
-        generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
-        trained = local_sgd(
-            fed.model,
-            fed.params,
-            fed.clients,
-            ids,
-            steps,
-            batch_size=fed.config.batch_size,
-            learning_rate=fed.config.learning_rate,
-            generator=generator,
-            weight_decay=fed.config.weight_decay,
-        )
-        corrected = trained.params - fed.params + residual
-        gain = cell.channel_gain
-        rho0 = cfg.p_max_w * float(gain.min())
-        result = cs_ota_aggregate(
-            corrected,
-            sparsity=keep,
-            num_measurements=measurements,
-            matrix_seed=seed * 100_003 + round_index,
-            receive_power_w=rho0,
-            noise_power_w=cfg.noise_psd_w_per_hz * cfg.bandwidth_hz,
-            weights=weights,
-            recovery_sparsity=max(1, measurements // 5),
-            generator=generator,
-            num_iterations=30,
-        )
-        residual = corrected - result.sparse_updates
-        fed.params = fed.params + result.aggregate.to(fed.params.dtype)
-        compute_s, compute_j = cell.compute_cost(LOCAL_STEPS, fed.config.batch_size)
-        transmit_j = rho0 / gain * airtime
-        fed.loss, fed.accuracy = fed.evaluate()
-        run.accuracy.append(fed.accuracy)
-        run.round_time_s.append(downlink_s + float((compute_s + airtime).max()))
-        run.energy_j.append(float(compute_j.sum() + transmit_j.sum()))
-        run.downlink_s.append(downlink_s)
-        run.delivered.append(1.0)
-        cell.advance(rng)
-    return run
-
-
 SCHEMES = ("digital", "over-the-air", "CS over-the-air", "BAA")
 
 
@@ -288,10 +227,7 @@ def measured_section(args: argparse.Namespace) -> list[str]:
     for k in counts:
         for seed in range(args.seeds):
             for scheme in SCHEMES:
-                if scheme == "CS over-the-air":
-                    run = _cs_ota_run(k, seed, args.rounds)
-                else:
-                    run = _pipeline_run(scheme, k, seed, args.rounds)
+                run = _pipeline_run(scheme, k, seed, args.rounds)
                 runs[scheme][k].append(run)
                 print(
                     f"K={k:3d} seed {seed} {scheme:16s} final {run.accuracy[-1]:.3f} "
@@ -339,10 +275,11 @@ def measured_section(args: argparse.Namespace) -> list[str]:
         "rate, packet errors, stragglers. Over-the-air: `OverTheAir` (zero-forcing to the "
         f"weakest device, one antenna). BAA: `BroadbandAnalog` (M = {NUM_SUBCARRIERS}, g_th = "
         f"{GAIN_THRESHOLD}, about {expected_truncation_ratio(GAIN_THRESHOLD):.1%} of the "
-        f"entries truncated). CS over-the-air: top-{CS_DENSITY:.0%} with error accumulation, "
-        f"s = {CS_MEASUREMENT_RATIO:.0%} of d measurements, channel inversion to the weakest "
-        "device, NIHT; its transmit energy is an upper bound. Round time = downlink + the "
-        "slowest device's compute + upload; energy = all devices' compute + transmit.",
+        f"entries truncated). CS over-the-air: `CSOverTheAir`, top-{CS_DENSITY:.0%} with error "
+        f"accumulation, s = {CS_MEASUREMENT_RATIO:.0%} of d measurements, channel inversion to "
+        "the weakest device, NIHT; its transmit energy is an upper bound. Round time = "
+        "downlink + the slowest device's compute + upload; energy = all devices' compute + "
+        "transmit.",
         "",
         "Round time (ms):",
         "",

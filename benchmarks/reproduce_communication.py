@@ -21,18 +21,13 @@ import torch
 from docblock import markers, write_block
 
 from fl_gym.sim import (
+    CSOverTheAir,
     Federation,
     FederationConfig,
     OverTheAir,
-    local_sgd,
     make_federated_dataset,
 )
 from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
-from fl_gym.sim.radio.over_the_air import (
-    cs_ota_aggregate,
-    ota_channels,
-    receive_beamformer,
-)
 
 DOC = Path("docs/reproductions.md")
 IMG = Path("docs/img")
@@ -242,7 +237,8 @@ def _ota_run(num_devices: int, seed: int, rounds: int) -> tuple[float, float, fl
 def _cs_ota_run(
     num_devices: int, seed: int, rounds: int, density: float, measurement_ratio: float
 ) -> tuple[float, float]:
-    """Final accuracy and channel uses per round of compressive-sensing over-the-air FedAvg.
+    """Final accuracy and channel uses per round of compressive-sensing over-the-air FedAvg
+    (the pipeline's :class:`~fl_gym.sim.CSOverTheAir` transport).
 
     Every device sparsifies ``update + residual`` to ``density`` of its entries (top-k with
     error accumulation), all project with the shared matrix and transmit in analog over the
@@ -250,48 +246,10 @@ def _cs_ota_run(
     beamformed gain at full power; the server recovers the sum with NIHT.
     """
     fed, rng = _ota_federation(num_devices, seed)
-    cell, cfg = fed.cell, fed.cell.config
-    d = fed.num_params
-    keep = max(1, round(density * d))
-    measurements = max(1, round(measurement_ratio * d))
-    residual = torch.zeros(num_devices, d, dtype=fed.params.dtype)
-    ids = torch.arange(num_devices)
-    steps = torch.full((num_devices,), LOCAL_STEPS, dtype=torch.int64)
-    weights = fed.data.client_sizes.astype(np.float64)
-    noise_w = cfg.noise_psd_w_per_hz * cfg.bandwidth_hz
-    for round_index in range(rounds):
-        generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
-        trained = local_sgd(
-            fed.model,
-            fed.params,
-            fed.clients,
-            ids,
-            steps,
-            batch_size=fed.config.batch_size,
-            learning_rate=fed.config.learning_rate,
-            generator=generator,
-            weight_decay=fed.config.weight_decay,
-        )
-        corrected = trained.params - fed.params + residual
-        channels = ota_channels(cell.large_scale_gain, cell.fading)
-        design = receive_beamformer(channels, np.ones(num_devices), num_iterations=20, num_starts=1)
-        result = cs_ota_aggregate(
-            corrected,
-            sparsity=keep,
-            num_measurements=measurements,
-            matrix_seed=seed * 100_003 + round_index,
-            receive_power_w=cfg.p_max_w * design.min_gain,
-            noise_power_w=noise_w,
-            weights=weights,
-            recovery_sparsity=max(1, measurements // 5),
-            generator=generator,
-            num_iterations=30,
-        )
-        residual = corrected - result.sparse_updates
-        fed.params = fed.params + result.aggregate.to(fed.params.dtype)
-        cell.advance(rng)
-    fed.loss, fed.accuracy = fed.evaluate()
-    return fed.accuracy, float(measurements)
+    transport = CSOverTheAir(power_scale=1.0, density=density, measurement_ratio=measurement_ratio)
+    for _ in range(rounds):
+        fed.run_round(fed.plan(selected="all", local_steps=LOCAL_STEPS), rng, transport=transport)
+    return fed.accuracy, float(transport.sizes(fed.num_params)[1])
 
 
 def ota_section(args: argparse.Namespace) -> list[str]:
