@@ -295,3 +295,27 @@ def test_an_mlp_without_hidden_layers_is_refused_when_configured() -> None:
     with pytest.raises(ValueError, match="hidden_units"):
         gym.make("fl_gym/ClientSelection-v0", config={"learning.hidden_units": ()})
     assert FederationConfig(model="logreg", hidden_units=()).hidden_units == ()
+
+
+def test_client_state_is_one_object_that_a_copy_carries_whole() -> None:
+    """The per-client state of a round is ``client_state``; the federation's attributes of the
+    same names are that object's fields, and a deep copy (an environment's snapshot) carries all
+    of it independently of the original."""
+    import copy
+
+    from fl_gym.sim import ClientState
+
+    rng = np.random.default_rng(4)
+    data = make_federated_dataset("digits", num_clients=5, rng=rng)
+    fed = Federation(data, FederationConfig(compression_levels=("topk:0.1",)), rng=rng)
+    assert isinstance(fed.client_state, ClientState)
+    assert fed.residual is fed.client_state.residual and fed.momentum is None
+    fed.run_round(fed.plan(selected=np.array([1, 1, 0, 0, 1], dtype=bool)), rng)
+    assert fed.client_state.participation_count.tolist() == [1, 1, 0, 0, 1]
+    assert fed.residual[[0, 1, 4]].abs().sum() > 0 and not fed.residual[[2, 3]].any()
+    twin = copy.deepcopy(fed)
+    fed.run_round(fed.plan(selected="all"), rng)
+    assert twin.client_state.participation_count.tolist() == [1, 1, 0, 0, 1]
+    assert not twin.residual[[2, 3]].any() and fed.residual[[2, 3]].abs().sum() > 0
+    fed.late_due_round = np.full(5, 7)  # attribute writes land in the state object
+    assert fed.client_state.late_due_round.tolist() == [7] * 5

@@ -113,7 +113,7 @@ def test_byzantine_vector_env_keeps_each_envs_rule_and_attackers() -> None:
     vec = gym.make_vec("fl_gym/ByzantineSelection-v1", num_envs=2)
     vec.reset(seed=0)
     rules = vec.envs[0].codec.aggregator_choices
-    actions = vec.action_space.sample()
+    actions = np.ones(vec.action_space.shape, dtype=np.float32)  # every device selected
     actions[:, -1] = [-1.0, 1.0]  # the first rule in env 0, the last in env 1
     _, _, _, _, info = vec.step(actions)
     assert list(info["aggregator"]) == [rules[0], rules[-1]]

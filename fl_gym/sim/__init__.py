@@ -30,7 +30,7 @@ from fl_gym.sim.learning.data import (
     make_federated_dataset,
     synthetic_fedprox,
 )
-from fl_gym.sim.learning.federation import Federation, FederationConfig
+from fl_gym.sim.learning.federation import ClientState, Federation, FederationConfig
 from fl_gym.sim.learning.models import BatchedMLP, make_model
 from fl_gym.sim.learning.training import ClientTensors, local_sgd
 from fl_gym.sim.plan import RoundPlan, RoundReport
@@ -51,6 +51,7 @@ __all__ = [
     "BatchedMLP",
     "BroadbandAnalog",
     "CSOverTheAir",
+    "ClientState",
     "ClientTensors",
     "CompressionResult",
     "Compressor",

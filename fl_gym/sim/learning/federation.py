@@ -49,7 +49,14 @@ from fl_gym.sim.plan import RoundPlan, RoundReport
 if TYPE_CHECKING:
     from fl_gym.sim.rounds import RoundStart, Transport
 
-__all__ = ["Cell", "Federation", "FederationConfig", "check_federation_size", "check_torch_device"]
+__all__ = [
+    "Cell",
+    "ClientState",
+    "Federation",
+    "FederationConfig",
+    "check_federation_size",
+    "check_torch_device",
+]
 
 _SEED_HIGH = 2**63 - 1
 AGGREGATOR_NAMES = (
@@ -297,8 +304,82 @@ class Cell(Protocol):
         ...
 
 
+@dataclass
+class ClientState:
+    """Every client's state that rounds carry from one to the next, ``K`` rows each.
+
+    Attributes:
+        residual: ``(K, P)`` error-feedback residuals (compression with error feedback, CS over
+            the air's error accumulation), or ``None`` when nothing uses them.
+        momentum: ``(K, P)`` momentum rows of the compressors that keep one, or ``None``.
+        participation_count: Rounds each client was selected in.
+        last_delivered_round: The last round whose aggregate included each client's update
+            (-1: never).
+        late_updates: ``(K, P)`` late updates in flight (``stragglers="stale"``), at most one per
+            client, or ``None`` before the first.
+        late_origin_round: The round each in-flight late update was trained in (-1: none).
+        late_due_round: The round it reaches the server (-1: none).
+        num_late_applied: Late updates of each client aggregated so far.
+        coded: The devices' coded data and who has uploaded it (``stragglers="coded"``), made
+            at the first round; ``None`` before.
+        coded_upload_time_s: Time each device spent on its one-off coded upload.
+    """
+
+    residual: torch.Tensor | None
+    momentum: torch.Tensor | None
+    participation_count: np.ndarray
+    last_delivered_round: np.ndarray
+    late_updates: torch.Tensor | None
+    late_origin_round: np.ndarray
+    late_due_round: np.ndarray
+    num_late_applied: np.ndarray
+    coded: Any
+    coded_upload_time_s: np.ndarray
+
+    @classmethod
+    def fresh(
+        cls,
+        num_clients: int,
+        num_params: int,
+        *,
+        residual: bool,
+        momentum: bool,
+        device: torch.device | str = "cpu",
+    ) -> ClientState:
+        """The state of ``num_clients`` clients before their first round."""
+        k, p = num_clients, num_params
+        return cls(
+            residual=torch.zeros(k, p, device=device) if residual else None,
+            momentum=torch.zeros(k, p, device=device) if momentum else None,
+            participation_count=np.zeros(k, dtype=np.int64),
+            last_delivered_round=np.full(k, -1, dtype=np.int64),
+            late_updates=None,
+            late_origin_round=np.full(k, -1, dtype=np.int64),
+            late_due_round=np.full(k, -1, dtype=np.int64),
+            num_late_applied=np.zeros(k, dtype=np.int64),
+            coded=None,
+            coded_upload_time_s=np.zeros(k),
+        )
+
+
+def _client_state_field(name: str) -> property:
+    """A :class:`Federation` attribute that reads and writes ``client_state.<name>``."""
+
+    def get(self: Federation) -> Any:
+        return getattr(self.client_state, name)
+
+    def set_(self: Federation, value: Any) -> None:
+        setattr(self.client_state, name, value)
+
+    return property(get, set_, doc=f"``client_state.{name}`` (see :class:`ClientState`).")
+
+
 class Federation:
     """Global model, clients and their state; runs rounds.
+
+    The per-client state that rounds carry over is one :class:`ClientState`,
+    :attr:`client_state`; its fields are also attributes of the federation (``fed.residual``
+    is ``fed.client_state.residual``).
 
     Args:
         data: The clients' training data and the global test set.
@@ -373,6 +454,17 @@ class Federation:
 
     # -- state ---------------------------------------------------------------------------------
 
+    residual = _client_state_field("residual")
+    momentum = _client_state_field("momentum")
+    participation_count = _client_state_field("participation_count")
+    last_delivered_round = _client_state_field("last_delivered_round")
+    late_updates = _client_state_field("late_updates")
+    late_origin_round = _client_state_field("late_origin_round")
+    late_due_round = _client_state_field("late_due_round")
+    num_late_applied = _client_state_field("num_late_applied")
+    coded = _client_state_field("coded")
+    coded_upload_time_s = _client_state_field("coded_upload_time_s")
+
     @property
     def num_clients(self) -> int:
         return self.clients.num_clients
@@ -391,25 +483,15 @@ class Federation:
         if self.cell is not None:
             self.cell.reset(rng)
         self.params = self.model.init_params(generator, device=self.device)
-        k, p = self.num_clients, self.num_params
-        needs_residual = any(c.uses_residual for c in self.compressors)
-        needs_momentum = any(c.uses_momentum for c in self.compressors)
-        self.residual = torch.zeros(k, p, device=self.device) if needs_residual else None
-        self.momentum = torch.zeros(k, p, device=self.device) if needs_momentum else None
+        self.client_state = ClientState.fresh(
+            self.num_clients,
+            self.num_params,
+            residual=any(c.uses_residual for c in self.compressors),
+            momentum=any(c.uses_momentum for c in self.compressors),
+            device=self.device,
+        )
+        """Every client's state carried from round to round."""
         self.round_index = 0
-        self.participation_count = np.zeros(k, dtype=np.int64)
-        self.last_delivered_round = np.full(k, -1, dtype=np.int64)
-        # Late updates in flight (stragglers="stale"): at most one per client, its row, the
-        # round it was trained in (-1: none) and the round it reaches the server.
-        self.late_updates: torch.Tensor | None = None
-        self.late_origin_round = np.full(k, -1, dtype=np.int64)
-        self.late_due_round = np.full(k, -1, dtype=np.int64)
-        self.num_late_applied = np.zeros(k, dtype=np.int64)
-        # The devices' coded data and who has uploaded it (stragglers="coded"), made at the
-        # first round.
-        self.coded: Any = None
-        self.coded_upload_time_s = np.zeros(k)
-        """``(K,)`` time each device spent on its one-off coded upload (before its round)."""
         loss, accuracy = self.evaluate()
         self.accuracy, self.loss = accuracy, loss
 
