@@ -64,8 +64,17 @@ __all__ = [
 # to 28.999999999999996, which must trim 29 rows, not 28).
 _TRIM_COUNT_GUARD = 1e-9
 
-# The packed sort keys of _column_order read an int64's two int32 words in memory order.
+# The packed 64-bit sort keys of _row_order_keys64 read an int64's two int32 words in memory
+# order.
 _LITTLE_ENDIAN = sys.byteorder == "little"
+
+# _row_order packs the column index into the low bits of 32-bit keys up to this row length; the
+# bits left for the value then still tell apart all but a few values of a row (longer rows are
+# sorted as 64-bit keys).
+_MAX_ROWS_KEYS32 = 1024
+
+# Columns per block of the column-wise CPU rules (a multiple of 64: see _column_blocks).
+_BLOCK_COLUMNS = 512
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,38 +282,80 @@ def _sort_columns(x: torch.Tensor) -> torch.Tensor:
 
 def _column_order(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` transposed to ``(d, n)`` (contiguous) and, per column of ``x``, the row indices
-    that sort it (``(d, n)``, each row of the result an argsort).
-
-    On the CPU the columns are sorted along the contiguous axis through numpy. Finite float32
-    values are sorted as packed 64-bit keys (an order-preserving integer image of the value
-    above the row index), whose vectorised value sort is several times faster than numpy's
-    argsort: where a column holds no two equal values its sorting permutation is unique, so it
-    is the one an argsort gives. A column with equal values (``-0.0`` equals ``0.0``) is
-    argsorted by numpy, as are wider dtypes, so equal values keep the order numpy's argsort
-    gives them (the same down ``dim=0``: numpy sorts a strided column by copying it out and
-    running the same kernel).
-    """
+    that sort it (``(d, n)``, each row of the result an argsort; :func:`_row_order` on the
+    CPU)."""
     xt = _transpose(x)
     if x.device.type != "cpu":
         return xt, xt.argsort(dim=1)
-    values = xt.numpy()
-    if values.dtype != np.float32 or not _LITTLE_ENDIAN:
-        return xt, torch.from_numpy(np.argsort(values, axis=1))
+    return xt, torch.from_numpy(_row_order(xt.numpy()))
+
+
+def _row_order(values: np.ndarray) -> np.ndarray:
+    """Per row of the C-contiguous ``(m, n)`` array ``values`` (finite), the indices that sort
+    it: numpy's ``argsort(values, axis=1)``, as ``intp``.
+
+    Finite float32 values are sorted as packed 32-bit keys: an order-preserving integer image
+    of the value with its lowest bits replaced by the column index, whose vectorised value
+    sort is several times faster than an argsort. Two values whose images differ above the
+    index bits sort by value; a row where two images agree there (close values, equal values,
+    or ``-0.0`` beside ``0.0``) is sorted again by :func:`_row_order_keys64`. Where a row holds
+    no two equal values its sorting permutation is unique, so it is the one an argsort gives;
+    a row with equal values is argsorted by numpy, so equal values keep the order numpy's
+    argsort gives them (the same down ``dim=0``: numpy sorts a strided column by copying it out
+    and running the same kernel). Wider dtypes are argsorted by numpy.
+    """
+    num = values.shape[1]
+    if values.dtype != np.float32:
+        return np.argsort(values, axis=1)
+    if num > _MAX_ROWS_KEYS32:
+        return _row_order_keys64(values)
+    index_bits = max(1, (num - 1).bit_length())
+    index_mask = (1 << index_bits) - 1
+    keys = _order_image(values)
+    keys &= ~index_mask
+    keys |= np.arange(num, dtype=np.int32)
+    keys.sort(axis=1)
+    order = np.bitwise_and(keys, index_mask, dtype=np.intp)
+    # Rows where two neighbours share the bits above the index: adjacent equal prefixes in the
+    # flattened keys, except the last key of one row beside the first of the next.
+    keys >>= index_bits
+    flat = keys.ravel()
+    same = np.flatnonzero(flat[1:] == flat[:-1])
+    redo = np.unique(same[same % num != num - 1] // num)
+    if redo.size:
+        order[redo] = _row_order_keys64(values[redo])
+    return order
+
+
+def _order_image(values: np.ndarray) -> np.ndarray:
+    """A fresh int32 array ordered as the float32 ``values`` (finite), ``-0.0`` and ``0.0``
+    mapped alike."""
     # IEEE order as integers: a float's bits read as a signed integer order the positive values;
     # flipping the magnitude bits of the negative ones orders those too. Adding 0.0 first turns
     # -0.0 into 0.0 (equal values get equal keys).
-    bits = (values + np.float32(0.0)).view(np.int32)
-    bits ^= (bits >> 31) & 0x7FFFFFFF
-    keys = bits.astype(np.int64)
+    image = np.add(values, np.float32(0.0)).view(np.int32)
+    flip = image >> 31
+    flip &= 0x7FFFFFFF
+    image ^= flip
+    return image
+
+
+def _row_order_keys64(values: np.ndarray) -> np.ndarray:
+    """:func:`_row_order` of float32 rows through packed 64-bit keys (the value's image above
+    the whole column index): exact for any row length; a row holding equal values is
+    argsorted by numpy."""
+    if not _LITTLE_ENDIAN:
+        return np.argsort(values, axis=1)
+    keys = _order_image(values).astype(np.int64)
     keys <<= 32
     keys |= np.arange(values.shape[1], dtype=np.int64)
     keys.sort(axis=1)
-    words = keys.view(np.int32)  # (d, 2 n): low word the row index, high word the value's key
-    order = words[:, 0::2].astype(np.int64)
+    words = keys.view(np.int32)  # (m, 2 n): low word the column index, high word the image
+    order = words[:, 0::2].astype(np.intp)
     tied = np.flatnonzero((words[:, 3::2] == words[:, 1:-2:2]).any(axis=1))
     if tied.size:
         order[tied] = np.argsort(values[tied], axis=1)
-    return xt, torch.from_numpy(order)
+    return order
 
 
 def _transpose(x: torch.Tensor) -> torch.Tensor:
@@ -429,6 +480,14 @@ def coordinate_median(
         # ordinary median, so only the values are sorted.
         sorted_x = _sort_columns(rows.x)
         median = _midpoint(sorted_x[(num - 1) // 2], sorted_x[num // 2])
+    elif rows.x.device.type == "cpu":
+        x = np.ascontiguousarray(rows.x.numpy())
+        median = torch.from_numpy(np.empty(x.shape[1], dtype=x.dtype))
+        for start, stop in _column_blocks(x.shape[1]):
+            values = np.ascontiguousarray(x[:, start:stop].T)
+            median[start:stop] = _weighted_median_rows_numpy(
+                values, _row_order(values), rows.w.numpy()
+            )
     else:
         xt, order = _column_order(rows.x)
         median = _weighted_median_rows(xt, order, rows.w)
@@ -485,17 +544,66 @@ def trimmed_mean(
         # are sorted; the weighted mean below is computed as for any weights.
         kept = _sort_columns(rows.x)[trim : num - trim]
         kept_w = torch.full(kept.shape, float(w[0]), dtype=torch.float64, device=kept.device)
+    elif rows.x.device.type == "cpu":
+        x = np.ascontiguousarray(rows.x.numpy())
+        mean = torch.from_numpy(np.empty(x.shape[1], dtype=np.float64))
+        for start, stop in _column_blocks(x.shape[1]):
+            kept, kept_w = _kept_numpy(x[:, start:stop], w.numpy(), trim)
+            mean[start:stop] = _kept_mean(kept.div_(scale), kept_w)
+        return _result(rows, _back(mean, scale, updates), updates)
     else:
         xt, order = _column_order(rows.x)
         order = order[:, trim : num - trim]  # (d, n - 2 trim)
         kept = _transpose(xt.gather(1, order))
         kept_w = _transpose(_take(w, order))
-    kept = kept.to(torch.float64).div_(scale)
+    mean = _kept_mean(kept.to(torch.float64).div_(scale), kept_w)
+    return _result(rows, _back(mean, scale, updates), updates)
+
+
+def _kept_mean(kept: torch.Tensor, kept_w: torch.Tensor) -> torch.Tensor:
+    """Per column, the weighted mean of the kept values (``(n - 2 trim, d)``, float64, sorted
+    down each column) with their weights (same shape; overwritten), or their plain mean where
+    the weights are all zero."""
     weight_sum = kept_w.sum(dim=0)
     has_weight = weight_sum > 0
-    weighted = (kept_w * kept).sum(dim=0) / torch.where(has_weight, weight_sum, 1.0)
-    mean = torch.where(has_weight, weighted, kept.mean(dim=0))
-    return _result(rows, _back(mean, scale, updates), updates)
+    # The products overwrite the weights, whose sums are taken: one array less to allocate.
+    weighted = kept_w.mul_(kept).sum(dim=0) / torch.where(has_weight, weight_sum, 1.0)
+    if bool(has_weight.all()):
+        return weighted
+    return torch.where(has_weight, weighted, kept.mean(dim=0))
+
+
+def _kept_numpy(x: np.ndarray, w: np.ndarray, trim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The values each column of ``x`` (``(n, b)``) keeps after trimming ``trim`` at each end,
+    sorted down the column, and their rows' weights ``w`` (``(n,)``, float64): two
+    ``(n - 2 trim, b)`` tensors, the values in float64 (exact) and the weights.
+
+    The kept values are gathered from the sorted layout at their flat indices (column times
+    ``n`` plus row), straight into the layout of the sums.
+    """
+    num, width = x.shape
+    values = np.ascontiguousarray(x.T)  # (b, n)
+    order = _row_order(values)
+    index = np.ascontiguousarray(order[:, trim : num - trim].T)  # (n - 2 trim, b) rows
+    kept_w = w.take(index)
+    index += np.arange(0, width * num, num)
+    kept = values.ravel().take(index).astype(np.float64)
+    return torch.from_numpy(kept), torch.from_numpy(kept_w)
+
+
+def _column_blocks(num_columns: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges covering ``num_columns`` columns in blocks of
+    ``_BLOCK_COLUMNS`` (the last one takes the remainder, so none is narrower than a block).
+
+    The CPU rules that work column by column run a block at a time: its temporaries stay in the
+    cache and small enough for the allocator to reuse memory rather than map fresh pages. A
+    block's bounds are multiples of 64 columns, so torch's vectorised sums down the columns of
+    a block group the columns as over the whole array (the same bits).
+    """
+    starts = list(range(0, num_columns, _BLOCK_COLUMNS))
+    if len(starts) > 1 and num_columns - starts[-1] < _BLOCK_COLUMNS:
+        starts.pop()
+    return [(start, stop) for start, stop in zip(starts, [*starts[1:], num_columns], strict=True)]
 
 
 def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
