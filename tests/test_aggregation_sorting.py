@@ -1,6 +1,9 @@
 """The sorting rules (coordinate median, trimmed mean) against their definitions computed
 another way, on the float32 columns they sort as packed keys: ties, both signed zeros, even and
-odd counts, equal and unequal weights."""
+odd counts, equal and unequal weights; and, bit for bit, the rules and the geometric median
+against their arithmetic written out column by column or on whole arrays (the CPU code sorts
+packed keys, works in column blocks and forms the Weiszfeld differences a block of rows at a
+time)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from fl_gym.sim.learning.aggregation import _row_order, coordinate_median, trimmed_mean
+from fl_gym.sim.learning.aggregation import (
+    _row_order,
+    _weighted_median_1d,
+    coordinate_median,
+    geometric_median,
+    trimmed_mean,
+)
 
 SEEDS = range(12)
 
@@ -231,3 +240,46 @@ def test_row_order_is_numpys_argsort(n: int):
     values = np.ascontiguousarray(hard_columns(rng, n, 300).T)  # (300, n) rows to sort
     expected = np.stack([np.argsort(row) for row in values])
     np.testing.assert_array_equal(_row_order(values), expected)
+
+
+def weiszfeld_reference(x: torch.Tensor, weights: torch.Tensor, iterations: int) -> torch.Tensor:
+    """The geometric median's iteration written out on whole arrays: float64 rows scaled by a
+    power of two, the coordinate median of the full column sort as the start, the differences
+    and their norms over all rows at once, and the same stopping rule (median of distances as
+    the scale)."""
+    xs, w = accepted_rows(x, weights)
+    largest = float(xs.abs().max())
+    scale = 1.0 if largest == 0 else math.ldexp(1.0, math.frexp(largest)[1])
+    x64 = xs.to(torch.float64) / scale
+    n = xs.shape[0]
+    ranked = torch.from_numpy(np.sort(xs.numpy(), axis=0))[[(n - 1) // 2, n // 2]]
+    middle = ranked.to(torch.float64) / scale
+    median = torch.where(middle[0] == middle[1], middle[0], 0.5 * middle[0] + 0.5 * middle[1])
+    alpha = w.to(torch.float64)
+    for _ in range(iterations):
+        distance = torch.linalg.vector_norm(x64 - median, dim=1)
+        beta = alpha / distance.clamp_min(1e-6 / scale)
+        new_median = (beta @ x64) / beta.sum()
+        step = float(torch.linalg.vector_norm(new_median - median))
+        spread = float(_weighted_median_1d(distance, alpha))
+        median = new_median
+        if step <= 1e-10 * spread:
+            break
+    limit = torch.finfo(x.dtype).max
+    return (median * scale).clamp(-limit, limit).to(x.dtype)
+
+
+@pytest.mark.parametrize(("k", "seed"), CASES)
+def test_geometric_median_matches_its_iteration_on_whole_arrays_bit_for_bit(k: int, seed: int):
+    rng = np.random.default_rng(2000 * k + seed)
+    # Rows wider than a block of differences, and narrow ones.
+    d = int(rng.choice([7, 1400, 3000]))
+    x = hard_columns(rng, k, d)
+    x[: max(1, k // 5)] *= -4  # attackers
+    if seed % 2 and k > 3:
+        x[rng.integers(k)] = np.inf
+    for dtype in (torch.float32, torch.float64):
+        upd = torch.as_tensor(x).to(dtype)
+        w = torch.as_tensor(rng.integers(13, 15, k).astype(np.float64))
+        got = geometric_median(upd, w).aggregate
+        assert torch.equal(bits(got), bits(weiszfeld_reference(upd, w, 200)))

@@ -76,6 +76,9 @@ _MAX_ROWS_KEYS32 = 1024
 # Columns per block of the column-wise CPU rules (a multiple of 64: see _column_blocks).
 _BLOCK_COLUMNS = 512
 
+# Elements of the block of row differences of the Weiszfeld iteration (float64: 1 MiB).
+_BLOCK_ELEMENTS = 1 << 17
+
 
 @dataclass(frozen=True, eq=False)
 class AggregationResult:
@@ -478,8 +481,8 @@ def coordinate_median(
     if rows.w is None or _equal(rows.w):
         # Equal weights: the minimiser interval of the weighted definition is that of the
         # ordinary median, so only the values are sorted.
-        sorted_x = _sort_columns(rows.x)
-        median = _midpoint(sorted_x[(num - 1) // 2], sorted_x[num // 2])
+        middle = _middle_values(rows.x)
+        median = _midpoint(middle[0], middle[1])
     elif rows.x.device.type == "cpu":
         x = np.ascontiguousarray(rows.x.numpy())
         median = torch.from_numpy(np.empty(x.shape[1], dtype=x.dtype))
@@ -615,6 +618,10 @@ def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     scale exactly.
     """
     scale = _scale_of(x)
+    if scale != 1.0 and x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous():
+        # One pass instead of a copy and a division: numpy widens each value to float64 and
+        # divides it (the same two exact operations).
+        return torch.from_numpy(np.divide(x.numpy(), scale, dtype=np.float64)), scale
     x64 = x.to(torch.float64)
     if scale != 1.0:
         # x64 is a fresh copy when x is narrower, so it can be divided in place.
@@ -651,10 +658,28 @@ def _median_start(x: torch.Tensor, scale: float) -> torch.Tensor:
     rows (dividing by a power of two is exact and monotone), and the narrower values sort faster;
     only the two middle rows are scaled, and their midpoint is taken in float64.
     """
-    n = x.shape[0]
-    sorted_x = _sort_columns(x)
-    middle = sorted_x[[(n - 1) // 2, n // 2]].to(torch.float64) / scale
+    middle = _middle_values(x).to(torch.float64) / scale
     return _midpoint(middle[0], middle[1])
+
+
+def _middle_values(x: torch.Tensor) -> torch.Tensor:
+    """``(2, d)``: the values of each column of ``x`` (``(n, d)``) ranked ``(n - 1) // 2`` and
+    ``n // 2`` (rows of ``x`` sorted down its columns).
+
+    On the CPU a block of columns at a time is transposed and sorted along its rows: numpy
+    sorts a column down ``axis=0`` by copying it out and running the same kernel, so the values
+    (signed zeros included) are those of :func:`_sort_columns`, without its ``(n, d)`` copy.
+    """
+    ranks = [(x.shape[0] - 1) // 2, x.shape[0] // 2]
+    if x.device.type != "cpu":
+        return x.sort(dim=0).values[ranks]
+    values = x.numpy()
+    middle = np.empty((2, values.shape[1]), dtype=values.dtype)
+    for start, stop in _column_blocks(values.shape[1]):
+        block = np.ascontiguousarray(values[:, start:stop].T)
+        block.sort(axis=1)
+        middle[:, start:stop] = block[:, ranks].T
+    return torch.from_numpy(middle)
 
 
 def _weighted_median_1d(values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -718,9 +743,20 @@ def geometric_median(
     alpha = rows.w.to(torch.float64)
     median = _median_start(rows.x, scale)
     smoothing = float(nu) / scale
-    diff = torch.empty_like(x)  # reused by every iteration: no (n, d) allocation in the loop
+    n = x.shape[0]
+    # The differences are formed a block of rows at a time in one small buffer that stays in the
+    # cache (a row's norm does not depend on the rows beside it).
+    block = max(1, min(n, _BLOCK_ELEMENTS // max(x.shape[1], 1)))
+    diff = torch.empty((block, x.shape[1]), dtype=x.dtype, device=x.device)
+    distance = torch.empty(n, dtype=x.dtype, device=x.device)
     for _ in range(int(max_iter)):
-        distance = torch.linalg.vector_norm(torch.sub(x, median, out=diff), dim=1)
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            torch.linalg.vector_norm(
+                torch.sub(x[start:stop], median, out=diff[: stop - start]),
+                dim=1,
+                out=distance[start:stop],
+            )
         beta = alpha / distance.clamp_min(smoothing)
         new_median = (beta @ x) / beta.sum()
         step = float(torch.linalg.vector_norm(new_median - median))
