@@ -15,6 +15,7 @@ import torch
 
 from fl_gym.sim.learning.aggregation import (
     _row_order,
+    _row_sums_of_squares,
     _weighted_median_1d,
     coordinate_median,
     geometric_median,
@@ -283,3 +284,10 @@ def test_geometric_median_matches_its_iteration_on_whole_arrays_bit_for_bit(k: i
         w = torch.as_tensor(rng.integers(13, 15, k).astype(np.float64))
         got = geometric_median(upd, w).aggregate
         assert torch.equal(bits(got), bits(weiszfeld_reference(upd, w, 200)))
+
+
+@pytest.mark.parametrize(("n", "d"), [(1, 5), (3, 7), (100, 4810), (37, 9000)])
+def test_blocked_sums_of_squares_are_the_whole_array_sums_bit_for_bit(n: int, d: int):
+    rng = np.random.default_rng(n * d)
+    x = torch.from_numpy(rng.standard_normal((n, d)) * np.exp(rng.normal(0, 20, (n, d))))
+    assert torch.equal(bits(_row_sums_of_squares(x)), bits((x * x).sum(dim=1)))

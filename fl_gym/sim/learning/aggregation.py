@@ -743,15 +743,12 @@ def geometric_median(
     alpha = rows.w.to(torch.float64)
     median = _median_start(rows.x, scale)
     smoothing = float(nu) / scale
-    n = x.shape[0]
     # The differences are formed a block of rows at a time in one small buffer that stays in the
     # cache (a row's norm does not depend on the rows beside it).
-    block = max(1, min(n, _BLOCK_ELEMENTS // max(x.shape[1], 1)))
-    diff = torch.empty((block, x.shape[1]), dtype=x.dtype, device=x.device)
-    distance = torch.empty(n, dtype=x.dtype, device=x.device)
+    ranges, diff = _row_blocks(x)
+    distance = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for _ in range(int(max_iter)):
-        for start in range(0, n, block):
-            stop = min(start + block, n)
+        for start, stop in ranges:
             torch.linalg.vector_norm(
                 torch.sub(x[start:stop], median, out=diff[: stop - start]),
                 dim=1,
@@ -792,11 +789,31 @@ def _krum_scores(x: torch.Tensor, num_byzantine: int | None) -> torch.Tensor:
     # The Gram expansion ||a||^2 + ||b||^2 - 2 a.b in float64: its rounding is relative to the
     # two rows' own norms (not to the largest row's), so honest rows stay apart from each other
     # however large an attacker's row is.
-    sq_norms = (x * x).sum(dim=1)
+    sq_norms = _row_sums_of_squares(x)
     squared = (sq_norms.unsqueeze(1) + sq_norms.unsqueeze(0) - 2.0 * (x @ x.T)).clamp_min(0.0)
     squared.fill_diagonal_(math.inf)
     nearest = squared.topk(min(neighbours, n - 1), dim=1, largest=False).values
     return nearest.sum(dim=1)
+
+
+def _row_blocks(x: torch.Tensor) -> tuple[list[tuple[int, int]], torch.Tensor]:
+    """Ranges of rows of ``x`` (``(n, d)``) of about ``_BLOCK_ELEMENTS`` elements each, and a
+    buffer of one block's shape: the rules that work row by row form their temporaries a block
+    at a time in it, so they stay in the cache (each row's result is its own: the same bits)."""
+    n, d = x.shape
+    block = max(1, min(n, _BLOCK_ELEMENTS // max(d, 1)))
+    ranges = [(start, min(start + block, n)) for start in range(0, n, block)]
+    return ranges, torch.empty((block, d), dtype=x.dtype, device=x.device)
+
+
+def _row_sums_of_squares(x: torch.Tensor) -> torch.Tensor:
+    """``(x * x).sum(dim=1)``, the products formed a block of rows at a time."""
+    ranges, buffer = _row_blocks(x)
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for start, stop in ranges:
+        block = torch.mul(x[start:stop], x[start:stop], out=buffer[: stop - start])
+        torch.sum(block, dim=1, out=out[start:stop])
+    return out
 
 
 def _krum_select(
