@@ -324,7 +324,9 @@ def _row_order(values: np.ndarray) -> np.ndarray:
     keys >>= index_bits
     flat = keys.ravel()
     same = np.flatnonzero(flat[1:] == flat[:-1])
-    redo = np.unique(same[same % num != num - 1] // num)
+    flagged = np.zeros(values.shape[0], dtype=bool)
+    flagged[same[same % num != num - 1] // num] = True
+    redo = np.flatnonzero(flagged)
     if redo.size:
         order[redo] = _row_order_keys64(values[redo])
     return order
@@ -551,8 +553,8 @@ def trimmed_mean(
         x = np.ascontiguousarray(rows.x.numpy())
         mean = torch.from_numpy(np.empty(x.shape[1], dtype=np.float64))
         for start, stop in _column_blocks(x.shape[1]):
-            kept, kept_w = _kept_numpy(x[:, start:stop], w.numpy(), trim)
-            mean[start:stop] = _kept_mean(kept.div_(scale), kept_w)
+            kept, kept_w = _kept_numpy(x[:, start:stop], w.numpy(), trim, scale)
+            mean[start:stop] = _kept_mean(kept, kept_w)
         return _result(rows, _back(mean, scale, updates), updates)
     else:
         xt, order = _column_order(rows.x)
@@ -576,10 +578,13 @@ def _kept_mean(kept: torch.Tensor, kept_w: torch.Tensor) -> torch.Tensor:
     return torch.where(has_weight, weighted, kept.mean(dim=0))
 
 
-def _kept_numpy(x: np.ndarray, w: np.ndarray, trim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _kept_numpy(
+    x: np.ndarray, w: np.ndarray, trim: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The values each column of ``x`` (``(n, b)``) keeps after trimming ``trim`` at each end,
     sorted down the column, and their rows' weights ``w`` (``(n,)``, float64): two
-    ``(n - 2 trim, b)`` tensors, the values in float64 (exact) and the weights.
+    ``(n - 2 trim, b)`` tensors, the values widened to float64 and divided by ``scale`` (both
+    exact, in one pass) and the weights.
 
     The kept values are gathered from the sorted layout at their flat indices (column times
     ``n`` plus row), straight into the layout of the sums.
@@ -590,7 +595,7 @@ def _kept_numpy(x: np.ndarray, w: np.ndarray, trim: int) -> tuple[torch.Tensor, 
     index = np.ascontiguousarray(order[:, trim : num - trim].T)  # (n - 2 trim, b) rows
     kept_w = w.take(index)
     index += np.arange(0, width * num, num)
-    kept = values.ravel().take(index).astype(np.float64)
+    kept = np.divide(values.ravel().take(index), scale, dtype=np.float64)
     return torch.from_numpy(kept), torch.from_numpy(kept_w)
 
 
