@@ -300,12 +300,13 @@ def _row_order(values: np.ndarray) -> np.ndarray:
     Finite float32 values are sorted as packed 32-bit keys: an order-preserving integer image
     of the value with its lowest bits replaced by the column index, whose vectorised value
     sort is several times faster than an argsort. Two values whose images differ above the
-    index bits sort by value; a row where two images agree there (close values, equal values,
-    or ``-0.0`` beside ``0.0``) is sorted again by :func:`_row_order_keys64`. Where a row holds
-    no two equal values its sorting permutation is unique, so it is the one an argsort gives;
-    a row with equal values is argsorted by numpy, so equal values keep the order numpy's
-    argsort gives them (the same down ``dim=0``: numpy sorts a strided column by copying it out
-    and running the same kernel). Wider dtypes are argsorted by numpy.
+    index bits sort by value, so a row where no two images agree there holds no two equal
+    values: its sorting permutation is unique, and it is the one an argsort gives. A row where
+    two images agree there (close values, equal values, or ``-0.0`` beside ``0.0``) is
+    argsorted by numpy, so equal values keep the order numpy's argsort gives them (the same
+    down ``dim=0``: numpy sorts a strided column by copying it out and running the same
+    kernel). Rows longer than ``_MAX_ROWS_KEYS32`` are sorted as 64-bit keys; wider dtypes are
+    argsorted by numpy.
     """
     num = values.shape[1]
     if values.dtype != np.float32:
@@ -328,7 +329,9 @@ def _row_order(values: np.ndarray) -> np.ndarray:
     flagged[same[same % num != num - 1] // num] = True
     redo = np.flatnonzero(flagged)
     if redo.size:
-        order[redo] = _row_order_keys64(values[redo])
+        # Few rows: numpy's argsort itself (its result, by definition) costs less than their
+        # 64-bit keys.
+        order[redo] = np.argsort(values[redo], axis=1)
     return order
 
 
