@@ -10,7 +10,13 @@ minimum time is the estimate of each one's cost on a shared machine) and the rat
 torch and the BLAS libraries run on one thread. ``--profile`` prints a cProfile listing of the
 native env's steps.
 
-Run: ``python benchmarks/bench_vector_env.py [--envs 4 16 64] [--steps 30] [--blocks 5]``.
+``--floor`` measures the compute floor instead: the time the native env spends in its batched
+products (``aten::bmm`` / ``aten::baddbmm`` of local training and evaluation, summed by
+``torch.profiler``), which no restructuring of the Python around them removes, and the ratio to
+SyncVectorEnv that the native env would reach if everything else cost nothing.
+
+Run: ``python benchmarks/bench_vector_env.py [--envs 4 16 64] [--steps 30] [--blocks 5]
+[--floor]``.
 """
 
 from __future__ import annotations
@@ -72,6 +78,51 @@ def measure(
     return rates
 
 
+PRODUCT_OPS = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "aten::matmul")
+
+
+def product_ms(env_id: str, num_envs: int, steps: int, num_threads: int = 1) -> float:
+    """Milliseconds per native vector step spent inside the batched products (their own CPU
+    time, as ``torch.profiler`` records it, its few microseconds per call included: the floor
+    is overstated a little, never understated), after one warm-up block."""
+    vec = gym.make_vec(env_id, num_envs=num_envs, num_threads=num_threads)
+    vec.reset(seed=0)
+    space = vec.action_space
+    space.seed(0)
+    actions = [space.sample() for _ in range(2 * steps)]
+    for action in actions[:steps]:
+        vec.step(action)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as prof:
+        for action in actions[steps:]:
+            vec.step(action)
+    vec.close()
+    products_us = sum(
+        event.self_cpu_time_total for event in prof.key_averages() if event.key in PRODUCT_OPS
+    )
+    return products_us / 1000.0 / steps
+
+
+def floor_table(ids: list[str], envs: list[int], steps: int, blocks: int, threads: int) -> None:
+    print(
+        "| env | E | SyncVectorEnv (ms / E env steps) | native (ms / vector step) | "
+        "batched products (ms) | products' share | ratio | ceiling (products only) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for env_id in ids:
+        for num_envs in envs:
+            r = measure(env_id, num_envs, steps, blocks, threads)
+            sync_ms = 1000.0 * num_envs / r["sync"]
+            native_ms = 1000.0 * num_envs / r["vector_entry_point"]
+            products = product_ms(env_id, num_envs, steps, threads)
+            print(
+                f"| {env_id} | {num_envs} | {sync_ms:.1f} | {native_ms:.1f} | {products:.1f} | "
+                f"{100 * products / native_ms:.0f}% | {r['ratio']:.2f}x | "
+                f"{sync_ms / products:.1f}x |",
+                flush=True,
+            )
+
+
 def profile(env_id: str, num_envs: int, steps: int) -> None:
     vec = gym.make_vec(env_id, num_envs=num_envs)
     vec.reset(seed=0)
@@ -94,6 +145,9 @@ def main() -> None:
     parser.add_argument("--ids", nargs="+", default=list(ENV_IDS))
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
+        "--floor", action="store_true", help="the batched products' time and the ceiling ratio"
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="the environments' torch threads (num_threads)"
     )
     args = parser.parse_args()
@@ -105,6 +159,9 @@ def main() -> None:
         "thread(s)"
     )
     print()
+    if args.floor:
+        floor_table(args.ids, args.envs, args.steps, args.blocks, args.threads)
+        return
     print("| env | E | SyncVectorEnv (env steps/s) | native (env steps/s) | ratio |")
     print("| --- | ---: | ---: | ---: | ---: |")
     results = {}

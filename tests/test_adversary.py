@@ -135,6 +135,21 @@ def test_same_seed_same_round_and_off_means_untouched(attack: str):
     assert torch.equal(reports[0][3], reports[1][3])
 
 
+def test_round_report_names_the_attackers_of_each_federation():
+    transform = ByzantineTransform(AdversaryConfig(attack="sign_flip", devices=(1, 4, 7)))
+    pipeline = RoundPipeline(transforms=[transform])
+    (fed_a, rng_a), (fed_b, rng_b) = federation(0), federation(1)
+    # Device 4 is not selected in the first federation: it cannot attack there.
+    plan_a = fed_a.plan(selected=np.isin(np.arange(K), [0, 1, 2, 3, 7]))
+    plan_b = fed_b.plan(selected="all")
+    report_a, report_b = pipeline.run([fed_a, fed_b], [plan_a, plan_b], [rng_a, rng_b])
+    assert np.flatnonzero(report_a.byzantine).tolist() == [1, 7]
+    assert np.flatnonzero(report_b.byzantine).tolist() == [1, 4, 7]
+    assert not report_a.byzantine.flags.writeable
+    fed, rng = federation(0)
+    assert RoundPipeline().run([fed], [fed.plan()], [rng])[0].byzantine is None
+
+
 def test_inactive_adversary_changes_nothing():
     runs = []
     for transforms in ((), (ByzantineTransform(AdversaryConfig(attack="sign_flip")),)):

@@ -264,3 +264,33 @@ def test_a_private_federation_does_not_depend_on_its_batch() -> None:
             )
     for (a, _), (b, _) in zip(batched, alone, strict=True):
         assert torch.equal(a.params, b.params)
+
+
+def test_per_federation_dp_sgd_settings_train_each_federation_as_alone() -> None:
+    """A list of settings gives each federation its own DP-SGD (or none): with and without
+    DP-SGD side by side, every federation ends where it ends alone with its setting, and the
+    settings really differ (DP-SGD moves a federation elsewhere than plain SGD)."""
+    settings = [None, SampleLevelDP(noise_multiplier=1.0, clip_norm=0.5), None]
+    batched = [_federation(s) for s in (31, 32, 33)]
+    alone = [_federation(s) for s in (31, 32, 33)]
+    plain = _federation(32)
+    for _ in range(2):
+        run_rounds(
+            [f for f, _ in batched],
+            [f.plan(selected="all", local_steps=2) for f, _ in batched],
+            [r for _, r in batched],
+            local_privacy=settings,
+        )
+        for (fed, rng), setting in zip(alone, settings, strict=True):
+            run_rounds(
+                [fed], [fed.plan(selected="all", local_steps=2)], [rng], local_privacy=setting
+            )
+        run_rounds([plain[0]], [plain[0].plan(selected="all", local_steps=2)], [plain[1]])
+    for (a, _), (b, _) in zip(batched, alone, strict=True):
+        assert torch.equal(a.params, b.params)
+    assert not torch.equal(batched[1][0].params, plain[0].params)
+    with pytest.raises(ValueError, match="one setting per federation"):
+        fed, rng = _federation(1)
+        run_rounds([fed], [fed.plan()], [rng], local_privacy=[None, None])
+    with pytest.raises(TypeError, match="local_privacy"):
+        run_rounds([fed], [fed.plan()], [rng], local_privacy=["dp"])

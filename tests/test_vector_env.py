@@ -77,6 +77,55 @@ def test_over_the_air_matches_sync_vector_env() -> None:
     assert terminations + truncations > 0
 
 
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "fl_gym/ByzantineSelection-v0",
+        "fl_gym/ByzantineSelection-v1",
+        "fl_gym/FederatedLocalization-v0",
+    ],
+)
+def test_subclass_envs_match_sync_vector_env(env_id: str) -> None:
+    """Environments that add transforms (adversary, monitor), a per-action aggregation rule,
+    observation columns or a regression task: each env's own transforms and rule act on its
+    own federation inside the batched round."""
+    _, truncations = _run_against_sync(env_id, num_envs=3, steps=20, seed=7)
+    assert truncations > 0
+
+
+@pytest.mark.parametrize("preset", [None, "sample-level", "over-the-air"])
+def test_private_envs_match_sync_vector_env(preset: str | None) -> None:
+    """Each environment's DP setting (client-level clipping and noise, or DP-SGD in its own
+    federation's local training) and accountant, inside the batched round."""
+    kwargs = {} if preset is None else {"preset": preset}
+    sync, native = _pair("fl_gym/PrivateFL-v0", 3, max_episode_steps=5, **kwargs)
+    assert data_equivalence(sync.reset(seed=2), native.reset(seed=2), exact=True)
+    space = sync.action_space
+    space.seed(2)
+    for t in range(7):
+        action = space.sample()
+        for name, a, b in zip("otrui", sync.step(action), native.step(action), strict=True):
+            assert data_equivalence(a, b, exact=True), f"step {t}: {name} differs"
+    assert native.envs[0]._epsilon > 0.0
+
+
+def test_byzantine_vector_env_keeps_each_envs_rule_and_attackers() -> None:
+    vec = gym.make_vec("fl_gym/ByzantineSelection-v1", num_envs=2)
+    vec.reset(seed=0)
+    rules = vec.envs[0].codec.aggregator_choices
+    actions = vec.action_space.sample()
+    actions[:, -1] = [-1.0, 1.0]  # the first rule in env 0, the last in env 1
+    _, _, _, _, info = vec.step(actions)
+    assert list(info["aggregator"]) == [rules[0], rules[-1]]
+    assert vec.envs[0].federation.aggregator is not vec.envs[1].federation.aggregator
+    for e, env in enumerate(vec.envs):
+        # Env e's attackers are exactly its own Byzantine devices among those it selected.
+        byzantine = env.adversary.byzantine_devices(env.federation)
+        assert np.array_equal(info["byzantine"][e], byzantine & info["selected"][e])
+    assert info["byzantine"].any()
+    vec.close()
+
+
 def test_registration_offers_the_vector_entry_point() -> None:
     for env_id in (*VARIANTS, "fl_gym/OverTheAirFL-v0"):
         spec = gym.spec(env_id)

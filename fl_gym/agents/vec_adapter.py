@@ -144,8 +144,7 @@ def make_native_vec_env(
     """SB3 ``VecEnv`` of ``n_envs`` environments stepped by the native vector env.
 
     Args:
-        env_id: A fl_gym id with a native vector env (the five WirelessFL variants and
-            ``fl_gym/OverTheAirFL-v0``).
+        env_id: A fl_gym id with a native vector env (every single-agent FL id).
         n_envs: Number of environments.
         seed: Seed of the first environment (the others get ``seed + 1, ...``) at the first
             ``reset()``; ``None`` for fresh entropy.

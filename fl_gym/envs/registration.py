@@ -36,6 +36,12 @@ _OTHER_KWARGS = {"fl_gym/ByzantineSelection-v1": {"remember_updates": True}}
 _VECTOR_ENTRY = "fl_gym.envs.wireless_fl.vector:WirelessFLVectorEnv"
 _OTHER_VECTOR_ENTRIES = {
     "fl_gym/OverTheAirFL-v0": "fl_gym.envs.wireless_fl.vector:OverTheAirFLVectorEnv",
+    "fl_gym/FederatedLocalization-v0": (
+        "fl_gym.envs.wireless_fl.vector:FederatedLocalizationVectorEnv"
+    ),
+    "fl_gym/PrivateFL-v0": "fl_gym.envs.wireless_fl.vector:PrivateFLVectorEnv",
+    "fl_gym/ByzantineSelection-v0": "fl_gym.envs.wireless_fl.vector:ByzantineSelectionVectorEnv",
+    "fl_gym/ByzantineSelection-v1": "fl_gym.envs.wireless_fl.vector:ByzantineSelectionVectorEnv",
 }
 """Native vector envs (``gym.make_vec(id, num_envs=E)``); the other ids vectorise as "sync"."""
 

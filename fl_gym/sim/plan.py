@@ -152,6 +152,10 @@ class RoundReport:
             uploads; one use per parameter, shared by all devices, over the air.
         aggregation_mse: Expected squared error, per parameter, that over-the-air aggregation
             added to the aggregate (0 for digital uploads).
+        byzantine: Devices whose upload the adversary stage replaced by a Byzantine one this
+            round (``(K,)`` bool), or ``None`` when the round ran without an adversary stage.
+            The ground truth for evaluating a defence; an environment shows it to a controller
+            only when its configuration says the server knows.
 
     Without a wireless model every update arrives and the wireless fields hold zeros.
     """
@@ -176,6 +180,7 @@ class RoundReport:
     round_time_s: float
     channel_uses: float
     aggregation_mse: float = 0.0
+    byzantine: np.ndarray | None = None
 
     @property
     def energy_j(self) -> np.ndarray:

@@ -257,15 +257,31 @@ def _start(fed: Federation, plan: RoundPlan, rng: np.random.Generator, **extra: 
 def train_rounds(
     feds: Sequence[Federation],
     starts: Sequence[RoundStart],
-    privacy: SampleLevelDP | None = None,
+    privacy: SampleLevelDP | Sequence[SampleLevelDP | None] | None = None,
 ) -> list[LocalTrainingResult]:
     """Local SGD of every started round's clients: one batched call per learning setting.
 
     Federations that share the model's architecture and the optimiser's settings train in one
     :func:`~fl_gym.sim.learning.training.local_sgd_groups` call, each from its own global model
-    on its own minibatches (drawn from its own round generator). With ``privacy`` (DP-SGD) each
-    federation trains in its own batched call, its noise drawn from its own round generator.
+    on its own minibatches (drawn from its own round generator). With ``privacy`` (DP-SGD; one
+    setting for all, or one per federation, ``None`` where it trains without) each federation
+    under DP-SGD trains in its own batched call, its noise drawn from its own round generator.
     """
+    if isinstance(privacy, Sequence):
+        if len(privacy) != len(feds):
+            raise ValueError(
+                f"privacy must hold one setting per federation ({len(feds)}), got {len(privacy)}"
+            )
+        out: list[LocalTrainingResult | None] = [None] * len(feds)
+        plain = [e for e, p in enumerate(privacy) if p is None]
+        if plain:
+            results = train_rounds([feds[e] for e in plain], [starts[e] for e in plain])
+            for e, result in zip(plain, results, strict=True):
+                out[e] = result
+        for e, setting in enumerate(privacy):
+            if setting is not None:
+                out[e] = train_rounds([feds[e]], [starts[e]], setting)[0]
+        return out  # type: ignore[return-value]
     if len(feds) == 1 or privacy is not None:  # each federation's local SGD, nothing to group
         return [
             local_sgd(
@@ -282,7 +298,7 @@ def train_rounds(
             )
             for fed, start in zip(feds, starts, strict=True)
         ]
-    out: list[LocalTrainingResult | None] = [None] * len(feds)
+    grouped: list[LocalTrainingResult | None] = [None] * len(feds)
     for members in _by_setting(feds, _training_setting):
         groups = [feds[e].training_group(starts[e]) for e in members]
         cfg = feds[members[0]].config
@@ -293,8 +309,8 @@ def train_rounds(
             weight_decay=cfg.weight_decay,
         )
         for e, result in zip(members, results, strict=True):
-            out[e] = result
-    return out  # type: ignore[return-value]
+            grouped[e] = result
+    return grouped  # type: ignore[return-value]
 
 
 def _by_setting(
@@ -1266,14 +1282,15 @@ class RoundPipeline:
         transport: How updates reach the server (:class:`DigitalUplink` by default).
         transforms: Update transforms applied in order after local training.
         local_privacy: DP-SGD in local training (per-example clipping and noise), or ``None``;
-            an attribute a controller may change between rounds.
+            an attribute a controller may change between rounds. A list gives one setting (or
+            ``None``) per federation of the next :meth:`run`.
     """
 
     def __init__(
         self,
         transport: Transport | None = None,
         transforms: Sequence[UpdateTransform] = (),
-        local_privacy: SampleLevelDP | None = None,
+        local_privacy: SampleLevelDP | Sequence[SampleLevelDP | None] | None = None,
     ) -> None:
         self.transport = DigitalUplink() if transport is None else transport
         if not isinstance(self.transport, Transport):
@@ -1306,11 +1323,14 @@ class RoundPipeline:
             transport.start(fed, plan, rng, allow_empty)
             for fed, plan, rng in zip(feds, plans, rngs, strict=True)
         ]
-        if self.local_privacy is not None and not isinstance(self.local_privacy, SampleLevelDP):
+        privacy = self.local_privacy
+        settings = privacy if isinstance(privacy, (list, tuple)) else [privacy]
+        if not all(p is None or isinstance(p, SampleLevelDP) for p in settings):
             raise TypeError(
-                f"local_privacy must be a SampleLevelDP or None, got {self.local_privacy!r}"
+                "local_privacy must be a SampleLevelDP, None, or a list of them (one per "
+                f"federation), got {privacy!r}"
             )
-        trained = train_rounds(feds, starts, self.local_privacy)
+        trained = train_rounds(feds, starts, privacy)
         for transform in self.transforms:
             trained = transform.apply(feds, starts, trained)
         stage = compress_rounds if transport.compresses else uncompressed_rounds
@@ -1344,7 +1364,7 @@ def run_rounds(
     transport: Transport | None = None,
     transforms: Sequence[UpdateTransform] = (),
     allow_empty: bool = False,
-    local_privacy: SampleLevelDP | None = None,
+    local_privacy: SampleLevelDP | Sequence[SampleLevelDP | None] | None = None,
 ) -> list[RoundReport]:
     """One round of each of E federations, as one computation of the pipeline's stages.
 
@@ -1357,7 +1377,8 @@ def run_rounds(
         transport: :class:`DigitalUplink` (the default) or :class:`OverTheAir`.
         transforms: Update transforms after local training.
         allow_empty: Accept plans that select nobody (the model then stays unchanged).
-        local_privacy: DP-SGD in local training, or ``None``.
+        local_privacy: DP-SGD in local training, or ``None``; a list gives one setting (or
+            ``None``) per federation.
 
     Returns:
         One :class:`~fl_gym.sim.plan.RoundReport` per federation.

@@ -342,14 +342,11 @@ class ByzantineSelectionEnv(WirelessFLEnv):
         super().restore(snapshot)
         self.pipeline.transforms = (self.adversary, self.monitor)  # type: ignore[assignment]
 
-    def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        if self.federation is None:
-            raise RuntimeError("call reset() before step()")
-        # Validate before anything changes; WirelessFLEnv.step decodes again (cheap and pure).
-        _, decode_info = self.decode_action(action)
+    def _before_round(self, decode_info: dict[str, Any]) -> None:
+        """The action's aggregation rule becomes the server's for this round."""
+        assert self.federation is not None
         self._rule_index = int(decode_info["aggregator_index"])
         self.federation.aggregator = self._rule(str(decode_info["aggregator"]))
-        return super().step(action)
 
     def _rule(self, name: str) -> Any:
         if name not in self._rules:
@@ -377,7 +374,8 @@ class ByzantineSelectionEnv(WirelessFLEnv):
         obs, reward, terminated, truncated, info = super()._finish_step(
             report, decode_info, observe=observe
         )
-        info["byzantine"] = self.adversary.last_attackers[0].copy()
+        if report.byzantine is None:  # an inactive adversary: nobody attacked
+            info["byzantine"] = np.zeros(self.num_devices, dtype=bool)
         return obs, reward, terminated, truncated, info
 
     def _features(self) -> np.ndarray:
@@ -412,9 +410,17 @@ class ByzantineSelectionEnv(WirelessFLEnv):
         devices = flat[: k * wide].reshape(k, wide)[:, :f]
         return np.concatenate([devices.reshape(-1), flat[k * wide : k * wide + g]])
 
-    def observe(self) -> Observation:
-        """The wireless FL observation with the update statistics and the last rule added."""
-        base = observe_many([self])[0]
+    @classmethod
+    def observe_envs(cls, envs: list[WirelessFLEnv]) -> list[Observation]:
+        """The wireless FL observations with each environment's update statistics and last
+        rule added."""
+        return [
+            env._with_update_columns(base)  # type: ignore[attr-defined]
+            for env, base in zip(envs, observe_many(envs), strict=True)
+        ]
+
+    def _with_update_columns(self, base: Observation) -> Observation:
+        """``base`` (this environment's wireless FL observation) with its columns added."""
         if self.obs_mode == "flat":
             k, f = self.num_devices, len(DEVICE_FEATURES)
             devices = np.asarray(base[: k * f]).reshape(k, f)

@@ -394,6 +394,7 @@ class WirelessFLEnv(gym.Env):
         if self.federation is None:
             raise RuntimeError("call reset() before step()")
         plan, decode_info = self.decode_action(action)
+        self._before_round(decode_info)
         result = self._finish_step(self._play_round(plan), decode_info)
         if self.render_mode == "human":
             self.render()
@@ -487,10 +488,22 @@ class WirelessFLEnv(gym.Env):
         """The update transforms of this environment's rounds (none)."""
         return ()
 
+    def _before_round(self, decode_info: dict[str, Any]) -> None:
+        """Apply what a decoded action sets beyond its plan, just before the round runs (an
+        environment whose action also picks the aggregation rule sets it here). Called by
+        :meth:`step` and by the native vector environment; nothing by default."""
+
+    def _after_round(self, plan: RoundPlan, report: RoundReport) -> None:
+        """Bookkeeping of a subclass right after its round ran, before the step's reward and
+        observation (privacy accounting, say). Called by :meth:`_play_round` and by the native
+        vector environment; nothing by default."""
+
     def _play_round(self, plan: RoundPlan) -> RoundReport:
         """Carry the plan out: the round pipeline on a batch of one."""
         assert self.federation is not None
-        return self.pipeline.run([self.federation], [plan], [self.np_random], allow_empty=True)[0]
+        report = self.pipeline.run([self.federation], [plan], [self.np_random], allow_empty=True)[0]
+        self._after_round(plan, report)
+        return report
 
     # -- action <-> plan ---------------------------------------------------------------------------
 
@@ -536,8 +549,15 @@ class WirelessFLEnv(gym.Env):
         return observation
 
     def observe(self) -> Observation:
-        """The current observation (no side effects): :func:`observe_many` of this environment."""
-        return observe_many([self])[0]
+        """The current observation (no side effects): :meth:`observe_envs` of this environment."""
+        return self.observe_envs([self])[0]
+
+    @classmethod
+    def observe_envs(cls, envs: list[WirelessFLEnv]) -> list[Observation]:
+        """The observations of environments of this class, made together (the native vector
+        environment's observation step): :func:`observe_many`, plus the columns a subclass
+        adds. Reading state only, it changes nothing."""
+        return observe_many(envs)
 
     def _reward(self, report: RoundReport, failed: bool = False) -> tuple[float, dict[str, float]]:
         """The reward of ``report``'s round (``failed``: the episode ends with it, target not
@@ -602,7 +622,12 @@ class WirelessFLEnv(gym.Env):
         if self.config.dataset == "localization":
             info.update(self.localization_errors())
         if report is not None:
-            info.update({name: getattr(report, name) for name in field_names(type(report))})
+            # A field a round did not fill (the attackers of a round without an adversary) is
+            # left out rather than given as None.
+            for name in field_names(type(report)):
+                value = getattr(report, name)
+                if value is not None:
+                    info[name] = value
             info["energy_j"] = float(report.energy_j.sum())
             info["reward_terms"] = terms
             info.update(decode_info)

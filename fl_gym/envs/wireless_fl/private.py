@@ -376,15 +376,10 @@ class PrivateFLEnv(WirelessFLEnv):
         self.pipeline = RoundPipeline(self.make_transport(), [self._client_dp()])
         return result
 
-    def decode_action(self, action: Any) -> tuple[RoundPlan, dict[str, Any]]:
-        plan, info = super().decode_action(action)
-        self._round_knobs = (info["noise_multiplier"], info["clip_norm"])
-        return plan, info
-
-    def _play_round(self, plan: RoundPlan) -> RoundReport:
-        assert self.federation is not None and self._accountant is not None
+    def _before_round(self, decode_info: dict[str, Any]) -> None:
+        """The action's noise multiplier and clipping norm become the round's DP settings."""
         cfg: PrivateFLConfig = self.config  # type: ignore[assignment]
-        z, c = self._round_knobs
+        z, c = self._round_knobs = (decode_info["noise_multiplier"], decode_info["clip_norm"])
         transform = self.pipeline.transforms[0]
         assert isinstance(transform, ClientLevelDP)
         if cfg.privacy_level == "client":
@@ -394,7 +389,14 @@ class PrivateFLEnv(WirelessFLEnv):
             # Clipping at a bound no update reaches and no noise: the transform is inert.
             transform.noise_multiplier, transform.clip_norm = 0.0, 1e6
             self.pipeline.local_privacy = SampleLevelDP(z, c)
-        report = super()._play_round(plan)
+
+    def _after_round(self, plan: RoundPlan, report: RoundReport) -> None:
+        """Account the round's privacy loss."""
+        assert self.federation is not None and self._accountant is not None
+        cfg: PrivateFLConfig = self.config  # type: ignore[assignment]
+        z, c = self._round_knobs
+        transform = self.pipeline.transforms[0]
+        assert isinstance(transform, ClientLevelDP)
         before = self._epsilon
         info: dict[str, Any] = {"noise_multiplier": z, "clip_norm": c}
         if cfg.privacy_level == "client":
@@ -419,7 +421,6 @@ class PrivateFLEnv(WirelessFLEnv):
         info["epsilon_round"] = self._epsilon - before
         self._last_knobs = (z, c)
         self._privacy_info = info
-        return report
 
     def _finish_step(
         self, report: RoundReport, decode_info: dict[str, Any], *, observe: bool = True
@@ -466,8 +467,17 @@ class PrivateFLEnv(WirelessFLEnv):
             info.update(self._privacy_info)
         return info
 
-    def observe(self) -> Observation:
-        """The wireless FL observation with the privacy entries appended to ``server``."""
+    @classmethod
+    def observe_envs(cls, envs: list[WirelessFLEnv]) -> list[Observation]:
+        """The wireless FL observations with each environment's privacy entries appended to
+        ``server``."""
+        return [
+            env._with_privacy_entries(base)  # type: ignore[attr-defined]
+            for env, base in zip(envs, observe_many(envs), strict=True)
+        ]
+
+    def _with_privacy_entries(self, obs: Observation) -> Observation:
+        """``obs`` (this environment's wireless FL observation) with its entries appended."""
         cfg: PrivateFLConfig = self.config  # type: ignore[assignment]
         z, c = self._last_knobs
         spent = self._epsilon / cfg.epsilon_budget
@@ -479,7 +489,6 @@ class PrivateFLEnv(WirelessFLEnv):
             ],
             dtype=np.float32,
         )
-        obs = observe_many([self])[0]
         if self.obs_mode == "dict":
             return {"devices": obs["devices"], "server": np.concatenate([obs["server"], extra])}
         return np.concatenate([obs, extra])

@@ -7,7 +7,10 @@ rewards, terminated, truncated and infos for the same seeds and actions), but it
 one run of the round pipeline (:mod:`fl_gym.sim.rounds`), the same code a single environment
 runs as a batch of one: local training, compression, uplink and evaluation of all E federations
 are batched, every row from its own environment's model and generator; the observations are
-one :func:`~fl_gym.envs.wireless_fl.env.observe_many` call.
+one :func:`~fl_gym.envs.wireless_fl.env.observe_many` call. Environments with their own update
+transforms (the Byzantine environment's adversary and monitor, the private environment's
+client-level DP) run them on their own federation inside the batched round, and the private
+environment's DP-SGD setting applies to its own federation.
 
 Conventions are Gymnasium 1.x's (those of :class:`gymnasium.vector.SyncVectorEnv`):
 
@@ -39,14 +42,24 @@ from gymnasium.vector.utils import batch_space, iterate
 
 from fl_gym.envs.actions import show_action
 from fl_gym.envs.obs_mode import Observation
-from fl_gym.envs.wireless_fl.env import WirelessFLEnv, observe_many
+from fl_gym.envs.wireless_fl.byzantine import ByzantineSelectionEnv
+from fl_gym.envs.wireless_fl.env import WirelessFLEnv
+from fl_gym.envs.wireless_fl.localization import FederatedLocalizationEnv
 from fl_gym.envs.wireless_fl.over_the_air import OverTheAirFLEnv
+from fl_gym.envs.wireless_fl.private import PrivateFLEnv
 from fl_gym.sim.learning.federation import Federation
+from fl_gym.sim.learning.training import LocalTrainingResult
 from fl_gym.sim.plan import RoundPlan
-from fl_gym.sim.rounds import RoundPipeline
+from fl_gym.sim.rounds import PendingUpdates, RoundPipeline, RoundStart, UpdateTransform
 from fl_gym.sim.threads import with_torch_threads
 
-__all__ = ["OverTheAirFLVectorEnv", "WirelessFLVectorEnv"]
+__all__ = [
+    "ByzantineSelectionVectorEnv",
+    "FederatedLocalizationVectorEnv",
+    "OverTheAirFLVectorEnv",
+    "PrivateFLVectorEnv",
+    "WirelessFLVectorEnv",
+]
 
 
 class WirelessFLVectorEnv(VectorEnv):
@@ -97,7 +110,10 @@ class WirelessFLVectorEnv(VectorEnv):
         self.single_action_space: Space = first.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.pipeline = RoundPipeline(first.make_transport())
+        self._env_transforms = _EnvTransforms()
+        self.pipeline = RoundPipeline(
+            first.make_transport(), (self._env_transforms,) if first.pipeline.transforms else ()
+        )
         """The round's stages, run on all stepped environments at once."""
         self._elapsed_steps = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset_envs = np.zeros(self.num_envs, dtype=np.bool_)
@@ -223,6 +239,8 @@ class WirelessFLVectorEnv(VectorEnv):
                     decoded[i] = self.envs[i].decode_action(action_list[i])
                 except (TypeError, ValueError) as exc:
                     raise type(exc)(f"environment {i}: {exc}") from exc
+        for i, (_, decode_info) in decoded.items():
+            self.envs[i]._before_round(decode_info)
         reports = self._play_rounds(decoded)
 
         rewards = np.zeros(n, dtype=np.float64)
@@ -245,7 +263,7 @@ class WirelessFLVectorEnv(VectorEnv):
             infos.append(info_i)
         if decoded:
             stepped = sorted(decoded)
-            observations = observe_many([self.envs[i] for i in stepped])
+            observations = self.env_class.observe_envs([self.envs[i] for i in stepped])
             for i, obs in zip(stepped, observations, strict=True):
                 self._env_obs[i] = obs
         self._autoreset_envs = terminated | truncated
@@ -311,12 +329,20 @@ class WirelessFLVectorEnv(VectorEnv):
     def _play_rounds(self, decoded: dict[int, tuple[RoundPlan, dict[str, Any]]]) -> dict[int, Any]:
         """The decoded environments' rounds as one run of the round pipeline."""
         order = list(decoded)
+        self._env_transforms.envs = [self.envs[i] for i in order]
+        # Each environment's DP-SGD setting (the private environment's action sets it).
+        privacy = [self.envs[i].pipeline.local_privacy for i in order]
+        self.pipeline.local_privacy = (
+            privacy if any(p is not None for p in privacy) else None  # type: ignore[assignment]
+        )
         reports = self.pipeline.run(
             [self._federation(i) for i in order],
             [decoded[i][0] for i in order],
             [self.envs[i].np_random for i in order],
             allow_empty=True,
         )
+        for i, report in zip(order, reports, strict=True):
+            self.envs[i]._after_round(decoded[i][0], report)
         return dict(zip(order, reports, strict=True))
 
     def _batch_infos(self, env_infos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -343,6 +369,45 @@ class WirelessFLVectorEnv(VectorEnv):
         if isinstance(first, dict):
             return {key: np.stack([obs[key] for obs in observations]) for key in first}  # type: ignore[index]
         return np.stack(observations)  # type: ignore[arg-type]
+
+
+class _EnvTransforms(UpdateTransform):
+    """Every stepped environment's own update transforms, each on its own federation.
+
+    An environment's transforms (an adversary, a monitor) keep per-episode state for the
+    federations they see and are read back by their environment as for a batch of one, so each
+    runs on its environment's federation alone, in the order the single environment runs them;
+    the rest of the round stays batched. ``envs`` lists the environments of the pipeline's
+    federations, in order.
+    """
+
+    def __init__(self) -> None:
+        self.envs: list[WirelessFLEnv] = []
+
+    def apply(
+        self,
+        feds: Sequence[Federation],
+        starts: Sequence[RoundStart],
+        trained: list[LocalTrainingResult],
+    ) -> list[LocalTrainingResult]:
+        out = list(trained)
+        for e, env in enumerate(self.envs):
+            for transform in env.pipeline.transforms:
+                out[e] = transform.apply([feds[e]], [starts[e]], [out[e]])[0]
+        return out
+
+    def after_aggregate(
+        self,
+        feds: Sequence[Federation],
+        starts: Sequence[RoundStart],
+        pendings: Sequence[PendingUpdates],
+        fields: Sequence[dict[str, Any]],
+    ) -> None:
+        for e, env in enumerate(self.envs):
+            for transform in env.pipeline.transforms:
+                hook = getattr(transform, "after_aggregate", None)
+                if hook is not None:
+                    hook([feds[e]], [starts[e]], [pendings[e]], [fields[e]])
 
 
 def _batch_same_keys(env_infos: list[dict[str, Any]], num_envs: int) -> dict[str, Any]:
@@ -398,3 +463,35 @@ class OverTheAirFLVectorEnv(WirelessFLVectorEnv):
     """
 
     env_class: ClassVar[type[WirelessFLEnv]] = OverTheAirFLEnv
+
+
+class ByzantineSelectionVectorEnv(WirelessFLVectorEnv):
+    """E Byzantine-selection environments
+    (:class:`~fl_gym.envs.wireless_fl.byzantine.ByzantineSelectionEnv`).
+
+    Same conventions as :class:`WirelessFLVectorEnv`: training, compression, uplink and
+    evaluation are batched; each environment's adversary and monitor act on its own federation
+    and each aggregates with the rule its action picked.
+    """
+
+    env_class: ClassVar[type[WirelessFLEnv]] = ByzantineSelectionEnv
+
+
+class PrivateFLVectorEnv(WirelessFLVectorEnv):
+    """E private FL environments (:class:`~fl_gym.envs.wireless_fl.private.PrivateFLEnv`).
+
+    Same conventions as :class:`WirelessFLVectorEnv`: each environment's client-level DP
+    (clipping, noise) acts on its own federation, its DP-SGD setting trains its own federation
+    (environments without DP-SGD train batched, each with DP-SGD in its own batched call) and
+    its accountant counts its own rounds.
+    """
+
+    env_class: ClassVar[type[WirelessFLEnv]] = PrivateFLEnv
+
+
+class FederatedLocalizationVectorEnv(WirelessFLVectorEnv):
+    """E federated localisation environments
+    (:class:`~fl_gym.envs.wireless_fl.localization.FederatedLocalizationEnv`), stepped as
+    :class:`WirelessFLVectorEnv` steps its environments."""
+
+    env_class: ClassVar[type[WirelessFLEnv]] = FederatedLocalizationEnv

@@ -236,6 +236,20 @@ class ByzantineTransform:
         self._sets = sets
         return out
 
+    def after_aggregate(
+        self,
+        feds: Sequence[Federation],
+        starts: Sequence[RoundStart],
+        pendings: Sequence[Any],
+        fields: list[dict[str, Any]],
+    ) -> None:
+        """Put the round's attackers in each federation's report (``RoundReport.byzantine``); an
+        inactive adversary leaves the field ``None``, as a round without the stage has it."""
+        if not self.config.active:
+            return
+        for e, attackers in enumerate(self.last_attackers):
+            fields[e]["byzantine"] = attackers.copy()
+
     def _attack(
         self,
         fed: Federation,
