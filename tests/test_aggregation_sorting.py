@@ -19,6 +19,8 @@ from fl_gym.sim.learning.aggregation import (
     _weighted_median_1d,
     coordinate_median,
     geometric_median,
+    krum,
+    multi_krum,
     trimmed_mean,
 )
 
@@ -291,3 +293,13 @@ def test_blocked_sums_of_squares_are_the_whole_array_sums_bit_for_bit(n: int, d:
     rng = np.random.default_rng(n * d)
     x = torch.from_numpy(rng.standard_normal((n, d)) * np.exp(rng.normal(0, 20, (n, d))))
     assert torch.equal(bits(_row_sums_of_squares(x)), bits((x * x).sum(dim=1)))
+
+
+def test_krum_takes_rows_that_require_grad_with_the_same_bits():
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(hard_columns(rng, 20, 700))
+    w = torch.as_tensor(rng.integers(13, 15, 20).astype(np.float32))
+    for rule in (krum, multi_krum):
+        plain = rule(x, w).aggregate
+        tracked = rule(x.clone().requires_grad_(True), w).aggregate.detach()
+        assert torch.equal(bits(tracked), bits(plain))

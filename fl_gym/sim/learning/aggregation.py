@@ -626,7 +626,13 @@ def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     scale exactly.
     """
     scale = _scale_of(x)
-    if scale != 1.0 and x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous():
+    if (
+        scale != 1.0
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.is_contiguous()
+        and not x.requires_grad
+    ):
         # One pass instead of a copy and a division: numpy widens each value to float64 and
         # divides it (the same two exact operations).
         return torch.from_numpy(np.divide(x.numpy(), scale, dtype=np.float64)), scale
@@ -815,7 +821,10 @@ def _row_blocks(x: torch.Tensor) -> tuple[list[tuple[int, int]], torch.Tensor]:
 
 
 def _row_sums_of_squares(x: torch.Tensor) -> torch.Tensor:
-    """``(x * x).sum(dim=1)``, the products formed a block of rows at a time."""
+    """``(x * x).sum(dim=1)``, the products formed a block of rows at a time (at once for a
+    tensor that requires grad: ``out=`` arguments do not record a graph)."""
+    if x.requires_grad:
+        return (x * x).sum(dim=1)
     ranges, buffer = _row_blocks(x)
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for start, stop in ranges:
