@@ -17,6 +17,7 @@ from fl_gym.sim.learning.aggregation import (
     _row_order,
     _row_sums_of_squares,
     _weighted_median_1d,
+    centered_clipping,
     coordinate_median,
     geometric_median,
     krum,
@@ -295,6 +296,7 @@ def test_blocked_sums_of_squares_are_the_whole_array_sums_bit_for_bit(n: int, d:
     assert torch.equal(bits(_row_sums_of_squares(x)), bits((x * x).sum(dim=1)))
 
 
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 def test_krum_takes_rows_that_require_grad_with_the_same_bits():
     rng = np.random.default_rng(3)
     x = torch.from_numpy(hard_columns(rng, 20, 700))
@@ -303,3 +305,42 @@ def test_krum_takes_rows_that_require_grad_with_the_same_bits():
         plain = rule(x, w).aggregate
         tracked = rule(x.clone().requires_grad_(True), w).aggregate.detach()
         assert torch.equal(bits(tracked), bits(plain))
+
+
+def clipping_reference(
+    x: torch.Tensor, weights: torch.Tensor, radius: float | None
+) -> torch.Tensor:
+    """Centered clipping written out on whole arrays: float64 rows scaled by a power of two, the
+    coordinate median of the full column sort as the centre, three clipping iterations."""
+    xs, w = accepted_rows(x, weights)
+    largest = float(xs.abs().max())
+    scale = 1.0 if largest == 0 else math.ldexp(1.0, math.frexp(largest)[1])
+    x64 = xs.to(torch.float64) / scale
+    n = xs.shape[0]
+    middle = torch.from_numpy(np.sort(xs.numpy(), axis=0))[[(n - 1) // 2, n // 2]]
+    middle = middle.to(torch.float64) / scale
+    center = torch.where(middle[0] == middle[1], middle[0], 0.5 * middle[0] + 0.5 * middle[1])
+    alpha = w.to(torch.float64)
+    for _ in range(3):
+        diff = x64 - center
+        distance = torch.linalg.vector_norm(diff, dim=1)
+        tau = _weighted_median_1d(distance, alpha) if radius is None else radius / scale
+        factor = torch.where(
+            distance > tau, tau / distance.clamp_min(1e-300), torch.ones_like(distance)
+        )
+        center = center + (alpha * factor) @ diff
+    limit = torch.finfo(x.dtype).max
+    return (center * scale).clamp(-limit, limit).to(x.dtype)
+
+
+@pytest.mark.parametrize(("k", "seed"), CASES)
+def test_centered_clipping_matches_its_iteration_on_whole_arrays_bit_for_bit(k: int, seed: int):
+    rng = np.random.default_rng(3000 * k + seed)
+    x = hard_columns(rng, k, int(rng.choice([7, 1400])))
+    x[: max(1, k // 5)] *= -4
+    for dtype in (torch.float32, torch.float64):
+        upd = torch.as_tensor(x).to(dtype)
+        w = torch.as_tensor(rng.integers(13, 15, k).astype(np.float64))
+        for radius in (None, 0.5):
+            got = centered_clipping(upd, w, radius=radius).aggregate
+            assert torch.equal(bits(got), bits(clipping_reference(upd, w, radius)))

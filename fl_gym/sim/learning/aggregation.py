@@ -626,13 +626,7 @@ def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     scale exactly.
     """
     scale = _scale_of(x)
-    if (
-        scale != 1.0
-        and x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and x.is_contiguous()
-        and not x.requires_grad
-    ):
+    if scale != 1.0 and _numpy_float32(x):
         # One pass instead of a copy and a division: numpy widens each value to float64 and
         # divides it (the same two exact operations).
         return torch.from_numpy(np.divide(x.numpy(), scale, dtype=np.float64)), scale
@@ -641,6 +635,17 @@ def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
         # x64 is a fresh copy when x is narrower, so it can be divided in place.
         x64 = x64.div_(scale) if x64.data_ptr() != x.data_ptr() else x64 / scale
     return x64, scale
+
+
+def _numpy_float32(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a contiguous float32 CPU tensor outside autograd, which the rules may
+    widen to float64 through numpy."""
+    return (
+        x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.is_contiguous()
+        and not x.requires_grad
+    )
 
 
 def _scale_of(x: torch.Tensor) -> float:
@@ -947,15 +952,25 @@ def centered_clipping(
     if rows.x.shape[0] == 0:
         return _result(rows, None, updates)
     assert rows.w is not None and iterations is not None
-    x, scale = _scaled64(rows.x)
     alpha = rows.w.to(torch.float64)
     if tau is not None and math.isinf(tau):
+        x, scale = _scaled64(rows.x)
         center = alpha @ x
         return _result(rows, _back(center, scale, updates), updates)
+    scale = _scale_of(rows.x)
     center = _median_start(rows.x, scale)
-    diff = torch.empty_like(x)  # reused by every iteration
+    # Float32 rows on the CPU are widened and scaled into the differences at each iteration
+    # (the values of the scaled float64 rows, minus the centre), so no scaled copy of the rows
+    # is kept beside the differences the weighted sum needs whole.
+    x = None if _numpy_float32(rows.x) else _scaled64(rows.x)[0]
+    diff = torch.empty(rows.x.shape, dtype=torch.float64, device=rows.x.device)
     for _ in range(iterations):
-        torch.sub(x, center, out=diff)
+        if x is None:
+            widened = diff.numpy()
+            np.divide(rows.x.numpy(), scale, out=widened, dtype=np.float64)
+            np.subtract(widened, center.numpy(), out=widened)
+        else:
+            torch.sub(x, center, out=diff)
         distance = torch.linalg.vector_norm(diff, dim=1)
         radius_k = _weighted_median_1d(distance, alpha) if tau is None else tau / scale
         factor = torch.where(
