@@ -25,8 +25,12 @@ rows give a finite aggregate at any scale up to the dtype's maximum, and the agg
 to the input dtype's range.
 
 Arithmetic runs in the input's dtype, or in float32 for half-precision input, on the input's
-device; the aggregate comes back in the input's dtype. Every rule is vectorised over clients; only
-the Weiszfeld iteration is a Python loop.
+device; the aggregate comes back in the input's dtype. Every rule is vectorised over clients; the
+iterative rules loop over their iterations. On the CPU the column-wise rules (median, trimmed
+mean) work a block of columns at a time and the distance-based ones form their row differences
+a block of rows at a time, so their temporaries stay in the cache and need no fresh pages from
+the allocator; the blocks are chosen so that every sum is taken in the order it would be over
+the whole array (the same bits).
 
 :func:`get_aggregator` binds a rule's options by name and returns a picklable callable
 ``(updates, weights) -> AggregationResult``, which is how a federation is configured.
