@@ -7,6 +7,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 from gymnasium.wrappers import FlattenObservation
@@ -191,10 +192,23 @@ def test_sb3_adapter_on_flat_observations() -> None:
     assert (policy, architecture) == ("MlpPolicy", "mlp")
     with pytest.raises(ValueError, match="device-set"):
         _policy_for("ppo", "device-set", {}, venv.observation_space)
-    model = PPO(policy, venv, n_steps=16, batch_size=16, n_epochs=1, seed=0)
-    model.learn(32)
-    assert model.num_timesteps >= 32
     venv.close()
+    # PPO on flat observations: the native env and DummyVecEnv train the same weights.
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env_kwargs = {"obs_mode": "flat", "config": {"target_accuracy": 0.8}, "max_episode_steps": 3}
+    envs = [
+        make_native_vec_env("fl_gym/ClientSelection-v0", 2, seed=5, **env_kwargs),
+        make_vec_env("fl_gym/ClientSelection-v0", n_envs=2, seed=5, env_kwargs=env_kwargs),
+    ]
+    weights = []
+    for vec in envs:
+        model = PPO(policy, vec, n_steps=16, batch_size=16, n_epochs=1, seed=0)
+        model.learn(32)
+        weights.append(model.policy.state_dict())
+        vec.close()
+    for name, value in weights[0].items():
+        torch.testing.assert_close(value, weights[1][name], rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize(
