@@ -203,7 +203,7 @@ CASES = [(k, seed) for k in (3, 4, 20, 100) for seed in range(4)]
 @pytest.mark.parametrize(("k", "seed"), CASES)
 def test_sorting_rules_match_the_column_by_column_definitions_bit_for_bit(k: int, seed: int):
     rng = np.random.default_rng(1000 * k + seed)
-    # Widths below, at and across the column blocks (the last block takes the remainder).
+    # Widths of one column block and of two (the last block takes the remainder).
     d = int(rng.choice([7, 700, 1100]))
     x = hard_columns(rng, k, d)
     if seed % 2 and k > 3:
@@ -230,9 +230,12 @@ def test_sorting_rules_match_the_column_by_column_definitions_bit_for_bit(k: int
 def test_all_kept_weights_zero_falls_back_to_the_plain_mean_bit_for_bit():
     rng = np.random.default_rng(7)
     x = hard_columns(rng, 20, 600)
-    # Only the two largest-weight rows are nonzero: columns that trim both away keep weight 0.
+    # Only two rows weigh anything: columns that trim both away keep weight 0.
     w = torch.zeros(20)
     w[:2] = torch.tensor([1.0, 3.0])
+    ranks = np.argsort(np.argsort(x, axis=0), axis=0)[:2]  # ranks of rows 0 and 1
+    trimmed_away = ((ranks < 4) | (ranks >= 16)).all(axis=0)
+    assert trimmed_away.sum() > 10  # the fallback is exercised
     upd = torch.as_tensor(x)
     got = trimmed_mean(upd, w, trim_ratio=0.2).aggregate
     assert torch.equal(bits(got), bits(trimmed_reference(upd, w, 0.2)))
