@@ -347,3 +347,17 @@ def test_centered_clipping_matches_its_iteration_on_whole_arrays_bit_for_bit(k: 
         for radius in (None, 0.5):
             got = centered_clipping(upd, w, radius=radius).aggregate
             assert torch.equal(bits(got), bits(clipping_reference(upd, w, radius)))
+
+
+@pytest.mark.parametrize("d", [0, 1, 64, 513])
+def test_every_rule_takes_any_width_on_the_blocked_paths(d: int):
+    rng = np.random.default_rng(d)
+    x = torch.from_numpy(hard_columns(rng, 12, d))
+    w = torch.as_tensor(rng.integers(13, 15, 12).astype(np.float32))
+    for rule in (coordinate_median, geometric_median, centered_clipping, krum, multi_krum):
+        assert rule(x, w).aggregate.shape == (d,)
+    got = trimmed_mean(x, w, trim_ratio=0.2).aggregate
+    assert got.shape == (d,)
+    if d:
+        assert torch.equal(bits(got), bits(trimmed_reference(x, w, 0.2)))
+        assert torch.equal(bits(coordinate_median(x, w).aggregate), bits(median_reference(x, w)))

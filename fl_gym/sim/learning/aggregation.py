@@ -618,7 +618,8 @@ def _column_blocks(num_columns: int) -> list[tuple[int, int]]:
     starts = list(range(0, num_columns, _BLOCK_COLUMNS))
     if len(starts) > 1 and num_columns - starts[-1] < _BLOCK_COLUMNS:
         starts.pop()
-    return [(start, stop) for start, stop in zip(starts, [*starts[1:], num_columns], strict=True)]
+    stops = [*starts[1:], num_columns] if starts else []
+    return list(zip(starts, stops, strict=True))
 
 
 def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
