@@ -825,6 +825,9 @@ def _row_blocks(x: torch.Tensor) -> tuple[list[tuple[int, int]], torch.Tensor]:
     buffer of one block's shape: the rules that work row by row form their temporaries a block
     at a time in it, so they stay in the cache (each row's result is its own: the same bits)."""
     n, d = x.shape
+    if not x.is_contiguous():
+        # One block in x's own layout: torch's reductions along a row depend on the layout.
+        return [(0, n)], torch.empty_like(x)
     block = max(1, min(n, _BLOCK_ELEMENTS // max(d, 1)))
     ranges = [(start, min(start + block, n)) for start in range(0, n, block)]
     return ranges, torch.empty((block, d), dtype=x.dtype, device=x.device)
@@ -832,8 +835,9 @@ def _row_blocks(x: torch.Tensor) -> tuple[list[tuple[int, int]], torch.Tensor]:
 
 def _row_sums_of_squares(x: torch.Tensor) -> torch.Tensor:
     """``(x * x).sum(dim=1)``, the products formed a block of rows at a time (at once for a
-    tensor that requires grad: ``out=`` arguments do not record a graph)."""
-    if x.requires_grad:
+    tensor that requires grad, as ``out=`` arguments do not record a graph, or that is not
+    contiguous)."""
+    if x.requires_grad or not x.is_contiguous():
         return (x * x).sum(dim=1)
     ranges, buffer = _row_blocks(x)
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
@@ -968,7 +972,8 @@ def centered_clipping(
     # (the values of the scaled float64 rows, minus the centre), so no scaled copy of the rows
     # is kept beside the differences the weighted sum needs whole.
     x = None if _numpy_float32(rows.x) else _scaled64(rows.x)[0]
-    diff = torch.empty(rows.x.shape, dtype=torch.float64, device=rows.x.device)
+    # In the layout of the scaled rows (the norms and the weighted sum depend on it).
+    diff = torch.empty_like(rows.x, dtype=torch.float64) if x is None else torch.empty_like(x)
     for _ in range(iterations):
         if x is None:
             widened = diff.numpy()
