@@ -37,37 +37,44 @@ from fl_gym.agents.suite_bench import RandomActions, SampledActions  # noqa: E40
 from fl_gym.agents.training import load_agent  # noqa: E402
 from fl_gym.baselines import baselines_for, make_policy  # noqa: E402
 from fl_gym.benchmark import get_suite, make_task_env  # noqa: E402
+from fl_gym.envs.rollout import FLEpisodeRecorder, rollout  # noqa: E402
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reproductions.md"
 
 
-def play(env: Any, policy: Any, seed: int, target: float) -> dict[str, float]:
-    """One episode: return, rounds, rounds to target (NaN if missed), selection shares."""
-    obs, _ = env.reset(seed=seed)
-    unwrapped = env.unwrapped
-    total, rounds, reached = 0.0, 0, float("nan")
-    byz_sel = byz_all = hon_sel = hon_all = 0
-    done = False
-    while not done:
-        action, _ = policy.predict(obs, deterministic=True)
-        obs, reward, terminated, truncated, info = env.step(action)
-        done = terminated or truncated
-        total += float(reward)
-        rounds += 1
-        byz = unwrapped.adversary.byzantine_devices(unwrapped.federation)
+class DefenceRecorder(FLEpisodeRecorder):
+    """The FL recorder plus the shares of Byzantine and honest devices selected."""
+
+    def start(self, env: Any, policy: Any, seed: int, observation: Any, info: Any) -> None:
+        super().start(env, policy, seed, observation, info)
+        self.counts = np.zeros(4, dtype=np.int64)  # Byzantine selected / all, honest ditto
+
+    def step(self, env: Any, reward: Any, terminated: Any, truncated: Any, info: Any) -> None:
+        super().step(env, reward, terminated, truncated, info)
+        unwrapped = env.unwrapped
+        byzantine = unwrapped.adversary.byzantine_devices(unwrapped.federation)
         selected = np.asarray(info["selected"], dtype=bool)
-        byz_sel += int((selected & byz).sum())
-        byz_all += int(byz.sum())
-        hon_sel += int((selected & ~byz).sum())
-        hon_all += int((~byz).sum())
-        if np.isnan(reached) and info["accuracy"] >= target:
-            reached = rounds
+        self.counts += [
+            (selected & byzantine).sum(),
+            byzantine.sum(),
+            (selected & ~byzantine).sum(),
+            (~byzantine).sum(),
+        ]
+
+
+def play(env: Any, policy: Any, seed: int, target: float) -> dict[str, float]:
+    """One episode (:func:`fl_gym.envs.rollout.rollout`): return, rounds, rounds to target (NaN
+    if missed), selection shares."""
+    recorder = DefenceRecorder()
+    episode = rollout(env, policy, seed=seed, recorder=recorder)
+    reached = np.flatnonzero(np.asarray(episode.accuracy[1:]) >= target)
+    counts = recorder.counts
     return {
-        "return": total,
-        "rounds": rounds,
-        "to_target": reached,
-        "byzantine_selected": byz_sel / max(byz_all, 1),
-        "honest_selected": hon_sel / max(hon_all, 1),
+        "return": sum(episode.rewards, 0.0),  # summed in order, as the rewards came
+        "rounds": episode.rounds,
+        "to_target": float(reached[0] + 1) if reached.size else float("nan"),
+        "byzantine_selected": float(counts[0] / max(counts[1], 1)),
+        "honest_selected": float(counts[2] / max(counts[3], 1)),
     }
 
 

@@ -5,6 +5,7 @@ stable-baselines3.
 """
 
 from fl_gym.sim.broadband import BroadbandAnalog
+from fl_gym.sim.cs_over_the_air import CSOverTheAir
 from fl_gym.sim.learning.aggregation import (
     AGGREGATORS,
     AggregationResult,
@@ -49,6 +50,7 @@ __all__ = [
     "AggregationResult",
     "BatchedMLP",
     "BroadbandAnalog",
+    "CSOverTheAir",
     "ClientTensors",
     "CompressionResult",
     "Compressor",

@@ -60,7 +60,7 @@ _SHAPES = {"digits": (64, 10), "synthetic": (60, 10)}
 """Features and classes of each data set as the environments build it (localization: the
 scenario's APs and 2 coordinates)."""
 PARTITIONS = ("iid", "dirichlet", "shards", "quantity")
-ANALOG_SCHEMES = ("beamforming", "broadband")
+ANALOG_SCHEMES = ("beamforming", "broadband", "compressive-sensing")
 REWARD_MODES = ("weighted", "time-to-accuracy", "energy-to-accuracy", "accuracy-at-budget")
 """The objectives a wireless FL environment can reward (see ``WirelessFLConfig.reward_mode``)."""
 TARGET_REQUIRED_MODES = ("time-to-accuracy", "energy-to-accuracy")
@@ -138,8 +138,11 @@ class WirelessFLConfig:
         analog_scheme: How the over-the-air environment aggregates: ``"beamforming"``
             (multi-antenna receive beamforming, Yang et al. 2020) or ``"broadband"`` (broadband
             analog aggregation over OFDM sub-carriers with truncated channel inversion, Zhu et
-            al. 2020, :class:`~fl_gym.sim.broadband.BroadbandAnalog`). The environments with
-            digital uploads accept only ``"beamforming"`` (the default, which they ignore).
+            al. 2020, :class:`~fl_gym.sim.broadband.BroadbandAnalog`) or
+            ``"compressive-sensing"`` (top-k with error accumulation, a shared random
+            projection to ``d / 2`` measurements and sparse recovery, Amiri and Gunduz 2020,
+            :class:`~fl_gym.sim.cs_over_the_air.CSOverTheAir`). The environments with digital
+            uploads accept only ``"beamforming"`` (the default, which they ignore).
     """
 
     dataset: str = "digits"
@@ -286,6 +289,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "wireless.num_antennas": 1,
         "wireless.downlink": True,
     },
+    "cs-over-the-air": {"analog_scheme": "compressive-sensing"},
     "stragglers": {
         "wireless.bandwidth_hz": 1e6,
         "wireless.deadline_s": 0.3,

@@ -8,6 +8,7 @@ from fl_gym.envs.wireless_fl.codec import OverTheAirCodec
 from fl_gym.envs.wireless_fl.config import WirelessFLConfig, apply_overrides
 from fl_gym.envs.wireless_fl.env import WirelessFLEnv
 from fl_gym.sim.broadband import BroadbandAnalog
+from fl_gym.sim.cs_over_the_air import CSOverTheAir
 from fl_gym.sim.rounds import OverTheAir, Transport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS
 
@@ -39,7 +40,16 @@ class OverTheAirFLEnv(WirelessFLEnv):
     sub-carriers whose gain is below 0.1 (truncated channel inversion) and inverts the others,
     and the aligned receive power is tied to the power budget so that no device averages more
     than ``P0``; the time of the base station's model broadcast (``wireless.downlink``) is part
-    of every round. The registered v0 id keeps the beamforming scheme and no downlink.
+    of every round. With ``preset="cs-over-the-air"`` (``analog_scheme="compressive-sensing"``)
+    it is compressive-sensing over-the-air aggregation (Amiri and Gunduz, "Machine Learning at
+    the Wireless Edge: Distributed Stochastic Gradient Descent Over-the-Air", IEEE TSP 2020):
+    each device keeps the 1% largest entries of its update plus its error-accumulation
+    residual, all project them with one pseudo-random Gaussian matrix drawn for the round to
+    ``s = d / 2`` measurements sent together with channel inversion to the weakest
+    transmitting device at the budget (airtime ``s / bandwidth``), and the server recovers the
+    largest ``s / 5`` entries of the sum by iterative hard thresholding
+    (:class:`~fl_gym.sim.cs_over_the_air.CSOverTheAir`). The registered v0 id keeps the
+    beamforming scheme and no downlink.
 
     ## Action Space
 
@@ -55,7 +65,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
     1-D Box). ``info`` carries every
     :class:`~fl_gym.sim.plan.RoundReport` field, among them ``aggregation_mse`` (the analytic
     per-parameter error the channel added), ``delivered`` (the devices that transmitted) and
-    ``channel_uses`` (``d``).
+    ``channel_uses`` (``d``; ``s`` with compressive sensing).
 
     ## Version History
 
@@ -95,8 +105,11 @@ class OverTheAirFLEnv(WirelessFLEnv):
 
     def make_transport(self) -> Transport:
         """Over-the-air aggregation, each round's power budget the plan's (the action's last
-        entry): receive beamforming, or broadband analog aggregation with
-        ``analog_scheme="broadband"``."""
+        entry): receive beamforming, broadband analog aggregation with
+        ``analog_scheme="broadband"`` or compressive-sensing over-the-air with
+        ``"compressive-sensing"``."""
         if self.config.analog_scheme == "broadband":
             return BroadbandAnalog()
+        if self.config.analog_scheme == "compressive-sensing":
+            return CSOverTheAir()
         return OverTheAir()
