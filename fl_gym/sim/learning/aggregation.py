@@ -25,8 +25,12 @@ rows give a finite aggregate at any scale up to the dtype's maximum, and the agg
 to the input dtype's range.
 
 Arithmetic runs in the input's dtype, or in float32 for half-precision input, on the input's
-device; the aggregate comes back in the input's dtype. Every rule is vectorised over clients; only
-the Weiszfeld iteration is a Python loop.
+device; the aggregate comes back in the input's dtype. Every rule is vectorised over clients; the
+iterative rules loop over their iterations. On the CPU the column-wise rules (median, trimmed
+mean) work a block of columns at a time and the distance-based ones form their row differences
+a block of rows at a time, so their temporaries stay in the cache and need no fresh pages from
+the allocator; the blocks are chosen so that every sum is taken in the order it would be over
+the whole array (the same bits).
 
 :func:`get_aggregator` binds a rule's options by name and returns a picklable callable
 ``(updates, weights) -> AggregationResult``, which is how a federation is configured.
@@ -64,8 +68,20 @@ __all__ = [
 # to 28.999999999999996, which must trim 29 rows, not 28).
 _TRIM_COUNT_GUARD = 1e-9
 
-# The packed sort keys of _column_order read an int64's two int32 words in memory order.
+# The packed 64-bit sort keys of _row_order_keys64 read an int64's two int32 words in memory
+# order.
 _LITTLE_ENDIAN = sys.byteorder == "little"
+
+# _row_order packs the column index into the low bits of 32-bit keys up to this row length; the
+# bits left for the value then still tell apart all but a few values of a row (longer rows are
+# sorted as 64-bit keys).
+_MAX_ROWS_KEYS32 = 1024
+
+# Columns per block of the column-wise CPU rules (a multiple of 64: see _column_blocks).
+_BLOCK_COLUMNS = 512
+
+# Elements of the block of row differences of the Weiszfeld iteration (float64: 1 MiB).
+_BLOCK_ELEMENTS = 1 << 17
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,38 +289,85 @@ def _sort_columns(x: torch.Tensor) -> torch.Tensor:
 
 def _column_order(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` transposed to ``(d, n)`` (contiguous) and, per column of ``x``, the row indices
-    that sort it (``(d, n)``, each row of the result an argsort).
-
-    On the CPU the columns are sorted along the contiguous axis through numpy. Finite float32
-    values are sorted as packed 64-bit keys (an order-preserving integer image of the value
-    above the row index), whose vectorised value sort is several times faster than numpy's
-    argsort: where a column holds no two equal values its sorting permutation is unique, so it
-    is the one an argsort gives. A column with equal values (``-0.0`` equals ``0.0``) is
-    argsorted by numpy, as are wider dtypes, so equal values keep the order numpy's argsort
-    gives them (the same down ``dim=0``: numpy sorts a strided column by copying it out and
-    running the same kernel).
-    """
+    that sort it (``(d, n)``, each row of the result an argsort; :func:`_row_order` on the
+    CPU)."""
     xt = _transpose(x)
     if x.device.type != "cpu":
         return xt, xt.argsort(dim=1)
-    values = xt.numpy()
-    if values.dtype != np.float32 or not _LITTLE_ENDIAN:
-        return xt, torch.from_numpy(np.argsort(values, axis=1))
+    return xt, torch.from_numpy(_row_order(xt.numpy()))
+
+
+def _row_order(values: np.ndarray) -> np.ndarray:
+    """Per row of the C-contiguous ``(m, n)`` array ``values`` (finite), the indices that sort
+    it: numpy's ``argsort(values, axis=1)``, as ``intp``.
+
+    Finite float32 values are sorted as packed 32-bit keys: an order-preserving integer image
+    of the value with its lowest bits replaced by the column index, whose vectorised value
+    sort is several times faster than an argsort. Two values whose images differ above the
+    index bits sort by value, so a row where no two images agree there holds no two equal
+    values: its sorting permutation is unique, and it is the one an argsort gives. A row where
+    two images agree there (close values, equal values, or ``-0.0`` beside ``0.0``) is
+    argsorted by numpy, so equal values keep the order numpy's argsort gives them (the same
+    down ``dim=0``: numpy sorts a strided column by copying it out and running the same
+    kernel). Rows longer than ``_MAX_ROWS_KEYS32`` are sorted as 64-bit keys; wider dtypes are
+    argsorted by numpy.
+    """
+    num = values.shape[1]
+    if values.dtype != np.float32:
+        return np.argsort(values, axis=1)
+    if num > _MAX_ROWS_KEYS32:
+        return _row_order_keys64(values)
+    index_bits = max(1, (num - 1).bit_length())
+    index_mask = (1 << index_bits) - 1
+    keys = _order_image(values)
+    keys &= ~index_mask
+    keys |= np.arange(num, dtype=np.int32)
+    keys.sort(axis=1)
+    order = np.bitwise_and(keys, index_mask, dtype=np.intp)
+    # Rows where two neighbours share the bits above the index: adjacent equal prefixes in the
+    # flattened keys, except the last key of one row beside the first of the next.
+    keys >>= index_bits
+    flat = keys.ravel()
+    same = np.flatnonzero(flat[1:] == flat[:-1])
+    flagged = np.zeros(values.shape[0], dtype=bool)
+    flagged[same[same % num != num - 1] // num] = True
+    redo = np.flatnonzero(flagged)
+    if redo.size:
+        # Few rows: numpy's argsort itself (its result, by definition) costs less than their
+        # 64-bit keys.
+        order[redo] = np.argsort(values[redo], axis=1)
+    return order
+
+
+def _order_image(values: np.ndarray) -> np.ndarray:
+    """A fresh int32 array ordered as the float32 ``values`` (finite), ``-0.0`` and ``0.0``
+    mapped alike."""
     # IEEE order as integers: a float's bits read as a signed integer order the positive values;
     # flipping the magnitude bits of the negative ones orders those too. Adding 0.0 first turns
     # -0.0 into 0.0 (equal values get equal keys).
-    bits = (values + np.float32(0.0)).view(np.int32)
-    bits ^= (bits >> 31) & 0x7FFFFFFF
-    keys = bits.astype(np.int64)
+    image = np.add(values, np.float32(0.0)).view(np.int32)
+    flip = image >> 31
+    flip &= 0x7FFFFFFF
+    image ^= flip
+    return image
+
+
+def _row_order_keys64(values: np.ndarray) -> np.ndarray:
+    """:func:`_row_order` of float32 rows through packed 64-bit keys (the value's image above
+    the whole column index): exact for any row length; a row holding equal values is
+    argsorted by numpy."""
+    if not _LITTLE_ENDIAN:
+        return np.argsort(values, axis=1)
+    keys = _order_image(values).astype(np.int64)
     keys <<= 32
     keys |= np.arange(values.shape[1], dtype=np.int64)
     keys.sort(axis=1)
-    words = keys.view(np.int32)  # (d, 2 n): low word the row index, high word the value's key
-    order = words[:, 0::2].astype(np.int64)
+    words = keys.view(np.int32)  # (m, 2 n): low word the column index, high word the image
+    order = words[:, 0::2].astype(np.intp)
     tied = np.flatnonzero((words[:, 3::2] == words[:, 1:-2:2]).any(axis=1))
     if tied.size:
         order[tied] = np.argsort(values[tied], axis=1)
-    return xt, torch.from_numpy(order)
+    return order
 
 
 def _transpose(x: torch.Tensor) -> torch.Tensor:
@@ -427,8 +490,16 @@ def coordinate_median(
     if rows.w is None or _equal(rows.w):
         # Equal weights: the minimiser interval of the weighted definition is that of the
         # ordinary median, so only the values are sorted.
-        sorted_x = _sort_columns(rows.x)
-        median = _midpoint(sorted_x[(num - 1) // 2], sorted_x[num // 2])
+        middle = _middle_values(rows.x)
+        median = _midpoint(middle[0], middle[1])
+    elif rows.x.device.type == "cpu":
+        x = np.ascontiguousarray(rows.x.numpy())
+        median = torch.from_numpy(np.empty(x.shape[1], dtype=x.dtype))
+        for start, stop in _column_blocks(x.shape[1]):
+            values = np.ascontiguousarray(x[:, start:stop].T)
+            median[start:stop] = _weighted_median_rows_numpy(
+                values, _row_order(values), rows.w.numpy()
+            )
     else:
         xt, order = _column_order(rows.x)
         median = _weighted_median_rows(xt, order, rows.w)
@@ -485,17 +556,70 @@ def trimmed_mean(
         # are sorted; the weighted mean below is computed as for any weights.
         kept = _sort_columns(rows.x)[trim : num - trim]
         kept_w = torch.full(kept.shape, float(w[0]), dtype=torch.float64, device=kept.device)
+    elif rows.x.device.type == "cpu":
+        x = np.ascontiguousarray(rows.x.numpy())
+        mean = torch.from_numpy(np.empty(x.shape[1], dtype=np.float64))
+        for start, stop in _column_blocks(x.shape[1]):
+            kept, kept_w = _kept_numpy(x[:, start:stop], w.numpy(), trim, scale)
+            mean[start:stop] = _kept_mean(kept, kept_w)
+        return _result(rows, _back(mean, scale, updates), updates)
     else:
         xt, order = _column_order(rows.x)
         order = order[:, trim : num - trim]  # (d, n - 2 trim)
         kept = _transpose(xt.gather(1, order))
         kept_w = _transpose(_take(w, order))
-    kept = kept.to(torch.float64).div_(scale)
+    mean = _kept_mean(kept.to(torch.float64).div_(scale), kept_w)
+    return _result(rows, _back(mean, scale, updates), updates)
+
+
+def _kept_mean(kept: torch.Tensor, kept_w: torch.Tensor) -> torch.Tensor:
+    """Per column, the weighted mean of the kept values (``(n - 2 trim, d)``, float64, sorted
+    down each column) with their weights (same shape; overwritten), or their plain mean where
+    the weights are all zero."""
     weight_sum = kept_w.sum(dim=0)
     has_weight = weight_sum > 0
-    weighted = (kept_w * kept).sum(dim=0) / torch.where(has_weight, weight_sum, 1.0)
-    mean = torch.where(has_weight, weighted, kept.mean(dim=0))
-    return _result(rows, _back(mean, scale, updates), updates)
+    # The products overwrite the weights, whose sums are taken: one array less to allocate.
+    weighted = kept_w.mul_(kept).sum(dim=0) / torch.where(has_weight, weight_sum, 1.0)
+    if bool(has_weight.all()):
+        return weighted
+    return torch.where(has_weight, weighted, kept.mean(dim=0))
+
+
+def _kept_numpy(
+    x: np.ndarray, w: np.ndarray, trim: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The values each column of ``x`` (``(n, b)``) keeps after trimming ``trim`` at each end,
+    sorted down the column, and their rows' weights ``w`` (``(n,)``, float64): two
+    ``(n - 2 trim, b)`` tensors, the values widened to float64 and divided by ``scale`` (both
+    exact, in one pass) and the weights.
+
+    The kept values are gathered from the sorted layout at their flat indices (column times
+    ``n`` plus row), straight into the layout of the sums.
+    """
+    num, width = x.shape
+    values = np.ascontiguousarray(x.T)  # (b, n)
+    order = _row_order(values)
+    index = np.ascontiguousarray(order[:, trim : num - trim].T)  # (n - 2 trim, b) rows
+    kept_w = w.take(index)
+    index += np.arange(0, width * num, num)
+    kept = np.divide(values.ravel().take(index), scale, dtype=np.float64)
+    return torch.from_numpy(kept), torch.from_numpy(kept_w)
+
+
+def _column_blocks(num_columns: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges covering ``num_columns`` columns in blocks of
+    ``_BLOCK_COLUMNS`` (the last one takes the remainder, so none is narrower than a block).
+
+    The CPU rules that work column by column run a block at a time: its temporaries stay in the
+    cache and small enough for the allocator to reuse memory rather than map fresh pages. A
+    block's bounds are multiples of 64 columns, so torch's vectorised sums down the columns of
+    a block group the columns as over the whole array (the same bits).
+    """
+    starts = list(range(0, num_columns, _BLOCK_COLUMNS))
+    if len(starts) > 1 and num_columns - starts[-1] < _BLOCK_COLUMNS:
+        starts.pop()
+    stops = [*starts[1:], num_columns] if starts else []
+    return list(zip(starts, stops, strict=True))
 
 
 def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -507,11 +631,26 @@ def _scaled64(x: torch.Tensor) -> tuple[torch.Tensor, float]:
     scale exactly.
     """
     scale = _scale_of(x)
+    if scale != 1.0 and _numpy_float32(x):
+        # One pass instead of a copy and a division: numpy widens each value to float64 and
+        # divides it (the same two exact operations).
+        return torch.from_numpy(np.divide(x.numpy(), scale, dtype=np.float64)), scale
     x64 = x.to(torch.float64)
     if scale != 1.0:
         # x64 is a fresh copy when x is narrower, so it can be divided in place.
         x64 = x64.div_(scale) if x64.data_ptr() != x.data_ptr() else x64 / scale
     return x64, scale
+
+
+def _numpy_float32(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a contiguous float32 CPU tensor outside autograd, which the rules may
+    widen to float64 through numpy."""
+    return (
+        x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.is_contiguous()
+        and not x.requires_grad
+    )
 
 
 def _scale_of(x: torch.Tensor) -> float:
@@ -543,10 +682,28 @@ def _median_start(x: torch.Tensor, scale: float) -> torch.Tensor:
     rows (dividing by a power of two is exact and monotone), and the narrower values sort faster;
     only the two middle rows are scaled, and their midpoint is taken in float64.
     """
-    n = x.shape[0]
-    sorted_x = _sort_columns(x)
-    middle = sorted_x[[(n - 1) // 2, n // 2]].to(torch.float64) / scale
+    middle = _middle_values(x).to(torch.float64) / scale
     return _midpoint(middle[0], middle[1])
+
+
+def _middle_values(x: torch.Tensor) -> torch.Tensor:
+    """``(2, d)``: the values of each column of ``x`` (``(n, d)``) ranked ``(n - 1) // 2`` and
+    ``n // 2`` (rows of ``x`` sorted down its columns).
+
+    On the CPU a block of columns at a time is transposed and sorted along its rows: numpy
+    sorts a column down ``axis=0`` by copying it out and running the same kernel, so the values
+    (signed zeros included) are those of :func:`_sort_columns`, without its ``(n, d)`` copy.
+    """
+    ranks = [(x.shape[0] - 1) // 2, x.shape[0] // 2]
+    if x.device.type != "cpu":
+        return x.sort(dim=0).values[ranks]
+    values = x.numpy()
+    middle = np.empty((2, values.shape[1]), dtype=values.dtype)
+    for start, stop in _column_blocks(values.shape[1]):
+        block = np.ascontiguousarray(values[:, start:stop].T)
+        block.sort(axis=1)
+        middle[:, start:stop] = block[:, ranks].T
+    return torch.from_numpy(middle)
 
 
 def _weighted_median_1d(values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -610,9 +767,17 @@ def geometric_median(
     alpha = rows.w.to(torch.float64)
     median = _median_start(rows.x, scale)
     smoothing = float(nu) / scale
-    diff = torch.empty_like(x)  # reused by every iteration: no (n, d) allocation in the loop
+    # The differences are formed a block of rows at a time in one small buffer that stays in the
+    # cache (a row's norm does not depend on the rows beside it).
+    ranges, diff = _row_blocks(x)
+    distance = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for _ in range(int(max_iter)):
-        distance = torch.linalg.vector_norm(torch.sub(x, median, out=diff), dim=1)
+        for start, stop in ranges:
+            torch.linalg.vector_norm(
+                torch.sub(x[start:stop], median, out=diff[: stop - start]),
+                dim=1,
+                out=distance[start:stop],
+            )
         beta = alpha / distance.clamp_min(smoothing)
         new_median = (beta @ x) / beta.sum()
         step = float(torch.linalg.vector_norm(new_median - median))
@@ -648,11 +813,38 @@ def _krum_scores(x: torch.Tensor, num_byzantine: int | None) -> torch.Tensor:
     # The Gram expansion ||a||^2 + ||b||^2 - 2 a.b in float64: its rounding is relative to the
     # two rows' own norms (not to the largest row's), so honest rows stay apart from each other
     # however large an attacker's row is.
-    sq_norms = (x * x).sum(dim=1)
+    sq_norms = _row_sums_of_squares(x)
     squared = (sq_norms.unsqueeze(1) + sq_norms.unsqueeze(0) - 2.0 * (x @ x.T)).clamp_min(0.0)
     squared.fill_diagonal_(math.inf)
     nearest = squared.topk(min(neighbours, n - 1), dim=1, largest=False).values
     return nearest.sum(dim=1)
+
+
+def _row_blocks(x: torch.Tensor) -> tuple[list[tuple[int, int]], torch.Tensor]:
+    """Ranges of rows of ``x`` (``(n, d)``) of about ``_BLOCK_ELEMENTS`` elements each, and a
+    buffer of one block's shape: the rules that work row by row form their temporaries a block
+    at a time in it, so they stay in the cache (each row's result is its own: the same bits)."""
+    n, d = x.shape
+    if not x.is_contiguous():
+        # One block in x's own layout: torch's reductions along a row depend on the layout.
+        return [(0, n)], torch.empty_like(x)
+    block = max(1, min(n, _BLOCK_ELEMENTS // max(d, 1)))
+    ranges = [(start, min(start + block, n)) for start in range(0, n, block)]
+    return ranges, torch.empty((block, d), dtype=x.dtype, device=x.device)
+
+
+def _row_sums_of_squares(x: torch.Tensor) -> torch.Tensor:
+    """``(x * x).sum(dim=1)``, the products formed a block of rows at a time (at once for a
+    tensor that requires grad, as ``out=`` arguments do not record a graph, or that is not
+    contiguous)."""
+    if x.requires_grad or not x.is_contiguous():
+        return (x * x).sum(dim=1)
+    ranges, buffer = _row_blocks(x)
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for start, stop in ranges:
+        block = torch.mul(x[start:stop], x[start:stop], out=buffer[: stop - start])
+        torch.sum(block, dim=1, out=out[start:stop])
+    return out
 
 
 def _krum_select(
@@ -769,15 +961,26 @@ def centered_clipping(
     if rows.x.shape[0] == 0:
         return _result(rows, None, updates)
     assert rows.w is not None and iterations is not None
-    x, scale = _scaled64(rows.x)
     alpha = rows.w.to(torch.float64)
     if tau is not None and math.isinf(tau):
+        x, scale = _scaled64(rows.x)
         center = alpha @ x
         return _result(rows, _back(center, scale, updates), updates)
+    scale = _scale_of(rows.x)
     center = _median_start(rows.x, scale)
-    diff = torch.empty_like(x)  # reused by every iteration
+    # Float32 rows on the CPU are widened and scaled into the differences at each iteration
+    # (the values of the scaled float64 rows, minus the centre), so no scaled copy of the rows
+    # is kept beside the differences the weighted sum needs whole.
+    x = None if _numpy_float32(rows.x) else _scaled64(rows.x)[0]
+    # In the layout of the scaled rows (the norms and the weighted sum depend on it).
+    diff = torch.empty_like(rows.x, dtype=torch.float64) if x is None else torch.empty_like(x)
     for _ in range(iterations):
-        torch.sub(x, center, out=diff)
+        if x is None:
+            widened = diff.numpy()
+            np.divide(rows.x.numpy(), scale, out=widened, dtype=np.float64)
+            np.subtract(widened, center.numpy(), out=widened)
+        else:
+            torch.sub(x, center, out=diff)
         distance = torch.linalg.vector_norm(diff, dim=1)
         radius_k = _weighted_median_1d(distance, alpha) if tau is None else tau / scale
         factor = torch.where(
