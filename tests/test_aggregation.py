@@ -570,3 +570,19 @@ def test_only_positive_weight_on_a_rejected_row_is_an_error():
     updates = torch.tensor([[math.nan, 0.0], [1.0, 2.0]])
     with pytest.raises(ValueError, match=r"accepted rows=\[1\]"):
         fedavg(updates, torch.tensor([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 1), (1, 7), (6, 3), (9, 70), (4, 600)])
+@pytest.mark.parametrize("name", list(RULES))
+def test_no_rule_changes_its_input(name: str, shape: tuple[int, int]):
+    """The caller's updates and weights come back untouched (one column or one row included,
+    where a transposed block of the input is a view of it), and a second call on them gives
+    the same bits."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    for dtype in (torch.float32, torch.float64):
+        updates = (torch.randn(shape, generator=generator) * 1e3).to(dtype)
+        weights = torch.arange(1, shape[0] + 1, dtype=dtype)
+        kept_updates, kept_weights = updates.clone(), weights.clone()
+        first = RULES[name](updates, weights).aggregate
+        assert torch.equal(updates, kept_updates) and torch.equal(weights, kept_weights)
+        assert torch.equal(RULES[name](updates, weights).aggregate, first)

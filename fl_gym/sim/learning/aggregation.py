@@ -700,7 +700,9 @@ def _middle_values(x: torch.Tensor) -> torch.Tensor:
     values = x.numpy()
     middle = np.empty((2, values.shape[1]), dtype=values.dtype)
     for start, stop in _column_blocks(values.shape[1]):
-        block = np.ascontiguousarray(values[:, start:stop].T)
+        # A copy even where the transposed block is already contiguous (one column, one row):
+        # it is sorted in place, and ``values`` is the caller's tensor.
+        block = np.array(values[:, start:stop].T, order="C", copy=True)
         block.sort(axis=1)
         middle[:, start:stop] = block[:, ranks].T
     return torch.from_numpy(middle)
