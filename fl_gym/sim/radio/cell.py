@@ -369,6 +369,9 @@ class WirelessCell:
         self._state: CellState | None = None
         # (fading, positions, shadowing, gain): the gain of the last channel state asked for.
         self._gain_cache: tuple[np.ndarray, ...] | None = None
+        # (positions, shadowing, distance, large-scale gain): they change only with mobility
+        # and on reset, not with the fading of every round.
+        self._large_scale_cache: tuple[np.ndarray, ...] | None = None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -386,11 +389,33 @@ class WirelessCell:
         """``(K, 2)`` device positions, BS at the origin."""
         return _view(self._require_state().positions_m)
 
+    def _large_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(distance_m, large_scale_gain)`` of the current state, read-only, computed once per
+        change of the positions or the shadowing."""
+        state = self._require_state()
+        cached = self._large_scale_cache
+        # The state's arrays are immutable and replaced, never written: identity is a safe key.
+        if (
+            cached is not None
+            and cached[0] is state.positions_m
+            and cached[1] is state.shadowing_db
+        ):
+            return cached[2], cached[3]
+        cfg = self.config
+        radius = np.hypot(*state.positions_m.T)
+        distance_m = np.maximum(radius, cfg.min_distance_m)
+        loss_db = path_loss_db(distance_m, cfg.path_loss_intercept_db, cfg.path_loss_slope_db)
+        gain = np.power(10.0, -(loss_db + state.shadowing_db) / 10.0)
+        distance_m.setflags(write=False)
+        gain.setflags(write=False)
+        self._large_scale_cache = (state.positions_m, state.shadowing_db, distance_m, gain)
+        return distance_m, gain
+
     @property
     def distance_m(self) -> np.ndarray:
-        """``(K,)`` link distance used by the path loss: ``max(|position|, min_distance_m)``."""
-        radius = np.hypot(*self._require_state().positions_m.T)
-        return np.maximum(radius, self.config.min_distance_m)
+        """``(K,)`` link distance used by the path loss: ``max(|position|, min_distance_m)``
+        (read-only)."""
+        return self._large_scale()[0]
 
     @property
     def path_loss_db(self) -> np.ndarray:
@@ -406,8 +431,9 @@ class WirelessCell:
 
     @property
     def large_scale_gain(self) -> np.ndarray:
-        """``(K,)`` linear gain ``10^(-(PL + shadowing) / 10)``, the mean of ``g / N``."""
-        return np.power(10.0, -(self.path_loss_db + self._require_state().shadowing_db) / 10.0)
+        """``(K,)`` linear gain ``10^(-(PL + shadowing) / 10)``, the mean of ``g / N``
+        (read-only)."""
+        return self._large_scale()[1]
 
     @property
     def fading(self) -> np.ndarray:
