@@ -95,6 +95,40 @@ class RoundPlan:
         object.__setattr__(self, "compression", _readonly(np.where(sel, levels, 0)))
         object.__setattr__(self, "power_w", power)
 
+    @classmethod
+    def _trusted(
+        cls,
+        selected: np.ndarray,
+        local_steps: np.ndarray | int,
+        compression: np.ndarray | int,
+        power_w: np.ndarray | None,
+    ) -> RoundPlan:
+        """The plan the constructor makes of values a caller inside fl_gym computed valid,
+        without the constructor's checks (an action codec's decoded knobs: nothing a user gave).
+
+        Args:
+            selected: ``(K,)`` bool mask, ``K >= 1``.
+            local_steps: Whole steps ``>= 1``, an int or an int64 ``(K,)`` array.
+            compression: Levels ``>= 0``, an int or an int64 ``(K,)`` array.
+            power_w: Finite powers ``>= 0``, a float64 ``(K,)`` array, or ``None``.
+        """
+        plan = object.__new__(cls)
+        selected = selected.copy()
+        selected.setflags(write=False)
+        # np.where gives fresh arrays: read-only at once, no second copy.
+        steps = np.where(selected, local_steps, 0).astype(np.int64, copy=False)
+        levels = np.where(selected, compression, 0).astype(np.int64, copy=False)
+        steps.setflags(write=False)
+        levels.setflags(write=False)
+        if power_w is not None:
+            power_w = np.where(selected, power_w, 0.0)
+            power_w.setflags(write=False)
+        object.__setattr__(plan, "selected", selected)
+        object.__setattr__(plan, "local_steps", steps)
+        object.__setattr__(plan, "compression", levels)
+        object.__setattr__(plan, "power_w", power_w)
+        return plan
+
     @property
     def num_clients(self) -> int:
         return int(self.selected.shape[0])

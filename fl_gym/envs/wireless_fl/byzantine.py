@@ -166,7 +166,7 @@ class ByzantineCodec(WirelessFLCodec):
         index = int(bin_levels(box[-1:], len(self.aggregator_choices))[0])
         info["aggregator"] = self.aggregator_choices[index]
         info["aggregator_index"] = index
-        plan = self.complete({"selection": self.top(scores, wanted & state.available)}, state)
+        plan = self._decoded({"selection": self.top(scores, wanted & state.available)}, state)
         return plan, info
 
     def encode(self, plan: RoundPlan, aggregator: str | None = None) -> np.ndarray:

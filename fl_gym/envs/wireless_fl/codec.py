@@ -278,15 +278,31 @@ class WirelessFLCodec:
             The plan; undecided knobs hold round-robin selection, ``p_max``,
             ``default_compression`` and ``default_local_steps``.
         """
+        return RoundPlan(*self._knobs(decided, state))
+
+    def _decoded(self, decided: Mapping[str, Any], state: SelectionState) -> RoundPlan:
+        """:meth:`complete` of knobs this codec decoded from a validated action itself (a mask
+        of at most M available devices, powers in the action's range, levels and steps from the
+        configuration's choices): the same plan, without checking them a second time."""
+        return RoundPlan._trusted(*self._knobs(decided, state))
+
+    def _knobs(
+        self, decided: Mapping[str, Any], state: SelectionState
+    ) -> tuple[np.ndarray, Any, Any, Any]:
+        """``(selected, local_steps, compression, power_w)`` of a plan: ``decided`` completed
+        with the defaults (see :meth:`complete`)."""
         cfg = self.config
         if "selection" in decided:
             selected = np.asarray(decided["selection"], dtype=bool)
         else:
             selected = self.round_robin(state)
-        power_w = decided.get("power", np.full(self.num_devices, self.max_power_w))
+        if "power" in decided:
+            power_w = decided["power"]
+        else:
+            power_w = np.full(self.num_devices, self.max_power_w)
         compression = decided.get("compression", cfg.default_compression)
         local_steps = decided.get("frequency", cfg.default_local_steps)
-        return RoundPlan(selected, local_steps, compression, power_w)
+        return selected, local_steps, compression, power_w
 
     def decode(self, action: Any, state: SelectionState) -> tuple[RoundPlan, dict[str, Any]]:
         """An action of :attr:`action_space` -> a validated :class:`RoundPlan`.
@@ -328,7 +344,7 @@ class WirelessFLCodec:
             if "frequency" in values:
                 index = bin_levels(values["frequency"], len(cfg.local_step_choices))
                 decided["frequency"] = cfg.local_step_choices[int(index[0])]
-        return self.complete(decided, state), info
+        return self._decoded(decided, state), info
 
     def local_steps_choice(self, steps: int) -> int:
         """The index of the ``local_step_choices`` entry nearest ``steps`` (the first on ties)."""
@@ -404,7 +420,7 @@ class OverTheAirCodec(WirelessFLCodec):
             "selection": wanted & state.available,
             "power": np.full(self.num_devices, p0_w),
         }
-        return self.complete(decided, state), info
+        return self._decoded(decided, state), info
 
     def encode(self, plan: RoundPlan) -> np.ndarray:
         """The action selecting ``plan.selected`` at the largest selected power budget."""
