@@ -747,6 +747,11 @@ def loss_feature(loss: float) -> float:
     return min(loss / LOSS_SCALE, 1.0) if math.isfinite(loss) else 1.0
 
 
+def _clip_bound(value: float) -> float:
+    """``value`` clipped to ``[-_OBS_BOUND, _OBS_BOUND]``, NaN kept (it becomes 0 later)."""
+    return value if math.isnan(value) else min(max(value, -_OBS_BOUND), _OBS_BOUND)
+
+
 def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     """The observations of E environments (that share ``num_devices``): the one observation
     function of the wireless FL family, for a single environment (E = 1) and the native vector
@@ -756,6 +761,7 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     element, so each environment's rows are what it gets alone; in flat mode (all of them) the
     flat rows are made in one computation too. Reading state only, it changes nothing."""
     n, k = len(envs), envs[0].num_devices
+    num_device_features = len(DEVICE_FEATURES)
     feds = [env.federation for env in envs]
     cells = [fed.cell for fed in feds]  # type: ignore[union-attr]
     wcfgs = [env.config.wireless for env in envs]
@@ -774,8 +780,13 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     )
     with np.errstate(divide="ignore"):
         snr_db = 10.0 * np.log10(snr)
-    devices = np.zeros((n, k, len(DEVICE_FEATURES)), dtype=np.float64)
-    devices[:, :, 0] = np.clip(snr_db / SNR_SCALE_DB, -_OBS_BOUND, _OBS_BOUND)
+    # Every environment's flat row in one buffer: its devices matrix row-major, then its server
+    # entries; ``devices`` and ``server`` are views of it.
+    rows = np.zeros((n, k * num_device_features + len(SERVER_FEATURES)), dtype=np.float64)
+    devices = rows[:, : k * num_device_features].reshape(n, k, num_device_features)
+    server = rows[:, k * num_device_features :]
+    # Every column is clipped to the bounds once, below.
+    devices[:, :, 0] = snr_db / SNR_SCALE_DB
     devices[:, :, 1] = stack([c.distance_m for c in cells]) / column(  # type: ignore[union-attr]
         [w.cell_radius_m for w in wcfgs]
     )
@@ -795,7 +806,6 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     available = stack([c.available for c in cells])  # type: ignore[union-attr]
     devices[:, :, 6] = available
     devices[:, :, 9] = stack([env._data_share for env in envs])
-    server = []
     for e, (env, fed, cell, wcfg) in enumerate(zip(envs, feds, cells, wcfgs, strict=True)):
         assert fed is not None and cell is not None
         report = env._last_report
@@ -804,28 +814,25 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
             devices[e, :, 8] = report.delivered
         capacity = float(cell.battery_capacity_j.sum())
         gain = 0.0 if report is None else report.accuracy - env._accuracy_history[-2]
-        server.append(
-            [
-                fed.round_index / env.config.max_rounds,
-                fed.accuracy,
-                loss_feature(fed.loss),
-                env._energy_spent_j / capacity,
-                0.0 if report is None else report.round_time_s / wcfg.deadline_s,
-                float(available[e].mean()),
-                np.clip(ACCURACY_GAIN_SCALE * gain, -_OBS_BOUND, _OBS_BOUND),
-            ]
+        server[e] = (
+            fed.round_index / env.config.max_rounds,
+            fed.accuracy,
+            loss_feature(fed.loss),
+            env._energy_spent_j / capacity,
+            0.0 if report is None else report.round_time_s / wcfg.deadline_s,
+            # The mean of the bools, as an exact count over K.
+            np.count_nonzero(available[e]) / k,
+            _clip_bound(ACCURACY_GAIN_SCALE * gain),
         )
     devices[:, :, 5] = np.minimum(stack([env._train_loss for env in envs]) / LOSS_SCALE, 1.0)
-    servers = np.array(server)
     # NaN becomes 0 and the clip sends +-inf to the bounds (what np.nan_to_num with those
     # bounds and the clip do, in fewer passes).
-    devices[np.isnan(devices)] = 0.0
-    servers[np.isnan(servers)] = 0.0
-    devices32 = np.clip(devices, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
-    servers32 = np.clip(servers, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
+    rows[np.isnan(rows)] = 0.0
+    rows32 = np.clip(rows, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
     if all(env.obs_mode == "flat" for env in envs):
-        flat = flatten_observation({"devices": devices32, "server": servers32})
-        return [flat[e] for e in range(n)]
+        return [rows32[e] for e in range(n)]
+    devices32 = rows32[:, : k * num_device_features].reshape(n, k, num_device_features)
+    servers32 = rows32[:, k * num_device_features :]
     return [
         env._format_observation({"devices": devices32[e], "server": servers32[e]})
         for e, env in enumerate(envs)
