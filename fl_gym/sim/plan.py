@@ -12,12 +12,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from fl_gym.sim.config import field_names
-
 __all__ = ["RoundPlan", "RoundReport"]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
+    if type(a) is np.ndarray and not a.flags.writeable and a.base is None:
+        return a  # already a read-only array that owns its data (another record's): shared
     a = np.array(a, copy=True)
     a.setflags(write=False)
     return a
@@ -222,10 +222,11 @@ class RoundReport:
         return self.energy_compute_j + self.energy_transmit_j
 
     def __post_init__(self) -> None:
-        for name in field_names(type(self)):
-            value = getattr(self, name)
+        # The instance's own dict holds exactly the fields, just set by __init__.
+        values = vars(self)
+        for name, value in values.items():
             if isinstance(value, np.ndarray):
-                object.__setattr__(self, name, _readonly(value))
+                values[name] = _readonly(value)
 
     @property
     def num_delivered(self) -> int:

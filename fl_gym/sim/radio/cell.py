@@ -63,7 +63,6 @@ from fl_gym.sim.config import (
     check_int,
     check_ranges,
     check_rng,
-    field_names,
 )
 from fl_gym.sim.radio.channel import (
     _finite_array,
@@ -338,8 +337,22 @@ class CellState:
     sinusoid_phase: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
-        for name in field_names(type(self)):
-            object.__setattr__(self, name, _readonly(getattr(self, name)))
+        # The instance's own dict holds exactly the fields, just set by __init__.
+        values = vars(self)
+        for name, value in values.items():
+            values[name] = _readonly(value)
+
+    def _replaced(self, **changes: np.ndarray) -> CellState:
+        """This state with the arrays ``changes`` names replaced (made read-only as the
+        constructor makes them) and the others shared: what
+        ``CellState(**{**fields, **changes})`` makes, without a pass over every field (the
+        cell's dynamics make one every round)."""
+        state = object.__new__(CellState)
+        values = vars(state)
+        values.update(vars(self))
+        for name, value in changes.items():
+            values[name] = _readonly(value)
+        return state
 
 
 # -- the cell ----------------------------------------------------------------------------------
@@ -535,7 +548,7 @@ class WirelessCell:
     def set_batteries(self, battery_j: np.ndarray) -> None:
         """Replace the batteries' charge, e.g. after a batched uplink computed the round's
         spending (:func:`~fl_gym.sim.radio.uplink.uplink_many`); the cell keeps everything else."""
-        self._state = CellState(**{**_state_dict(self._require_state()), "battery_j": battery_j})
+        self._state = self._require_state()._replaced(battery_j=battery_j)
 
     def snapshot(self) -> CellState:
         """The cell's current state (immutable; :meth:`restore` puts it back)."""
@@ -586,10 +599,10 @@ class WirelessCell:
         if m:
             # The fading follows from the sinusoids' phases.
             fading = _readonly(sum_of_sinusoids(state.sinusoid_phase))
-            state = CellState(**{**_state_dict(state), "fading": fading})
+            state = state._replaced(fading=fading)
         if not np.iscomplexobj(fading):
             fading = _readonly(fading.astype(np.complex128))
-            state = CellState(**{**_state_dict(state), "fading": fading})
+            state = state._replaced(fading=fading)
         self._state = state
 
     # -- dynamics ------------------------------------------------------------------------------
@@ -705,16 +718,13 @@ class WirelessCell:
         else:
             rho = cfg.fading_correlation
             fading = rho * state.fading + math.sqrt(1.0 - rho**2) * self._complex_normal(rng)
-        self._state = CellState(
-            **{
-                **_state_dict(state),
-                **sinusoids,
-                "positions_m": positions_m,
-                "waypoints_m": waypoints_m,
-                "speed_mps": speed_mps,
-                "shadowing_db": shadowing_db,
-                "fading": fading,
-            }
+        self._state = state._replaced(
+            **sinusoids,
+            positions_m=positions_m,
+            waypoints_m=waypoints_m,
+            speed_mps=speed_mps,
+            shadowing_db=shadowing_db,
+            fading=fading,
         )
 
     # -- the uplink of a round -----------------------------------------------------------------
@@ -785,7 +795,7 @@ class WirelessCell:
         state = self._require_state()
         wanted = self._per_device_float(energy_j, "energy_j")
         spent = np.minimum(wanted, state.battery_j)
-        self._state = CellState(**{**_state_dict(state), "battery_j": state.battery_j - spent})
+        self._state = state._replaced(battery_j=state.battery_j - spent)
         return spent
 
     def uplink(
@@ -849,7 +859,3 @@ class WirelessCell:
         devices (at most ``num_subchannels``), float64 ``(K,)`` powers in ``[0, p_max_w]``, bits
         ``>= 0`` and whole local steps ``>= 0``, and ``batch_size >= 1``."""
         return uplink_many([self], [sel], [power], [size_bits], [steps], batch_size, [rng])[0]
-
-
-def _state_dict(state: CellState) -> dict[str, np.ndarray]:
-    return {name: getattr(state, name) for name in field_names(type(state))}

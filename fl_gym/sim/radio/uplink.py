@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fl_gym.sim.config import field_names
 from fl_gym.sim.radio.channel import _packet_error, _rate, _readonly
 
 if TYPE_CHECKING:
@@ -73,10 +72,11 @@ class UplinkReport:
     round_time_s: float
 
     def __post_init__(self) -> None:
-        for name in field_names(type(self)):
-            value = getattr(self, name)
+        # The instance's own dict holds exactly the fields, just set by __init__.
+        values = vars(self)
+        for name, value in values.items():
             if isinstance(value, np.ndarray):
-                object.__setattr__(self, name, _readonly(value))
+                values[name] = _readonly(value)
 
     @property
     def energy_j(self) -> np.ndarray:
