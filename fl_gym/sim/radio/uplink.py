@@ -134,28 +134,34 @@ def _uplink_arrays(
     # A battery that cannot pay for all of it pays compute first, then as much airtime as is
     # left; the device then stops with an empty battery.
     depleted = transmitted & (compute_j + transmit_j > battery)
-    short_compute = depleted & (compute_j >= battery)
-    compute_s = np.where(
-        short_compute,
-        np.divide(battery, compute_power_w, out=np.zeros_like(battery), where=short_compute),
-        compute_s,
-    )
-    compute_j = np.where(short_compute, battery, compute_j)
-    left_j = battery - compute_j
-    short_transmit = depleted & ~short_compute
-    transmit_s = np.where(
-        short_transmit,
-        np.divide(left_j, p, out=np.zeros_like(p), where=short_transmit),
-        np.where(short_compute, 0.0, transmit_s),
-    )
-    transmit_j = np.where(depleted, np.where(short_compute, 0.0, left_j), transmit_j)
+    any_depleted = bool(depleted.any())
+    if any_depleted:  # otherwise every step of this branch keeps its input as it is
+        short_compute = depleted & (compute_j >= battery)
+        compute_s = np.where(
+            short_compute,
+            np.divide(battery, compute_power_w, out=np.zeros_like(battery), where=short_compute),
+            compute_s,
+        )
+        compute_j = np.where(short_compute, battery, compute_j)
+        left_j = battery - compute_j
+        short_transmit = depleted & ~short_compute
+        transmit_s = np.where(
+            short_transmit,
+            np.divide(left_j, p, out=np.zeros_like(p), where=short_transmit),
+            np.where(short_compute, 0.0, transmit_s),
+        )
+        transmit_j = np.where(depleted, np.where(short_compute, 0.0, left_j), transmit_j)
 
-    finished = transmitted & ~straggler & ~depleted
+    finished = transmitted & ~straggler
+    if any_depleted:
+        finished &= ~depleted
     packet_lost = finished & (draws < q)
     delivered = finished & ~packet_lost
 
     spent_j = compute_j + transmit_j
-    new_battery = np.where(depleted, 0.0, np.maximum(battery - spent_j, 0.0))
+    new_battery = np.maximum(battery - spent_j, 0.0)
+    if any_depleted:
+        new_battery = np.where(depleted, 0.0, new_battery)
     latency_s = compute_s + transmit_s
     fields = dict(
         selected=sel,
