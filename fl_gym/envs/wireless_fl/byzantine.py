@@ -157,9 +157,8 @@ class ByzantineCodec(WirelessFLCodec):
 
     def decode(self, action: Any, state: SelectionState) -> tuple[RoundPlan, dict[str, Any]]:
         """Scores and rule -> plan; ``info["aggregator"]`` names the rule."""
-        box = self.check_box(action)
-        info: dict[str, Any] = {"action_clipped": bool(np.any((box < -1.0) | (box > 1.0)))}
-        box = np.clip(box, -1.0, 1.0)
+        box, clipped = self._unit_box(action)
+        info: dict[str, Any] = {"action_clipped": clipped}
         scores = box[:-1]
         wanted = scores > 0
         info["dropped_unavailable"] = np.flatnonzero(wanted & ~state.available).tolist()

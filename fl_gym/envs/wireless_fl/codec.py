@@ -103,8 +103,13 @@ def rank_select(keys: Sequence[np.ndarray], eligible: np.ndarray, m: int) -> np.
         ``(K,)`` bool mask of at most ``m`` chosen devices.
     """
     k = eligible.shape[0]
-    # np.lexsort sorts by its last key first; the index comes first so it breaks the last ties.
-    order = np.lexsort((np.arange(k), *(-np.asarray(key) for key in reversed(keys))))
+    if len(keys) == 1:
+        # A stable sort keeps equal keys in index order: the lexsort below, with one key.
+        order = np.argsort(-np.asarray(keys[0]), kind="stable")
+    else:
+        # np.lexsort sorts by its last key first; the index comes first so it breaks the last
+        # ties.
+        order = np.lexsort((np.arange(k), *(-np.asarray(key) for key in reversed(keys))))
     chosen = order[eligible[order]][:m]
     mask = np.zeros(k, dtype=bool)
     mask[chosen] = True
@@ -185,6 +190,14 @@ class WirelessFLCodec:
         wrong shapes and non-numbers do not (the policy of :mod:`fl_gym.envs.actions`).
         """
         return check_box_action(action, self.action_space.shape)
+
+    def _unit_box(self, action: Any) -> tuple[np.ndarray, bool]:
+        """:meth:`check_box`'s array clipped to ``[-1, 1]``, and whether that changed it (the
+        decoders' ``info["action_clipped"]``)."""
+        box = self.check_box(action)
+        # Finite values (checked): outside the bounds exactly when the extremes are.
+        clipped = bool(box.min() < -1.0 or box.max() > 1.0)
+        return (np.clip(box, -1.0, 1.0) if clipped else box), clipped
 
     @staticmethod
     def check_discrete(action: Any, shape: tuple[int, ...], n: int) -> np.ndarray:
@@ -326,9 +339,7 @@ class WirelessFLCodec:
             index = self.check_discrete(action, (), len(cfg.local_step_choices))
             decided["frequency"] = cfg.local_step_choices[int(index)]
         else:
-            box = self.check_box(action)
-            info["action_clipped"] = bool(np.any((box < -1.0) | (box > 1.0)))
-            box = np.clip(box, -1.0, 1.0)
+            box, info["action_clipped"] = self._unit_box(action)
             values = {name: box[sl] for name, sl in self.slices.items()}
             if "selection" in values:
                 scores = values["selection"]
@@ -409,9 +420,8 @@ class OverTheAirCodec(WirelessFLCodec):
 
     def decode(self, action: Any, state: SelectionState) -> tuple[RoundPlan, dict[str, Any]]:
         """Scores and power budget -> plan; every selected device gets the budget ``P0``."""
-        box = self.check_box(action)
-        info: dict[str, Any] = {"action_clipped": bool(np.any((box < -1.0) | (box > 1.0)))}
-        box = np.clip(box, -1.0, 1.0)
+        box, clipped = self._unit_box(action)
+        info: dict[str, Any] = {"action_clipped": clipped}
         scores, power = box[:-1], float(box[-1])
         wanted = scores > 0
         info["dropped_unavailable"] = np.flatnonzero(wanted & ~state.available).tolist()

@@ -751,7 +751,7 @@ class WirelessCell:
             raise ValueError(
                 f"selected must have shape ({self.num_devices},), got shape {sel.shape}"
             )
-        count, limit = int(sel.sum()), self.config.num_subchannels
+        count, limit = np.count_nonzero(sel), self.config.num_subchannels
         if count > limit:
             raise ValueError(
                 f"{count} devices selected but only num_subchannels = {limit} can upload per round"

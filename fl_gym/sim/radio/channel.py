@@ -60,7 +60,7 @@ def dbm_to_w(x: ArrayLike) -> np.ndarray:
         Power in watts, same shape as ``x``.
     """
     arr = np.asarray(x, dtype=np.float64)
-    if np.isnan(arr).any() or (arr == np.inf).any():
+    if not (arr < np.inf).all():  # NaN or +inf
         raise ValueError(f"power in dBm must be finite or -inf, got {x!r}")
     return np.power(10.0, (arr - 30.0) / 10.0)
 
