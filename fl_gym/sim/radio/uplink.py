@@ -226,6 +226,13 @@ def uplink_many(
         stack([s.battery_j for s in states]),
         stack(draws),
     )
+    if len(cells) == 1:
+        # The arrays just computed belong to the one cell's records alone: read-only as they
+        # are, the records keep them instead of copying (the selection is the caller's array).
+        new_battery.setflags(write=False)
+        for name, value in fields.items():
+            if name != "selected":
+                value.setflags(write=False)
     deadline = first.config.deadline_s
     reports = []
     for e, cell in enumerate(cells):
