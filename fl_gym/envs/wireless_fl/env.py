@@ -454,7 +454,7 @@ class WirelessFLEnv(gym.Env):
         fed = self.federation
         if fed is None:
             return False
-        return not (math.isfinite(fed.loss) and bool(torch.isfinite(fed.params.sum())))
+        return not (math.isfinite(fed.loss) and math.isfinite(fed.params.sum().item()))
 
     analog: ClassVar[bool] = False
     """Whether the updates travel by analog aggregation (presets with an ``analog_scheme``)."""
