@@ -1,0 +1,310 @@
+"""The shortcuts a step takes give exactly what the general paths give.
+
+A step skips work its own code already did or that cannot change anything: a decoded action's
+plan is not validated twice, the large-scale gain is kept until the positions or the shadowing
+move, the battery-depletion branch of the uplink runs only when a battery runs out, records keep
+arrays that are already read-only. Each test here computes the same values the long way and
+compares them bit for bit (dtype and read-only flags included).
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from dataclasses import fields
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import fl_gym  # noqa: F401 - registers the environments
+from fl_gym.envs.wireless_fl.codec import SelectionState, WirelessFLCodec, rank_select
+from fl_gym.envs.wireless_fl.config import WirelessFLConfig
+from fl_gym.sim.plan import RoundPlan, RoundReport
+from fl_gym.sim.radio.cell import CellState, WirelessCell, WirelessConfig, path_loss_db
+from fl_gym.sim.radio.uplink import UplinkReport, _uplink_arrays, uplink_many
+
+CODEC_ENVS = [
+    "fl_gym/WirelessFL-v0",
+    "fl_gym/ClientSelection-v0",
+    "fl_gym/PowerControl-v0",
+    "fl_gym/GradientCompression-v0",
+    "fl_gym/AggregationFrequency-v0",
+    "fl_gym/OverTheAirFL-v0",
+    "fl_gym/PrivateFL-v0",
+    "fl_gym/ByzantineSelection-v1",
+]
+
+
+def _assert_same_array(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got, want)
+    # Same bits, -0.0 included.
+    assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("env_id", CODEC_ENVS)
+def test_decoded_plan_is_the_validated_constructors_plan(env_id: str) -> None:
+    env = gym.make(env_id)
+    codec = env.unwrapped.codec
+    rng = np.random.default_rng(0)
+    env.action_space.seed(1)
+    k = codec.num_devices
+    for trial in range(60):
+        available = rng.random(k) < 0.7
+        state = SelectionState(available, rng.integers(-1, 5, k))
+        action = env.action_space.sample()
+        if trial % 3 == 0 and isinstance(action, np.ndarray) and action.dtype.kind == "f":
+            action = action * 1.5  # some entries outside [-1, 1]: the clipped path
+        plan, _ = codec.decode(action, state)
+        reference = RoundPlan(plan.selected, plan.local_steps, plan.compression, plan.power_w)
+        for f in fields(RoundPlan):
+            got, want = getattr(plan, f.name), getattr(reference, f.name)
+            _assert_same_array(got, want)
+            assert not got.flags.writeable
+        assert not (plan.selected & ~available).any()
+        assert plan.selected.sum() <= codec.max_selected
+    env.close()
+
+
+def test_decoded_plan_does_not_share_the_codecs_arrays() -> None:
+    codec = WirelessFLCodec(WirelessFLConfig())
+    k = codec.num_devices
+    state = SelectionState.fresh(np.ones(k, dtype=bool))
+    plan, _ = codec.decode(np.full(codec.action_space.shape, 0.5, np.float32), state)
+    with pytest.raises(ValueError):
+        plan.selected[0] = not plan.selected[0]
+    assert state.available.flags.writeable  # the caller's arrays are left alone
+
+
+def test_action_clipped_flag_and_values() -> None:
+    codec = WirelessFLCodec(WirelessFLConfig())
+    n = codec.action_space.shape[0]
+    state = SelectionState.fresh(np.ones(codec.num_devices, dtype=bool))
+    inside = np.linspace(-1.0, 1.0, n)  # both bounds exactly: not clipped
+    _, info = codec.decode(inside, state)
+    assert info["action_clipped"] is False
+    for position, value in ((0, -1.0 - 1e-12), (n - 1, 1.0 + 1e-12), (3, 7.0)):
+        outside = inside.copy()
+        outside[position] = value
+        plan, info = codec.decode(outside, state)
+        assert info["action_clipped"] is True
+        clipped = outside.copy()
+        clipped[position] = np.sign(value)
+        assert plan == codec.decode(clipped, state)[0]
+
+
+def test_one_key_ranking_is_the_lexsort_ranking() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        k = int(rng.integers(1, 12))
+        # Few distinct values, signed zeros among them: many ties.
+        scores = rng.choice(np.array([-1.0, -0.0, 0.0, 0.5, 1.0]), size=k)
+        eligible = rng.random(k) < 0.8
+        m = int(rng.integers(0, k + 2))
+        order = np.lexsort((np.arange(k), -scores))
+        want = np.zeros(k, dtype=bool)
+        want[order[eligible[order]][:m]] = True
+        _assert_same_array(rank_select((scores,), eligible, m), want)
+
+
+def test_large_scale_cache_follows_mobility_and_restore() -> None:
+    cell = WirelessCell(WirelessConfig(speed_min_mps=1.0, speed_max_mps=30.0), num_devices=6)
+    rng = np.random.default_rng(4)
+    cell.reset(rng)
+
+    def fresh(c: WirelessCell) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        state = c.snapshot()
+        distance = np.maximum(np.hypot(*state.positions_m.T), c.config.min_distance_m)
+        loss = path_loss_db(distance, c.config.path_loss_intercept_db, c.config.path_loss_slope_db)
+        large = np.power(10.0, -(loss + state.shadowing_db) / 10.0)
+        h = state.fading
+        return distance, large, large * np.sum(h.real**2 + h.imag**2, axis=1)
+
+    first = cell.snapshot()
+    for _ in range(5):
+        distance, large, gain = fresh(cell)
+        _assert_same_array(cell.distance_m, distance)
+        _assert_same_array(cell.large_scale_gain, large)
+        _assert_same_array(cell.channel_gain, gain)
+        for cached in (cell.distance_m, cell.large_scale_gain, cell.channel_gain):
+            assert not cached.flags.writeable
+        cell.advance(rng)
+    moved = cell.large_scale_gain
+    cell.restore(first)
+    _, large, gain = fresh(cell)
+    _assert_same_array(cell.large_scale_gain, large)
+    _assert_same_array(cell.channel_gain, gain)
+    assert not np.array_equal(moved, large)
+    for clone in (copy.deepcopy(cell), pickle.loads(pickle.dumps(cell))):
+        _assert_same_array(clone.large_scale_gain, large)
+        clone.advance(np.random.default_rng(5))
+        _assert_same_array(clone.large_scale_gain, fresh(clone)[1])
+
+
+def test_static_cell_keeps_its_large_scale_gain_across_rounds() -> None:
+    cell = WirelessCell(WirelessConfig(), num_devices=5)
+    rng = np.random.default_rng(6)
+    cell.reset(rng)
+    large = cell.large_scale_gain
+    cell.advance(rng)
+    assert cell.large_scale_gain is large  # positions and shadowing did not move
+    h = cell.fading
+    _assert_same_array(cell.channel_gain, large * np.sum(h.real**2 + h.imag**2, axis=1))
+
+
+def _uplink_inputs(k: int, seed: int, battery_j: np.ndarray) -> dict[str, object]:
+    rng = np.random.default_rng(seed)
+    return dict(
+        sel=rng.random(k) < 0.8,
+        power=rng.uniform(0.0, 0.2, k),
+        size_bits=rng.uniform(0.0, 2e5, k),
+        steps=rng.integers(1, 6, k).astype(np.float64),
+        batch_size=16,
+        channel_gain=10.0 ** rng.uniform(-14, -9, k),
+        cpu_hz=rng.uniform(0.5e9, 2e9, k),
+        battery=battery_j,
+        draws=rng.random(k),
+    )
+
+
+def _uplink_long_way(cfg: WirelessConfig, i: dict[str, object]) -> dict[str, np.ndarray]:
+    """The depletion branch taken unconditionally (a battery running out or not)."""
+    power, size_bits = i["power"], i["size_bits"]
+    steps, cpu_hz, battery = i["steps"], i["cpu_hz"], i["battery"]
+    fields_, _, _ = _uplink_arrays(cfg, **i)
+    transmitted = fields_["transmitted"]
+    p = np.where(transmitted, power, 0.0)
+    cycles = np.where(transmitted, cfg.cycles_per_sample * i["batch_size"] * steps, 0.0)
+    compute_need_s = cycles / cpu_hz
+    compute_need_j = cfg.effective_capacitance * cycles * cpu_hz**2
+    compute_power_w = cfg.effective_capacitance * cpu_hz**3
+    rate = fields_["rate_bps"]
+    needs_air = transmitted & (size_bits > 0)
+    with np.errstate(over="ignore"):
+        transmit_need_s = np.divide(
+            size_bits, rate, out=np.where(needs_air, np.inf, 0.0), where=needs_air & (rate > 0)
+        )
+    deadline = cfg.deadline_s
+    straggler = transmitted & (compute_need_s + transmit_need_s > deadline)
+    compute_s = np.minimum(compute_need_s, deadline)
+    compute_j = np.where(compute_need_s <= deadline, compute_need_j, compute_power_w * deadline)
+    transmit_s = np.minimum(transmit_need_s, deadline - compute_s)
+    transmit_j = p * transmit_s
+    depleted = transmitted & (compute_j + transmit_j > battery)
+    short_compute = depleted & (compute_j >= battery)
+    compute_s = np.where(
+        short_compute,
+        np.divide(battery, compute_power_w, out=np.zeros_like(battery), where=short_compute),
+        compute_s,
+    )
+    compute_j = np.where(short_compute, battery, compute_j)
+    left_j = battery - compute_j
+    short_transmit = depleted & ~short_compute
+    transmit_s = np.where(
+        short_transmit,
+        np.divide(left_j, p, out=np.zeros_like(p), where=short_transmit),
+        np.where(short_compute, 0.0, transmit_s),
+    )
+    transmit_j = np.where(depleted, np.where(short_compute, 0.0, left_j), transmit_j)
+    finished = transmitted & ~straggler & ~depleted
+    packet_lost = finished & (i["draws"] < fields_["packet_error_prob"])
+    return dict(
+        straggler=straggler,
+        battery_depleted=depleted,
+        delivered=finished & ~packet_lost,
+        packet_lost=packet_lost,
+        compute_time_s=compute_s,
+        compute_energy_j=compute_j,
+        transmit_time_s=transmit_s,
+        transmit_energy_j=transmit_j,
+        latency_s=compute_s + transmit_s,
+        new_battery=np.where(depleted, 0.0, np.maximum(battery - (compute_j + transmit_j), 0.0)),
+    )
+
+
+@pytest.mark.parametrize("battery_j", [1.0, 2e-3, 1e-4])
+def test_uplink_without_depletion_skips_only_an_identity(battery_j: float) -> None:
+    cfg = WirelessConfig(deadline_s=0.05)
+    for seed in range(20):
+        inputs = _uplink_inputs(8, seed, np.full(8, battery_j))
+        got, new_battery, _ = _uplink_arrays(cfg, **inputs)
+        want = _uplink_long_way(cfg, inputs)
+        _assert_same_array(new_battery, want.pop("new_battery"))
+        for name, value in want.items():
+            _assert_same_array(got[name], value)
+
+
+def test_uplink_records_are_read_only_and_leave_the_callers_arrays_alone() -> None:
+    cell = WirelessCell(WirelessConfig(), num_devices=4)
+    cell.reset(np.random.default_rng(7))
+    selected = np.array([True, False, True, True])
+    power = np.full(4, 0.1)
+    bits = np.full(4, 1e5)
+    steps = np.ones(4)
+    report = uplink_many(
+        [cell], [selected], [power], [bits], [steps], 16, [np.random.default_rng(8)]
+    )[0]
+    for name in (f.name for f in fields(UplinkReport)):
+        value = getattr(report, name)
+        if isinstance(value, np.ndarray):
+            assert not value.flags.writeable, name
+    assert report.selected is not selected
+    for given in (selected, power, bits, steps):
+        assert given.flags.writeable
+    selected[0] = False  # the caller may still write its own array
+    assert report.selected[0]
+    assert not cell.battery_j.flags.writeable
+
+
+def test_replaced_cell_state_is_the_constructors_state() -> None:
+    cell = WirelessCell(WirelessConfig(), num_devices=3)
+    cell.reset(np.random.default_rng(9))
+    state = cell.snapshot()
+    battery = np.array([0.1, 0.2, 0.3])
+    got = state._replaced(battery_j=battery)
+    want = CellState(
+        **{**{f.name: getattr(state, f.name) for f in fields(CellState)}, "battery_j": battery}
+    )
+    for f in fields(CellState):
+        _assert_same_array(getattr(got, f.name), getattr(want, f.name))
+        assert not getattr(got, f.name).flags.writeable
+    assert got.battery_j is not battery and battery.flags.writeable
+    assert got.positions_m is state.positions_m  # unchanged arrays are shared
+    np.testing.assert_array_equal(state.battery_j, cell.battery_j)  # the old state is intact
+
+
+def test_report_shares_read_only_arrays_and_copies_writable_ones() -> None:
+    shared = np.zeros(3)
+    shared.setflags(write=False)
+    writable = np.ones(3)
+    zeros = np.zeros(3, dtype=bool)
+    report = RoundReport(
+        round_index=0,
+        selected=zeros,
+        delivered=zeros,
+        local_steps=np.ones(3, dtype=np.int64),
+        compression=np.zeros(3, dtype=np.int64),
+        bits_up=np.zeros(3, dtype=np.int64),
+        train_loss=writable,
+        num_rejected=0,
+        accuracy=0.5,
+        loss=1.0,
+        update_norm=0.0,
+        energy_compute_j=shared,
+        energy_transmit_j=shared,
+        latency_s=shared,
+        packet_error=shared,
+        straggler=zeros,
+        packet_lost=zeros,
+        round_time_s=0.0,
+        channel_uses=0.0,
+    )
+    assert report.energy_compute_j is shared
+    assert report.train_loss is not writable and not report.train_loss.flags.writeable
+    writable[0] = 7.0
+    assert report.train_loss[0] == 1.0
+    view = np.arange(6.0)[::2]
+    view.setflags(write=False)  # read-only, but a view of a writable array: copied
+    plan = RoundPlan(np.ones(3, dtype=bool), 1, 0, view)
+    assert plan.power_w.base is None and not plan.power_w.flags.writeable
