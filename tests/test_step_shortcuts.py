@@ -137,7 +137,11 @@ def test_large_scale_cache_follows_mobility_and_restore() -> None:
     _assert_same_array(cell.channel_gain, gain)
     assert not np.array_equal(moved, large)
     for clone in (copy.deepcopy(cell), pickle.loads(pickle.dumps(cell))):
+        # A copy's arrays come back writable: its caches are recomputed, read-only again.
+        for cached in (clone.distance_m, clone.large_scale_gain, clone.channel_gain):
+            assert not cached.flags.writeable
         _assert_same_array(clone.large_scale_gain, large)
+        _assert_same_array(clone.channel_gain, gain)
         clone.advance(np.random.default_rng(5))
         _assert_same_array(clone.large_scale_gain, fresh(clone)[1])
 

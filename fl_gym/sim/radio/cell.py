@@ -349,10 +349,25 @@ class CellState:
         cell's dynamics make one every round)."""
         state = object.__new__(CellState)
         values = vars(state)
-        values.update(vars(self))
-        for name, value in changes.items():
-            values[name] = _readonly(value)
+        for name, value in vars(self).items():
+            # Unchanged arrays pass as they are, unless a copy of the cell made them writable.
+            values[name] = _readonly(changes.get(name, value))
         return state
+
+
+def _still_valid(cached: tuple[np.ndarray, ...] | None, *keys: np.ndarray) -> bool:
+    """Whether ``cached`` (its key arrays, then what was computed from them) still holds: the
+    state's arrays are replaced, never written, so the same read-only objects are the same
+    values. A copied or unpickled cell's arrays come back writable: then it is recomputed."""
+    if cached is None:
+        return False
+    for key, kept in zip(keys, cached, strict=False):
+        if kept is not key or key.flags.writeable:
+            return False
+    for value in cached[len(keys) :]:
+        if value.flags.writeable:
+            return False
+    return True
 
 
 # -- the cell ----------------------------------------------------------------------------------
@@ -407,13 +422,8 @@ class WirelessCell:
         change of the positions or the shadowing."""
         state = self._require_state()
         cached = self._large_scale_cache
-        # The state's arrays are immutable and replaced, never written: identity is a safe key.
-        if (
-            cached is not None
-            and cached[0] is state.positions_m
-            and cached[1] is state.shadowing_db
-        ):
-            return cached[2], cached[3]
+        if _still_valid(cached, state.positions_m, state.shadowing_db):
+            return cached[2], cached[3]  # type: ignore[index]
         cfg = self.config
         radius = np.hypot(*state.positions_m.T)
         distance_m = np.maximum(radius, cfg.min_distance_m)
@@ -458,14 +468,8 @@ class WirelessCell:
         """``(K,)`` effective power gain ``10^(-(PL + shadowing) / 10) ||h||^2`` (MRC)."""
         state = self._require_state()
         cached = self._gain_cache
-        # The state's arrays are immutable and replaced, never written: identity is a safe key.
-        if (
-            cached is not None
-            and cached[0] is state.fading
-            and cached[1] is state.positions_m
-            and cached[2] is state.shadowing_db
-        ):
-            return cached[3]
+        if _still_valid(cached, state.fading, state.positions_m, state.shadowing_db):
+            return cached[3]  # type: ignore[index]
         h = state.fading
         gain = self.large_scale_gain * np.sum(h.real**2 + h.imag**2, axis=1)
         gain.setflags(write=False)
