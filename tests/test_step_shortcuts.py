@@ -137,7 +137,10 @@ def test_large_scale_cache_follows_mobility_and_restore() -> None:
     _assert_same_array(cell.channel_gain, gain)
     assert not np.array_equal(moved, large)
     for clone in (copy.deepcopy(cell), pickle.loads(pickle.dumps(cell))):
-        # A copy's arrays come back writable: its caches are recomputed, read-only again.
+        # A copy's arrays come back writable from numpy: the state's are made read-only
+        # again, the caches are recomputed.
+        for f in fields(CellState):
+            assert not getattr(clone.snapshot(), f.name).flags.writeable
         for cached in (clone.distance_m, clone.large_scale_gain, clone.channel_gain):
             assert not cached.flags.writeable
         _assert_same_array(clone.large_scale_gain, large)

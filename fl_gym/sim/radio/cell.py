@@ -349,10 +349,19 @@ class CellState:
         cell's dynamics make one every round)."""
         state = object.__new__(CellState)
         values = vars(state)
-        for name, value in vars(self).items():
-            # Unchanged arrays pass as they are, unless a copy of the cell made them writable.
-            values[name] = _readonly(changes.get(name, value))
+        values.update(vars(self))
+        for name, value in changes.items():
+            values[name] = _readonly(value)
         return state
+
+    def __setstate__(self, state: dict[str, np.ndarray]) -> None:
+        # A deep copy or an unpickled state gets fresh arrays, writable: read-only again, as
+        # the constructor made them (they belong to this state alone).
+        values = vars(self)
+        values.update(state)
+        for value in values.values():
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
 
 
 def _still_valid(cached: tuple[np.ndarray, ...] | None, *keys: np.ndarray) -> bool:
