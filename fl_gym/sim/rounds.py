@@ -1115,7 +1115,8 @@ def aggregate_rounds(
         ]
     out: list[dict[str, Any] | None] = [None] * len(feds)
     uses: dict[int, np.ndarray] = {}
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    # Plain FedAvg rounds by model size, then by number of used rows.
+    groups: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
     for e, (fed, pending, delivery) in enumerate(zip(feds, pendings, deliveries, strict=True)):
         if _plain_fedavg(fed, pending, delivery):
             use = delivery.arrived & pending.finite
@@ -1126,15 +1127,12 @@ def aggregate_rounds(
                 continue
             if num_used <= _BATCHED_FEDAVG_MAX_ROWS:
                 uses[e] = use
-                groups[(num_used, fed.num_params)].append(e)
+                groups[fed.num_params][num_used].append(e)
                 continue
         out[e] = aggregate_round(fed, pending, delivery)
-    for members in groups.values():
-        if len(members) == 1:
-            e = members[0]
-            out[e] = aggregate_round(feds[e], pendings[e], deliveries[e])
-            continue
-        steps = _fedavg_steps(feds, pendings, uses, members)
+    for by_rows in groups.values():
+        members = [e for group in by_rows.values() for e in group]
+        steps = _fedavg_steps(feds, pendings, uses, list(by_rows.values()))
         for e, step in zip(members, steps, strict=True):
             fed, pending, delivery = feds[e], pendings[e], deliveries[e]
             if step is None:  # fedavg_trusted hands this round to fedavg
@@ -1167,46 +1165,63 @@ def _fedavg_steps(
     feds: Sequence[Federation],
     pendings: Sequence[PendingUpdates],
     uses: dict[int, np.ndarray],
-    members: list[int],
+    groups: list[list[int]],
 ) -> list[tuple[torch.Tensor, float] | None]:
-    """Per member (rounds with the same number of used rows and model size), the server's step
-    ``fedavg_trusted(rows, weights).aggregate * server_learning_rate`` and its norm, or ``None``
-    where ``fedavg_trusted`` would hand the round to ``fedavg``; each value the one the round's
-    own computation gives (the weights normalised row by row as ``w / w.max()`` then
-    ``w / w.sum()``, the weighted sums one ``bmm``, whose rows equal ``w @ X`` up to
-    :data:`_BATCHED_FEDAVG_MAX_ROWS` rows)."""
+    """Per member of ``groups`` in order (rounds of one model size, each group of one number of
+    used rows), the server's step ``fedavg_trusted(rows, weights).aggregate *
+    server_learning_rate`` and its norm, or ``None`` where ``fedavg_trusted`` would hand the
+    round to ``fedavg``.
+
+    Each value is the one the round's own computation gives: all rows are gathered at once, each
+    group's weights are normalised row by row as ``w / w.max()`` then ``w / w.sum()`` and summed
+    with its rows in one ``bmm`` (whose rows equal ``w @ X`` up to
+    :data:`_BATCHED_FEDAVG_MAX_ROWS` rows), into one tensor of all steps.
+    """
+    members = [e for group in groups for e in group]
     rows = [np.flatnonzero(uses[e]) for e in members]
     x = _gather_rows([pendings[e].updates for e in members], rows)
-    w = torch.from_numpy(
-        np.stack(
-            [
-                feds[e].client_weights.numpy()[pendings[e].client_ids[r]]
-                for e, r in zip(members, rows, strict=True)
-            ]
-        )
+    weights = np.concatenate(
+        [
+            feds[e].client_weights.numpy()[pendings[e].client_ids[r]]
+            for e, r in zip(members, rows, strict=True)
+        ]
     )
-    largest = w.amax(dim=1, keepdim=True)
-    w = w / largest
-    w = w / w.sum(dim=1, keepdim=True)
-    aggregate = torch.bmm(w.unsqueeze(1), x).squeeze(1)
+    aggregate = torch.empty((len(members), x.shape[1]), dtype=x.dtype)
+    first = row = 0
+    for group in groups:
+        num_rounds, num_used = len(group), rows[first].shape[0]
+        end = row + num_rounds * num_used
+        w = torch.from_numpy(weights[row:end]).view(num_rounds, num_used)
+        w = w / w.amax(dim=1, keepdim=True)
+        w = w / w.sum(dim=1, keepdim=True)
+        torch.bmm(
+            w.unsqueeze(1),
+            x[row:end].view(num_rounds, num_used, -1),
+            out=aggregate[first : first + num_rounds].unsqueeze(1),
+        )
+        first, row = first + num_rounds, end
     rates = [feds[e].config.server_learning_rate for e in members]
     if all(rate == rates[0] for rate in rates):
         step = aggregate * rates[0]
     else:
         step = aggregate * torch.tensor(rates, dtype=aggregate.dtype).unsqueeze(1)
-    ok = (
-        torch.isfinite(x.sum(dim=2)).all(dim=1)
-        & (largest.squeeze(1) > 0)
-        & torch.isfinite(aggregate).all(dim=1)
-    )
     norms = torch.linalg.vector_norm(step, dim=1).tolist()
-    return [(step[g], norms[g]) if good else None for g, good in enumerate(ok.tolist())]
+    # fedavg_trusted's tests: every row sum finite (the same sums as alone), the largest weight
+    # positive and the aggregate finite, the last through its step's norm, which is not finite
+    # where an entry is not (an overflow of the norm alone sends the round to aggregate_round,
+    # which answers as fedavg_trusted does).
+    starts = np.cumsum([0] + [r.shape[0] for r in rows[:-1]])
+    finite = np.logical_and.reduceat(torch.isfinite(x.sum(dim=1)).numpy(), starts).tolist()
+    positive = (np.maximum.reduceat(weights, starts) > 0).tolist()
+    return [
+        (step[g], norm) if finite[g] and positive[g] and math.isfinite(norm) else None
+        for g, norm in enumerate(norms)
+    ]
 
 
 def _gather_rows(updates: Sequence[torch.Tensor], rows: Sequence[np.ndarray]) -> torch.Tensor:
-    """``torch.stack([u[r] for u, r in zip(updates, rows)])`` (every ``r`` of one length), in
-    one ``index_select`` where the updates are row blocks of one tensor (as the compression
-    stage hands them over)."""
+    """``torch.cat([u[r] for u, r in zip(updates, rows)])``, in one ``index_select`` where the
+    updates are row blocks of one tensor (as the compression stage hands them over)."""
     base = updates[0]._base
     starts = []
     if base is not None and base.dim() == 2 and base.is_contiguous():
@@ -1226,7 +1241,7 @@ def _gather_rows(updates: Sequence[torch.Tensor], rows: Sequence[np.ndarray]) ->
         gathered = base.index_select(0, torch.from_numpy(index))
     else:
         gathered = torch.cat([u[torch.from_numpy(r)] for u, r in zip(updates, rows, strict=True)])
-    return gathered.view(len(updates), rows[0].shape[0], -1)
+    return gathered
 
 
 def _straggler_rows(
