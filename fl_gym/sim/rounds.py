@@ -13,9 +13,11 @@ batch of E), runs through :func:`run_rounds`::
                                        (OverTheAir, BroadbandAnalog in fl_gym.sim.broadband),
                                        with energy, latency and losses; then the cell's
                                        model broadcast (with_downlink), where it is on
-    aggregate  aggregate_round         the server's rule over the updates that arrived (or the
-                                       aggregate the channel already formed) moves the model;
-                                       then UpdateTransform.after_aggregate (server-side noise)
+    aggregate  aggregate_rounds        the server's rule over the updates that arrived (or the
+                                       aggregate the channel already formed) moves the model
+                                       (plain FedAvg rounds batched, the rest through
+                                       aggregate_round); then UpdateTransform.after_aggregate
+                                       (server-side noise)
     evaluate   evaluate_models         all new global models on their test sets, batched
     conclude   conclude_round          the round's RoundReport; the channel moves on
 
@@ -1102,13 +1104,14 @@ def aggregate_rounds(
     Returns:
         Each round's report fields but the evaluation.
     """
+    if len(feds) == 1 == len(pendings) == len(deliveries):  # a batch of one: nothing to share
+        return [aggregate_round(feds[0], pendings[0], deliveries[0])]
     if not (len(feds) == len(pendings) == len(deliveries)):
         raise ValueError(
             f"federations, pendings and deliveries must have one entry each, got {len(feds)}, "
             f"{len(pendings)} and {len(deliveries)}"
         )
-    if len(feds) < 2 or len({id(fed) for fed in feds}) < len(feds):
-        # A batch of one has nothing to share; a federation listed twice aggregates in order.
+    if len({id(fed) for fed in feds}) < len(feds):  # a federation listed twice: in order
         return [
             aggregate_round(fed, pending, delivery)
             for fed, pending, delivery in zip(feds, pendings, deliveries, strict=True)
