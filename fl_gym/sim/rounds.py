@@ -1069,11 +1069,11 @@ def _round_fields(
 
 
 _BATCHED_FEDAVG_MAX_ROWS = 7
-"""The most used rows ``S`` of a round whose weighted sum joins one ``bmm`` with other rounds of
-as many rows: up to 7 rows, every ``(S,)`` by ``(S, d)`` product of a batch equals the round's
-own ``w @ X`` bit for bit; from 8 rows on, MKL's batched product takes another kernel and the
-last bit of some sums differs (measured on float32 over d = 1..6000 and 16 rounds a batch), so
-those rounds aggregate on their own."""
+"""The most used rows ``S`` of a round whose weighted sum joins one ``bmm`` with the other rounds
+of as many rows: up to 7 rows, every ``(S,)`` by ``(S, d)`` product of a batch equals the
+round's own ``w @ X`` bit for bit (measured on float32 for d = 1..6000, 1 to 64 rounds a batch,
+rows at any offset); from 8 rows on, MKL's batched product (2 rounds or more) takes another
+kernel and the last bit of some sums differs, so those rounds aggregate on their own."""
 
 
 def aggregate_rounds(
@@ -1087,14 +1087,16 @@ def aggregate_rounds(
     A round is plain FedAvg when its digital transport left the aggregation to the server
     (``delivery.aggregate is None``), it drops stragglers (no late updates), its server's rule
     is :func:`~fl_gym.sim.learning.aggregation.fedavg_trusted` (``FederationConfig.aggregator
-    = "fedavg"``), and its model is float32 on the CPU. Such rounds with the same number of
-    used rows ``S`` (at most :data:`_BATCHED_FEDAVG_MAX_ROWS`) and model size share one gather
-    of their rows, one weight normalisation and one ``bmm``; each round's step, norm and fields
-    are those :func:`aggregate_round` gives it alone, bit for bit (the same kernels row by row).
-    A round that ``fedavg_trusted`` would hand to ``fedavg`` (a row sum that overflows, weights
-    that sum to zero, an aggregate that overflows) and every other round (robust rules, stale
-    or coded stragglers, analog aggregates, more rows) runs :func:`aggregate_round` on its
-    own, in batch order. Each federation's new global model is a tensor of its own.
+    = "fedavg"``; a rule an environment sets on the federation is another object), and its
+    model is float32 on the CPU. The plain FedAvg rounds of one model size with at most
+    :data:`_BATCHED_FEDAVG_MAX_ROWS` used rows share one gather of their rows and one
+    computation of their steps and norms; those with the same number of used rows share one
+    weight normalisation and one ``bmm``. Each round's step, norm and fields are those
+    :func:`aggregate_round` gives it alone, bit for bit (the same kernels row by row). A round
+    that ``fedavg_trusted`` would hand to ``fedavg`` (a row sum that overflows, weights that
+    sum to zero, an aggregate that overflows) and every other round (robust rules, stale or
+    coded stragglers, analog aggregates, more rows) runs :func:`aggregate_round` on its own,
+    in batch order. Each federation's new global model is a tensor of its own.
 
     Args:
         feds: The federations.
