@@ -10,13 +10,19 @@ minimum time is the estimate of each one's cost on a shared machine) and the rat
 torch and the BLAS libraries run on one thread. ``--profile`` prints a cProfile listing of the
 native env's steps.
 
-``--floor`` measures the compute floor instead: the time the native env spends in its batched
-products (``aten::bmm`` / ``aten::baddbmm`` of local training and evaluation, summed by
-``torch.profiler``), which no restructuring of the Python around them removes, and the ratio to
-SyncVectorEnv that the native env would reach if everything else cost nothing.
+``--floor`` measures the compute floor instead: the time the native env (and, for comparison,
+SyncVectorEnv) spends in its batched products (``aten::bmm`` / ``aten::baddbmm`` of local
+training and evaluation, summed by ``torch.profiler``), which no restructuring of the Python
+around them removes, and the ratio to SyncVectorEnv that the native env would reach if
+everything else cost nothing.
+
+``--stages`` times the stages of a vector step instead, for SyncVectorEnv and the native env
+side by side (wall time per vector step, best of ``--blocks`` blocks): the round pipeline's
+stage functions and the environments' own work (decoding, resets, the observation), each timed
+where it is entered first (a stage inside another is counted in the outer one).
 
 Run: ``python benchmarks/bench_vector_env.py [--envs 4 16 64] [--steps 30] [--blocks 5]
-[--floor]``.
+[--floor | --stages]``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import cProfile  # noqa: E402
+import functools  # noqa: E402
 import platform  # noqa: E402
 import pstats  # noqa: E402
 import time  # noqa: E402
@@ -37,6 +45,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import fl_gym  # noqa: E402
+from fl_gym.envs.wireless_fl import env as wireless_env  # noqa: E402
+from fl_gym.sim import rounds  # noqa: E402
 
 TARGET_RATIO = 4.0
 ENV_IDS = ("fl_gym/WirelessFL-v0", "fl_gym/ClientSelection-v0")
@@ -81,11 +91,13 @@ def measure(
 PRODUCT_OPS = ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "aten::matmul")
 
 
-def product_ms(env_id: str, num_envs: int, steps: int, num_threads: int = 1) -> float:
+def product_ms(
+    env_id: str, num_envs: int, steps: int, num_threads: int = 1, mode: str = "vector_entry_point"
+) -> float:
     """Milliseconds per native vector step spent inside the batched products (their own CPU
     time, as ``torch.profiler`` records it, its few microseconds per call included: the floor
     is overstated a little, never understated), after one warm-up block."""
-    vec = gym.make_vec(env_id, num_envs=num_envs, num_threads=num_threads)
+    vec = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, num_threads=num_threads)
     vec.reset(seed=0)
     space = vec.action_space
     space.seed(0)
@@ -105,22 +117,113 @@ def product_ms(env_id: str, num_envs: int, steps: int, num_threads: int = 1) -> 
 
 def floor_table(ids: list[str], envs: list[int], steps: int, blocks: int, threads: int) -> None:
     print(
-        "| env | E | SyncVectorEnv (ms / E env steps) | native (ms / vector step) | "
-        "batched products (ms) | products' share | ratio | ceiling (products only) |"
+        "| env | E | SyncVectorEnv (ms / E env steps) | its products (ms) | native (ms / vector "
+        "step) | its products (ms) | products' share | ratio | ceiling (products only) |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for env_id in ids:
         for num_envs in envs:
             r = measure(env_id, num_envs, steps, blocks, threads)
             sync_ms = 1000.0 * num_envs / r["sync"]
             native_ms = 1000.0 * num_envs / r["vector_entry_point"]
+            sync_products = product_ms(env_id, num_envs, steps, threads, mode="sync")
             products = product_ms(env_id, num_envs, steps, threads)
             print(
-                f"| {env_id} | {num_envs} | {sync_ms:.1f} | {native_ms:.1f} | {products:.1f} | "
-                f"{100 * products / native_ms:.0f}% | {r['ratio']:.2f}x | "
-                f"{sync_ms / products:.1f}x |",
+                f"| {env_id} | {num_envs} | {sync_ms:.1f} | {sync_products:.1f} | "
+                f"{native_ms:.1f} | {products:.1f} | {100 * products / native_ms:.0f}% | "
+                f"{r['ratio']:.2f}x | {sync_ms / products:.1f}x |",
                 flush=True,
             )
+
+
+STAGES = (
+    (rounds.DigitalUplink, "start", "start (validate, seed)"),
+    (rounds, "train_rounds", "train"),
+    (rounds, "compress_rounds", "compress"),
+    (rounds.DigitalUplink, "deliver", "transport"),
+    (rounds, "aggregate_round", "aggregate"),
+    (rounds, "evaluate_models", "evaluate"),
+    (rounds, "conclude_round", "conclude"),
+    (wireless_env.WirelessFLEnv, "decode_action", "decode actions"),
+    (wireless_env.WirelessFLEnv, "_finish_step", "reward, info, observe"),
+    (wireless_env, "observe_many", "reward, info, observe"),
+    (wireless_env.WirelessFLEnv, "reset", "autoresets"),
+)
+"""``(owner, attribute, label)`` of the functions ``--stages`` times. The pipeline calls its
+stage functions through the module (and the transport through its class), so patching the
+attribute times every call."""
+
+
+@contextlib.contextmanager
+def _stage_timers(totals: dict[str, float]):
+    """Wrap every function of :data:`STAGES` in a timer adding its wall time to ``totals``
+    (outermost call only); the originals are restored on exit."""
+    active = [False]
+    saved = []
+
+    def timed(fn, label):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if active[0]:
+                return fn(*args, **kwargs)
+            active[0] = True
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+                active[0] = False
+
+        return wrapper
+
+    try:
+        for owner, name, label in STAGES:
+            original = owner.__dict__[name]
+            saved.append((owner, name, original))
+            fn = original.__func__ if isinstance(original, staticmethod) else original
+            setattr(owner, name, timed(fn, label))
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+def stage_table(env_id: str, num_envs: int, steps: int, blocks: int, threads: int) -> None:
+    """Per-stage milliseconds per vector step of both vector envs (best block of each)."""
+    results = {}
+    for mode in MODES:
+        vec = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, num_threads=threads)
+        vec.reset(seed=0)
+        vec.action_space.seed(0)
+        actions = [vec.action_space.sample() for _ in range(steps * (blocks + 1))]
+        for action in actions[:steps]:
+            vec.step(action)
+        best: tuple[float, dict[str, float]] = (float("inf"), {})
+        for block in range(1, blocks + 1):
+            totals: dict[str, float] = {}
+            with _stage_timers(totals):
+                start = time.perf_counter()
+                for action in actions[block * steps : (block + 1) * steps]:
+                    vec.step(action)
+                elapsed = time.perf_counter() - start
+            if elapsed < best[0]:
+                best = (elapsed, totals)
+        vec.close()
+        elapsed, totals = best
+        totals["the rest"] = elapsed - sum(totals.values())
+        totals["whole step"] = elapsed
+        results[mode] = {label: 1000.0 * value / steps for label, value in totals.items()}
+    print(f"{env_id}, E = {num_envs}, {threads} thread(s): ms per vector step")
+    print()
+    print("| stage | SyncVectorEnv | native | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    labels = [*dict.fromkeys(label for _, _, label in STAGES), "the rest", "whole step"]
+    for label in labels:
+        sync = results["sync"].get(label, 0.0)
+        native = results["vector_entry_point"].get(label, 0.0)
+        ratio = f"{sync / native:.2f}x" if native > 0.005 else "-"
+        print(f"| {label} | {sync:.2f} | {native:.2f} | {ratio} |", flush=True)
+    print()
 
 
 def profile(env_id: str, num_envs: int, steps: int) -> None:
@@ -147,6 +250,7 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="the batched products' time and the ceiling ratio"
     )
+    parser.add_argument("--stages", action="store_true", help="per-stage time of both vector envs")
     parser.add_argument(
         "--threads", type=int, default=1, help="the environments' torch threads (num_threads)"
     )
@@ -161,6 +265,11 @@ def main() -> None:
     print()
     if args.floor:
         floor_table(args.ids, args.envs, args.steps, args.blocks, args.threads)
+        return
+    if args.stages:
+        for env_id in args.ids:
+            for num_envs in args.envs:
+                stage_table(env_id, num_envs, args.steps, args.blocks, args.threads)
         return
     print("| env | E | SyncVectorEnv (env steps/s) | native (env steps/s) | ratio |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -25,6 +25,8 @@ from fl_gym.sim.learning.compression import (
     TernGrad,
     Threshold,
     TopK,
+    _keep_top_k,
+    _top_k_values,
     num_kept,
     parse_compressor,
 )
@@ -802,3 +804,21 @@ def test_dgc_keeps_its_momentum_correction_and_masking() -> None:
     assert int(sent.sum()) == 2 * 3
     assert not bool(out.residual[sent].any()) and not bool(out.momentum[sent].any())
     torch.testing.assert_close(out.momentum[~sent], u_new[~sent], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("k", [1, 3, 17, 40])
+def test_top_k_values_keep_the_entries_of_the_top_k_mask(k: int) -> None:
+    """The gather/scatter top-k keeps, bit for bit, the entries the mask of ``_keep_top_k``
+    keeps (ties, signed zeros and repeated magnitudes included), zeros elsewhere."""
+    gen = torch.Generator().manual_seed(k)
+    x = torch.randn(12, 40, generator=gen)
+    x[0] = 0.0  # every magnitude tied
+    x[1, ::2] = -0.0
+    x[2] = torch.tensor([1.0, -1.0] * 20)  # ties of opposite signs at every boundary
+    x[3, :5] = 1e-30
+    x[4] = torch.round(x[4])  # repeated magnitudes
+    sparse, mask = _keep_top_k(x, k)
+    values = _top_k_values(x, k)
+    assert torch.equal(values, sparse)
+    assert torch.equal(values.view(torch.int32), sparse.view(torch.int32))  # signed zeros too
+    assert int(mask.sum(dim=1).min()) == int(mask.sum(dim=1).max()) == k

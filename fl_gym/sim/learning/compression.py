@@ -427,6 +427,14 @@ def _keep_top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(mask, x, torch.zeros_like(x)), mask
 
 
+def _top_k_values(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` largest-magnitude entries of every row of ``x`` in place, zeros elsewhere: the
+    values of :func:`_keep_top_k` (the same entries kept), gathered and scattered rather than
+    selected through a ``(K, d)`` mask."""
+    idx = x.abs().topk(k, dim=1, sorted=False).indices
+    return torch.zeros_like(x).scatter_(1, idx, x.gather(1, idx))
+
+
 def _uniform(like: torch.Tensor, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     """Uniform [0, 1) draws of ``like``'s shape, made on the generator's device."""
     draws = torch.rand(like.shape, generator=generator, device=generator.device, dtype=dtype)
@@ -492,8 +500,7 @@ class TopK(Compressor):
     ) -> Encoding:
         d = x.shape[1]
         k = num_kept(self.ratio, d)
-        reconstructed, _ = _keep_top_k(x, k)
-        return Encoding(reconstructed, sparse_bits(_full_bits(x, k), d))
+        return Encoding(_top_k_values(x, k), sparse_bits(_full_bits(x, k), d))
 
 
 @dataclass(frozen=True)
@@ -969,7 +976,7 @@ class SparseQSGD(Compressor):
         assert generator is not None  # checked in compress()
         d, s = x.shape[1], self.levels
         k = num_kept(self.ratio, d)
-        sparse, _ = _keep_top_k(x, k)
+        sparse = _top_k_values(x, k)
         quantised = QSGD(s)._encode(sparse, generator, round_index).reconstructed
         per_value = 1 + _ceil_log2(s + 1)
         bits = _full_bits(x, FLOAT_BITS + k * per_value + min(k * _ceil_log2(d), d))
