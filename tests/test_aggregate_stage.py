@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fl_gym.sim import Federation, FederationConfig, make_federated_dataset
+from fl_gym.sim import Federation, FederationConfig, make_federated_dataset, rounds
 from fl_gym.sim.learning.aggregation import get_aggregator
 from fl_gym.sim.plan import RoundPlan
 from fl_gym.sim.rounds import (
@@ -23,6 +23,21 @@ from fl_gym.sim.rounds import (
 )
 
 NUM_CLIENTS = 12
+
+
+@pytest.fixture
+def batched_rounds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of rounds each call of the batched FedAvg computation took (a test that never
+    reaches it would compare aggregate_round with itself)."""
+    calls: list[int] = []
+    original = rounds._fedavg_steps
+
+    def spy(feds: Any, pendings: Any, uses: Any, groups: list[list[int]]) -> Any:
+        calls.append(sum(len(group) for group in groups))
+        return original(feds, pendings, uses, groups)
+
+    monkeypatch.setattr(rounds, "_fedavg_steps", spy)
+    return calls
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +141,9 @@ KINDS = (
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_batched_stage_equals_each_round_alone(bases: dict[str, Federation], seed: int) -> None:
+def test_batched_stage_equals_each_round_alone(
+    bases: dict[str, Federation], seed: int, batched_rounds: list[int]
+) -> None:
     """Mixed batches over four rounds: FedAvg rounds of every row count (the batched ones and
     those over the batched limit), empty rounds, diverged rows, robust rules, stale stragglers,
     analog aggregates and rounds that FedAvg hands to its checked form; params, fields and
@@ -168,6 +185,7 @@ def test_batched_stage_equals_each_round_alone(bases: dict[str, Federation], see
             fa.round_index += 1
     pointers = {fed.params.untyped_storage().data_ptr() for fed in batched}
     assert len(pointers) == len(batched)
+    assert sum(batched_rounds) >= 8  # most plain FedAvg rounds took the batched path
 
 
 def _plain_rounds(
@@ -210,7 +228,9 @@ def _plain_rounds(
     return pendings, deliveries
 
 
-def test_every_row_count_and_model_size_batches_exactly(bases: dict[str, Federation]) -> None:
+def test_every_row_count_and_model_size_batches_exactly(
+    bases: dict[str, Federation], batched_rounds: list[int]
+) -> None:
     """Every row count up to the batched limit and beyond, in groups of 2..16 plain FedAvg
     rounds of both model sizes, rows at every offset of one block: bit for bit as alone."""
     rng = np.random.default_rng(7)
@@ -218,7 +238,11 @@ def test_every_row_count_and_model_size_batches_exactly(bases: dict[str, Federat
         batched = [_variant(bases, "fedavg", rng) for _ in range(int(rng.integers(2, 17)))]
         alone = copy.deepcopy(batched)
         pendings, deliveries = _plain_rounds(batched, num_used, rng)
+        batched_rounds.clear()
         got = aggregate_rounds(batched, pendings, deliveries)
+        # Up to the limit every round is batched; beyond it none is.
+        expected = len(batched) if num_used <= _BATCHED_FEDAVG_MAX_ROWS else 0
+        assert sum(batched_rounds) == expected, num_used
         for fb, fa, p, d, g in zip(batched, alone, pendings, deliveries, got, strict=True):
             w = aggregate_round(fa, p, d)
             assert torch.equal(fb.params, fa.params), num_used
