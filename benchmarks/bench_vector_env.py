@@ -141,7 +141,7 @@ STAGES = (
     (rounds, "train_rounds", "train"),
     (rounds, "compress_rounds", "compress"),
     (rounds.DigitalUplink, "deliver", "transport"),
-    (rounds, "aggregate_round", "aggregate"),
+    (rounds, "aggregate_rounds", "aggregate"),
     (rounds, "evaluate_models", "evaluate"),
     (rounds, "conclude_round", "conclude"),
     (wireless_env.WirelessFLEnv, "decode_action", "decode actions"),

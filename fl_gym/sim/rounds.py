@@ -13,9 +13,11 @@ batch of E), runs through :func:`run_rounds`::
                                        (OverTheAir, BroadbandAnalog in fl_gym.sim.broadband),
                                        with energy, latency and losses; then the cell's
                                        model broadcast (with_downlink), where it is on
-    aggregate  aggregate_round         the server's rule over the updates that arrived (or the
-                                       aggregate the channel already formed) moves the model;
-                                       then UpdateTransform.after_aggregate (server-side noise)
+    aggregate  aggregate_rounds        the server's rule over the updates that arrived (or the
+                                       aggregate the channel already formed) moves the model
+                                       (plain FedAvg rounds batched, the rest through
+                                       aggregate_round); then UpdateTransform.after_aggregate
+                                       (server-side noise)
     evaluate   evaluate_models         all new global models on their test sets, batched
     conclude   conclude_round          the round's RoundReport; the channel moves on
 
@@ -42,6 +44,7 @@ import numpy as np
 import torch
 
 from fl_gym.sim.learning.adversary import ByzantineTransform, UpdateMonitor
+from fl_gym.sim.learning.aggregation import fedavg_trusted
 from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
 from fl_gym.sim.learning.models import BatchedMLP
 from fl_gym.sim.learning.privacy import SampleLevelDP
@@ -62,6 +65,7 @@ __all__ = [
     "Transport",
     "UpdateTransform",
     "aggregate_round",
+    "aggregate_rounds",
     "compress_rounds",
     "evaluate_models",
     "run_rounds",
@@ -990,7 +994,6 @@ def aggregate_round(fed: Federation, pending: PendingUpdates, delivery: Delivery
     finite updates that arrived (a robust rule may reject some); with an analog one the channel
     already formed the aggregate. Either way the step is scaled by the server learning rate.
     """
-    k = fed.num_clients
     num = pending.client_ids.shape[0]
     use = delivery.arrived & pending.finite
     update_norm = 0.0
@@ -1020,6 +1023,20 @@ def aggregate_round(fed: Federation, pending: PendingUpdates, delivery: Delivery
             num_rejected += int(result.num_rejected)
         if delivery.late_rounds is not None:
             _store_late(fed, pending, delivery.late_rounds)
+    return _round_fields(fed, pending, delivery, accepted, num_rejected, update_norm)
+
+
+def _round_fields(
+    fed: Federation,
+    pending: PendingUpdates,
+    delivery: Delivery,
+    accepted: np.ndarray,
+    num_rejected: int,
+    update_norm: float,
+) -> dict[str, Any]:
+    """Record who took part and whose update was aggregated (``accepted``, per pending row);
+    the round's report fields but the evaluation."""
+    k = fed.num_clients
     delivered = np.zeros(k, dtype=bool)
     delivered[pending.client_ids[accepted]] = True
     fed.record_participation(pending.client_ids, delivered)
@@ -1049,6 +1066,187 @@ def aggregate_round(fed: Federation, pending: PendingUpdates, delivery: Delivery
     if delivery.aggregation_mse is not None:
         fields["aggregation_mse"] = delivery.aggregation_mse
     return fields
+
+
+_BATCHED_FEDAVG_MAX_ROWS = 7
+"""The most used rows ``S`` of a round whose weighted sum joins one ``bmm`` with the other rounds
+of as many rows: up to 7 rows, every ``(S,)`` by ``(S, d)`` product of a batch equals the
+round's own ``w @ X`` bit for bit (measured on float32 for d = 1..6000, 1 to 64 rounds a batch,
+rows at any offset); from 8 rows on, MKL's batched product (2 rounds or more) takes another
+kernel and the last bit of some sums differs, so those rounds aggregate on their own."""
+
+
+def aggregate_rounds(
+    feds: Sequence[Federation],
+    pendings: Sequence[PendingUpdates],
+    deliveries: Sequence[Delivery],
+) -> list[dict[str, Any]]:
+    """The aggregation stage of a batch of rounds: :func:`aggregate_round` of every federation,
+    the plain FedAvg rounds batched.
+
+    A round is plain FedAvg when its digital transport left the aggregation to the server
+    (``delivery.aggregate is None``), it drops stragglers (no late updates), its server's rule
+    is :func:`~fl_gym.sim.learning.aggregation.fedavg_trusted` (``FederationConfig.aggregator
+    = "fedavg"``; a rule an environment sets on the federation is another object), and its
+    model is float32 on the CPU. The plain FedAvg rounds of one model size with at most
+    :data:`_BATCHED_FEDAVG_MAX_ROWS` used rows share one gather of their rows and one
+    computation of their steps and norms; those with the same number of used rows share one
+    weight normalisation and one ``bmm``. Each round's step, norm and fields are those
+    :func:`aggregate_round` gives it alone, bit for bit (the same kernels row by row). A round
+    that ``fedavg_trusted`` would hand to ``fedavg`` (a row sum that overflows, weights that
+    sum to zero, an aggregate that overflows) and every other round (robust rules, stale or
+    coded stragglers, analog aggregates, more rows) runs :func:`aggregate_round` on its own,
+    in batch order. Each federation's new global model is a tensor of its own.
+
+    Args:
+        feds: The federations.
+        pendings: Each round's updates after compression.
+        deliveries: What each round's transport delivered.
+
+    Returns:
+        Each round's report fields but the evaluation.
+    """
+    if len(feds) == 1 == len(pendings) == len(deliveries):  # a batch of one: nothing to share
+        return [aggregate_round(feds[0], pendings[0], deliveries[0])]
+    if not (len(feds) == len(pendings) == len(deliveries)):
+        raise ValueError(
+            f"federations, pendings and deliveries must have one entry each, got {len(feds)}, "
+            f"{len(pendings)} and {len(deliveries)}"
+        )
+    if len({id(fed) for fed in feds}) < len(feds):  # a federation listed twice: in order
+        return [
+            aggregate_round(fed, pending, delivery)
+            for fed, pending, delivery in zip(feds, pendings, deliveries, strict=True)
+        ]
+    out: list[dict[str, Any] | None] = [None] * len(feds)
+    uses: dict[int, np.ndarray] = {}
+    # Plain FedAvg rounds by model size, then by number of used rows.
+    groups: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for e, (fed, pending, delivery) in enumerate(zip(feds, pendings, deliveries, strict=True)):
+        if _plain_fedavg(fed, pending, delivery):
+            use = delivery.arrived & pending.finite
+            num_used = int(np.count_nonzero(use))
+            if num_used == 0:
+                num_rejected = int(np.count_nonzero(delivery.arrived & ~pending.finite))
+                out[e] = _round_fields(fed, pending, delivery, use, num_rejected, 0.0)
+                continue
+            if num_used <= _BATCHED_FEDAVG_MAX_ROWS:
+                uses[e] = use
+                groups[fed.num_params][num_used].append(e)
+                continue
+        out[e] = aggregate_round(fed, pending, delivery)
+    for by_rows in groups.values():
+        members = [e for group in by_rows.values() for e in group]
+        steps = _fedavg_steps(feds, pendings, uses, list(by_rows.values()))
+        for e, step in zip(members, steps, strict=True):
+            fed, pending, delivery = feds[e], pendings[e], deliveries[e]
+            if step is None:  # fedavg_trusted hands this round to fedavg
+                out[e] = aggregate_round(fed, pending, delivery)
+                continue
+            update, update_norm = step
+            fed.params = fed.params + update
+            num_rejected = int(np.count_nonzero(delivery.arrived & ~pending.finite))
+            out[e] = _round_fields(fed, pending, delivery, uses[e], num_rejected, update_norm)
+    return out  # type: ignore[return-value]
+
+
+def _plain_fedavg(fed: Federation, pending: PendingUpdates, delivery: Delivery) -> bool:
+    """Whether the round aggregates as plain FedAvg of float32 CPU rows (see
+    :func:`aggregate_rounds`)."""
+    return (
+        delivery.aggregate is None
+        and delivery.late_rounds is None
+        and fed.config.stragglers == "drop"
+        and fed.aggregator is fedavg_trusted
+        and fed.params.dtype == torch.float32
+        and fed.params.device.type == "cpu"
+        and pending.updates.dtype == torch.float32
+        and pending.updates.device.type == "cpu"
+        and fed.client_weights.dtype == torch.float32
+    )
+
+
+def _fedavg_steps(
+    feds: Sequence[Federation],
+    pendings: Sequence[PendingUpdates],
+    uses: dict[int, np.ndarray],
+    groups: list[list[int]],
+) -> list[tuple[torch.Tensor, float] | None]:
+    """Per member of ``groups`` in order (rounds of one model size, each group of one number of
+    used rows), the server's step ``fedavg_trusted(rows, weights).aggregate *
+    server_learning_rate`` and its norm, or ``None`` where ``fedavg_trusted`` would hand the
+    round to ``fedavg``.
+
+    Each value is the one the round's own computation gives: all rows are gathered at once, each
+    group's weights are normalised row by row as ``w / w.max()`` then ``w / w.sum()`` and summed
+    with its rows in one ``bmm`` (whose rows equal ``w @ X`` up to
+    :data:`_BATCHED_FEDAVG_MAX_ROWS` rows), into one tensor of all steps.
+    """
+    members = [e for group in groups for e in group]
+    rows = [np.flatnonzero(uses[e]) for e in members]
+    x = _gather_rows([pendings[e].updates for e in members], rows)
+    weights = np.concatenate(
+        [
+            feds[e].client_weights.numpy()[pendings[e].client_ids[r]]
+            for e, r in zip(members, rows, strict=True)
+        ]
+    )
+    aggregate = torch.empty((len(members), x.shape[1]), dtype=x.dtype)
+    first = row = 0
+    for group in groups:
+        num_rounds, num_used = len(group), rows[first].shape[0]
+        end = row + num_rounds * num_used
+        w = torch.from_numpy(weights[row:end]).view(num_rounds, num_used)
+        w = w / w.amax(dim=1, keepdim=True)
+        w = w / w.sum(dim=1, keepdim=True)
+        torch.bmm(
+            w.unsqueeze(1),
+            x[row:end].view(num_rounds, num_used, -1),
+            out=aggregate[first : first + num_rounds].unsqueeze(1),
+        )
+        first, row = first + num_rounds, end
+    rates = [feds[e].config.server_learning_rate for e in members]
+    if all(rate == rates[0] for rate in rates):
+        step = aggregate * rates[0]
+    else:
+        step = aggregate * torch.tensor(rates, dtype=aggregate.dtype).unsqueeze(1)
+    norms = torch.linalg.vector_norm(step, dim=1).tolist()
+    # fedavg_trusted's tests: every row sum finite (the same sums as alone), the largest weight
+    # positive and the aggregate finite, the last through its step's norm, which is not finite
+    # where an entry is not (an overflow of the norm alone sends the round to aggregate_round,
+    # which answers as fedavg_trusted does).
+    starts = np.cumsum([0] + [r.shape[0] for r in rows[:-1]])
+    finite = np.logical_and.reduceat(torch.isfinite(x.sum(dim=1)).numpy(), starts).tolist()
+    positive = (np.maximum.reduceat(weights, starts) > 0).tolist()
+    return [
+        (step[g], norm) if finite[g] and positive[g] and math.isfinite(norm) else None
+        for g, norm in enumerate(norms)
+    ]
+
+
+def _gather_rows(updates: Sequence[torch.Tensor], rows: Sequence[np.ndarray]) -> torch.Tensor:
+    """``torch.cat([u[r] for u, r in zip(updates, rows)])``, in one ``index_select`` where the
+    updates are row blocks of one tensor (as the compression stage hands them over)."""
+    base = updates[0]._base
+    starts = []
+    if base is not None and base.dim() == 2 and base.is_contiguous():
+        width = base.shape[1]
+        for u in updates:
+            offset = u.storage_offset() - base.storage_offset()
+            if not (
+                u._base is base
+                and u.is_contiguous()
+                and u.shape[1] == width
+                and offset % width == 0
+            ):
+                break
+            starts.append(offset // width)
+    if len(starts) == len(updates):
+        index = np.concatenate([s + r for s, r in zip(starts, rows, strict=True)])
+        gathered = base.index_select(0, torch.from_numpy(index))
+    else:
+        gathered = torch.cat([u[torch.from_numpy(r)] for u, r in zip(updates, rows, strict=True)])
+    return gathered
 
 
 def _straggler_rows(
@@ -1340,10 +1538,7 @@ class RoundPipeline:
             with_downlink(fed, start, delivery)
             for fed, start, delivery in zip(feds, starts, deliveries, strict=True)
         ]
-        fields = [
-            aggregate_round(fed, pending, delivery)
-            for fed, pending, delivery in zip(feds, pendings, deliveries, strict=True)
-        ]
+        fields = aggregate_rounds(feds, pendings, deliveries)
         for transform in self.transforms:
             # Virtual subclasses (registered learning-side transforms) may not have the hook.
             after_aggregate = getattr(transform, "after_aggregate", None)
