@@ -367,7 +367,8 @@ class CellState:
 def _still_valid(cached: tuple[np.ndarray, ...] | None, *keys: np.ndarray) -> bool:
     """Whether ``cached`` (its key arrays, then what was computed from them) still holds: the
     state's arrays are replaced, never written, so the same read-only objects are the same
-    values. A copied or unpickled cell's arrays come back writable: then it is recomputed."""
+    values. A copied or unpickled cell's cached arrays come back writable: then it is
+    recomputed."""
     if cached is None:
         return False
     for key, kept in zip(keys, cached, strict=False):
