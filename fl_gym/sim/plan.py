@@ -89,11 +89,7 @@ class RoundPlan:
                 raise ValueError(f"power_w must have shape ({num},), got shape {power.shape}")
             if not np.isfinite(power).all() or (power < 0).any():
                 raise ValueError(f"power_w must be finite and >= 0 W, got {power.tolist()}")
-            power = _readonly(np.where(sel, power, 0.0))
-        object.__setattr__(self, "selected", _readonly(sel))
-        object.__setattr__(self, "local_steps", _readonly(np.where(sel, steps, 0)))
-        object.__setattr__(self, "compression", _readonly(np.where(sel, levels, 0)))
-        object.__setattr__(self, "power_w", power)
+        self._store(sel, steps, levels, power)
 
     @classmethod
     def _trusted(
@@ -113,9 +109,21 @@ class RoundPlan:
             power_w: Finite powers ``>= 0``, a float64 ``(K,)`` array, or ``None``.
         """
         plan = object.__new__(cls)
+        plan._store(selected, local_steps, compression, power_w)
+        return plan
+
+    def _store(
+        self,
+        selected: np.ndarray,
+        local_steps: np.ndarray | int,
+        compression: np.ndarray | int,
+        power_w: np.ndarray | None,
+    ) -> None:
+        """Set the fields from valid knobs: a private copy of the mask, every knob zero where a
+        client is not selected, all read-only (``np.where`` gives fresh arrays: no second
+        copy)."""
         selected = selected.copy()
         selected.setflags(write=False)
-        # np.where gives fresh arrays: read-only at once, no second copy.
         steps = np.where(selected, local_steps, 0).astype(np.int64, copy=False)
         levels = np.where(selected, compression, 0).astype(np.int64, copy=False)
         steps.setflags(write=False)
@@ -123,11 +131,10 @@ class RoundPlan:
         if power_w is not None:
             power_w = np.where(selected, power_w, 0.0)
             power_w.setflags(write=False)
-        object.__setattr__(plan, "selected", selected)
-        object.__setattr__(plan, "local_steps", steps)
-        object.__setattr__(plan, "compression", levels)
-        object.__setattr__(plan, "power_w", power_w)
-        return plan
+        object.__setattr__(self, "selected", selected)
+        object.__setattr__(self, "local_steps", steps)
+        object.__setattr__(self, "compression", levels)
+        object.__setattr__(self, "power_w", power_w)
 
     @property
     def num_clients(self) -> int:
