@@ -134,8 +134,7 @@ def _uplink_arrays(
     # A battery that cannot pay for all of it pays compute first, then as much airtime as is
     # left; the device then stops with an empty battery.
     depleted = transmitted & (compute_j + transmit_j > battery)
-    any_depleted = bool(depleted.any())
-    if any_depleted:  # otherwise every step of this branch keeps its input as it is
+    if depleted.any():  # otherwise every step of this branch keeps its input as it is
         short_compute = depleted & (compute_j >= battery)
         compute_s = np.where(
             short_compute,
@@ -152,16 +151,12 @@ def _uplink_arrays(
         )
         transmit_j = np.where(depleted, np.where(short_compute, 0.0, left_j), transmit_j)
 
-    finished = transmitted & ~straggler
-    if any_depleted:
-        finished &= ~depleted
+    finished = transmitted & ~straggler & ~depleted
     packet_lost = finished & (draws < q)
     delivered = finished & ~packet_lost
 
     spent_j = compute_j + transmit_j
-    new_battery = np.maximum(battery - spent_j, 0.0)
-    if any_depleted:
-        new_battery = np.where(depleted, 0.0, new_battery)
+    new_battery = np.where(depleted, 0.0, np.maximum(battery - spent_j, 0.0))
     latency_s = compute_s + transmit_s
     fields = dict(
         selected=sel,
