@@ -780,8 +780,8 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     )
     with np.errstate(divide="ignore"):
         snr_db = 10.0 * np.log10(snr)
-    # Every environment's flat row in one buffer: its devices matrix row-major, then its server
-    # entries; ``devices`` and ``server`` are views of it.
+    # Both arrays of every environment in one buffer (views of it), so that the NaN pass, the
+    # clip and the cast below run once.
     rows = np.zeros((n, k * num_device_features + len(SERVER_FEATURES)), dtype=np.float64)
     devices = rows[:, : k * num_device_features].reshape(n, k, num_device_features)
     server = rows[:, k * num_device_features :]
@@ -829,10 +829,12 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     # bounds and the clip do, in fewer passes).
     rows[np.isnan(rows)] = 0.0
     rows32 = np.clip(rows, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
-    if all(env.obs_mode == "flat" for env in envs):
-        return [rows32[e] for e in range(n)]
     devices32 = rows32[:, : k * num_device_features].reshape(n, k, num_device_features)
     servers32 = rows32[:, k * num_device_features :]
+    if all(env.obs_mode == "flat" for env in envs):
+        # The flat layout is flatten_observation's alone.
+        flat = flatten_observation({"devices": devices32, "server": servers32})
+        return [flat[e] for e in range(n)]
     return [
         env._format_observation({"devices": devices32[e], "server": servers32[e]})
         for e, env in enumerate(envs)
