@@ -126,3 +126,46 @@ def test_train_updates_on_one_thread_and_restores(
     assert torch.get_num_threads() == caller_threads
     train("fl_gym/AggregationFrequency-v0", "ppo", 8, num_threads=None, **kwargs)
     assert seen == [1, 1, caller_threads]
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_single_blas_thread_scopes_and_restores() -> None:
+    from threadpoolctl import threadpool_limits
+
+    from fl_gym.sim.threads import single_blas_thread
+
+    with threadpool_limits(3, user_api="blas"):
+        with single_blas_thread():
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {3}
+
+
+def test_beamformer_design_independent_of_blas_threads() -> None:
+    """The SLSQP refinement gave other bits on other OpenBLAS thread counts (measured: 8 of 24
+    designs of an OverTheAirFL-v0 episode differed between 1 and 2 threads), so the same seed
+    gave another trajectory under ``OMP_NUM_THREADS=1`` or on a machine with more cores."""
+    from threadpoolctl import threadpool_limits
+
+    from fl_gym.sim.radio.over_the_air import receive_beamformer
+
+    designs: dict[int, list[np.ndarray]] = {}
+    for threads in (1, 2, 4, 8):
+        draws = np.random.default_rng(7)
+        with threadpool_limits(threads, user_api="blas"):
+            designs[threads] = []
+            for _ in range(12):
+                k, n = int(draws.integers(3, 11)), 4
+                h = draws.normal(size=(k, n)) + 1j * draws.normal(size=(k, n))
+                h *= 10.0 ** draws.uniform(-6.0, -4.0, size=(k, 1))
+                design = receive_beamformer(h, draws.uniform(10.0, 200.0, size=k))
+                designs[threads].append(
+                    np.concatenate([design.beamformer.view(np.float64), [design.min_gain]])
+                )
+    for threads in (2, 4, 8):
+        for one, other in zip(designs[1], designs[threads], strict=True):
+            assert np.array_equal(one, other), f"{threads} BLAS threads changed the design"

@@ -10,6 +10,12 @@ inside it and restores the caller's count afterwards, so a user's own torch work
 algorithm's update, another model) keeps whatever it chose. Environments, vector environments,
 controllers that train networks and :func:`fl_gym.agents.train` take ``num_threads`` (default
 :data:`DEFAULT_NUM_THREADS`; ``None`` leaves torch's setting alone).
+
+BLAS is a different matter: a few numpy/scipy computations (the SLSQP refinement of the
+over-the-air beamformer) give other bits on another number of OpenBLAS threads, so a trajectory
+would depend on the machine's core count or on ``OMP_NUM_THREADS``. :func:`single_blas_thread`
+runs such a computation on one BLAS thread, whatever the process set, so that the same seed and
+actions give the same trajectory everywhere.
 """
 
 from __future__ import annotations
@@ -20,8 +26,15 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
+from threadpoolctl import ThreadpoolController
 
-__all__ = ["DEFAULT_NUM_THREADS", "check_num_threads", "torch_threads", "with_torch_threads"]
+__all__ = [
+    "DEFAULT_NUM_THREADS",
+    "check_num_threads",
+    "single_blas_thread",
+    "torch_threads",
+    "with_torch_threads",
+]
 
 DEFAULT_NUM_THREADS = 1
 """Intra-op threads fl_gym's computations use unless told otherwise."""
@@ -70,3 +83,21 @@ def with_torch_threads(method: _F) -> _F:
             return method(self, *args, **kwargs)
 
     return scoped  # type: ignore[return-value]
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    # Built on first use, when numpy's and scipy's BLAS libraries are loaded; inspecting the
+    # process's libraries once instead of at every call.
+    return ThreadpoolController()
+
+
+@contextmanager
+def single_blas_thread() -> Iterator[None]:
+    """Run the body with every loaded BLAS library on one thread, then restore their counts.
+
+    For numpy/scipy computations whose bits depend on the BLAS thread count (a threaded BLAS
+    splits some reductions by thread). torch's own threads are :func:`torch_threads`' business.
+    """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield

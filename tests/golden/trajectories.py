@@ -7,7 +7,7 @@ comes back is kept: observations, rewards, terminated / truncated flags, every n
 ``info`` (nested dicts flattened to ``a.b`` keys), and for the FL environments the global model's
 parameters at the end. ``tests/test_golden.py`` replays the same calls and compares bit for bit:
 a change of dynamics must bump the environment's version and re-record (``python
-tests/golden/trajectories.py``), a restructuring must leave these files untouched.
+tests/golden/trajectories.py [ID ...]``), a restructuring must leave these files untouched.
 """
 
 from __future__ import annotations
@@ -151,12 +151,17 @@ def record(name: str) -> dict[str, np.ndarray]:
     return record_parallel(name) if name in PARALLEL else record_gymnasium(name)
 
 
-def main() -> None:
-    for name in names():
+def main(selected: list[str]) -> None:
+    """Record the named environments (``python tests/golden/trajectories.py fl_gym/X-v0``), or
+    every one when none is named."""
+    unknown = sorted(set(selected) - set(names()))
+    if unknown:
+        raise SystemExit(f"unknown environments {unknown}; known: {names()}")
+    for name in selected or names():
         data = record(name)
         np.savez_compressed(file_for(name), __machine__=np.array(machine()), **data)
         print(f"{file_for(name).name}: {len(data)} arrays")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

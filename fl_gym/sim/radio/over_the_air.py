@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 
 from fl_gym.sim.config import check_int
+from fl_gym.sim.threads import single_blas_thread
 
 __all__ = [
     "BeamformerDesign",
@@ -518,14 +519,17 @@ def _refine_max_min(g: np.ndarray, start: np.ndarray) -> np.ndarray:
     z0 = np.concatenate([start.real, start.imag, [start_value]])
     objective_gradient = np.zeros(2 * n + 1)
     objective_gradient[-1] = -1.0
-    solution = minimize(
-        lambda z: -z[-1],
-        z0,
-        jac=lambda z: objective_gradient,
-        constraints=[{"type": "ineq", "fun": constraints, "jac": constraints_jacobian}],
-        method="SLSQP",
-        options={"maxiter": 200, "ftol": 1e-12},
-    )
+    # SLSQP's iterates depend in the last bits on the BLAS thread count; one thread makes the
+    # design, and so the environment's trajectory, the same on every machine.
+    with single_blas_thread():
+        solution = minimize(
+            lambda z: -z[-1],
+            z0,
+            jac=lambda z: objective_gradient,
+            constraints=[{"type": "ineq", "fun": constraints, "jac": constraints_jacobian}],
+            method="SLSQP",
+            options={"maxiter": 200, "ftol": 1e-12},
+        )
     m = split(solution.x)
     norm = np.linalg.norm(m)
     return m / norm if np.isfinite(norm) and norm > 0.0 else start
