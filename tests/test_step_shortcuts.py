@@ -4,7 +4,8 @@ A step skips work its own code already did or that cannot change anything: a dec
 plan is not validated twice, the large-scale gain is kept until the positions or the shadowing
 move, the battery-depletion branch of the uplink runs only when a battery runs out, records keep
 arrays that are already read-only. Each test here computes the same values the long way and
-compares them bit for bit (dtype and read-only flags included).
+compares them bit for bit (dtype and read-only flags included); the uplink, whose long way
+would be a copy of its code, is held to its conservation laws instead.
 """
 
 from __future__ import annotations
@@ -175,71 +176,73 @@ def _uplink_inputs(k: int, seed: int, battery_j: np.ndarray) -> dict[str, object
     )
 
 
-def _uplink_long_way(cfg: WirelessConfig, i: dict[str, object]) -> dict[str, np.ndarray]:
-    """The depletion branch taken unconditionally (a battery running out or not)."""
-    power, size_bits = i["power"], i["size_bits"]
-    steps, cpu_hz, battery = i["steps"], i["cpu_hz"], i["battery"]
-    fields_, _, _ = _uplink_arrays(cfg, **i)
-    transmitted = fields_["transmitted"]
-    p = np.where(transmitted, power, 0.0)
-    cycles = np.where(transmitted, cfg.cycles_per_sample * i["batch_size"] * steps, 0.0)
-    compute_need_s = cycles / cpu_hz
-    compute_need_j = cfg.effective_capacitance * cycles * cpu_hz**2
-    compute_power_w = cfg.effective_capacitance * cpu_hz**3
-    rate = fields_["rate_bps"]
-    needs_air = transmitted & (size_bits > 0)
-    with np.errstate(over="ignore"):
-        transmit_need_s = np.divide(
-            size_bits, rate, out=np.where(needs_air, np.inf, 0.0), where=needs_air & (rate > 0)
-        )
-    deadline = cfg.deadline_s
-    straggler = transmitted & (compute_need_s + transmit_need_s > deadline)
-    compute_s = np.minimum(compute_need_s, deadline)
-    compute_j = np.where(compute_need_s <= deadline, compute_need_j, compute_power_w * deadline)
-    transmit_s = np.minimum(transmit_need_s, deadline - compute_s)
-    transmit_j = p * transmit_s
-    depleted = transmitted & (compute_j + transmit_j > battery)
-    short_compute = depleted & (compute_j >= battery)
-    compute_s = np.where(
-        short_compute,
-        np.divide(battery, compute_power_w, out=np.zeros_like(battery), where=short_compute),
-        compute_s,
-    )
-    compute_j = np.where(short_compute, battery, compute_j)
-    left_j = battery - compute_j
-    short_transmit = depleted & ~short_compute
-    transmit_s = np.where(
-        short_transmit,
-        np.divide(left_j, p, out=np.zeros_like(p), where=short_transmit),
-        np.where(short_compute, 0.0, transmit_s),
-    )
-    transmit_j = np.where(depleted, np.where(short_compute, 0.0, left_j), transmit_j)
-    finished = transmitted & ~straggler & ~depleted
-    packet_lost = finished & (i["draws"] < fields_["packet_error_prob"])
-    return dict(
-        straggler=straggler,
-        battery_depleted=depleted,
-        delivered=finished & ~packet_lost,
-        packet_lost=packet_lost,
-        compute_time_s=compute_s,
-        compute_energy_j=compute_j,
-        transmit_time_s=transmit_s,
-        transmit_energy_j=transmit_j,
-        latency_s=compute_s + transmit_s,
-        new_battery=np.where(depleted, 0.0, np.maximum(battery - (compute_j + transmit_j), 0.0)),
-    )
-
-
-@pytest.mark.parametrize("battery_j", [1.0, 2e-3, 1e-4])
-def test_uplink_without_depletion_skips_only_an_identity(battery_j: float) -> None:
+@pytest.mark.parametrize("battery_j", [1.0, 2e-3, 1e-4, None])
+def test_uplink_conserves_energy_and_time_with_and_without_depletion(
+    battery_j: float | None,
+) -> None:
+    """What the uplink reports obeys its own physics whichever branch ran: compute energy is
+    compute power times compute time, radio energy is transmit power times air time, a device
+    spends at most its battery (all of it if the battery ran out) and at most the deadline, the
+    new battery is the old one less what was spent, and a delivered device did its whole job.
+    ``None`` mixes ample and tiny batteries in one call, so both kinds of device meet."""
     cfg = WirelessConfig(deadline_s=0.05)
-    for seed in range(20):
-        inputs = _uplink_inputs(8, seed, np.full(8, battery_j))
+    depleted_seen = 0
+    for seed in range(40):
+        k = 8
+        if battery_j is None:
+            battery = np.where(np.random.default_rng(seed + 100).random(k) < 0.5, 1.0, 1e-4)
+        else:
+            battery = np.full(k, battery_j)
+        inputs = _uplink_inputs(k, seed, battery)
         got, new_battery, _ = _uplink_arrays(cfg, **inputs)
-        want = _uplink_long_way(cfg, inputs)
-        _assert_same_array(new_battery, want.pop("new_battery"))
-        for name, value in want.items():
-            _assert_same_array(got[name], value)
+        sent = got["transmitted"]
+        power, cpu = inputs["power"], inputs["cpu_hz"]
+        compute_power = cfg.effective_capacitance * cpu**3
+        close = dict(rtol=1e-12, atol=0.0)
+        # Devices that did not transmit spend nothing and keep their battery.
+        for name in ("compute_time_s", "compute_energy_j", "transmit_time_s", "transmit_energy_j"):
+            assert np.all(got[name][~sent] == 0.0), name
+        np.testing.assert_array_equal(new_battery[~sent], battery[~sent])
+        # Energy is power times time, on every branch.
+        np.testing.assert_allclose(
+            got["compute_energy_j"], compute_power * got["compute_time_s"], **close
+        )
+        np.testing.assert_allclose(
+            got["transmit_energy_j"], power * got["transmit_time_s"], **close
+        )
+        spent = got["compute_energy_j"] + got["transmit_energy_j"]
+        assert np.all(spent <= battery * (1 + 1e-12))
+        assert np.all(got["latency_s"] <= cfg.deadline_s * (1 + 1e-12))
+        np.testing.assert_array_equal(
+            got["latency_s"], got["compute_time_s"] + got["transmit_time_s"]
+        )
+        # A depleted device spends its whole battery and ends at zero; the others pay as they go.
+        out = got["battery_depleted"]
+        depleted_seen += int(out.sum())
+        np.testing.assert_allclose(spent[out], battery[out], **close)
+        assert np.all(new_battery[out] == 0.0)
+        np.testing.assert_allclose(
+            new_battery[sent & ~out], (battery - spent)[sent & ~out], **close
+        )
+        # Depletion happens exactly when the job, cut at the deadline, costs more than the battery.
+        cycles = cfg.cycles_per_sample * inputs["batch_size"] * inputs["steps"]
+        full_compute_s = cycles / cpu
+        capped_compute_s = np.minimum(full_compute_s, cfg.deadline_s)
+        rate = got["rate_bps"]
+        with np.errstate(divide="ignore"):
+            air_s = np.where(inputs["size_bits"] > 0, inputs["size_bits"] / rate, 0.0)
+        capped_air_s = np.minimum(air_s, cfg.deadline_s - capped_compute_s)
+        need_j = compute_power * capped_compute_s + power * capped_air_s
+        np.testing.assert_array_equal(out, sent & (need_j > battery * (1 + 1e-9)))
+        # A delivered or lost packet means the whole job was done in time.
+        done = got["delivered"] | got["packet_lost"]
+        np.testing.assert_allclose(got["compute_time_s"][done], full_compute_s[done], **close)
+        np.testing.assert_allclose(got["transmit_time_s"][done], air_s[done], **close)
+        assert not np.any(done & (got["straggler"] | out))
+    if battery_j == 1.0:
+        assert depleted_seen == 0
+    elif battery_j == 1e-4:
+        assert depleted_seen > 0
 
 
 def test_uplink_records_are_read_only_and_leave_the_callers_arrays_alone() -> None:
