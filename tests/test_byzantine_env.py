@@ -143,15 +143,39 @@ def test_existing_env_terminates_on_a_diverged_model():
     assert "diverged" not in info and "diverged" not in info["reward_terms"]
 
 
-@settings(max_examples=12, deadline=None)
+# The round's other paths an attacked update can take: compressed (top-k with error feedback,
+# QSGD, sign), late and merged later (stale stragglers), or decoded from parity (coded).
+ROUND_SETTINGS = {
+    "plain": {},
+    "top-k": {"default_compression": 1},
+    "qsgd": {"default_compression": 2},
+    "sign": {"default_compression": 3},
+    "stale stragglers": {
+        "wireless.bandwidth_hz": 1e6,
+        "wireless.deadline_s": 0.3,
+        "wireless.edge_fraction": 0.5,
+        "learning.stragglers": "stale",
+    },
+    "coded stragglers": {
+        "learning.model": "logreg",
+        "wireless.bandwidth_hz": 2e5,
+        "wireless.deadline_s": 0.1,
+        "wireless.edge_fraction": 0.5,
+        "learning.stragglers": "coded",
+    },
+}
+
+
+@settings(max_examples=24, deadline=None)
 @given(
     attack=st.sampled_from(ATTACKS),
     fraction=st.sampled_from([0.1, 0.4, 0.9, 1.0]),
     scale=st.sampled_from([None, 3e38, -3e38, 1e-30, 0.0, 1e12]),
     redraw=st.booleans(),
+    setting=st.sampled_from(sorted(ROUND_SETTINGS)),
     seed=st.integers(0, 2**16),
 )
-def test_no_nan_reaches_an_observation_or_reward(attack, fraction, scale, redraw, seed):
+def test_no_nan_reaches_an_observation_or_reward(attack, fraction, scale, redraw, setting, seed):
     config = {
         "num_devices": 4,
         "adversary.attack": attack,
@@ -159,6 +183,7 @@ def test_no_nan_reaches_an_observation_or_reward(attack, fraction, scale, redraw
         "adversary.scale": scale,
         "adversary.redraw": redraw,
         "server_knows_byzantine": True,
+        **ROUND_SETTINGS[setting],
     }
     env = gym.make(ENV_ID, config=config, max_episode_steps=4)
     env.action_space.seed(seed)

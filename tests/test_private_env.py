@@ -134,3 +134,30 @@ def test_reset_without_dp_accounting_says_how_to_install_it(
     env = gym.make(ENV_ID)
     with pytest.raises(ImportError, match=r"pip install 'dp-accounting"):
         env.reset(seed=0)
+
+
+@pytest.mark.parametrize("preset", ["central", "distributed", "over-the-air", "sample-level"])
+@pytest.mark.parametrize("corner", ["low", "high", "alternating"])
+def test_extreme_actions_keep_observations_and_rewards_finite(preset: str, corner: str) -> None:
+    """The corners of the action box: the smallest and largest noise multiplier and clip norm,
+    every device at the lowest or highest power and compression, with a learning rate (1e30)
+    at which local training blows up (training losses near 1e29, updates that overflow and
+    must be dropped). No NaN or inf may reach what the agent sees."""
+    config = {"learning.learning_rate": 1e30}
+    env = gym.make(ENV_ID, preset=preset, config=config, max_episode_steps=6)
+    low, high = env.action_space.low, env.action_space.high
+    if corner == "low":
+        act = low
+    elif corner == "high":
+        act = high
+    else:
+        act = np.where(np.arange(low.size) % 2 == 0, low, high).astype(np.float32)
+    obs, _ = env.reset(seed=3)
+    for _ in range(6):
+        obs, reward, terminated, truncated, info = env.step(act)
+        assert env.observation_space.contains(obs)
+        assert all(np.all(np.isfinite(v)) for v in obs.values())
+        assert math.isfinite(reward)
+        assert not math.isnan(info["epsilon"])
+        if terminated or truncated:
+            break
