@@ -1445,7 +1445,7 @@ def _aligned_logits(
         w = make(f"weight{i}", batch, tuple(weight.shape[1:]), weight)
         w.copy_(weight)
         out = make(f"out{i}", batch, (num, weight.shape[2]), weight)
-        torch.baddbmm(bias.unsqueeze(1), h, w, out=out)
+        torch.baddbmm(bias, h, w, out=out)
         if i < num_layers - 1:
             out.relu_()
         h = out

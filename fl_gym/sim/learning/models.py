@@ -160,23 +160,28 @@ class BatchedMLP:
         return h
 
     def split(self, params: torch.Tensor) -> list[torch.Tensor]:
-        """Contiguous per-layer tensors ``[W_0 (K, in, out), b_0 (K, out), W_1, b_1, ...]``.
+        """Contiguous per-layer tensors ``[W_0 (K, in, out), b_0 (K, 1, out), W_1, b_1, ...]``.
 
         Training works on these (every gradient product writes a contiguous tensor) and
-        :meth:`merge` packs them back into ``(K, P)``.
+        :meth:`merge` packs them back into ``(K, P)``. Biases carry a unit middle axis so that
+        they broadcast over a batch's examples as they are, with no view made at every step.
         """
-        return [t.contiguous() for pair in self._unpack(params) for t in pair]
+        out = []
+        for w, b in self._unpack(params):
+            out.append(w.contiguous())
+            out.append(b.unsqueeze(1).contiguous())
+        return out
 
     def split_repeated(self, params: torch.Tensor, num: int) -> list[torch.Tensor]:
         """:meth:`split` of ``params (P,)`` repeated ``num`` times, with one copy per tensor."""
         out = []
         for layer in self._layers:
             w = params[layer.weight_offset : layer.bias_offset].view(1, layer.fan_in, layer.fan_out)
-            b = params[layer.bias_offset : layer.end].view(1, layer.fan_out)
+            b = params[layer.bias_offset : layer.end].view(1, 1, layer.fan_out)
             # clone, not contiguous(): for num == 1 the expanded view is already contiguous and
             # contiguous() would hand back the global parameters themselves.
             out.append(w.expand(num, -1, -1).clone(memory_format=torch.contiguous_format))
-            out.append(b.expand(num, -1).clone(memory_format=torch.contiguous_format))
+            out.append(b.expand(num, -1, -1).clone(memory_format=torch.contiguous_format))
         return out
 
     def merge(self, tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -220,7 +225,7 @@ class BatchedMLP:
         activations = [x]
         h = x
         for i in range(num_layers):
-            h = torch.baddbmm(tensors[2 * i + 1].unsqueeze(1), h, tensors[2 * i])
+            h = torch.baddbmm(tensors[2 * i + 1], h, tensors[2 * i])
             if i < num_layers - 1:
                 h = h.relu_()
                 activations.append(h)
@@ -246,17 +251,15 @@ class BatchedMLP:
         self, tensors: list[torch.Tensor], activations: list[torch.Tensor], delta: torch.Tensor
     ) -> list[torch.Tensor]:
         """Per-layer gradients from the gradient ``delta`` of the loss w.r.t. the outputs."""
-        num_layers = len(self._layers)
-        grads: list[torch.Tensor] = [torch.empty(0)] * (2 * num_layers)
-        for i in range(num_layers - 1, -1, -1):
+        pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # last layer first
+        for i in range(len(self._layers) - 1, -1, -1):
             a = activations[i]
-            grads[2 * i] = torch.bmm(a.transpose(1, 2), delta)
-            grads[2 * i + 1] = delta.sum(dim=1)
+            pairs.append((torch.bmm(a.transpose(1, 2), delta), delta.sum(dim=1, keepdim=True)))
             if i > 0:
                 delta = torch.bmm(delta, tensors[2 * i].transpose(1, 2))
                 # The ReLU derivative, fused (what autograd itself calls for relu).
                 delta = torch.ops.aten.threshold_backward(delta, a, 0)
-        return grads
+        return [grad for pair in reversed(pairs) for grad in pair]
 
     def layer_loss_and_clipped_grad(
         self, tensors: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, clip_norm: float
@@ -304,7 +307,7 @@ class BatchedMLP:
             # In place: every layer's error has already been propagated to the layer below.
             scaled = deltas[i].mul_(factor.unsqueeze(2))
             grads[2 * i] = torch.bmm(activations[i].transpose(1, 2), scaled)
-            grads[2 * i + 1] = scaled.sum(dim=1)
+            grads[2 * i + 1] = scaled.sum(dim=1, keepdim=True)
         return loss, grads, norms
 
     def evaluate(

@@ -256,11 +256,12 @@ def _sgd_loop(
     xs = data.x.index_select(0, flat).view(*all_idx.shape, -1)
     # (T, S, B) labels, or (T, S, B, C) regression targets.
     ys = data.y.index_select(0, flat).view(*all_idx.shape, *data.y.shape[1:])
-    for t in range(max_steps):
+    # unbind: every step's views in one call rather than two indexings per step.
+    for t, (xb, yb) in enumerate(zip(xs.unbind(0), ys.unbind(0), strict=True)):
         if privacy is None:
-            loss, grads = model.layer_loss_and_grad(tensors, xs[t], ys[t])
+            loss, grads = model.layer_loss_and_grad(tensors, xb, yb)
         else:
-            loss, grads = _private_grad(model, tensors, xs[t], ys[t], privacy, generator)
+            loss, grads = _private_grad(model, tensors, xb, yb, privacy, generator)
         if uniform:
             step_scale = None
             loss_sum.add_(loss)
