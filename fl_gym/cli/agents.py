@@ -176,6 +176,25 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _machine() -> str:
+    """The machine in words, CPU model first: episodes replay bit for bit only on the same CPU
+    model and builds (another one's vector units round the batched products differently)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, torch {torch.__version__}"
+    )
+
+
 def _suite_command(args: argparse.Namespace, seeds: str) -> str:
     """The command line that plays these episodes, written in the leaderboard's header."""
     parts = ["fl-gym bench", f"--suite {args.suite}"]
@@ -197,7 +216,6 @@ def run_suite_bench(args: argparse.Namespace) -> int:
     its plot, and prints the leaderboard.
     """
     import datetime
-    import platform
     from pathlib import Path
 
     from fl_gym._console import progress_enabled
@@ -259,8 +277,7 @@ def run_suite_bench(args: argparse.Namespace) -> int:
         info = RunInfo(
             command=_suite_command(args, seed_text),
             date=datetime.date.today().isoformat(),
-            machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
-            f"{platform.python_version()}",
+            machine=_machine(),
             suite=args.suite,
             seeds=seeds,
             tasks=[
