@@ -21,8 +21,10 @@ side by side (wall time per vector step, best of ``--blocks`` blocks): the round
 stage functions and the environments' own work (decoding, resets, the observation), each timed
 where it is entered first (a stage inside another is counted in the outer one).
 
+``--device cuda`` runs both vector envs' environments on a GPU (the steps/s table).
+
 Run: ``python benchmarks/bench_vector_env.py [--envs 4 16 64] [--steps 30] [--blocks 5]
-[--floor | --stages]``.
+[--floor | --stages] [--device cuda]``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,12 @@ MODES = ("sync", "vector_entry_point")
 
 
 def measure(
-    env_id: str, num_envs: int, steps: int, blocks: int, num_threads: int = 1
+    env_id: str,
+    num_envs: int,
+    steps: int,
+    blocks: int,
+    num_threads: int = 1,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """Best-block env steps per second of both vector envs (``num_envs * steps`` per block),
     their environments on ``num_threads`` torch threads."""
@@ -65,6 +72,7 @@ def measure(
             num_envs=num_envs,
             vectorization_mode=mode,
             num_threads=num_threads,
+            device=device,
         )
         vec.reset(seed=0)
         space = vec.action_space
@@ -78,6 +86,8 @@ def measure(
             start = time.perf_counter()
             for action in chunk:
                 vecs[mode].step(action)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()  # the observations already waited; to be sure
             elapsed = time.perf_counter() - start
             if block > 0:  # the first block warms up
                 best[mode] = min(best[mode], elapsed)
@@ -254,13 +264,19 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="the environments' torch threads (num_threads)"
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="the environments' torch device (e.g. cuda; the steps/s table only)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"torch {torch.__version__}, numpy {np.__version__}, gymnasium {gym.__version__}, "
         f"fl_gym {getattr(fl_gym, '__version__', '?')}; environments on {args.threads} torch "
-        "thread(s)"
+        f"thread(s), device {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "")
     )
     print()
     if args.floor:
@@ -276,7 +292,7 @@ def main() -> None:
     results = {}
     for env_id in args.ids:
         for num_envs in args.envs:
-            r = measure(env_id, num_envs, args.steps, args.blocks, args.threads)
+            r = measure(env_id, num_envs, args.steps, args.blocks, args.threads, args.device)
             results[(env_id, num_envs)] = r
             print(
                 f"| {env_id} | {num_envs} | {r['sync']:.0f} | {r['vector_entry_point']:.0f} | "
