@@ -47,8 +47,42 @@ PARALLEL = {
 }
 
 
-def file_for(name: str) -> Path:
-    return DIRECTORY / f"{name.replace('/', '_')}.npz"
+def file_for(name: str, kernel: str | None = None) -> Path:
+    """The recording of ``name``, or its variant for the OpenBLAS ``kernel`` family."""
+    stem = name.replace("/", "_")
+    return DIRECTORY / (f"{stem}.npz" if kernel is None else f"{stem}@{kernel}.npz")
+
+
+def variants(name: str) -> dict[str, Path]:
+    """The kernel variants recorded for ``name``: OpenBLAS kernel family -> file."""
+    stem = name.replace("/", "_")
+    return {p.stem.split("@", 1)[1]: p for p in sorted(DIRECTORY.glob(f"{stem}@*.npz"))}
+
+
+_SAME_KERNELS = {"Zen": "Haswell"}
+
+
+def blas_kernel() -> str:
+    """The OpenBLAS kernel family numpy and scipy run on (e.g. ``Haswell``, ``SkylakeX``).
+
+    The over-the-air beamformer's SLSQP refinement runs on it, and its iterates, so the
+    trajectory, follow the kernel's rounding: an AMD Zen machine (Haswell kernels) and an
+    Intel Xeon with AVX-512 (SkylakeX kernels) part after a few rounds. Where an environment is
+    that sensitive, a variant recorded under the other family (``OPENBLAS_CORETYPE=Haswell``)
+    sits beside the main file.
+    """
+    from threadpoolctl import threadpool_info
+
+    found = [
+        str(lib.get("architecture"))
+        for lib in threadpool_info()
+        if lib["internal_api"] == "openblas"
+    ]
+    # OpenBLAS's Zen target runs the Haswell kernels. Measured with the code before the beamformer
+    # ran on one BLAS thread: an AMD EPYC's recording and an Intel Xeon's replay agreed to 1e-5
+    # under OPENBLAS_CORETYPE=Haswell, and were 4e-4 apart under its own SkylakeX kernels.
+    kinds = sorted({_SAME_KERNELS.get(kind, kind) for kind in found})
+    return "+".join(kinds) or "none"
 
 
 def machine() -> str:
@@ -151,16 +185,23 @@ def record(name: str) -> dict[str, np.ndarray]:
     return record_parallel(name) if name in PARALLEL else record_gymnasium(name)
 
 
-def main(selected: list[str]) -> None:
+def main(args: list[str]) -> None:
     """Record the named environments (``python tests/golden/trajectories.py fl_gym/X-v0``), or
-    every one when none is named."""
+    every one when none is named; with ``--variant``, as the variant for this process's
+    OpenBLAS kernel family (e.g. under ``OPENBLAS_CORETYPE=Haswell``)."""
+    variant = "--variant" in args
+    selected = [a for a in args if a != "--variant"]
     unknown = sorted(set(selected) - set(names()))
     if unknown:
         raise SystemExit(f"unknown environments {unknown}; known: {names()}")
+    kernel = blas_kernel()
     for name in selected or names():
         data = record(name)
-        np.savez_compressed(file_for(name), __machine__=np.array(machine()), **data)
-        print(f"{file_for(name).name}: {len(data)} arrays")
+        path = file_for(name, kernel if variant else None)
+        np.savez_compressed(
+            path, __machine__=np.array(machine()), __blas__=np.array(kernel), **data
+        )
+        print(f"{path.name}: {len(data)} arrays")
 
 
 if __name__ == "__main__":
