@@ -88,6 +88,30 @@ def test_evaluation_stage_equals_the_model_alone_and_reuses_its_buffers() -> Non
             assert (loss, accuracy) == (float(want_loss), float(want_acc))
 
 
+def test_evaluation_cache_copies_only_the_test_sets_that_changed() -> None:
+    """A reset federation brings a new test set: the cached stack takes its rows in place (the
+    same buffer) and then equals a fresh stack; a test set of another shape restacks."""
+    feds = [_federation(s, cell=False)[0] for s in range(3)]
+    cache = EvaluationCache()
+    x, y = cache.get(feds)
+    other = _federation(11, cell=False)[0]
+    assert other.x_test.shape == feds[1].x_test.shape
+    assert not torch.equal(other.x_test, feds[1].x_test)
+    feds[1] = other
+    x2, y2 = cache.get(feds)
+    assert x2 is x and y2 is y
+    assert torch.equal(x2, torch.stack([f.x_test for f in feds]))
+    assert torch.equal(y2, torch.stack([f.y_test for f in feds]))
+    got = evaluate_models(feds, cache)
+    for fed, (loss, accuracy) in zip(feds, got, strict=True):
+        want_loss, want_acc = fed.model.evaluate(fed.params, fed.x_test, fed.y_test)
+        assert (loss, accuracy) == (float(want_loss), float(want_acc))
+    feds[2].x_test = feds[2].x_test[:-1]
+    feds[2].y_test = feds[2].y_test[:-1]
+    x3, _ = cache.get([feds[2], feds[2], feds[2]])
+    assert x3 is not x and x3.shape[1] == x.shape[1] - 1
+
+
 def test_aggregation_stage_is_the_weighted_mean_of_what_arrived() -> None:
     fed, rng = _federation(0, cell=False)
     plan = fed.plan(selected=[1, 3, 4, 6], local_steps=2)

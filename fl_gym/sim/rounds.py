@@ -1372,8 +1372,20 @@ class EvaluationCache:
     def get(self, feds: Sequence[Federation]) -> tuple[torch.Tensor, torch.Tensor]:
         key = tuple(fed.x_test for fed in feds)
         cached = self._cache.get(len(feds))
-        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
-            return cached[1], cached[2]
+        if cached is not None:
+            old_key, x, y = cached
+            changed = [e for e, (a, b) in enumerate(zip(old_key, key, strict=True)) if a is not b]
+            if not changed:
+                return x, y
+            if all(
+                key[e].shape == x.shape[1:] and feds[e].y_test.shape == y.shape[1:] for e in changed
+            ):
+                # Some federations were reset (new test sets of the same shape): copy theirs.
+                for e in changed:
+                    x[e].copy_(key[e])
+                    y[e].copy_(feds[e].y_test)
+                self._cache[len(feds)] = (key, x, y)
+                return x, y
         first = feds[0].x_test
         x = _aligned_rows(len(feds), tuple(first.shape), first)
         torch.stack([fed.x_test for fed in feds], out=x)
