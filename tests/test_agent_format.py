@@ -17,6 +17,7 @@ import torch
 from gymnasium import spaces
 
 import fl_gym
+from fl_gym._platform import cpu_model
 from fl_gym.agents import (
     DeviceSetPolicy,
     UntrustedAgentError,
@@ -292,14 +293,6 @@ ACTIONS_RECORDED_ON = "AMD EPYC"
 """The CPU model the first actions below were recorded on (as the golden trajectories were)."""
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        return ""
-
-
 @pytest.mark.parametrize(
     ("name", "first_action"),
     [
@@ -333,7 +326,7 @@ def test_shipped_agents_act_as_their_zip_files_did(name: str, first_action: list
     with torch_threads(1):
         action = agent.predict(obs)[0]
     want = np.array(first_action, dtype=np.float32)
-    if _cpu_model().startswith(ACTIONS_RECORDED_ON):
+    if cpu_model().startswith(ACTIONS_RECORDED_ON):
         np.testing.assert_array_equal(action, want)
     else:
         # Another CPU model rounds the float32 products differently (measured on an Intel Xeon:

@@ -183,14 +183,10 @@ def _machine() -> str:
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    from fl_gym._platform import cpu_model
+
     return (
-        f"{cpu}, {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, torch {torch.__version__}"
     )
 

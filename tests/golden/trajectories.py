@@ -12,7 +12,6 @@ tests/golden/trajectories.py [ID ...]``), a restructuring must leave these files
 
 from __future__ import annotations
 
-import platform
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 import fl_gym
+from fl_gym._platform import cpu_model
 from fl_gym.envs import uav_swarm_v0, vehicular_v1
 
 DIRECTORY = Path(__file__).resolve().parent
@@ -87,14 +87,8 @@ def blas_kernel() -> str:
 
 def machine() -> str:
     """What the bits depend on besides the code: CPU, torch and numpy builds."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
     python = sys.version.split()[0]
-    return f"{cpu} | torch {torch.__version__} | numpy {np.__version__} | python {python}"
+    return f"{cpu_model()} | torch {torch.__version__} | numpy {np.__version__} | python {python}"
 
 
 def _numeric(prefix: str, value: Any) -> Iterator[tuple[str, np.ndarray]]:
