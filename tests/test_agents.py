@@ -373,7 +373,8 @@ def test_benchmark_uses_common_seeds_and_writes_everything(tmp_path) -> None:
         mine = [m for m in result.metrics if m.policy == policy]
         assert [m.episode_return for m in mine] == [m.episode_return for m in direct]
     csv_path = result.write_csv(tmp_path / "r.csv")
-    rows = list(csv.DictReader(csv_path.open()))
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
     assert len(rows) == 6 and {r["seed"] for r in rows} == {"0", "1", "2"}
     text = leaderboard_markdown(result)
     means = {
