@@ -145,6 +145,56 @@ def test_single_blas_thread_scopes_and_restores() -> None:
         assert set(_blas_threads()) == {3}
 
 
+def test_single_blas_thread_nested_and_concurrent_scopes_share_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An inner or a concurrent scope that ends first must not restore the caller's count while
+    another scope is still inside; the last one out restores it. Real BLAS for the nested case;
+    a recording controller for the concurrent one (OpenBLAS ignores a count set from another
+    thread once the main thread has set one, so real counts could not show the bug there)."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    from fl_gym.sim import threads
+
+    with threadpool_limits(3, user_api="blas"):
+        with threads.single_blas_thread():
+            with threads.single_blas_thread():
+                assert set(_blas_threads()) == {1}
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {3}
+
+    events: list[str] = []
+
+    class Limiter:
+        def restore_original_limits(self) -> None:
+            events.append("restore")
+
+    class Controller:
+        def limit(self, *, limits: int, user_api: str) -> Limiter:
+            events.append(f"limit {limits} {user_api}")
+            return Limiter()
+
+    monkeypatch.setattr(threads, "_blas_controller", Controller)
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with threads.single_blas_thread():
+            inside.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    assert inside.wait(10)
+    with threads.single_blas_thread():
+        pass  # ends while the other thread is still inside
+    assert events == ["limit 1 blas"]
+    release.set()
+    worker.join(10)
+    assert events == ["limit 1 blas", "restore"]
+
+
 def test_beamformer_design_independent_of_blas_threads() -> None:
     """The SLSQP refinement gave other bits on other OpenBLAS thread counts (measured: 8 of 24
     designs of an OverTheAirFL-v0 episode differed between 1 and 2 threads), so the same seed

@@ -15,12 +15,14 @@ BLAS is a different matter: a few numpy/scipy computations (the SLSQP refinement
 over-the-air beamformer) give other bits on another number of OpenBLAS threads, so a trajectory
 would depend on the machine's core count or on ``OMP_NUM_THREADS``. :func:`single_blas_thread`
 runs such a computation on one BLAS thread, whatever the process set, so that the same seed and
-actions give the same trajectory everywhere.
+actions give the same trajectory under any thread setting (on one CPU model: another model's
+OpenBLAS kernels round differently).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -92,12 +94,32 @@ def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+_blas_lock = threading.Lock()
+_blas_scope: dict[str, Any] = {"depth": 0, "limiter": None}
+
+
 @contextmanager
 def single_blas_thread() -> Iterator[None]:
     """Run the body with every loaded BLAS library on one thread, then restore their counts.
 
     For numpy/scipy computations whose bits depend on the BLAS thread count (a threaded BLAS
     splits some reductions by thread). torch's own threads are :func:`torch_threads`' business.
+    The limit is the process's: nested or concurrent scopes (environments stepped from several
+    Python threads) share it, the first to enter sets it and the last to leave restores the
+    counts, so no scope runs on more threads while another is still inside. One limit of
+    OpenBLAS itself (0.3.31, measured): once the main thread has set a count, a count set from
+    another thread is ignored, so a scope entered first from a worker thread then keeps the
+    main thread's count.
     """
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with _blas_lock:
+        if _blas_scope["depth"] == 0:
+            _blas_scope["limiter"] = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_scope["depth"] += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_scope["depth"] -= 1
+            if _blas_scope["depth"] == 0:
+                _blas_scope["limiter"].restore_original_limits()
+                _blas_scope["limiter"] = None

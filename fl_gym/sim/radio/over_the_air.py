@@ -520,7 +520,7 @@ def _refine_max_min(g: np.ndarray, start: np.ndarray) -> np.ndarray:
     objective_gradient = np.zeros(2 * n + 1)
     objective_gradient[-1] = -1.0
     # SLSQP's iterates depend in the last bits on the BLAS thread count; one thread makes the
-    # design, and so the environment's trajectory, the same on every machine.
+    # design, and so the environment's trajectory, the same under any thread setting.
     with single_blas_thread():
         solution = minimize(
             lambda z: -z[-1],
