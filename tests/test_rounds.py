@@ -110,6 +110,14 @@ def test_evaluation_cache_copies_only_the_test_sets_that_changed() -> None:
     feds[2].y_test = feds[2].y_test[:-1]
     x3, _ = cache.get([feds[2], feds[2], feds[2]])
     assert x3 is not x and x3.shape[1] == x.shape[1] - 1
+    # Another group of the same length and shape in another dtype (a setting of its own):
+    # restacked in its dtype, never cast into the cached buffer.
+    wide = _federation(12, cell=False)[0]
+    wide.x_test = wide.x_test[:-1].double()
+    wide.y_test = wide.y_test[:-1]
+    x4, _ = cache.get([wide, wide, wide])
+    assert x4 is not x3 and x4.dtype == torch.float64
+    assert torch.equal(x4[0], wide.x_test)
 
 
 def test_aggregation_stage_is_the_weighted_mean_of_what_arrived() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import gymnasium as gym
@@ -145,54 +146,41 @@ def test_single_blas_thread_scopes_and_restores() -> None:
         assert set(_blas_threads()) == {3}
 
 
-def test_single_blas_thread_nested_and_concurrent_scopes_share_the_limit(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """An inner or a concurrent scope that ends first must not restore the caller's count while
-    another scope is still inside; the last one out restores it. Real BLAS for the nested case;
-    a recording controller for the concurrent one (OpenBLAS ignores a count set from another
-    thread once the main thread has set one, so real counts could not show the bug there)."""
+def test_single_blas_thread_nested_and_concurrent_scopes() -> None:
+    """Nested scopes keep the pin until the outer one ends. Scopes on two Python threads take
+    turns: the main thread's scope, entered while a worker's is inside, waits for it and then
+    runs pinned itself (a scope that relied on the worker's limit would run on the caller's
+    count, since OpenBLAS ignores a count set from a worker once the main thread has set one),
+    and the caller's count is back after both."""
     import threading
 
     from threadpoolctl import threadpool_limits
 
-    from fl_gym.sim import threads
+    from fl_gym.sim.threads import single_blas_thread
 
     with threadpool_limits(3, user_api="blas"):
-        with threads.single_blas_thread():
-            with threads.single_blas_thread():
+        with single_blas_thread():
+            with single_blas_thread():
                 assert set(_blas_threads()) == {1}
             assert set(_blas_threads()) == {1}
         assert set(_blas_threads()) == {3}
 
-    events: list[str] = []
+        inside, left = threading.Event(), threading.Event()
 
-    class Limiter:
-        def restore_original_limits(self) -> None:
-            events.append("restore")
+        def worker() -> None:
+            with single_blas_thread():
+                inside.set()
+                time.sleep(0.2)
+            left.set()
 
-    class Controller:
-        def limit(self, *, limits: int, user_api: str) -> Limiter:
-            events.append(f"limit {limits} {user_api}")
-            return Limiter()
-
-    monkeypatch.setattr(threads, "_blas_controller", Controller)
-    inside, release = threading.Event(), threading.Event()
-
-    def other() -> None:
-        with threads.single_blas_thread():
-            inside.set()
-            release.wait(10)
-
-    worker = threading.Thread(target=other)
-    worker.start()
-    assert inside.wait(10)
-    with threads.single_blas_thread():
-        pass  # ends while the other thread is still inside
-    assert events == ["limit 1 blas"]
-    release.set()
-    worker.join(10)
-    assert events == ["limit 1 blas", "restore"]
+        thread = threading.Thread(target=worker)
+        thread.start()
+        assert inside.wait(10)
+        with single_blas_thread():
+            assert left.is_set()  # it waited for the worker's scope to end
+            assert set(_blas_threads()) == {1}
+        thread.join(10)
+        assert set(_blas_threads()) == {3}
 
 
 def test_beamformer_design_independent_of_blas_threads() -> None:

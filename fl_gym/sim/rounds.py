@@ -1377,9 +1377,7 @@ class EvaluationCache:
             changed = [e for e, (a, b) in enumerate(zip(old_key, key, strict=True)) if a is not b]
             if not changed:
                 return x, y
-            if all(
-                key[e].shape == x.shape[1:] and feds[e].y_test.shape == y.shape[1:] for e in changed
-            ):
+            if all(_same_layout(key[e], x) and _same_layout(feds[e].y_test, y) for e in changed):
                 # Some federations were reset (new test sets of the same shape): copy theirs.
                 for e in changed:
                     x[e].copy_(key[e])
@@ -1392,6 +1390,11 @@ class EvaluationCache:
         y = torch.stack([fed.y_test for fed in feds])
         self._cache[len(feds)] = (key, x, y)
         return x, y
+
+
+def _same_layout(row: torch.Tensor, stack: torch.Tensor) -> bool:
+    """Whether ``row`` can be copied into a row of ``stack`` as it is (no cast, no move)."""
+    return row.shape == stack.shape[1:] and row.dtype == stack.dtype and row.device == stack.device
 
 
 def evaluate_models(

@@ -94,8 +94,7 @@ def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-_blas_lock = threading.Lock()
-_blas_scope: dict[str, Any] = {"depth": 0, "limiter": None}
+_blas_lock = threading.RLock()
 
 
 @contextmanager
@@ -104,22 +103,11 @@ def single_blas_thread() -> Iterator[None]:
 
     For numpy/scipy computations whose bits depend on the BLAS thread count (a threaded BLAS
     splits some reductions by thread). torch's own threads are :func:`torch_threads`' business.
-    The limit is the process's: nested or concurrent scopes (environments stepped from several
-    Python threads) share it, the first to enter sets it and the last to leave restores the
-    counts, so no scope runs on more threads while another is still inside. One limit of
-    OpenBLAS itself (0.3.31, measured): once the main thread has set a count, a count set from
-    another thread is ignored, so a scope entered first from a worker thread then keeps the
-    main thread's count.
+    The count is the process's, so scopes on several Python threads take turns (a re-entrant
+    lock held for the body; nesting on one thread is free): none can lift the pin under another.
+    Each scope sets and restores the count itself because OpenBLAS (0.3.31, measured) ignores a
+    count set from a worker thread once the main thread has set one, so a limit set by one
+    thread cannot stand for another's.
     """
-    with _blas_lock:
-        if _blas_scope["depth"] == 0:
-            _blas_scope["limiter"] = _blas_controller().limit(limits=1, user_api="blas")
-        _blas_scope["depth"] += 1
-    try:
+    with _blas_lock, _blas_controller().limit(limits=1, user_api="blas"):
         yield
-    finally:
-        with _blas_lock:
-            _blas_scope["depth"] -= 1
-            if _blas_scope["depth"] == 0:
-                _blas_scope["limiter"].restore_original_limits()
-                _blas_scope["limiter"] = None
