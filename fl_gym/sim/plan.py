@@ -16,11 +16,23 @@ __all__ = ["RoundPlan", "RoundReport"]
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only array of ``a``'s values: ``a`` itself when it is already a read-only array
+    that owns its data (another record's: nothing can change it), else a copy."""
     if type(a) is np.ndarray and not a.flags.writeable and a.base is None:
-        return a  # already a read-only array that owns its data (another record's): shared
+        return a
     a = np.array(a, copy=True)
     a.setflags(write=False)
     return a
+
+
+def _freeze_arrays(record: object, *, every_field: bool = False) -> None:
+    """Make a frozen dataclass record's array fields read-only (:func:`_readonly`), or every
+    field with ``every_field``; called from ``__post_init__``, where the instance's own dict
+    holds exactly the fields ``__init__`` just set."""
+    values = vars(record)
+    for name, value in values.items():
+        if every_field or isinstance(value, np.ndarray):
+            values[name] = _readonly(value)
 
 
 def _per_client_ints(value: object, num: int, name: str) -> np.ndarray:
@@ -229,11 +241,7 @@ class RoundReport:
         return self.energy_compute_j + self.energy_transmit_j
 
     def __post_init__(self) -> None:
-        # The instance's own dict holds exactly the fields, just set by __init__.
-        values = vars(self)
-        for name, value in values.items():
-            if isinstance(value, np.ndarray):
-                values[name] = _readonly(value)
+        _freeze_arrays(self)
 
     @property
     def num_delivered(self) -> int:

@@ -64,9 +64,9 @@ from fl_gym.sim.config import (
     check_ranges,
     check_rng,
 )
+from fl_gym.sim.plan import _freeze_arrays, _readonly
 from fl_gym.sim.radio.channel import (
     _finite_array,
-    _readonly,
     _view,
     dbm_to_w,
     jakes_correlation,
@@ -337,10 +337,7 @@ class CellState:
     sinusoid_phase: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
-        # The instance's own dict holds exactly the fields, just set by __init__.
-        values = vars(self)
-        for name, value in values.items():
-            values[name] = _readonly(value)
+        _freeze_arrays(self, every_field=True)
 
     def _replaced(self, **changes: np.ndarray) -> CellState:
         """This state with the arrays ``changes`` names replaced (made read-only as the

@@ -216,14 +216,6 @@ def _packet_error(received_w: np.ndarray, noise_w: ArrayLike, waterfall: float) 
 # -- read-only arrays ----------------------------------------------------------------------------
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    if isinstance(a, np.ndarray) and not a.flags.writeable and a.base is None:
-        return a  # already a read-only array that owns its data: nothing can change it
-    a = np.array(a, copy=True)
-    a.setflags(write=False)
-    return a
-
-
 def _view(a: np.ndarray) -> np.ndarray:
     # The cell replaces its arrays instead of writing into them, so a read-only view never
     # changes after it was handed out.

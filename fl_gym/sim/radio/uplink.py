@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fl_gym.sim.radio.channel import _packet_error, _rate, _readonly
+from fl_gym.sim.plan import _freeze_arrays
+from fl_gym.sim.radio.channel import _packet_error, _rate
 
 if TYPE_CHECKING:
     from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
@@ -72,11 +73,7 @@ class UplinkReport:
     round_time_s: float
 
     def __post_init__(self) -> None:
-        # The instance's own dict holds exactly the fields, just set by __init__.
-        values = vars(self)
-        for name, value in values.items():
-            if isinstance(value, np.ndarray):
-                values[name] = _readonly(value)
+        _freeze_arrays(self)
 
     @property
     def energy_j(self) -> np.ndarray:
