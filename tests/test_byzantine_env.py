@@ -166,13 +166,15 @@ ROUND_SETTINGS = {
 }
 
 
-@settings(max_examples=24, deadline=None)
+# Every setting is its own case (drawn among the others, derandomised Hypothesis reached the
+# plain round in 1 of 24 examples).
+@pytest.mark.parametrize("setting", sorted(ROUND_SETTINGS))
+@settings(max_examples=8, deadline=None)
 @given(
     attack=st.sampled_from(ATTACKS),
     fraction=st.sampled_from([0.1, 0.4, 0.9, 1.0]),
     scale=st.sampled_from([None, 3e38, -3e38, 1e-30, 0.0, 1e12]),
     redraw=st.booleans(),
-    setting=st.sampled_from(sorted(ROUND_SETTINGS)),
     seed=st.integers(0, 2**16),
 )
 def test_no_nan_reaches_an_observation_or_reward(attack, fraction, scale, redraw, setting, seed):
