@@ -358,6 +358,6 @@ def test_broadband_needs_the_over_the_air_env_and_a_new_env_to_switch() -> None:
     with pytest.raises(ValueError, match="needs the over-the-air environment"):
         gym.make("fl_gym/WirelessFL-v0", config={"analog_scheme": "broadband"})
     env = gym.make("fl_gym/OverTheAirFL-v0")
-    with pytest.raises(ValueError, match="must keep analog_scheme"):
+    with pytest.raises(ValueError, match="must keep the transport"):
         env.reset(seed=0, options={"config": {"analog_scheme": "broadband"}})
     env.close()

@@ -161,3 +161,24 @@ def test_extreme_actions_keep_observations_and_rewards_finite(preset: str, corne
         assert not math.isnan(info["epsilon"])
         if terminated or truncated:
             break
+
+
+def test_a_reset_that_would_change_the_transport_is_refused_and_changes_nothing() -> None:
+    """``over_the_air`` chooses the transport, which the pipeline (and a native vector env's)
+    keeps from construction: a reset that would switch it raises, and the environment plays on
+    as before."""
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="must keep the transport.*DigitalUplink.*OverTheAir"):
+        env.reset(seed=1, options={"config": {"over_the_air": True}})
+    assert not env.unwrapped.config.over_the_air
+    assert type(env.unwrapped.pipeline.transport).__name__ == "DigitalUplink"
+    # Settings that keep the transport are accepted.
+    env.reset(seed=1, options={"config": {"default_clip_norm": 2.0}})
+    assert env.unwrapped.config.default_clip_norm == 2.0
+    vec = gym.make_vec(ENV_ID, num_envs=2)
+    vec.reset(seed=0)
+    with pytest.raises(ValueError, match="must keep the transport"):
+        vec.reset(seed=0, options={"config": {"over_the_air": True}})
+    vec.close()
+    env.close()

@@ -357,12 +357,7 @@ class WirelessFLEnv(gym.Env):
                     "compression levels and local_step_choices (they shape the spaces); "
                     "make a new environment to change them"
                 )
-            if new.analog_scheme != self.config.analog_scheme:
-                raise ValueError(
-                    f"reset(options={{'config': ...}}) must keep analog_scheme "
-                    f"({self.config.analog_scheme!r}, got {new.analog_scheme!r}): it chooses the "
-                    "transport; make a new environment to change it"
-                )
+            self._check_same_transport(new)
             self.config = new
         # Only now, once the options are valid: a failed reset must not reseed np_random.
         super().reset(seed=seed)
@@ -483,6 +478,24 @@ class WirelessFLEnv(gym.Env):
                 "'beamforming' (the default)"
             )
         return DigitalUplink()
+
+    def _check_same_transport(self, new: WirelessFLConfig) -> None:
+        """Refuse a reset configuration under which :meth:`make_transport` picks another kind
+        of transport: the environment's pipeline, and a native vector environment's, keep the
+        transport they were built with."""
+        old, current = self.config, self.pipeline.transport
+        self.config = new
+        try:
+            transport = self.make_transport()
+        finally:
+            self.config = old
+        if type(transport) is not type(current):
+            raise ValueError(
+                f"reset(options={{'config': ...}}) must keep the transport: this environment "
+                f"uses {type(current).__name__} ({current.name!r}) and the new configuration "
+                f"would need {type(transport).__name__} ({transport.name!r}); settings such as "
+                "analog_scheme or over_the_air choose it, so make a new environment to change it"
+            )
 
     def make_transforms(self) -> tuple[UpdateTransform, ...]:
         """The update transforms of this environment's rounds (none)."""
