@@ -69,6 +69,7 @@ __all__ = [
     "compress_rounds",
     "evaluate_models",
     "run_rounds",
+    "start_round",
     "train_rounds",
     "with_downlink",
 ]
@@ -195,7 +196,8 @@ class Transport(abc.ABC):
     def start(
         self, fed: Federation, plan: RoundPlan, rng: np.random.Generator, allow_empty: bool
     ) -> RoundStart:
-        """Validate ``plan`` for this channel and start the round (seeding its generator)."""
+        """Validate ``plan`` for this channel and start the round: :func:`start_round` makes
+        the :class:`RoundStart` (and seeds the round's generator) once the plan is checked."""
 
     @abc.abstractmethod
     def deliver(
@@ -247,7 +249,15 @@ UpdateTransform.register(UpdateMonitor)
 # -- start ----------------------------------------------------------------------------------------
 
 
-def _start(fed: Federation, plan: RoundPlan, rng: np.random.Generator, **extra: Any) -> RoundStart:
+def start_round(
+    fed: Federation, plan: RoundPlan, rng: np.random.Generator, **extra: Any
+) -> RoundStart:
+    """The start of a round of ``fed`` under an already validated ``plan``: its training
+    clients and their local steps, and the round's torch generator, seeded from ``rng``.
+
+    What a :meth:`Transport.start` returns once it has checked the plan against its channel
+    (``extra`` sets :class:`RoundStart`'s optional fields, e.g. ``power_w``).
+    """
     generator = fed._torch_generator(rng)
     ids_np = plan.selected_ids
     ids = torch.as_tensor(ids_np, dtype=torch.int64, device=fed.device)
@@ -579,7 +589,7 @@ class DigitalUplink(Transport):
     ) -> RoundStart:
         fed.check_plan(plan, allow_empty, subchannels=True)
         if fed.cell is None:
-            return _start(fed, plan, rng)
+            return start_round(fed, plan, rng)
         cell_config = fed.cell.config
         power = (
             np.full(fed.num_clients, cell_config.p_max_w) if plan.power_w is None else plan.power_w
@@ -587,7 +597,7 @@ class DigitalUplink(Transport):
         silent = plan.selected & (power < cell_config.power_floor_w)
         if silent.any():
             plan = RoundPlan(plan.selected & ~silent, plan.local_steps, plan.compression, power)
-        return _start(fed, plan, rng, silent=silent, power_w=power)
+        return start_round(fed, plan, rng, silent=silent, power_w=power)
 
     def deliver(
         self,
@@ -840,7 +850,7 @@ class OverTheAir(Transport):
             scale = min(max(scale, 1e-12), 1.0)
         # The analog round sends raw updates: the report shows no compression level.
         plan = RoundPlan(plan.selected, plan.local_steps, 0, plan.power_w)
-        return _start(fed, plan, rng, power_w=np.full(fed.num_clients, scale * p_max_w))
+        return start_round(fed, plan, rng, power_w=np.full(fed.num_clients, scale * p_max_w))
 
     def deliver(
         self,
