@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fl_gym.sim.config import ConfigTypeError
 from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
 from fl_gym.sim.radio.over_the_air import (
     cs_ota_aggregate,
@@ -20,7 +21,6 @@ from fl_gym.sim.radio.over_the_air import (
     receive_beamformer,
     select_ota_devices,
     top_k_sparsify,
-    truncated_channel_inversion,
 )
 
 
@@ -288,61 +288,6 @@ def test_sparse_selection_is_empty_when_no_device_can_meet_the_target() -> None:
     assert not mask.any()
 
 
-# -- truncated channel inversion (Zhu et al. 2020) -------------------------------------------
-
-
-def test_truncated_inversion_silences_weak_devices_and_is_the_plain_mean() -> None:
-    rng = np.random.default_rng(14)
-    channels = rayleigh(rng, 9, 1)[:, 0]
-    gains = np.abs(channels) ** 2
-    threshold = float(np.median(gains))
-    updates = random_updates(9, 200, seed=14)
-    result = truncated_channel_inversion(
-        updates, channels, gain_threshold=threshold, receive_power_w=2.0, noise_power_w=0.0
-    )
-    np.testing.assert_array_equal(result.active, gains >= threshold)
-    assert result.num_active == 5
-    active = torch.as_tensor(result.active)
-    torch.testing.assert_close(result.aggregate, updates[active].mean(dim=0))
-    # p_k = rho0 / |h_k|^2 times the mean symbol power; silent devices spend nothing.
-    scale = float(updates[active].pow(2).mean(dim=1).sqrt().max())
-    symbol_power = (updates.pow(2).mean(dim=1) / scale**2).numpy()
-    expected = np.where(result.active, 2.0 / gains * symbol_power, 0.0)
-    np.testing.assert_allclose(result.transmit_power_w, expected, rtol=1e-12)
-
-
-def test_truncated_inversion_noise_variance_matches_closed_form() -> None:
-    channels = np.array([1.0 + 1.0j, 0.3j, 2.0, 0.01])
-    updates = random_updates(4, 20000, seed=15)
-    result = truncated_channel_inversion(
-        updates,
-        channels,
-        gain_threshold=0.05,
-        receive_power_w=0.5,
-        noise_power_w=0.2,
-        generator=torch.Generator().manual_seed(15),
-    )
-    assert result.num_active == 3
-    error = result.aggregate - updates[:3].mean(dim=0)
-    scale = float(updates[:3].pow(2).mean(dim=1).sqrt().max())
-    expected = scale**2 * 0.2 / (2 * 0.5 * 9)
-    assert result.aggregate_mse == pytest.approx(expected, rel=1e-12)
-    assert float(error.pow(2).mean()) == pytest.approx(expected, rel=0.04)
-
-
-def test_truncated_inversion_with_no_active_device_returns_zeros() -> None:
-    result = truncated_channel_inversion(
-        random_updates(3, 5, seed=0),
-        np.array([0.1, 0.2j, 0.0]),
-        gain_threshold=1.0,
-        receive_power_w=1.0,
-        noise_power_w=1.0,
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert result.num_active == 0 and not result.active.any()
-    assert torch.equal(result.aggregate, torch.zeros(5, dtype=torch.float64))
-
-
 # -- compressive-sensing over the air --------------------------------------------------------
 
 
@@ -427,7 +372,7 @@ def test_invalid_inputs_name_the_problem() -> None:
         ota_aggregate(
             updates, np.ones(3), np.array([[1, 0], [0, 1], [1, 1]]), m, power_w=1, noise_power_w=0
         )
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match=r"updates must be finite; rows \[0, 1, 2\] hold NaN"):
         ota_aggregate(
             updates.index_fill(1, torch.tensor([0]), math.nan),
             np.ones(3),
@@ -440,9 +385,17 @@ def test_invalid_inputs_name_the_problem() -> None:
         select_ota_devices(channels, np.ones(3), method="random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs mse_target"):
         select_ota_devices(channels, np.ones(3), method="sparse")
-    with pytest.raises(ValueError, match=r"shape \(3,\) \(one antenna\)"):
-        truncated_channel_inversion(
-            updates, channels, gain_threshold=0.1, receive_power_w=1.0, noise_power_w=0.0
-        )
     with pytest.raises(TypeError, match=r"updates must be a torch\.Tensor"):
         top_k_sparsify(np.ones((2, 3)), 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [True, "2.0", math.nan, -1.0, 0.0])
+def test_power_is_validated_as_everywhere_else(bad: object) -> None:
+    """The radio functions share the validators of ``fl_gym.sim.config``: a bool or a string is
+    not a power (a type error), and a power must be finite and > 0."""
+    updates = random_updates(3, 8, seed=0)
+    channels = rayleigh(np.random.default_rng(0), 3, 2)
+    m = receive_beamformer(channels, np.ones(3)).beamformer
+    error = ConfigTypeError if isinstance(bad, (bool, str)) else ValueError
+    with pytest.raises(error, match="power_w"):
+        ota_aggregate(updates, np.ones(3), channels, m, power_w=bad, noise_power_w=0.0)

@@ -46,6 +46,7 @@ __all__ = [
     "check_ranges",
     "check_real",
     "check_rng",
+    "check_rows",
     "config_key_names",
     "field_names",
     "flatten_overrides",
@@ -273,6 +274,36 @@ def check_choice(name: str, value: object, allowed: Iterable[Any]) -> Any:
         ok = False
     if not ok:
         raise _bad_value(name, value, f"one of {options}")
+    return value
+
+
+def check_rows(name: str, value: object, *, min_rows: int = 0, finite: bool = False) -> Any:
+    """Validate the updates of a round: a 2-D floating ``torch.Tensor`` ``(K, d)``, one row per
+    client, ``d >= 1``, with at least ``min_rows`` rows and, with ``finite``, no NaN or
+    infinite entry (the rows that hold one are named); returns it.
+
+    Raises:
+        TypeError: Not a tensor, or not of a floating dtype.
+        ValueError: Another shape, too few rows, or a non-finite entry where none is allowed.
+    """
+    import torch  # the one validator of tensors; the rest of this module needs only numpy
+
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (K, d), got {type(value).__name__}"
+        )
+    if value.ndim != 2 or value.shape[1] == 0 or value.shape[0] < min_rows:
+        raise ValueError(
+            f"{name} must be a 2-D tensor of shape (K, d), one row per client, with d >= 1 and "
+            f"K >= {min_rows}, got shape {tuple(value.shape)}"
+        )
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if finite:
+        ok = torch.isfinite(value).all(dim=1)
+        if not bool(ok.all()):
+            rows = torch.nonzero(~ok).flatten().tolist()
+            raise ValueError(f"{name} must be finite; rows {rows} hold NaN or inf")
     return value
 
 

@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fl_gym.sim.config import check_rows
+
 __all__ = [
     "AGGREGATORS",
     "AggregationResult",
@@ -105,19 +107,8 @@ class AggregationResult:
 
 
 def _check_updates(updates: object) -> torch.Tensor:
-    if not isinstance(updates, torch.Tensor):
-        raise TypeError(
-            f"updates must be a torch.Tensor of shape (K, d), got {type(updates).__name__}"
-        )
-    if updates.ndim != 2:
-        raise ValueError(f"updates must be 2-D with shape (K, d), got shape {tuple(updates.shape)}")
-    if not updates.is_floating_point():
-        raise TypeError(f"updates must have a floating dtype, got {updates.dtype}")
-    if updates.shape[0] < 1:
-        raise ValueError(
-            f"updates must hold at least one client row (K >= 1), got shape {tuple(updates.shape)}"
-        )
-    return updates
+    # Robust rules see attacked rows as they are: NaN and infinite entries are allowed.
+    return check_rows("updates", updates, min_rows=1)
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from fl_gym.sim.config import check_bool, check_int, check_positive, check_real
+from fl_gym.sim.config import check_bool, check_int, check_positive, check_real, check_rows
 
 __all__ = [
     "COMPRESSORS",
@@ -184,24 +184,7 @@ def _check_fraction(name: str, value: object) -> float:
 
 
 def _check_update(update: object) -> torch.Tensor:
-    if not isinstance(update, torch.Tensor):
-        raise TypeError(
-            f"update must be a torch.Tensor of shape (K, d), got {type(update).__name__}"
-        )
-    if update.ndim != 2:
-        raise ValueError(
-            f"update must be a 2-D tensor of shape (K, d), one row per client, "
-            f"got shape {tuple(update.shape)}"
-        )
-    if not update.is_floating_point():
-        raise TypeError(f"update must be a floating-point tensor, got dtype {update.dtype}")
-    if update.shape[1] == 0:
-        raise ValueError(f"update rows must have d >= 1 entries, got shape {tuple(update.shape)}")
-    finite = torch.isfinite(update).all(dim=1)
-    if not bool(finite.all()):
-        rows = torch.nonzero(~finite).flatten().tolist()
-        raise ValueError(f"update must be finite; rows {rows} hold NaN or inf")
-    return update
+    return check_rows("update", update, finite=True)
 
 
 def _check_state(name: str, state: object, update: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,8 @@ import torch
 from numpy.typing import ArrayLike
 from scipy.special import exp1
 
-from fl_gym.sim.config import check_int
-from fl_gym.sim.radio.over_the_air import _check_noise, _check_positive, _check_updates
+from fl_gym.sim.config import check_int, check_positive
+from fl_gym.sim.radio.over_the_air import _check_noise, _check_updates
 
 __all__ = [
     "BAAResult",
@@ -95,7 +95,7 @@ def baa_airtime_s(num_params: int, num_subcarriers: int, bandwidth_hz: float) ->
     """
     d = check_int("num_params", num_params, minimum=1)
     m = check_int("num_subcarriers", num_subcarriers, minimum=1)
-    b = _check_positive("bandwidth_hz", bandwidth_hz)
+    b = check_positive("bandwidth_hz", bandwidth_hz)
     return math.ceil(d / m) * m / b
 
 
@@ -128,8 +128,8 @@ def baa_receive_power(
     gain = np.asarray(large_scale_gain, dtype=np.float64)
     if gain.ndim != 1 or gain.size == 0 or not np.all(np.isfinite(gain)) or np.any(gain <= 0):
         raise ValueError(f"large_scale_gain must be a non-empty 1-D array of > 0, got {gain}")
-    p = _check_positive("p_max_w", p_max_w)
-    g = _check_positive("gain_threshold", gain_threshold)
+    p = check_positive("p_max_w", p_max_w)
+    g = check_positive("gain_threshold", gain_threshold)
     m = check_int("num_subcarriers", num_subcarriers, minimum=1)
     return p * float(gain.min()) / (m * float(exp1(g)))
 
@@ -190,10 +190,10 @@ def broadband_analog_aggregate(
     f = np.asarray(fading).astype(np.complex128)
     if f.ndim != 2 or f.shape[0] != num_devices or f.shape[1] == 0 or not np.all(np.isfinite(f)):
         raise ValueError(f"fading must be finite of shape ({num_devices}, M), got {f.shape}")
-    threshold = _check_positive("gain_threshold", gain_threshold)
-    p_max = _check_positive("p_max_w", p_max_w)
-    bandwidth = _check_positive("bandwidth_hz", bandwidth_hz)
-    n0 = float(noise_psd_w_per_hz)
+    threshold = check_positive("gain_threshold", gain_threshold)
+    p_max = check_positive("p_max_w", p_max_w)
+    bandwidth = check_positive("bandwidth_hz", bandwidth_hz)
+    n0 = check_positive("noise_psd_w_per_hz", noise_psd_w_per_hz, allow_zero=True)
     num_sc = f.shape[1]
     sigma2 = _check_noise(n0 * bandwidth / num_sc, generator)
 

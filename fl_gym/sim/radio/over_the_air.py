@@ -11,9 +11,6 @@ beamforming maths, torch for pushing the updates through the channel):
   ``(sigma^2 / P0) max_k phi_k^2 ||m||^2 / |m^H h_k|^2``. :func:`receive_beamformer` designs
   ``m`` and :func:`select_ota_devices` chooses the devices (all, strongest, or the largest set
   meeting an MSE target).
-- :func:`truncated_channel_inversion`: single-antenna broadband analog aggregation of Zhu, Wang
-  and Huang, "Broadband Analog Aggregation for Low-Latency Federated Edge Learning", IEEE TWC
-  2020: devices whose gain is below a threshold stay silent, the others invert their channel.
 - :func:`cs_ota_aggregate`: compressive-sensing over-the-air aggregation. Devices top-k sparsify,
   project with a shared Gaussian matrix and transmit the ``s`` measurements in analog; the server
   recovers the sparse sum by normalised iterative hard thresholding (:func:`niht_recover`).
@@ -42,14 +39,13 @@ import torch
 from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 
-from fl_gym.sim.config import check_int
+from fl_gym.sim.config import check_int, check_positive, check_rows
 from fl_gym.sim.threads import single_blas_thread
 
 __all__ = [
     "BeamformerDesign",
     "CSOTAResult",
     "OTAResult",
-    "TCIResult",
     "cs_ota_aggregate",
     "gaussian_measurement_matrix",
     "niht_recover",
@@ -59,7 +55,6 @@ __all__ = [
     "receive_beamformer",
     "select_ota_devices",
     "top_k_sparsify",
-    "truncated_channel_inversion",
 ]
 
 _SELECTION_METHODS = ("all", "greedy_channel", "sparse")
@@ -114,29 +109,6 @@ class BeamformerDesign:
 
 
 @dataclass(frozen=True, eq=False)
-class TCIResult:
-    """Outcome of one truncated-channel-inversion aggregation.
-
-    Attributes:
-        aggregate: ``(d,)`` estimate of the plain mean of the active devices' updates; zeros
-            when no device is active.
-        active: ``(K,)`` bool, devices whose gain reached the threshold and transmitted.
-        num_active: Number of active devices.
-        transmit_power_w: ``(K,)`` average transmit power of each device (zero when silent).
-        aggregate_mse: Expected squared error of one entry of ``aggregate``
-            (``c^2 sigma^2 / (2 rho0 |active|^2)``; zero when no device is active).
-        channel_uses: Channel uses spent, ``d``.
-    """
-
-    aggregate: torch.Tensor
-    active: np.ndarray
-    num_active: int
-    transmit_power_w: np.ndarray
-    aggregate_mse: float
-    channel_uses: int
-
-
-@dataclass(frozen=True, eq=False)
 class CSOTAResult:
     """Outcome of one compressive-sensing over-the-air aggregation.
 
@@ -160,20 +132,8 @@ class CSOTAResult:
 
 
 def _check_updates(updates: object) -> torch.Tensor:
-    if not isinstance(updates, torch.Tensor):
-        raise TypeError(
-            f"updates must be a torch.Tensor of shape (K, d), got {type(updates).__name__}"
-        )
-    if updates.ndim != 2 or updates.shape[0] == 0:
-        raise ValueError(
-            f"updates must be 2-D with shape (K, d) and K >= 1, got shape {tuple(updates.shape)}"
-        )
-    if not updates.is_floating_point():
-        raise TypeError(f"updates must be a floating tensor, got dtype {updates.dtype}")
     # An analog channel cannot carry a NaN: a non-finite entry is a caller's error, not noise.
-    if not bool(torch.isfinite(updates).all()):
-        raise ValueError("updates hold NaN or infinite entries; only finite values can be sent")
-    return updates
+    return check_rows("updates", updates, min_rows=1, finite=True)
 
 
 def _check_weights(weights: ArrayLike | torch.Tensor, num_devices: int) -> np.ndarray:
@@ -203,17 +163,8 @@ def _check_channels(channels: ArrayLike, num_devices: int | None) -> np.ndarray:
     return h
 
 
-def _check_positive(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
-    return value
-
-
 def _check_noise(noise_power_w: float, generator: torch.Generator | None) -> float:
-    sigma2 = float(noise_power_w)
-    if not math.isfinite(sigma2) or sigma2 < 0.0:
-        raise ValueError(f"noise_power_w must be finite and >= 0, got {sigma2}")
+    sigma2 = check_positive("noise_power_w", noise_power_w, allow_zero=True)
     if sigma2 > 0.0 and generator is None:
         raise ValueError(
             "a torch.Generator is required to draw receiver noise when noise_power_w > 0"
@@ -308,7 +259,7 @@ def ota_mse(
     h = _check_channels(channels, None)
     phi = _check_weights(weights, h.shape[0])
     m = _check_beamformer(beamformer, h.shape[1])
-    p0 = _check_positive("power_w", power_w)
+    p0 = check_positive("power_w", power_w)
     sigma2 = float(noise_power_w)
     if not math.isfinite(sigma2) or sigma2 < 0.0:
         raise ValueError(f"noise_power_w must be finite and >= 0, got {noise_power_w}")
@@ -362,7 +313,7 @@ def ota_aggregate(
     phi = _check_weights(weights, num_devices)
     h = _check_channels(channels, num_devices)
     m = _check_beamformer(beamformer, h.shape[1])
-    p0 = _check_positive("power_w", power_w)
+    p0 = check_positive("power_w", power_w)
     sigma2 = _check_noise(noise_power_w, generator)
 
     inner = h @ m.conj()  # (K,): m^H h_k
@@ -594,7 +545,7 @@ def select_ota_devices(
         gamma = float(mse_target)
         if math.isnan(gamma) or gamma < 0.0:
             raise ValueError(f"mse_target must be >= 0, got {mse_target}")
-        p0 = _check_positive("power_w", power_w)
+        p0 = check_positive("power_w", power_w)
         sigma2 = float(noise_power_w)
         if not math.isfinite(sigma2) or sigma2 < 0.0:
             raise ValueError(f"noise_power_w must be finite and >= 0, got {noise_power_w}")
@@ -610,86 +561,6 @@ def select_ota_devices(
             mask[index[int(np.argmin(gains))]] = False
         return mask
     raise ValueError(f"method must be one of {_SELECTION_METHODS}, got {method!r}")
-
-
-# -- truncated channel inversion -------------------------------------------------------------
-
-
-def truncated_channel_inversion(
-    updates: torch.Tensor,
-    channels: ArrayLike,
-    *,
-    gain_threshold: float,
-    receive_power_w: float,
-    noise_power_w: float,
-    generator: torch.Generator | None = None,
-) -> TCIResult:
-    """Broadband analog aggregation with truncated channel inversion (Zhu et al. 2020).
-
-    Device ``k`` with ``|h_k|^2 >= gain_threshold`` inverts its channel, sending
-    ``sqrt(rho0) h_k^* / |h_k|^2`` times its symbol (power scaling ``p_k = rho0 / |h_k|^2``);
-    the others stay silent. The receiver sees ``sqrt(rho0) sum_{k active} s_k + n`` and the
-    server divides by ``sqrt(rho0)`` and by the number of active devices, so without noise the
-    result is the plain mean of the active updates.
-
-    Args:
-        updates: ``(K, d)`` float updates.
-        channels: ``(K,)`` complex single-antenna channels (large-scale gain included); for a
-            multi-antenna cell pass one antenna's column.
-        gain_threshold: Truncation threshold ``g_th`` on ``|h_k|^2`` (>= 0).
-        receive_power_w: Aligned receive power ``rho0`` per unit-power symbol.
-        noise_power_w: Receiver noise power ``sigma^2`` per channel use.
-        generator: Draws the receiver noise; required when ``noise_power_w > 0``.
-
-    Returns:
-        The aggregate, the active set, the devices' transmit powers and the error variance.
-    """
-    u = _check_updates(updates)
-    num_devices, dim = u.shape
-    h = np.asarray(channels).astype(np.complex128)
-    if h.shape != (num_devices,) or not np.all(np.isfinite(h)):
-        raise ValueError(
-            f"channels must be finite of shape ({num_devices},) (one antenna), got shape {h.shape}"
-        )
-    threshold = float(gain_threshold)
-    if not math.isfinite(threshold) or threshold < 0.0:
-        raise ValueError(f"gain_threshold must be finite and >= 0, got {gain_threshold}")
-    rho0 = _check_positive("receive_power_w", receive_power_w)
-    sigma2 = _check_noise(noise_power_w, generator)
-
-    gain = h.real**2 + h.imag**2
-    # A zero channel cannot be inverted even with a zero threshold.
-    active = (gain >= threshold) & (gain > 0.0)
-    num_active = int(active.sum())
-    device = u.device
-    if num_active == 0:
-        return TCIResult(
-            aggregate=torch.zeros(dim, dtype=u.dtype, device=device),
-            active=active,
-            num_active=0,
-            transmit_power_w=np.zeros(num_devices),
-            aggregate_mse=0.0,
-            channel_uses=int(dim),
-        )
-    u64 = u.to(torch.float64)
-    active_t = torch.as_tensor(active, device=device)
-    scale = _symbol_scale(u64[active_t])
-    symbols = u64 / scale
-    b = np.where(active, math.sqrt(rho0) * h.conj() / np.where(active, gain, 1.0), 0.0)
-    sent = torch.as_tensor(b * h, device=device)[:, None] * symbols.to(torch.complex128)
-    received = sent.sum(dim=0) + _complex_noise((dim,), sigma2, generator, device)
-    aggregate = received.real * (scale / (math.sqrt(rho0) * num_active))
-    mean_symbol_power = symbols.pow(2).mean(dim=1).cpu().numpy()
-    return TCIResult(
-        aggregate=aggregate.to(u.dtype),
-        active=active,
-        num_active=num_active,
-        transmit_power_w=np.abs(b) ** 2 * mean_symbol_power,
-        aggregate_mse=_reported_mse_scale(u64[active_t]) ** 2
-        * sigma2
-        / (2.0 * rho0 * num_active**2),
-        channel_uses=int(dim),
-    )
 
 
 # -- compressive-sensing over the air --------------------------------------------------------
@@ -854,7 +725,7 @@ def cs_ota_aggregate(
     phi = np.ones(num_devices) if weights is None else _check_weights(weights, num_devices)
     keep = check_int("sparsity", sparsity, minimum=1)
     s = check_int("num_measurements", num_measurements, minimum=1)
-    rho0 = _check_positive("receive_power_w", receive_power_w)
+    rho0 = check_positive("receive_power_w", receive_power_w)
     sigma2 = _check_noise(noise_power_w, generator)
     target = (
         min(dim, num_devices * keep)
