@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from fl_gym.baselines.mean_field import MeanFieldConfig
 from fl_gym.envs.uav.env import UAVSwarmEnvConfig
@@ -28,6 +30,7 @@ from fl_gym.sim.config import (
     check_positive,
     check_real,
     check_rng,
+    check_rows,
 )
 from fl_gym.sim.learning.federation import FederationConfig
 from fl_gym.sim.radio.cell import WirelessConfig
@@ -172,3 +175,23 @@ def test_choice_bool_tuple_point_rng() -> None:
         check_rng(3)
     with pytest.raises(TypeError, match=r"^f needs rng=numpy\.random\.Generator"):
         check_rng(None, "f")
+
+
+def test_check_rows_names_what_is_wrong() -> None:
+    rows = torch.zeros(3, 4)
+    assert check_rows("updates", rows) is rows
+    assert check_rows("updates", torch.zeros(0, 4)).shape == (0, 4)  # an empty round
+    with pytest.raises(TypeError, match=r"updates must be a torch\.Tensor of shape \(K, d\)"):
+        check_rows("updates", np.zeros((3, 4)))
+    with pytest.raises(TypeError, match=r"floating-point tensor, got dtype torch\.int64"):
+        check_rows("updates", torch.zeros(3, 4, dtype=torch.int64))
+    for shape in [(4,), (3, 0), (2, 2, 2)]:
+        with pytest.raises(ValueError, match=rf"got shape {re.escape(str(shape))}"):
+            check_rows("updates", torch.zeros(shape))
+    with pytest.raises(ValueError, match=r"K >= 1, got shape \(0, 4\)"):
+        check_rows("updates", torch.zeros(0, 4), min_rows=1)
+    bad = torch.zeros(4, 3)
+    bad[1, 0], bad[3, 2] = math.nan, -math.inf
+    assert check_rows("updates", bad) is bad  # non-finite rows pass unless finite=True
+    with pytest.raises(ValueError, match=r"updates must be finite; rows \[1, 3\] hold NaN or inf"):
+        check_rows("updates", bad, finite=True)
