@@ -270,11 +270,7 @@ class WirelessFLCodec:
     def round_robin(self, state: SelectionState) -> np.ndarray:
         """The default selection: the M available devices that have gone longest without being
         selected, lower index first on ties (cyclic over indices when all are available)."""
-        k = state.available.shape[0]
-        order = np.lexsort((np.arange(k), state.last_selected_round))
-        selected = np.zeros(k, dtype=bool)
-        selected[order[state.available[order]][: self.max_selected]] = True
-        return selected
+        return self.rank((-state.last_selected_round,), state.available)
 
     # -- plans -------------------------------------------------------------------------------------
 
