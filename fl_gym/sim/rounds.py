@@ -46,7 +46,6 @@ import torch
 from fl_gym.sim.learning.adversary import ByzantineTransform, UpdateMonitor
 from fl_gym.sim.learning.aggregation import fedavg_trusted
 from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
-from fl_gym.sim.learning.models import BatchedMLP
 from fl_gym.sim.learning.privacy import SampleLevelDP
 from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd, local_sgd_groups
 from fl_gym.sim.plan import RoundPlan, RoundReport
@@ -1412,8 +1411,9 @@ def evaluate_models(
 ) -> list[tuple[float, float]]:
     """Test loss and accuracy of every federation's global model, one batched pass per setting.
 
-    Every row of the batched products and of the per-row means is computed as it is alone
-    (:func:`_aligned_logits`), so a federation's values do not depend on its batch.
+    Every row of the batched products and of the per-row means is computed as it is alone (the
+    test sets and every layer's weights and outputs in row-aligned buffers, see
+    :meth:`EvaluationCache.buffer`), so a federation's values do not depend on its batch.
     """
     cache = EvaluationCache() if cache is None else cache
     out: list[tuple[float, float]] = [(0.0, 0.0)] * len(feds)
@@ -1426,7 +1426,7 @@ def evaluate_models(
         )
         x, y = cache.get(group)
         with torch.no_grad():
-            logits = _aligned_logits(group[0].model, params, x, cache.buffer)
+            logits = group[0].model.logits(params, x, buffers=cache.buffer)
             loss, accuracy = group[0].model.loss_and_accuracy(logits, y)
         for e, values in zip(
             members, zip(loss.tolist(), accuracy.tolist(), strict=True), strict=True
@@ -1441,40 +1441,6 @@ def _aligned_rows(batch: int, shape: tuple[int, ...], like: torch.Tensor) -> tor
     stride = -(-size // 16) * 16
     buffer = torch.empty((batch, stride), dtype=like.dtype, device=like.device)
     return buffer[:, :size].view(batch, *shape)
-
-
-def _aligned_logits(
-    model: BatchedMLP,
-    params: torch.Tensor,
-    x: torch.Tensor,
-    buffer: Callable[[str, int, tuple[int, ...], torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """``model.logits(params, x)`` with every row of every batched product aligned (``x``'s rows
-    must already start 64-byte aligned, as :func:`_aligned_rows` makes them).
-
-    MKL's batched products can change the last bit of a row whose output does not start on a
-    16-byte boundary (e.g. 449 test samples x 10 classes); with each row aligned as a
-    single model's tensors are, row ``e`` equals ``model.evaluate`` of model ``e`` alone.
-    """
-    batch, num = x.shape[0], x.shape[1]
-    make = (
-        buffer
-        if buffer is not None
-        else (lambda _slot, b, shape, like: _aligned_rows(b, shape, like))
-    )
-    h = x
-    tensors = model.split(params)
-    num_layers = len(tensors) // 2
-    for i in range(num_layers):
-        weight, bias = tensors[2 * i], tensors[2 * i + 1]
-        w = make(f"weight{i}", batch, tuple(weight.shape[1:]), weight)
-        w.copy_(weight)
-        out = make(f"out{i}", batch, (num, weight.shape[2]), weight)
-        torch.baddbmm(bias, h, w, out=out)
-        if i < num_layers - 1:
-            out.relu_()
-        h = out
-    return h
 
 
 # -- conclude -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,10 @@ from torch import nn
 __all__ = ["LOSSES", "MODEL_NAMES", "BatchedMLP", "make_model", "regression_score"]
 
 MODEL_NAMES = ("logreg", "mlp")
+
+LayerBuffers = Callable[[str, int, tuple[int, ...], torch.Tensor], torch.Tensor]
+"""``buffers(slot, K, shape, like)``: a ``(K, *shape)`` work tensor of ``like``'s dtype and
+device for the named slot (see :meth:`BatchedMLP.logits`)."""
 LOSSES = ("cross_entropy", "squared_error")
 """Training losses: softmax cross-entropy over classes, or least squares on real targets."""
 
@@ -148,15 +153,29 @@ class BatchedMLP:
 
     # -- forward / backward --------------------------------------------------------------------
 
-    def logits(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(K, B, C)`` of K models on their own inputs ``x (K, B, F)``."""
+    def logits(
+        self, params: torch.Tensor, x: torch.Tensor, *, buffers: LayerBuffers | None = None
+    ) -> torch.Tensor:
+        """Logits ``(K, B, C)`` of K models on their own inputs ``x (K, B, F)``.
+
+        With ``buffers``, each layer's weights are first copied into ``buffers("weight<i>", K,
+        (fan_in, fan_out), params)`` and its output written into ``buffers("out<i>", K, (B,
+        fan_out), params)``: buffers whose rows start aligned make every row of a batched
+        product the bits that model gets alone (see :func:`fl_gym.sim.rounds.evaluate_models`).
+        """
         self._check(params, x)
-        h = x
+        k, h = params.shape[0], x
         layers = self._unpack(params)
         for i, (w, b) in enumerate(layers):
-            h = torch.baddbmm(b.unsqueeze(1), h, w)
+            if buffers is None:
+                h = torch.baddbmm(b.unsqueeze(1), h, w)
+            else:
+                weight = buffers(f"weight{i}", k, tuple(w.shape[1:]), params)
+                weight.copy_(w)
+                out = buffers(f"out{i}", k, (x.shape[1], w.shape[2]), params)
+                h = torch.baddbmm(b.unsqueeze(1), h, weight, out=out)
             if i < len(layers) - 1:
-                h = torch.relu(h)
+                h = h.relu_()
         return h
 
     def split(self, params: torch.Tensor) -> list[torch.Tensor]:
