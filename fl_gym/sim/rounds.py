@@ -45,7 +45,14 @@ import torch
 
 from fl_gym.sim.learning.adversary import ByzantineTransform, UpdateMonitor
 from fl_gym.sim.learning.aggregation import fedavg_trusted
-from fl_gym.sim.learning.compression import FLOAT_BITS, QSGD, NoCompression, SignSGD, TopK
+from fl_gym.sim.learning.compression import (
+    FLOAT_BITS,
+    QSGD,
+    NoCompression,
+    SignSGD,
+    TopK,
+    uniform_draws,
+)
 from fl_gym.sim.learning.privacy import SampleLevelDP
 from fl_gym.sim.learning.training import LocalTrainingResult, local_sgd, local_sgd_groups
 from fl_gym.sim.plan import RoundPlan, RoundReport
@@ -479,7 +486,9 @@ def compress_rounds(
     bits = torch.zeros(updates.shape[0], dtype=torch.int64, device=device)
     if len(feds) == 1:
         # A batch of one has nothing to gather across federations: its federation compresses
-        # its own rows, level by level in ascending order (the same operator calls).
+        # its own rows, level by level in ascending order (the same operator calls and draws
+        # as the batched levels below; taking the general path instead costs a single
+        # WirelessFL-v0 step 2.1% more instructions).
         start = starts[0]
         levels_one = start.plan.compression[start.plan.selected_ids]
         for level in np.unique(levels_one).tolist():
@@ -540,12 +549,7 @@ def compress_rounds(
         if type(op) is QSGD:
             draws = torch.cat(
                 [
-                    torch.rand(
-                        (c.shape[0], x.shape[1]),
-                        generator=starts[e].generator,
-                        device=starts[e].generator.device,
-                        dtype=x.dtype,
-                    ).to(device)
+                    uniform_draws((c.shape[0], x.shape[1]), starts[e].generator, x.dtype, device)
                     for e, c in members
                 ]
             )

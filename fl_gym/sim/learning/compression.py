@@ -72,6 +72,7 @@ __all__ = [
     "num_kept",
     "parse_compressor",
     "sparse_bits",
+    "uniform_draws",
 ]
 
 FLOAT_BITS = 32
@@ -418,10 +419,19 @@ def _top_k_values(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(x).scatter_(1, idx, x.gather(1, idx))
 
 
+def uniform_draws(
+    shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Uniform [0, 1) draws of ``shape``, made on the generator's device and moved to
+    ``device``: the draws of every stochastic operator (and of the compression stage, which
+    draws each federation's rows from its own generator)."""
+    draws = torch.rand(shape, generator=generator, device=generator.device, dtype=dtype)
+    return draws.to(device)
+
+
 def _uniform(like: torch.Tensor, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    """Uniform [0, 1) draws of ``like``'s shape, made on the generator's device."""
-    draws = torch.rand(like.shape, generator=generator, device=generator.device, dtype=dtype)
-    return draws.to(like.device)
+    """:func:`uniform_draws` of ``like``'s shape, on its device."""
+    return uniform_draws(tuple(like.shape), generator, dtype, like.device)
 
 
 def _full_bits(update: torch.Tensor, bits: int) -> torch.Tensor:
