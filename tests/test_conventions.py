@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from typing import Any
 
@@ -70,6 +71,32 @@ def test_bad_render_mode_is_the_same_error(name: str) -> None:
         _make(name, render_mode="human-ish")
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="uav_swarm_v0 draws before reset and returns None without a warning",
+            ),
+        )
+        if name == "uav_swarm_v0"
+        else name
+        for name in ALL_ENVS
+    ],
+)
+def test_render_modes_and_render_errors_are_the_same(name: str) -> None:
+    env = _raw(_make(name, config=SMALL.get(name), render_mode="rgb_array"))
+    assert env.metadata["render_modes"] == ["rgb_array", "human"]
+    with pytest.raises(RuntimeError, match=re.escape("call reset() before render()")):
+        env.render()
+    silent = _raw(_make(name, config=SMALL.get(name)))
+    silent.reset(seed=0)
+    with pytest.warns(UserWarning, match=re.escape("render() called without a render_mode")):
+        assert silent.render() is None
+
+
 @pytest.mark.parametrize("name", ALL_ENVS)
 def test_unknown_preset_and_unknown_config_key_are_the_same_errors(name: str) -> None:
     with pytest.raises(ValueError, match=r"unknown preset 'nowhere' for .*; allowed: \["):
@@ -119,6 +146,59 @@ def test_baselines_for_every_env_build_with_make_policy_and_act(name: str) -> No
     else:
         assert set(action) == set(env.agents)
         assert all(env.action_space(a).contains(v) for a, v in action.items())
+
+
+_ENVS_BY_NAME: dict[str, Any] = {}
+
+
+def _env_for_policy(policy: str) -> Any:
+    """An env of ``ALL_ENVS`` that ``policy`` plays (built once per env)."""
+    for name in ALL_ENVS:
+        if name not in _ENVS_BY_NAME:
+            _ENVS_BY_NAME[name] = _make(name, config=SMALL.get(name))
+        if policy in baselines_for(_ENVS_BY_NAME[name]):
+            return _ENVS_BY_NAME[name]
+    raise AssertionError(f"no env in {ALL_ENVS} is played by {policy!r}")
+
+
+def test_every_policy_plays_some_env() -> None:
+    for policy in POLICIES:
+        _env_for_policy(policy)
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_an_unknown_policy_option_is_the_registrys_error(policy: str) -> None:
+    env = _env_for_policy(policy)
+    allowed = sorted(POLICIES[policy].options) or "none"
+    message = f"has no option(s) ['bogus']; allowed: {allowed}"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        make_policy(policy, env, bogus=1)
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_every_recorded_policy_option_takes_its_default(policy: str) -> None:
+    env = _env_for_policy(policy)
+    options = POLICIES[policy].options
+    assert all(value is not inspect.Parameter.empty for value in options.values()), options
+    built = make_policy(policy, env, **options)
+    obs, _ = env.reset(seed=0)
+    action, _ = built.predict(obs, episode_start=np.ones(1, dtype=bool))
+    if isinstance(env, gym.Env):
+        assert env.action_space.contains(action)
+    else:
+        assert set(action) == set(env.agents)
+        assert all(env.action_space(a).contains(v) for a, v in action.items())
+
+
+def test_uav_policies_record_their_controllers_options() -> None:
+    from fl_gym.baselines.mean_field import MeanFieldConfig
+
+    assert POLICIES["straight-line"].options == {"cruise_speed_mps": 8.0, "speed_gain_per_s": 2.0}
+    assert POLICIES["hjb-full-info"].options["repulsion_radius_m"] == 3.0
+    mean_field = POLICIES["mfgfl-hf"].options
+    assert mean_field["seed"] == 0 and mean_field["cruise_speed_mps"] == 8.0
+    assert mean_field["average_every_steps"] == MeanFieldConfig().average_every_steps
+    assert "mean_field" not in mean_field and "averaging" not in mean_field  # the name fixes it
 
 
 def test_make_policy_refuses_another_family() -> None:

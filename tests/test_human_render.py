@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fl_gym
-from fl_gym.envs import human, uav_swarm_v0
+from fl_gym.envs import human, uav_swarm_v0, vehicular_v1
 
 UAV_SMALL = {"config": {"num_uavs": 6}}
 
@@ -22,6 +22,7 @@ def _builders() -> list[tuple[str, Any]]:
         (env_id, lambda env_id=env_id, **kw: gym.make(env_id, **kw)) for env_id in fl_gym.ENV_IDS
     ]
     out.append(("uav_swarm_v0", lambda **kw: uav_swarm_v0.parallel_env(**UAV_SMALL, **kw)))
+    out.append(("vehicular_v1", lambda **kw: vehicular_v1.parallel_env(**kw)))
     return out
 
 
@@ -29,6 +30,10 @@ def _first_step(name: str, env: Any, twin: Any) -> None:
     if name == "uav_swarm_v0":
         space = env.action_space(env.agents[0])
         actions = {a: np.zeros(space.shape, np.float32) for a in env.agents}
+        env.step(actions)
+        twin.step(actions)
+    elif name == "vehicular_v1":
+        actions = {a: np.array([1, 0]) for a in env.agents}
         env.step(actions)
         twin.step(actions)
     else:

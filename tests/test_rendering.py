@@ -278,6 +278,41 @@ def test_road_map_colours_a_transmitter_by_its_queue_and_joins_its_receiver() ->
     np.testing.assert_allclose(renderer._links.get_segments()[0], np.vstack([tx, rx]))
 
 
+@needs_matplotlib
+def test_parallel_vehicular_env_draws_the_gymnasium_envs_road_map() -> None:
+    """vehicular_v1's rgb_array frames are the Gymnasium env's for the same seed and actions
+    (one renderer for both), full-size images with content that change from slot to slot."""
+    from fl_gym.envs import vehicular_v1
+    from fl_gym.envs.vehicular.rendering import MANHATTAN_FRAME_PX
+
+    penv = vehicular_v1.parallel_env(render_mode="rgb_array")
+    genv = _vehicular(seed=3)
+    penv.reset(seed=3)
+    frames = [penv.render()]
+    np.testing.assert_array_equal(frames[0], genv.render())
+    for _ in range(2):
+        action = genv.action_space.sample()
+        levels, blocks = penv.codec.decode(action)
+        genv.step(action)
+        penv.step(penv.codec.encode_agents(levels, blocks, penv.agents))
+        frames.append(penv.render())
+        np.testing.assert_array_equal(frames[-1], genv.render())
+    assert {f.shape for f in frames} == {(*MANHATTAN_FRAME_PX, 3)}
+    assert all(f.dtype == np.uint8 for f in frames)
+    assert len(np.unique(frames[0].reshape(-1, 3), axis=0)) > 10  # not a blank frame
+    assert not np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[1], frames[2])
+    assert penv.unwrapped._road_renderer.title.get_text().startswith("slot 2: ")
+
+
+def test_parallel_vehicular_env_render_errors() -> None:
+    from fl_gym.envs import vehicular_v1
+
+    with pytest.raises(ValueError, match=r"render_mode must be None or one of \['rgb_array', "):
+        vehicular_v1.parallel_env(render_mode="rgb")
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before render\(\)"):
+        vehicular_v1.parallel_env(render_mode="rgb_array").render()
+
+
 # -- the UAV swarm and its GIF -------------------------------------------------------------------
 
 

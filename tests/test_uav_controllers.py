@@ -211,6 +211,11 @@ def test_make_controller_names() -> None:
     assert [make_controller(name, cfg).name for name in CONTROLLERS] == list(CONTROLLERS)
     with pytest.raises(ValueError, match="teleport"):
         make_controller("teleport", cfg)
+    # An unknown option is named with the allowed ones; the name fixes the averaging mode.
+    with pytest.raises(TypeError, match=r"'straight-line' has no option\(s\) \['bogus'\]; allowed"):
+        make_controller("straight-line", cfg, bogus=1)
+    with pytest.raises(TypeError, match=r"no option\(s\) \['averaging'\]"):
+        make_controller("mfgfl-hf", cfg, averaging="none")
 
 
 def test_run_episode_metrics_and_coordination_reduces_collisions() -> None:

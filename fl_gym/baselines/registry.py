@@ -34,7 +34,12 @@ from fl_gym.baselines.selection import (
     RandomSelection,
     RoundRobinSelection,
 )
-from fl_gym.baselines.uav import CONTROLLER_ALIASES, CONTROLLERS, make_controller
+from fl_gym.baselines.uav import (
+    CONTROLLER_ALIASES,
+    CONTROLLERS,
+    controller_options,
+    make_controller,
+)
 from fl_gym.baselines.vehicular import VEHICULAR_BASELINES
 from fl_gym.envs.rollout import Policy, env_family
 
@@ -114,7 +119,10 @@ POLICIES: dict[str, PolicyEntry] = {
         name: PolicyEntry(name, "vehicular", cls, _keyword_options(cls.__init__, 2))
         for name, cls in VEHICULAR_BASELINES.items()
     },
-    **{name: PolicyEntry(name, "uav", _uav_builder(name), {}) for name in CONTROLLERS},
+    **{
+        name: PolicyEntry(name, "uav", _uav_builder(name), controller_options(name))
+        for name in CONTROLLERS
+    },
 }
 """Every heuristic policy of every family by name: wireless FL, then vehicular, then UAV."""
 
@@ -166,7 +174,7 @@ def make_policy(name: str, env: Any, **options: Any) -> Policy:
     if entry.family == "wireless-fl":
         return make_baseline(entry.name, env, **options)
     unknown = sorted(set(options) - set(entry.options))
-    if unknown and entry.family != "uav":  # the UAV controllers validate their own options
+    if unknown:
         raise TypeError(
             f"policy {entry.name!r} has no option(s) {unknown}; allowed: "
             f"{sorted(entry.options) or 'none'}"

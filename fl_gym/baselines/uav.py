@@ -40,6 +40,8 @@ collision probability, motion energy, communication).
 from __future__ import annotations
 
 import abc
+import dataclasses
+import inspect
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -63,6 +65,7 @@ __all__ = [
     "MeanFieldController",
     "StraightLineController",
     "SwarmController",
+    "controller_options",
     "make_controller",
     "reference_path",
     "run_episode",
@@ -478,6 +481,63 @@ CONTROLLER_ALIASES = {name.replace("-", "_"): name for name in CONTROLLERS}
 """The former snake_case names, still accepted (with a ``DeprecationWarning``)."""
 
 
+def _controller_class(name: str) -> type[SwarmController]:
+    if name == "straight-line":
+        return StraightLineController
+    if name == "hjb-full-info":
+        return FullInformationController
+    if name in _MEAN_FIELD_NAMES.values():
+        return MeanFieldController
+    raise ValueError(f"unknown controller {name!r}; allowed: {list(CONTROLLERS)}")
+
+
+def _init_options(cls: type[SwarmController]) -> dict[str, Any]:
+    """The named parameters after ``config`` of ``cls.__init__`` and their defaults, following
+    ``**kwargs`` up to the base classes' ``__init__`` they are passed to."""
+    options: dict[str, Any] = {}
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = list(inspect.signature(klass.__init__).parameters.values())[2:]  # self, config
+        for p in parameters:
+            if p.kind in named:
+                options.setdefault(p.name, p.default)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    return options
+
+
+def controller_options(name: str) -> dict[str, Any]:
+    """The keyword options :func:`make_controller` accepts for a controller, and their defaults.
+
+    They are the controller's constructor parameters (its class's and those its ``**kwargs``
+    reach); for the mean-field controllers, ``mean_field`` is replaced by the fields of
+    :class:`~fl_gym.baselines.mean_field.MeanFieldConfig`, given directly, except ``averaging``,
+    which the name fixes.
+
+    Args:
+        name: One of :data:`CONTROLLERS` (or a former alias).
+
+    Returns:
+        ``{option: default}``, e.g. ``{"cruise_speed_mps": 8.0, "speed_gain_per_s": 2.0}`` for
+        ``"straight-line"``.
+
+    Raises:
+        ValueError: If the name is unknown.
+    """
+    cls = _controller_class(CONTROLLER_ALIASES.get(name, name))
+    options = _init_options(cls)
+    if cls is MeanFieldController:
+        del options["mean_field"]
+        options.update(
+            (f.name, f.default)
+            for f in dataclasses.fields(MeanFieldConfig)
+            if f.name != "averaging"
+        )
+    return options
+
+
 def make_controller(
     name: str, config: UAVSwarmConfig | UAVSwarmEnvConfig, **kwargs: Any
 ) -> SwarmController:
@@ -486,11 +546,12 @@ def make_controller(
     Args:
         name: The controller's name.
         config: The swarm's configuration (or the environment's ``env.config``).
-        **kwargs: Options of that controller (for the mean-field ones, ``mean_field`` fields such
-            as ``average_every_steps`` may be given directly).
+        **kwargs: Options of that controller (:func:`controller_options`; for the mean-field
+            ones, ``mean_field`` fields such as ``average_every_steps`` are given directly).
 
     Raises:
         ValueError: If the name is unknown.
+        TypeError: If an option is unknown.
     """
     if name in CONTROLLER_ALIASES:
         warnings.warn(
@@ -499,18 +560,21 @@ def make_controller(
             stacklevel=2,
         )
         name = CONTROLLER_ALIASES[name]
-    if name == "straight-line":
-        return StraightLineController(config, **kwargs)
-    if name == "hjb-full-info":
-        return FullInformationController(config, **kwargs)
-    modes = {v: k for k, v in _MEAN_FIELD_NAMES.items()}
-    if name in modes:
-        mf_fields = set(MeanFieldConfig.__dataclass_fields__)
+    options = controller_options(name)
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise TypeError(
+            f"controller {name!r} has no option(s) {unknown}; allowed: {sorted(options)}"
+        )
+    cls = _controller_class(name)
+    if cls is MeanFieldController:
+        modes = {v: k for k, v in _MEAN_FIELD_NAMES.items()}
+        mf_fields = {f.name for f in dataclasses.fields(MeanFieldConfig)}
         mf = {k: kwargs.pop(k) for k in list(kwargs) if k in mf_fields}
         return MeanFieldController(
             config, mean_field=MeanFieldConfig(**{**mf, "averaging": modes[name]}), **kwargs
         )
-    raise ValueError(f"unknown controller {name!r}; allowed: {list(CONTROLLERS)}")
+    return cls(config, **kwargs)
 
 
 EpisodeMetrics = SwarmEpisode

@@ -61,7 +61,35 @@ __all__ = [
     "lindley_update",
     "make_vehicular_baseline",
     "spectral_clusters",
+    "unscale_device_observation",
 ]
+
+
+def unscale_device_observation(
+    devices: np.ndarray, num_blocks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The physical quantities behind the device rows of a vehicular observation.
+
+    Inverts the scaling of
+    :meth:`fl_gym.envs.vehicular.env.VehicularURLLCEnv.device_matrix`, which builds the rows
+    ``[Q / q0, 10 log10(snr) / SNR_SCALE_DB, 10 log10(1 + I / noise) / SNR_SCALE_DB]`` (SNR at
+    ``p_max`` and last-slot interference per block). Values the env clipped to ``OBS_BOUND``
+    stay clipped.
+
+    Args:
+        devices: ``(K, 1 + 2N)`` device rows (``obs["devices"]``, or the first ``1 + 2N``
+            entries of each PettingZoo agent's observation).
+        num_blocks: ``N``, the number of resource blocks.
+
+    Returns:
+        ``(K,)`` queues in units of ``q0``; ``(K, N)`` SNR at ``p_max`` (linear); ``(K, N)``
+        last interference over noise (linear, at least 0), all float64.
+    """
+    n = num_blocks
+    d = np.asarray(devices, dtype=np.float64)
+    snr = np.power(10.0, d[:, 1 : 1 + n] * SNR_SCALE_DB / 10.0)
+    inr = np.maximum(np.power(10.0, d[:, 1 + n :] * SNR_SCALE_DB / 10.0) - 1.0, 0.0)
+    return d[:, 0], snr, inr
 
 
 class VehicularPolicy(abc.ABC):
@@ -92,12 +120,9 @@ class VehicularPolicy(abc.ABC):
     # -- reading observations ------------------------------------------------------------------
 
     def _decode(self, devices: np.ndarray) -> dict[str, np.ndarray]:
-        n = self.num_blocks
+        queue, snr, inr = unscale_device_observation(devices, self.num_blocks)
         q0 = self.config.system.queue_threshold_bits
-        d = np.asarray(devices, dtype=np.float64)
-        snr = np.power(10.0, d[:, 1 : 1 + n] * SNR_SCALE_DB / 10.0)
-        inr = np.power(10.0, d[:, 1 + n :] * SNR_SCALE_DB / 10.0) - 1.0
-        return {"queue_bits": d[:, 0] * q0, "effective_snr": snr / (1.0 + np.maximum(inr, 0.0))}
+        return {"queue_bits": queue * q0, "effective_snr": snr / (1.0 + inr)}
 
     def _best_block(self, effective_snr: np.ndarray) -> np.ndarray:
         return np.argmax(effective_snr, axis=1)
@@ -625,14 +650,6 @@ class LyapunovJPRAPolicy(VehicularPolicy):
             "slot": np.zeros((), dtype=np.int64),
         }
 
-    def _observe(self, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Queues ``/ q0``, SNR at ``p_max`` and last interference over noise, ``(K, N)``."""
-        n = self.num_blocks
-        d = np.asarray(devices, dtype=np.float64)
-        snr = np.power(10.0, d[:, 1 : 1 + n] * SNR_SCALE_DB / 10.0)
-        inr = np.maximum(np.power(10.0, d[:, 1 + n :] * SNR_SCALE_DB / 10.0) - 1.0, 0.0)
-        return d[:, 0], snr, inr
-
     def tail_targets(self, server: np.ndarray) -> tuple[float, float]:
         """``(g1, g2)``: the thresholds of the virtual queues ``Z1``, ``Z2`` in units of ``q0``
         (the federated estimate's conditional moments, or the target's)."""
@@ -703,7 +720,7 @@ class LyapunovJPRAPolicy(VehicularPolicy):
     def decide(
         self, devices: np.ndarray, server: np.ndarray, memory: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        queue, snr, inr = self._observe(devices)
+        queue, snr, inr = unscale_device_observation(devices, self.num_blocks)
         slot = int(memory["slot"])
         if slot > 0:
             self._learn_coupling(memory, inr)

@@ -7,11 +7,12 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from fl_gym.envs.human import check_render_mode
+from fl_gym.envs.human import HumanWindow, check_render_mode
 from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.envs.vehicular.env import (
     OBS_BOUND,
@@ -73,7 +74,9 @@ class VehicularEnv(ParallelEnv):
     ``parallel_env(config=None, preset=None, render_mode=None)``: as the Gymnasium environment
     (``config`` a :class:`~fl_gym.envs.vehicular.env.VehicularURLLCConfig` or a dict of overrides,
     ``preset`` ``"urban"`` or ``"freeway"``). ``reset(seed, options={"config": ...})`` may change
-    the configuration with the same K, N and power levels.
+    the configuration with the same K, N and power levels. ``render_mode="rgb_array"`` draws the
+    road map of the Gymnasium environment (:mod:`fl_gym.envs.vehicular.rendering`); ``"human"``
+    shows it in a matplotlib window after every ``reset`` and ``step``.
 
     ## Version History
 
@@ -86,7 +89,7 @@ class VehicularEnv(ParallelEnv):
 
     metadata: ClassVar[dict[str, Any]] = {
         "name": "vehicular_v1",
-        "render_modes": [],
+        "render_modes": ["rgb_array", "human"],
         "render_fps": 10,
         "is_parallelizable": True,
     }
@@ -101,6 +104,7 @@ class VehicularEnv(ParallelEnv):
     ) -> None:
         check_render_mode(render_mode, self.metadata)
         self.render_mode = render_mode
+        self._window = HumanWindow("vehicular_v1", self.metadata["render_fps"])
         self.num_threads = check_num_threads(num_threads)
         self.config = make_urllc_config(preset, config)
         reject_unknown_arguments(
@@ -170,7 +174,10 @@ class VehicularEnv(ParallelEnv):
         self.game.reset(self._np_random)
         self.agents = list(self.possible_agents)
         infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
-        return self._observations(), infos
+        observations = self._observations()
+        if self.render_mode == "human":
+            self.render()
+        return observations, infos
 
     @with_torch_threads
     def step(
@@ -199,6 +206,8 @@ class VehicularEnv(ParallelEnv):
         }
         if truncate:
             self.agents = []
+        if self.render_mode == "human":
+            self.render()
         return observations, reward_dict, terminations, truncations, infos
 
     def decode_actions(self, actions: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -223,9 +232,25 @@ class VehicularEnv(ParallelEnv):
         """Every agent's device row, flattened in agent order, then the server vector."""
         return np.concatenate([self.game.device_matrix().ravel(), self.game.server_vector()])
 
-    def render(self) -> None:
-        """No rendering yet."""
-        return None
+    def render(self) -> np.ndarray | None:
+        """The road map as an ``(H, W, 3)`` uint8 image (``render_mode="rgb_array"``; ``"human"``
+        shows it in a matplotlib window instead and returns ``None``), drawn by
+        :func:`~fl_gym.envs.vehicular.rendering.render_road_map` as for the Gymnasium env.
+
+        Warns (and returns ``None``) when the environment was built without a render mode.
+
+        Raises:
+            RuntimeError: If the environment has not been reset.
+        """
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+            return None
+        if self._np_random is None:  # the game exists from __init__, but unplayed
+            raise RuntimeError("call reset() before render()")
+        from fl_gym.envs.vehicular.rendering import render_road_map
+
+        return self._window.deliver(render_road_map(self), self.render_mode)
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Close the human-mode window, if any."""
+        self._window.close()

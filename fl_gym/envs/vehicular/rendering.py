@@ -40,7 +40,8 @@ def render_road_map(env: Any) -> np.ndarray:
     changes).
 
     Args:
-        env: A :class:`~fl_gym.envs.vehicular.env.VehicularURLLCEnv`.
+        env: A :class:`~fl_gym.envs.vehicular.env.VehicularURLLCEnv` or a
+            :class:`~fl_gym.envs.vehicular.parallel.VehicularEnv` (anything with a ``game``).
 
     Returns:
         ``(H, W, 3)`` uint8 RGB image, :data:`MANHATTAN_FRAME_PX` or :data:`FREEWAY_FRAME_PX`.
