@@ -71,21 +71,7 @@ def test_bad_render_mode_is_the_same_error(name: str) -> None:
         _make(name, render_mode="human-ish")
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="uav_swarm_v0 draws before reset and returns None without a warning",
-            ),
-        )
-        if name == "uav_swarm_v0"
-        else name
-        for name in ALL_ENVS
-    ],
-)
+@pytest.mark.parametrize("name", ALL_ENVS)
 def test_render_modes_and_render_errors_are_the_same(name: str) -> None:
     env = _raw(_make(name, config=SMALL.get(name), render_mode="rgb_array"))
     assert env.metadata["render_modes"] == ["rgb_array", "human"]

@@ -169,7 +169,7 @@ def test_a_reset_that_would_change_the_transport_is_refused_and_changes_nothing(
     as before."""
     env = gym.make(ENV_ID)
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="must keep the transport.*DigitalUplink.*OverTheAir"):
+    with pytest.raises(ValueError, match=r"must keep the transport.*DigitalUplink.*OverTheAir"):
         env.reset(seed=1, options={"config": {"over_the_air": True}})
     assert not env.unwrapped.config.over_the_air
     assert type(env.unwrapped.pipeline.transport).__name__ == "DigitalUplink"

@@ -15,8 +15,9 @@ import warnings
 from typing import Any
 
 import numpy as np
+from gymnasium import logger
 
-__all__ = ["HumanWindow", "check_render_mode", "display_problem"]
+__all__ = ["HumanWindow", "check_render_mode", "display_problem", "ready_to_render"]
 
 NON_INTERACTIVE_BACKENDS = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"})
 """matplotlib backends that cannot show a window."""
@@ -30,6 +31,21 @@ def check_render_mode(render_mode: str | None, metadata: dict[str, Any]) -> str 
             f"render_mode must be None or one of {metadata['render_modes']}, got {render_mode!r}"
         )
     return render_mode
+
+
+def ready_to_render(render_mode: str | None, started: bool) -> bool:
+    """What every fl_gym environment's ``render()`` checks first: without a render mode it warns
+    and should return ``None`` (``False``); before the first ``reset()`` it raises.
+
+    Raises:
+        RuntimeError: ``"call reset() before render()"`` when not ``started``.
+    """
+    if render_mode is None:
+        logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+        return False
+    if not started:
+        raise RuntimeError("call reset() before render()")
+    return True
 
 
 def display_problem() -> str | None:

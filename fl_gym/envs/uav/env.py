@@ -14,7 +14,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from fl_gym.envs.actions import check_box_action
-from fl_gym.envs.human import HumanWindow, check_render_mode
+from fl_gym.envs.human import HumanWindow, check_render_mode, ready_to_render
 from fl_gym.sim.config import (
     Range,
     check_instance,
@@ -521,9 +521,12 @@ class UAVSwarmEnv(ParallelEnv):
         """The swarm over its density as an ``(H, W, 3)`` uint8 image (``render_mode="rgb_array"``;
         ``"human"`` shows it in a matplotlib window instead and returns ``None``).
 
-        Returns ``None`` (with no drawing) when the environment was built without a render mode.
+        Warns and returns ``None`` when the environment was built without a render mode.
+
+        Raises:
+            RuntimeError: If the environment has not been reset.
         """
-        if self.render_mode is None:
+        if not ready_to_render(self.render_mode, self._np_random is not None):
             return None
         from fl_gym.envs.uav.rendering import render_swarm
 

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from fl_gym.envs.human import HumanWindow, check_render_mode
+from fl_gym.envs.human import HumanWindow, check_render_mode, ready_to_render
 from fl_gym.envs.obs_mode import (
     Observation,
     check_obs_mode,
@@ -526,11 +526,8 @@ class VehicularURLLCEnv(gym.Env):
         return obs if self.obs_mode == "dict" else flatten_observation(obs)
 
     def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+        if not ready_to_render(self.render_mode, self.game is not None):
             return None
-        if self.game is None:
-            raise RuntimeError("call reset() before render()")
         from fl_gym.envs.vehicular.rendering import render_road_map
 
         return self._window.deliver(render_road_map(self), self.render_mode)

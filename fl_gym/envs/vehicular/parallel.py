@@ -7,12 +7,11 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from fl_gym.envs.human import HumanWindow, check_render_mode
+from fl_gym.envs.human import HumanWindow, check_render_mode, ready_to_render
 from fl_gym.envs.vehicular.codec import VehicularCodec
 from fl_gym.envs.vehicular.env import (
     OBS_BOUND,
@@ -242,11 +241,9 @@ class VehicularEnv(ParallelEnv):
         Raises:
             RuntimeError: If the environment has not been reset.
         """
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+        # The game exists from __init__, but is unplayed until reset.
+        if not ready_to_render(self.render_mode, self._np_random is not None):
             return None
-        if self._np_random is None:  # the game exists from __init__, but unplayed
-            raise RuntimeError("call reset() before render()")
         from fl_gym.envs.vehicular.rendering import render_road_map
 
         return self._window.deliver(render_road_map(self), self.render_mode)

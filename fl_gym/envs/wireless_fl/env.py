@@ -13,7 +13,7 @@ import torch
 from gymnasium import spaces
 
 from fl_gym.envs import snapshot as snapshots
-from fl_gym.envs.human import HumanWindow, check_render_mode
+from fl_gym.envs.human import HumanWindow, check_render_mode, ready_to_render
 from fl_gym.envs.obs_mode import (
     Observation,
     check_obs_mode,
@@ -670,11 +670,8 @@ class WirelessFLEnv(gym.Env):
         return tuple(getattr(self, "_accuracy_history", ()))
 
     def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+        if not ready_to_render(self.render_mode, self.federation is not None):
             return None
-        if self.federation is None:
-            raise RuntimeError("call reset() before render()")
         from fl_gym.envs.wireless_fl.rendering import render_cell
 
         return self._window.deliver(render_cell(self), self.render_mode)
