@@ -190,6 +190,7 @@ def test_check_rows_names_what_is_wrong() -> None:
             check_rows("updates", torch.zeros(shape))
     with pytest.raises(ValueError, match=r"K >= 1, got shape \(0, 4\)"):
         check_rows("updates", torch.zeros(0, 4), min_rows=1)
+    assert check_rows("updates", torch.zeros(2, 0), min_width=0).shape == (2, 0)
     bad = torch.zeros(4, 3)
     bad[1, 0], bad[3, 2] = math.nan, -math.inf
     assert check_rows("updates", bad) is bad  # non-finite rows pass unless finite=True

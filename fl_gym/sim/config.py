@@ -277,10 +277,12 @@ def check_choice(name: str, value: object, allowed: Iterable[Any]) -> Any:
     return value
 
 
-def check_rows(name: str, value: object, *, min_rows: int = 0, finite: bool = False) -> Any:
+def check_rows(
+    name: str, value: object, *, min_rows: int = 0, min_width: int = 1, finite: bool = False
+) -> Any:
     """Validate the updates of a round: a 2-D floating ``torch.Tensor`` ``(K, d)``, one row per
-    client, ``d >= 1``, with at least ``min_rows`` rows and, with ``finite``, no NaN or
-    infinite entry (the rows that hold one are named); returns it.
+    client, with at least ``min_rows`` rows of at least ``min_width`` entries and, with
+    ``finite``, no NaN or infinite entry (the rows that hold one are named); returns it.
 
     Raises:
         TypeError: Not a tensor, or not of a floating dtype.
@@ -292,10 +294,10 @@ def check_rows(name: str, value: object, *, min_rows: int = 0, finite: bool = Fa
         raise TypeError(
             f"{name} must be a torch.Tensor of shape (K, d), got {type(value).__name__}"
         )
-    if value.ndim != 2 or value.shape[1] == 0 or value.shape[0] < min_rows:
+    if value.ndim != 2 or value.shape[1] < min_width or value.shape[0] < min_rows:
         raise ValueError(
-            f"{name} must be a 2-D tensor of shape (K, d), one row per client, with d >= 1 and "
-            f"K >= {min_rows}, got shape {tuple(value.shape)}"
+            f"{name} must be a 2-D tensor of shape (K, d), one row per client, with "
+            f"d >= {min_width} and K >= {min_rows}, got shape {tuple(value.shape)}"
         )
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")

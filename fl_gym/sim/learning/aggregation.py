@@ -107,8 +107,9 @@ class AggregationResult:
 
 
 def _check_updates(updates: object) -> torch.Tensor:
-    # Robust rules see attacked rows as they are: NaN and infinite entries are allowed.
-    return check_rows("updates", updates, min_rows=1)
+    # Robust rules see attacked rows as they are: NaN and infinite entries are allowed (and
+    # every rule takes a model of any width, d = 0 included).
+    return check_rows("updates", updates, min_rows=1, min_width=0)
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:
