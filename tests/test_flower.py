@@ -17,6 +17,7 @@ from flwr.server.client_manager import SimpleClientManager
 import fl_gym  # noqa: F401
 from fl_gym.agents import TrainedAgent
 from fl_gym.baselines import make_baseline
+from fl_gym.envs.wireless_fl.env import DEVICE_FEATURES, SERVER_FEATURES
 from fl_gym.integrations.flower import (
     DeviceClient,
     FlGymClientSelection,
@@ -131,6 +132,81 @@ def test_observation_from_properties_equals_the_env_observation() -> None:
             break
     assert checked >= 2
     assert obs["devices"][:, 5].any()  # train losses were really compared
+
+
+def _flower_observation(env: gym.Env, info: dict, previous_accuracy: float) -> dict:
+    """build_observation of what a Flower server would see of ``env`` now: each device's
+    properties from the simulator's cell (its train loss the environment's, as the client would
+    report it), the server's book-keeping from the last step's ``info``."""
+    unwrapped = env.unwrapped
+    fed = unwrapped.federation
+    k = unwrapped.num_devices
+    properties = [
+        cell_device_properties(
+            fed.cell,
+            i,
+            train_loss=float(unwrapped._train_loss[i]),
+            num_examples=int(fed.data.client_sizes[i]),
+        )
+        for i in range(k)
+    ]
+    server = ServerState(
+        round_index=info["round"],
+        accuracy=fed.accuracy,
+        loss=fed.loss,
+        energy_spent_j=info["energy_spent_j"],
+        round_time_s=info.get("round_time_s", 0.0),
+        accuracy_gain=fed.accuracy - previous_accuracy,
+    )
+    return build_observation(
+        env,
+        properties,
+        rounds_since_delivery=fed.rounds_since_delivery(),
+        selected=info.get("selected", np.zeros(k, bool)),
+        delivered=info.get("delivered", np.zeros(k, bool)),
+        server=server,
+    )
+
+
+@pytest.mark.parametrize(
+    ("loss", "train_loss"),
+    [(None, None), (float("nan"), np.inf), (np.inf, np.inf), (-np.inf, None), (1e6, 1e6)],
+)
+def test_flower_and_the_env_share_one_observation(loss: float | None, train_loss: float | None):
+    """The joint environment after reset and a few rounds: the observation Flower builds from
+    the clients' properties is the environment's own, bit for bit, also for a diverged model
+    (a NaN or infinite test loss shows as the worst value, 1, in both) and an infinite or huge
+    train loss (capped at 1). A NaN train loss is not compared: a client reporting one is an
+    error (test_missing_or_bad_properties_are_clear_errors)."""
+    env = gym.make("fl_gym/WirelessFL-v0")
+    unwrapped = env.unwrapped
+    obs, info = env.reset(seed=11)
+    env.action_space.seed(11)
+    previous_accuracy = info["accuracy"]
+    built = _flower_observation(env, info, previous_accuracy)
+    np.testing.assert_array_equal(built["devices"], obs["devices"])
+    np.testing.assert_array_equal(built["server"], obs["server"])
+    for _ in range(3):
+        previous_accuracy = info["accuracy"]
+        obs, _, terminated, _, info = env.step(env.action_space.sample())
+        assert not terminated
+        built = _flower_observation(env, info, previous_accuracy)
+        np.testing.assert_array_equal(built["devices"], obs["devices"])
+        np.testing.assert_array_equal(built["server"], obs["server"])
+    assert obs["devices"][:, DEVICE_FEATURES.index("selected")].any()
+    fed = unwrapped.federation
+    if loss is not None:
+        fed.loss = loss  # the state a diverged global model leaves
+    if train_loss is not None:
+        unwrapped._train_loss[[0, 2]] = train_loss  # two clients diverged locally
+    obs = unwrapped.observe()
+    built = _flower_observation(env, info, previous_accuracy)
+    np.testing.assert_array_equal(built["devices"], obs["devices"])
+    np.testing.assert_array_equal(built["server"], obs["server"])
+    if loss is not None and not np.isfinite(loss):
+        assert obs["server"][SERVER_FEATURES.index("loss")] == 1.0
+    if train_loss is not None:
+        assert (obs["devices"][[0, 2], DEVICE_FEATURES.index("train_loss")] == 1.0).all()
 
 
 @pytest.mark.parametrize("policy", ["proportional-fair", "best-channel", f"ppo:{SHIPPED_PPO}"])

@@ -98,13 +98,10 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 import fl_gym  # noqa: F401  (registers the environments)
 from fl_gym.envs.wireless_fl.codec import SelectionState
 from fl_gym.envs.wireless_fl.env import (
-    ACCURACY_GAIN_SCALE,
     DEVICE_FEATURES,
-    LOSS_SCALE,
-    SERVER_FEATURES,
-    SNR_SCALE_DB,
-    STALENESS_SCALE_ROUNDS,
     WirelessFLEnv,
+    data_share,
+    scale_observation,
 )
 from fl_gym.sim.radio.cell import WirelessCell
 
@@ -141,7 +138,7 @@ class ServerState:
     Attributes:
         round_index: Rounds played so far.
         accuracy: Global test accuracy after the last round (before any: of the initial model).
-        loss: Global test loss, likewise.
+        loss: Global test loss, likewise (NaN or infinite if the model diverged).
         energy_spent_j: Energy the devices have spent so far, J.
         round_time_s: Duration of the last round, s (0 before any).
         accuracy_gain: Accuracy change in the last round (0 before any).
@@ -299,7 +296,10 @@ def build_observation(
 
     The scaling is :class:`~fl_gym.envs.wireless_fl.env.WirelessFLEnv`'s (its docstring's
     Observation Space tables), with the environment's configuration (cell radius, maximum CPU
-    frequency, battery floor, deadline, ``max_rounds``).
+    frequency, battery floor, deadline, ``max_rounds``): the same function,
+    :func:`~fl_gym.envs.wireless_fl.env.scale_observation`, makes the environment's
+    observations, so a NaN or infinite ``server.loss`` shows as 1 (the worst value) and an
+    infinite train loss as 1 there too.
 
     Args:
         env: A wireless FL environment (wrapped or not) with ``num_devices == len(properties)``.
@@ -332,40 +332,31 @@ def build_observation(
     p = _property_columns(properties, client_ids)
     cfg = unwrapped.config
     wcfg = cfg.wireless
-    bound = float(unwrapped.dict_observation_space["devices"].high.flat[0])
-    available = p["battery_j"] > wcfg.battery_floor_j
-    staleness = per_device["rounds_since_delivery"]
-    columns = {
-        "snr_db": np.clip(p["snr_db"] / SNR_SCALE_DB, -bound, bound),
-        "distance": p["distance_m"] / wcfg.cell_radius_m,
-        "battery": p["battery_j"] / p["battery_capacity_j"],
-        "cpu": p["cpu_hz"] / wcfg.cpu_max_hz,
-        "staleness": np.minimum(staleness, STALENESS_SCALE_ROUNDS) / STALENESS_SCALE_ROUNDS,
-        "train_loss": np.minimum(p["train_loss"] / LOSS_SCALE, 1.0),
-        "available": available,
-        "selected": per_device["selected"],
-        "delivered": per_device["delivered"],
-        "data_share": p["num_examples"] / p["num_examples"].max(),
-    }
-    devices = np.zeros((k, len(DEVICE_FEATURES)), dtype=np.float64)
-    for j, name in enumerate(DEVICE_FEATURES):
-        devices[:, j] = columns[name]
-    entries = {
-        "round": server.round_index / cfg.max_rounds,
-        "accuracy": server.accuracy,
-        "loss": min(server.loss / LOSS_SCALE, 1.0),
-        "energy_spent": server.energy_spent_j / float(p["battery_capacity_j"].sum()),
-        "round_time": server.round_time_s / wcfg.deadline_s,
-        "available_share": float(available.mean()),
-        "accuracy_gain": np.clip(ACCURACY_GAIN_SCALE * server.accuracy_gain, -bound, bound),
-    }
-    server_vector = np.array([entries[name] for name in SERVER_FEATURES], dtype=np.float64)
-    devices = np.nan_to_num(devices, nan=0.0, posinf=bound, neginf=-bound)
-    server_vector = np.nan_to_num(server_vector, nan=0.0, posinf=bound, neginf=-bound)
-    return {
-        "devices": np.clip(devices, -bound, bound).astype(np.float32),
-        "server": np.clip(server_vector, -bound, bound).astype(np.float32),
-    }
+    # One federation (E = 1): the rows of the environment's own scaling.
+    devices, server_vector = scale_observation(
+        snr_db=p["snr_db"][None],
+        distance_m=p["distance_m"][None],
+        cell_radius_m=wcfg.cell_radius_m,
+        battery_j=p["battery_j"][None],
+        battery_capacity_j=p["battery_capacity_j"][None],
+        cpu_hz=p["cpu_hz"][None],
+        cpu_max_hz=wcfg.cpu_max_hz,
+        rounds_since_delivery=per_device["rounds_since_delivery"][None],
+        train_loss=p["train_loss"][None],
+        available=(p["battery_j"] > wcfg.battery_floor_j)[None],
+        selected=per_device["selected"][None],
+        delivered=per_device["delivered"][None],
+        data_share=data_share(p["num_examples"])[None],
+        round_index=server.round_index,
+        max_rounds=cfg.max_rounds,
+        accuracy=server.accuracy,
+        loss=server.loss,
+        energy_spent_j=server.energy_spent_j,
+        round_time_s=server.round_time_s,
+        deadline_s=wcfg.deadline_s,
+        accuracy_gain=server.accuracy_gain,
+    )
+    return {"devices": devices[0], "server": server_vector[0]}
 
 
 def _sorted_clients(clients: Mapping[str, ClientProxy]) -> list[ClientProxy]:

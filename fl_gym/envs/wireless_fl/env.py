@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from numpy.typing import ArrayLike
 
 from fl_gym.envs import snapshot as snapshots
 from fl_gym.envs.human import HumanWindow, check_render_mode, ready_to_render
@@ -40,7 +41,15 @@ from fl_gym.sim.radio.cell import WirelessCell
 from fl_gym.sim.rounds import DigitalUplink, RoundPipeline, Transport, UpdateTransform
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS, check_num_threads, with_torch_threads
 
-__all__ = ["CONTROLS", "DEVICE_FEATURES", "SERVER_FEATURES", "WirelessFLEnv", "observe_many"]
+__all__ = [
+    "CONTROLS",
+    "DEVICE_FEATURES",
+    "SERVER_FEATURES",
+    "WirelessFLEnv",
+    "data_share",
+    "observe_many",
+    "scale_observation",
+]
 
 DEVICE_FEATURES = (
     "snr_db",
@@ -378,7 +387,7 @@ class WirelessFLEnv(gym.Env):
         self._elapsed_time_s = 0.0
         self._accuracy_history = [self.federation.accuracy]
         self._train_loss = np.zeros(k)
-        self._data_share = data.client_sizes / data.client_sizes.max()
+        self._data_share = data_share(data.client_sizes)
         observation, info = self.observe(), self._info(None, {}, {})
         if self.render_mode == "human":
             self.render()
@@ -751,27 +760,125 @@ class WirelessFLEnv(gym.Env):
         return config.num_devices, config.num_compression_levels, config.local_step_choices
 
 
-def loss_feature(loss: float) -> float:
-    """The ``loss`` server entry: ``loss / LOSS_SCALE`` capped at 1, and 1 (the worst value) for
-    a NaN or infinite loss, which is never shown as a good one."""
-    return min(loss / LOSS_SCALE, 1.0) if math.isfinite(loss) else 1.0
+def data_share(num_examples: np.ndarray) -> np.ndarray:
+    """The ``data_share`` column: each client's number of samples over the largest client's
+    (``(K,)``, or ``(E, K)`` along the last axis)."""
+    return num_examples / np.max(num_examples, axis=-1, keepdims=True)
 
 
-def _clip_bound(value: float) -> float:
-    """``value`` clipped to ``[-_OBS_BOUND, _OBS_BOUND]``, NaN kept (it becomes 0 later)."""
-    return value if math.isnan(value) else min(max(value, -_OBS_BOUND), _OBS_BOUND)
+def scale_observation(
+    *,
+    snr_db: np.ndarray,
+    distance_m: np.ndarray,
+    cell_radius_m: ArrayLike,
+    battery_j: np.ndarray,
+    battery_capacity_j: np.ndarray,
+    cpu_hz: np.ndarray,
+    cpu_max_hz: ArrayLike,
+    rounds_since_delivery: np.ndarray,
+    train_loss: np.ndarray,
+    available: np.ndarray,
+    selected: np.ndarray,
+    delivered: np.ndarray,
+    data_share: np.ndarray,
+    round_index: ArrayLike,
+    max_rounds: ArrayLike,
+    accuracy: ArrayLike,
+    loss: ArrayLike,
+    energy_spent_j: ArrayLike,
+    round_time_s: ArrayLike,
+    deadline_s: ArrayLike,
+    accuracy_gain: ArrayLike,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The wireless FL observation of E federations from their state in physical units: the one
+    definition of every ``DEVICE_FEATURES`` column and ``SERVER_FEATURES`` entry (the class
+    docstring's Observation Space tables), for :func:`observe_many` and for the Flower
+    integration alike.
+
+    After scaling, NaN becomes 0 and every value is clipped to ``[-5, 5]`` (so ``+-inf`` goes
+    to the bounds) in float64, then cast to float32. Element by element: each federation's rows
+    are what it gets in a batch of one.
+
+    Args:
+        snr_db: ``(E, K)`` SNR at ``p_max`` on the current channel, dB.
+        distance_m: ``(E, K)`` distance to the base station, m.
+        cell_radius_m: Cell radius, m, broadcastable to ``(E, K)`` (``(E, 1)`` or a scalar).
+        battery_j: ``(E, K)`` energy left, J.
+        battery_capacity_j: ``(E, K)`` full battery, J.
+        cpu_hz: ``(E, K)`` CPU frequency, Hz.
+        cpu_max_hz: Largest CPU frequency, Hz, broadcastable to ``(E, K)``.
+        rounds_since_delivery: ``(E, K)`` rounds since each update was last aggregated.
+        train_loss: ``(E, K)`` last local training loss (a NaN shows as 0, ``inf`` as 1).
+        available: ``(E, K)`` bool, may be selected (battery above the floor).
+        selected: ``(E, K)`` bool, selected in the last round.
+        delivered: ``(E, K)`` bool, update aggregated in the last round.
+        data_share: ``(E, K)`` number of training samples over the largest client's
+            (:func:`data_share`).
+        round_index: ``(E,)`` rounds played (or a scalar, as every argument below).
+        max_rounds: ``(E,)`` rounds of an episode.
+        accuracy: ``(E,)`` global test accuracy.
+        loss: ``(E,)`` global test loss (NaN or infinite shows as 1, the worst value).
+        energy_spent_j: ``(E,)`` energy the devices have spent, J (shown over their total
+            battery capacity).
+        round_time_s: ``(E,)`` duration of the last round, s.
+        deadline_s: ``(E,)`` round deadline, s.
+        accuracy_gain: ``(E,)`` accuracy change in the last round.
+
+    Returns:
+        ``(devices, server)``: ``(E, K, 10)`` and ``(E, 7)`` float32, views of one buffer
+        (row ``e`` of both, flattened and joined, is federation ``e``'s flat observation).
+    """
+    n, k = np.shape(snr_db)
+    num_device_features = len(DEVICE_FEATURES)
+    # Both arrays of every federation in one buffer (views of it), so that the NaN pass, the
+    # clip and the cast below run once.
+    rows = np.zeros((n, k * num_device_features + len(SERVER_FEATURES)), dtype=np.float64)
+    devices = rows[:, : k * num_device_features].reshape(n, k, num_device_features)
+    server = rows[:, k * num_device_features :]
+    # Every column is clipped to the bounds once, below (the SNR and accuracy-gain clips too).
+    devices[:, :, 0] = snr_db / SNR_SCALE_DB
+    devices[:, :, 1] = distance_m / cell_radius_m
+    devices[:, :, 2] = battery_j / battery_capacity_j
+    devices[:, :, 3] = cpu_hz / cpu_max_hz
+    devices[:, :, 4] = (
+        np.minimum(rounds_since_delivery, STALENESS_SCALE_ROUNDS) / STALENESS_SCALE_ROUNDS
+    )
+    # A NaN stays NaN here (0 below); inf is capped at 1.
+    devices[:, :, 5] = np.minimum(train_loss / LOSS_SCALE, 1.0)
+    devices[:, :, 6] = available
+    devices[:, :, 7] = selected
+    devices[:, :, 8] = delivered
+    devices[:, :, 9] = data_share
+    # The server entries are written in place (out=): E is often 1, where each temporary costs.
+    np.divide(round_index, max_rounds, out=server[:, 0])
+    server[:, 1] = accuracy
+    # A NaN or infinite loss keeps the 1 (the worst value), never shown as a good one.
+    server[:, 2] = 1.0
+    np.minimum(np.divide(loss, LOSS_SCALE), 1.0, out=server[:, 2], where=np.isfinite(loss))
+    np.divide(energy_spent_j, np.add.reduce(battery_capacity_j, axis=-1), out=server[:, 3])
+    np.divide(round_time_s, deadline_s, out=server[:, 4])
+    # The mean of the bools, as an exact count over K.
+    np.divide(np.add.reduce(available, axis=-1), k, out=server[:, 5])
+    np.multiply(ACCURACY_GAIN_SCALE, accuracy_gain, out=server[:, 6])
+    # NaN becomes 0 and the clip sends +-inf to the bounds (what np.nan_to_num with those
+    # bounds and the clip do, in fewer passes).
+    rows[np.isnan(rows)] = 0.0
+    rows32 = np.clip(rows, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
+    return (
+        rows32[:, : k * num_device_features].reshape(n, k, num_device_features),
+        rows32[:, k * num_device_features :],
+    )
 
 
 def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     """The observations of E environments (that share ``num_devices``): the one observation
     function of the wireless FL family, for a single environment (E = 1) and the native vector
-    environment alike.
+    environment alike; the scaling is :func:`scale_observation`'s.
 
     The device columns of all the environments are one ``(E, K, F)`` computation, element by
     element, so each environment's rows are what it gets alone; in flat mode (all of them) the
     flat rows are made in one computation too. Reading state only, it changes nothing."""
     n, k = len(envs), envs[0].num_devices
-    num_device_features = len(DEVICE_FEATURES)
     feds = [env.federation for env in envs]
     cells = [fed.cell for fed in feds]  # type: ignore[union-attr]
     wcfgs = [env.config.wireless for env in envs]
@@ -790,57 +897,50 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
     )
     with np.errstate(divide="ignore"):
         snr_db = 10.0 * np.log10(snr)
-    # Both arrays of every environment in one buffer (views of it), so that the NaN pass, the
-    # clip and the cast below run once.
-    rows = np.zeros((n, k * num_device_features + len(SERVER_FEATURES)), dtype=np.float64)
-    devices = rows[:, : k * num_device_features].reshape(n, k, num_device_features)
-    server = rows[:, k * num_device_features :]
-    # Every column is clipped to the bounds once, below.
-    devices[:, :, 0] = snr_db / SNR_SCALE_DB
-    devices[:, :, 1] = stack([c.distance_m for c in cells]) / column(  # type: ignore[union-attr]
-        [w.cell_radius_m for w in wcfgs]
+    reports = [env._last_report for env in envs]
+    nothing = np.zeros(k, dtype=bool)
+    # One row of server quantities per environment, its columns passed as views.
+    server = np.array(
+        [
+            (
+                fed.round_index,  # type: ignore[union-attr]
+                env.config.max_rounds,
+                fed.accuracy,  # type: ignore[union-attr]
+                fed.loss,  # type: ignore[union-attr]
+                env._energy_spent_j,
+                0.0 if report is None else report.round_time_s,
+                wcfg.deadline_s,
+                0.0 if report is None else report.accuracy - env._accuracy_history[-2],
+            )
+            for env, fed, wcfg, report in zip(envs, feds, wcfgs, reports, strict=True)
+        ],
+        dtype=np.float64,
     )
-    devices[:, :, 2] = stack([c.battery_j for c in cells]) / stack(  # type: ignore[union-attr]
-        [c.battery_capacity_j for c in cells]  # type: ignore[union-attr]
+    devices32, servers32 = scale_observation(
+        snr_db=snr_db,
+        distance_m=stack([c.distance_m for c in cells]),  # type: ignore[union-attr]
+        cell_radius_m=column([w.cell_radius_m for w in wcfgs]),
+        battery_j=stack([c.battery_j for c in cells]),  # type: ignore[union-attr]
+        battery_capacity_j=stack([c.battery_capacity_j for c in cells]),  # type: ignore[union-attr]
+        cpu_hz=stack([c.cpu_hz for c in cells]),  # type: ignore[union-attr]
+        cpu_max_hz=column([w.cpu_max_hz for w in wcfgs]),
+        rounds_since_delivery=stack(
+            [fed.rounds_since_delivery() for fed in feds]  # type: ignore[union-attr]
+        ),
+        train_loss=stack([env._train_loss for env in envs]),
+        available=stack([c.available for c in cells]),  # type: ignore[union-attr]
+        selected=stack([nothing if r is None else r.selected for r in reports]),
+        delivered=stack([nothing if r is None else r.delivered for r in reports]),
+        data_share=stack([env._data_share for env in envs]),
+        round_index=server[:, 0],
+        max_rounds=server[:, 1],
+        accuracy=server[:, 2],
+        loss=server[:, 3],
+        energy_spent_j=server[:, 4],
+        round_time_s=server[:, 5],
+        deadline_s=server[:, 6],
+        accuracy_gain=server[:, 7],
     )
-    devices[:, :, 3] = stack([c.cpu_hz for c in cells]) / column(  # type: ignore[union-attr]
-        [w.cpu_max_hz for w in wcfgs]
-    )
-    devices[:, :, 4] = (
-        np.minimum(
-            stack([fed.rounds_since_delivery() for fed in feds]),  # type: ignore[union-attr]
-            STALENESS_SCALE_ROUNDS,
-        )
-        / STALENESS_SCALE_ROUNDS
-    )
-    available = stack([c.available for c in cells])  # type: ignore[union-attr]
-    devices[:, :, 6] = available
-    devices[:, :, 9] = stack([env._data_share for env in envs])
-    for e, (env, fed, cell, wcfg) in enumerate(zip(envs, feds, cells, wcfgs, strict=True)):
-        assert fed is not None and cell is not None
-        report = env._last_report
-        if report is not None:
-            devices[e, :, 7] = report.selected
-            devices[e, :, 8] = report.delivered
-        capacity = float(cell.battery_capacity_j.sum())
-        gain = 0.0 if report is None else report.accuracy - env._accuracy_history[-2]
-        server[e] = (
-            fed.round_index / env.config.max_rounds,
-            fed.accuracy,
-            loss_feature(fed.loss),
-            env._energy_spent_j / capacity,
-            0.0 if report is None else report.round_time_s / wcfg.deadline_s,
-            # The mean of the bools, as an exact count over K.
-            np.count_nonzero(available[e]) / k,
-            _clip_bound(ACCURACY_GAIN_SCALE * gain),
-        )
-    devices[:, :, 5] = np.minimum(stack([env._train_loss for env in envs]) / LOSS_SCALE, 1.0)
-    # NaN becomes 0 and the clip sends +-inf to the bounds (what np.nan_to_num with those
-    # bounds and the clip do, in fewer passes).
-    rows[np.isnan(rows)] = 0.0
-    rows32 = np.clip(rows, -_OBS_BOUND, _OBS_BOUND).astype(np.float32)
-    devices32 = rows32[:, : k * num_device_features].reshape(n, k, num_device_features)
-    servers32 = rows32[:, k * num_device_features :]
     if all(env.obs_mode == "flat" for env in envs):
         # The flat layout is flatten_observation's alone.
         flat = flatten_observation({"devices": devices32, "server": servers32})
