@@ -99,6 +99,7 @@ import fl_gym  # noqa: F401  (registers the environments)
 from fl_gym.envs.wireless_fl.codec import SelectionState
 from fl_gym.envs.wireless_fl.env import (
     DEVICE_FEATURES,
+    ServerQuantities,
     WirelessFLEnv,
     data_share,
     scale_observation,
@@ -347,14 +348,18 @@ def build_observation(
         selected=per_device["selected"][None],
         delivered=per_device["delivered"][None],
         data_share=data_share(p["num_examples"])[None],
-        round_index=server.round_index,
-        max_rounds=cfg.max_rounds,
-        accuracy=server.accuracy,
-        loss=server.loss,
-        energy_spent_j=server.energy_spent_j,
-        round_time_s=server.round_time_s,
-        deadline_s=wcfg.deadline_s,
-        accuracy_gain=server.accuracy_gain,
+        server=[
+            ServerQuantities(
+                round_index=server.round_index,
+                max_rounds=cfg.max_rounds,
+                accuracy=server.accuracy,
+                loss=server.loss,
+                energy_spent_j=server.energy_spent_j,
+                round_time_s=server.round_time_s,
+                deadline_s=wcfg.deadline_s,
+                accuracy_gain=server.accuracy_gain,
+            )
+        ],
     )
     return {"devices": devices[0], "server": server_vector[0]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -45,6 +45,7 @@ __all__ = [
     "CONTROLS",
     "DEVICE_FEATURES",
     "SERVER_FEATURES",
+    "ServerQuantities",
     "WirelessFLEnv",
     "data_share",
     "observe_many",
@@ -760,6 +761,28 @@ class WirelessFLEnv(gym.Env):
         return config.num_devices, config.num_compression_levels, config.local_step_choices
 
 
+class ServerQuantities(NamedTuple):
+    """One federation's server state in physical units, which the ``SERVER_FEATURES`` entries
+    scale (:func:`scale_observation`)."""
+
+    round_index: int
+    """Rounds played."""
+    max_rounds: int
+    """Rounds of an episode."""
+    accuracy: float
+    """Global test accuracy."""
+    loss: float
+    """Global test loss (NaN or infinite shows as 1, the worst value)."""
+    energy_spent_j: float
+    """Energy the devices have spent, J (shown over their total battery capacity)."""
+    round_time_s: float
+    """Duration of the last round, s."""
+    deadline_s: float
+    """Round deadline, s."""
+    accuracy_gain: float
+    """Accuracy change in the last round."""
+
+
 def data_share(num_examples: np.ndarray) -> np.ndarray:
     """The ``data_share`` column: each client's number of samples over the largest client's
     (``(K,)``, or ``(E, K)`` along the last axis)."""
@@ -781,14 +804,7 @@ def scale_observation(
     selected: np.ndarray,
     delivered: np.ndarray,
     data_share: np.ndarray,
-    round_index: ArrayLike,
-    max_rounds: ArrayLike,
-    accuracy: ArrayLike,
-    loss: ArrayLike,
-    energy_spent_j: ArrayLike,
-    round_time_s: ArrayLike,
-    deadline_s: ArrayLike,
-    accuracy_gain: ArrayLike,
+    server: Sequence[ServerQuantities],
 ) -> tuple[np.ndarray, np.ndarray]:
     """The wireless FL observation of E federations from their state in physical units: the one
     definition of every ``DEVICE_FEATURES`` column and ``SERVER_FEATURES`` entry (the class
@@ -814,15 +830,9 @@ def scale_observation(
         delivered: ``(E, K)`` bool, update aggregated in the last round.
         data_share: ``(E, K)`` number of training samples over the largest client's
             (:func:`data_share`).
-        round_index: ``(E,)`` rounds played (or a scalar, as every argument below).
-        max_rounds: ``(E,)`` rounds of an episode.
-        accuracy: ``(E,)`` global test accuracy.
-        loss: ``(E,)`` global test loss (NaN or infinite shows as 1, the worst value).
-        energy_spent_j: ``(E,)`` energy the devices have spent, J (shown over their total
-            battery capacity).
-        round_time_s: ``(E,)`` duration of the last round, s.
-        deadline_s: ``(E,)`` round deadline, s.
-        accuracy_gain: ``(E,)`` accuracy change in the last round.
+        server: Per federation, its :class:`ServerQuantities` (the server entries are made
+            row by row in Python: E is often 1, where each numpy call costs more than the
+            arithmetic).
 
     Returns:
         ``(devices, server)``: ``(E, K, 10)`` and ``(E, 7)`` float32, views of one buffer
@@ -834,7 +844,7 @@ def scale_observation(
     # clip and the cast below run once.
     rows = np.zeros((n, k * num_device_features + len(SERVER_FEATURES)), dtype=np.float64)
     devices = rows[:, : k * num_device_features].reshape(n, k, num_device_features)
-    server = rows[:, k * num_device_features :]
+    server_rows = rows[:, k * num_device_features :]
     # Every column is clipped to the bounds once, below (the SNR and accuracy-gain clips too).
     devices[:, :, 0] = snr_db / SNR_SCALE_DB
     devices[:, :, 1] = distance_m / cell_radius_m
@@ -849,17 +859,20 @@ def scale_observation(
     devices[:, :, 7] = selected
     devices[:, :, 8] = delivered
     devices[:, :, 9] = data_share
-    # The server entries are written in place (out=): E is often 1, where each temporary costs.
-    np.divide(round_index, max_rounds, out=server[:, 0])
-    server[:, 1] = accuracy
-    # A NaN or infinite loss keeps the 1 (the worst value), never shown as a good one.
-    server[:, 2] = 1.0
-    np.minimum(np.divide(loss, LOSS_SCALE), 1.0, out=server[:, 2], where=np.isfinite(loss))
-    np.divide(energy_spent_j, np.add.reduce(battery_capacity_j, axis=-1), out=server[:, 3])
-    np.divide(round_time_s, deadline_s, out=server[:, 4])
-    # The mean of the bools, as an exact count over K.
-    np.divide(np.add.reduce(available, axis=-1), k, out=server[:, 5])
-    np.multiply(ACCURACY_GAIN_SCALE, accuracy_gain, out=server[:, 6])
+    capacity = np.add.reduce(battery_capacity_j, axis=-1).tolist()
+    count = np.count_nonzero(available, axis=-1).tolist()
+    for e, q in enumerate(server):
+        server_rows[e] = (
+            q.round_index / q.max_rounds,
+            q.accuracy,
+            # A NaN or infinite loss shows as 1 (the worst value), never as a good one.
+            min(q.loss / LOSS_SCALE, 1.0) if math.isfinite(q.loss) else 1.0,
+            q.energy_spent_j / capacity[e],
+            q.round_time_s / q.deadline_s,
+            # The mean of the bools, as an exact count over K.
+            count[e] / k,
+            ACCURACY_GAIN_SCALE * q.accuracy_gain,
+        )
     # NaN becomes 0 and the clip sends +-inf to the bounds (what np.nan_to_num with those
     # bounds and the clip do, in fewer passes).
     rows[np.isnan(rows)] = 0.0
@@ -899,23 +912,19 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
         snr_db = 10.0 * np.log10(snr)
     reports = [env._last_report for env in envs]
     nothing = np.zeros(k, dtype=bool)
-    # One row of server quantities per environment, its columns passed as views.
-    server = np.array(
-        [
-            (
-                fed.round_index,  # type: ignore[union-attr]
-                env.config.max_rounds,
-                fed.accuracy,  # type: ignore[union-attr]
-                fed.loss,  # type: ignore[union-attr]
-                env._energy_spent_j,
-                0.0 if report is None else report.round_time_s,
-                wcfg.deadline_s,
-                0.0 if report is None else report.accuracy - env._accuracy_history[-2],
-            )
-            for env, fed, wcfg, report in zip(envs, feds, wcfgs, reports, strict=True)
-        ],
-        dtype=np.float64,
-    )
+    server = [
+        ServerQuantities(
+            round_index=fed.round_index,  # type: ignore[union-attr]
+            max_rounds=env.config.max_rounds,
+            accuracy=fed.accuracy,  # type: ignore[union-attr]
+            loss=fed.loss,  # type: ignore[union-attr]
+            energy_spent_j=env._energy_spent_j,
+            round_time_s=0.0 if report is None else report.round_time_s,
+            deadline_s=wcfg.deadline_s,
+            accuracy_gain=(0.0 if report is None else report.accuracy - env._accuracy_history[-2]),
+        )
+        for env, fed, wcfg, report in zip(envs, feds, wcfgs, reports, strict=True)
+    ]
     devices32, servers32 = scale_observation(
         snr_db=snr_db,
         distance_m=stack([c.distance_m for c in cells]),  # type: ignore[union-attr]
@@ -932,14 +941,7 @@ def observe_many(envs: list[WirelessFLEnv]) -> list[Observation]:
         selected=stack([nothing if r is None else r.selected for r in reports]),
         delivered=stack([nothing if r is None else r.delivered for r in reports]),
         data_share=stack([env._data_share for env in envs]),
-        round_index=server[:, 0],
-        max_rounds=server[:, 1],
-        accuracy=server[:, 2],
-        loss=server[:, 3],
-        energy_spent_j=server[:, 4],
-        round_time_s=server[:, 5],
-        deadline_s=server[:, 6],
-        accuracy_gain=server[:, 7],
+        server=server,
     )
     if all(env.obs_mode == "flat" for env in envs):
         # The flat layout is flatten_observation's alone.
