@@ -1,5 +1,5 @@
-"""Broadband analog aggregation (fl_gym.sim.radio.broadband_analog, fl_gym.sim.broadband) and
-the model-broadcast downlink of the cell."""
+"""Broadband analog aggregation (fl_gym.sim.radio.broadband_analog,
+fl_gym.sim.transports.broadband) and the model-broadcast downlink of the cell."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import gymnasium as gym
@@ -23,6 +24,8 @@ from fl_gym.sim.learning.coded import (
 from fl_gym.sim.learning.data import make_federated_dataset
 from fl_gym.sim.learning.federation import Federation, FederationConfig
 from fl_gym.sim.radio.cell import WirelessCell, WirelessConfig
+from fl_gym.sim.stages import _ideal_delivery
+from fl_gym.sim.transports.digital import _coded_setup, coded_upload_bits
 
 # A narrow uplink with a short deadline and large batteries: stragglers every few rounds.
 TIGHT = WirelessConfig(
@@ -166,8 +169,8 @@ def test_coded_upload_matches_the_cell_closed_form() -> None:
     time_s = bits / rate
     expected = np.zeros(10)
     expected[first] = cfg.p_max_w * time_s[first]
-    spent, duration = rounds._coded_setup(fed, start)
-    np.testing.assert_allclose(rounds.coded_upload_bits(fed), bits)
+    spent, duration = _coded_setup(fed, start)
+    np.testing.assert_allclose(coded_upload_bits(fed), bits)
     np.testing.assert_allclose(spent, expected, rtol=1e-12)
     np.testing.assert_allclose(battery_before - cell.battery_j, expected, rtol=1e-9, atol=1e-15)
     assert duration == pytest.approx(time_s[first].max(), rel=1e-12)
@@ -176,7 +179,7 @@ def test_coded_upload_matches_the_cell_closed_form() -> None:
     assert [c.code_length for c in fed.coded.codes] == [math.ceil(0.1 * int(k) - 1e-9) for k in n]
     # Selected again: nothing more to upload; a newcomer uploads its own only.
     start = rounds.DigitalUplink().start(fed, fed.plan(selected=[0, 1]), rng, False)
-    spent, duration = rounds._coded_setup(fed, start)
+    spent, duration = _coded_setup(fed, start)
     assert spent[0] == 0.0 and spent[1] == pytest.approx(cfg.p_max_w * time_s[1], rel=1e-12)
     assert np.count_nonzero(spent) == 1
 
@@ -261,8 +264,8 @@ def test_stale_step_is_discounted_not_normalised() -> None:
         bits=np.array([0]),
         train_loss=np.array([0.0]),
     )
-    delivery = rounds._ideal_delivery(1, fed.num_clients)
-    delivery = rounds.replace(delivery, arrived=np.array([False]))
+    delivery = _ideal_delivery(1, fed.num_clients)
+    delivery = dataclasses.replace(delivery, arrived=np.array([False]))
     rounds.aggregate_round(fed, pending, delivery)
     torch.testing.assert_close(fed.params - before, update * (1 + 3) ** -0.5)
     assert fed.late_origin_round[3] == -1 and fed.num_late_applied[3] == 1

@@ -4,8 +4,6 @@ Layers below the environments only: nothing in ``fl_gym.sim`` imports gymnasium,
 stable-baselines3.
 """
 
-from fl_gym.sim.broadband import BroadbandAnalog
-from fl_gym.sim.cs_over_the_air import CSOverTheAir
 from fl_gym.sim.learning.aggregation import (
     AGGREGATORS,
     AggregationResult,
@@ -34,15 +32,9 @@ from fl_gym.sim.learning.federation import ClientState, Federation, FederationCo
 from fl_gym.sim.learning.models import BatchedMLP, make_model
 from fl_gym.sim.learning.training import ClientTensors, local_sgd
 from fl_gym.sim.plan import RoundPlan, RoundReport
-from fl_gym.sim.rounds import (
-    DigitalUplink,
-    OverTheAir,
-    PendingUpdates,
-    RoundPipeline,
-    Transport,
-    UpdateTransform,
-    run_rounds,
-)
+from fl_gym.sim.rounds import RoundPipeline, run_rounds
+from fl_gym.sim.stages import PendingUpdates, Transport, UpdateTransform
+from fl_gym.sim.transports import BroadbandAnalog, CSOverTheAir, DigitalUplink, OverTheAir
 
 __all__ = [
     "AGGREGATORS",

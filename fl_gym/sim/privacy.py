@@ -1,6 +1,6 @@
 """Client-level differential privacy as a stage of the round pipeline (DP-FedAvg).
 
-:class:`ClientLevelDP` is an :class:`~fl_gym.sim.rounds.UpdateTransform`: after local training
+:class:`ClientLevelDP` is an :class:`~fl_gym.sim.stages.UpdateTransform`: after local training
 it clips every participating device's update (local - global) to L2 norm ``C`` (McMahan et al.,
 ICLR 2018), then adds Gaussian noise in one of two places:
 

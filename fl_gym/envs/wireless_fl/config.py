@@ -138,10 +138,10 @@ class WirelessFLConfig:
         analog_scheme: How the over-the-air environment aggregates: ``"beamforming"``
             (multi-antenna receive beamforming, Yang et al. 2020) or ``"broadband"`` (broadband
             analog aggregation over OFDM sub-carriers with truncated channel inversion, Zhu et
-            al. 2020, :class:`~fl_gym.sim.broadband.BroadbandAnalog`) or
+            al. 2020, :class:`~fl_gym.sim.transports.BroadbandAnalog`) or
             ``"compressive-sensing"`` (top-k with error accumulation, a shared random
             projection to ``d / 2`` measurements and sparse recovery, Amiri and Gunduz 2020,
-            :class:`~fl_gym.sim.cs_over_the_air.CSOverTheAir`). The environments with digital
+            :class:`~fl_gym.sim.transports.CSOverTheAir`). The environments with digital
             uploads accept only ``"beamforming"`` (the default, which they ignore).
     """
 

@@ -480,7 +480,7 @@ class WirelessFLEnv(gym.Env):
 
     def make_transport(self) -> Transport:
         """How this environment's updates reach the server: digital uploads on orthogonal
-        sub-channels (:class:`~fl_gym.sim.rounds.DigitalUplink`)."""
+        sub-channels (:class:`~fl_gym.sim.transports.DigitalUplink`)."""
         if self.config.analog_scheme != "beamforming":
             raise ValueError(
                 f"analog_scheme={self.config.analog_scheme!r} needs the over-the-air environment "

@@ -7,10 +7,9 @@ from typing import Any
 from fl_gym.envs.wireless_fl.codec import OverTheAirCodec
 from fl_gym.envs.wireless_fl.config import WirelessFLConfig, apply_overrides
 from fl_gym.envs.wireless_fl.env import WirelessFLEnv
-from fl_gym.sim.broadband import BroadbandAnalog
-from fl_gym.sim.cs_over_the_air import CSOverTheAir
-from fl_gym.sim.rounds import OverTheAir, Transport
+from fl_gym.sim.rounds import Transport
 from fl_gym.sim.threads import DEFAULT_NUM_THREADS
+from fl_gym.sim.transports import BroadbandAnalog, CSOverTheAir, OverTheAir
 
 __all__ = ["OverTheAirFLEnv"]
 
@@ -48,7 +47,7 @@ class OverTheAirFLEnv(WirelessFLEnv):
     ``s = d / 2`` measurements sent together with channel inversion to the weakest
     transmitting device at the budget (airtime ``s / bandwidth``), and the server recovers the
     largest ``s / 5`` entries of the sum by iterative hard thresholding
-    (:class:`~fl_gym.sim.cs_over_the_air.CSOverTheAir`). The registered v0 id keeps the
+    (:class:`~fl_gym.sim.transports.cs_over_the_air.CSOverTheAir`). The registered v0 id keeps the
     beamforming scheme and no downlink.
 
     ## Action Space

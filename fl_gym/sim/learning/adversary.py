@@ -1,7 +1,7 @@
 """Byzantine devices: an update transform of the round pipeline that corrupts some clients' updates.
 
 :class:`ByzantineTransform` sits between local training and compression
-(:class:`fl_gym.sim.rounds.UpdateTransform`). A set of devices, given by index or drawn as a
+(:class:`fl_gym.sim.stages.UpdateTransform`). A set of devices, given by index or drawn as a
 fraction of the K devices (once per episode, or again every round), replaces what it sends:
 
 ==============  ==================================================================================
@@ -50,7 +50,7 @@ from fl_gym.sim.learning.training import ClientTensors, LocalTrainingResult, loc
 
 if TYPE_CHECKING:
     from fl_gym.sim.learning.federation import Federation
-    from fl_gym.sim.rounds import RoundStart
+    from fl_gym.sim.stages import RoundStart
 
 __all__ = ["ATTACKS", "AdversaryConfig", "ByzantineTransform", "UpdateMonitor", "alie_z"]
 
@@ -154,8 +154,8 @@ def alie_z(num_selected: int, num_byzantine: int) -> float:
 class ByzantineTransform:
     """The adversary stage: corrupts the Byzantine devices' trained models.
 
-    An :class:`~fl_gym.sim.rounds.UpdateTransform` (registered as one at import of
-    :mod:`fl_gym.sim.rounds`; learning does not import the pipeline). One instance serves any
+    An :class:`~fl_gym.sim.stages.UpdateTransform` (registered as one at import of
+    :mod:`fl_gym.sim.stages`; learning does not import the pipeline). One instance serves any
     number of federations; per federation it keeps the episode's Byzantine set (for a fixed,
     drawn set) and the last round's attackers.
 
@@ -318,7 +318,7 @@ class ByzantineTransform:
 class UpdateMonitor:
     """Measures what each selected device sends: update norm and cosine to the last step.
 
-    An :class:`~fl_gym.sim.rounds.UpdateTransform` that changes nothing. Per federation of the
+    An :class:`~fl_gym.sim.stages.UpdateTransform` that changes nothing. Per federation of the
     last call it holds ``(K,)`` float64 arrays :attr:`norms` (``||u_k||``; ``inf`` for a row that
     is not finite or overflows) and :attr:`cosines` (cosine similarity between ``u_k`` and the
     global model's change in the previous round, in ``[-1, 1]``; 0 where either is zero or not

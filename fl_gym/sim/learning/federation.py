@@ -47,7 +47,7 @@ from fl_gym.sim.learning.training import ClientTensors, TrainingGroup, draw_roun
 from fl_gym.sim.plan import RoundPlan, RoundReport
 
 if TYPE_CHECKING:
-    from fl_gym.sim.rounds import RoundStart, Transport
+    from fl_gym.sim.stages import RoundStart, Transport
 
 __all__ = [
     "Cell",
@@ -705,7 +705,7 @@ class Federation:
             rng: Source of this round's randomness (minibatches, stochastic compression, packet
                 losses, channel evolution).
             allow_empty: Accept a plan that selects nobody (the model then stays unchanged).
-            transport: How updates reach the server (:class:`~fl_gym.sim.rounds.DigitalUplink`
+            transport: How updates reach the server (:class:`~fl_gym.sim.transports.DigitalUplink`
                 by default).
 
         Returns:
