@@ -260,9 +260,7 @@ def ota_mse(
     phi = _check_weights(weights, h.shape[0])
     m = _check_beamformer(beamformer, h.shape[1])
     p0 = check_positive("power_w", power_w)
-    sigma2 = float(noise_power_w)
-    if not math.isfinite(sigma2) or sigma2 < 0.0:
-        raise ValueError(f"noise_power_w must be finite and >= 0, got {noise_power_w}")
+    sigma2 = check_positive("noise_power_w", noise_power_w, allow_zero=True)
     worst = float(_beam_gains(h, phi, m).min())
     if worst == 0.0:
         return math.inf
@@ -546,9 +544,7 @@ def select_ota_devices(
         if math.isnan(gamma) or gamma < 0.0:
             raise ValueError(f"mse_target must be >= 0, got {mse_target}")
         p0 = check_positive("power_w", power_w)
-        sigma2 = float(noise_power_w)
-        if not math.isfinite(sigma2) or sigma2 < 0.0:
-            raise ValueError(f"noise_power_w must be finite and >= 0, got {noise_power_w}")
+        sigma2 = check_positive("noise_power_w", noise_power_w, allow_zero=True)
         # A device with a zero channel has an infinite MSE whatever the beamformer.
         mask = np.any(h != 0, axis=1) if sigma2 > 0.0 else np.ones(k, dtype=bool)
         while mask.any():
