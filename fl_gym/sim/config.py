@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -288,8 +289,6 @@ def check_rows(
         TypeError: Not a tensor, or not of a floating dtype.
         ValueError: Another shape, too few rows, or a non-finite entry where none is allowed.
     """
-    import torch  # the one validator of tensors; the rest of this module needs only numpy
-
     if not isinstance(value, torch.Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor of shape (K, d), got {type(value).__name__}"

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from fl_gym.sim.learning.aggregation import fedavg_trusted
+from fl_gym.sim.learning.coded import staleness_weight, stand_in_updates
 from fl_gym.sim.learning.compression import (
     FLOAT_BITS,
     QSGD,
@@ -663,8 +664,6 @@ def _straggler_rows(
     A late update of staleness ``tau`` is weighted ``n_k (1 + tau)^-a`` against a base weight
     ``n_k``; a stand-in is weighted as the update it replaces.
     """
-    from fl_gym.sim.learning.coded import staleness_weight, stand_in_updates
-
     cfg = fed.config
     if cfg.stragglers == "stale":
         due = np.flatnonzero((fed.late_due_round == fed.round_index) & (fed.late_origin_round >= 0))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from fl_gym.sim.learning.coded import CodedClients, code_length, encode
 from fl_gym.sim.learning.compression import FLOAT_BITS
 from fl_gym.sim.plan import RoundPlan
 from fl_gym.sim.radio.uplink import UplinkReport, uplink_many
@@ -212,8 +213,6 @@ def _hold_late(
 def coded_upload_bits(fed: Federation) -> np.ndarray:
     """``(K,)`` bits each device uploads once with ``stragglers="coded"``: its code length times
     the coded features, bias column and one-hot targets, as float32."""
-    from fl_gym.sim.learning.coded import code_length
-
     width = fed.model.num_features + 1 + fed.model.num_classes
     lengths = [code_length(int(n), fed.config.code_redundancy) for n in fed.data.client_sizes]
     return np.asarray(lengths, dtype=np.float64) * width * FLOAT_BITS
@@ -233,8 +232,6 @@ def _coded_setup(fed: Federation, start: RoundStart) -> tuple[np.ndarray, float]
     whose battery cannot pay for its upload (or whose rate is 0) sends nothing and tries again
     the next time it is selected; until its upload arrives the server has no stand-in for it.
     """
-    from fl_gym.sim.learning.coded import CodedClients, code_length, encode
-
     cell = fed.cell
     assert cell is not None
     cfg = cell.config

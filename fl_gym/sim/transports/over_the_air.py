@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fl_gym.sim.plan import RoundPlan
+from fl_gym.sim.radio.over_the_air import ota_aggregate, ota_channels, receive_beamformer
 from fl_gym.sim.stages import Delivery, PendingUpdates, RoundStart, Transport, start_round
 
 if TYPE_CHECKING:
@@ -112,8 +113,6 @@ class OverTheAir(Transport):
     ) -> tuple[torch.Tensor, np.ndarray, float, float]:
         """The transmitting devices' analog aggregate: ``(aggregate, transmit power of each
         sender in W, aggregation MSE, channel uses)``."""
-        from fl_gym.sim.radio.over_the_air import ota_aggregate, ota_channels, receive_beamformer
-
         cell = fed.cell
         assert cell is not None
         cfg = cell.config
